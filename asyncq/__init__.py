@@ -1,0 +1,58 @@
+"""asyncq: an async-first job runtime. See README.md and DESIGN.md for the contract."""
+
+from .app import App, State
+from .backend import Backend
+from .errors import (
+    AsyncqError,
+    BrokerError,
+    BrokerUnavailable,
+    ConfigurationError,
+    ErrorInfo,
+    JobCancelled,
+    JobError,
+    JobFailed,
+    JobNotFound,
+    Reject,
+    Retry,
+    TaskNotFound,
+)
+from .job import Job, JobContext, current_job
+from .records import DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInfo
+from .retry import Backoff
+from .serializer import OrjsonSerializer, Serializer
+from .task import Task, TaskCall
+from .worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "AsyncqError",
+    "Backend",
+    "Backoff",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "DeadLetter",
+    "ErrorInfo",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobError",
+    "JobFailed",
+    "JobInfo",
+    "JobNotFound",
+    "JobStatus",
+    "OrjsonSerializer",
+    "QueueStats",
+    "Reject",
+    "Retry",
+    "Serializer",
+    "State",
+    "Task",
+    "TaskCall",
+    "TaskNotFound",
+    "Worker",
+    "WorkerInfo",
+    "current_job",
+]

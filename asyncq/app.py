@@ -1,0 +1,352 @@
+"""The App: a task registry bound to one backend, and the entry point to everything else."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import SimpleNamespace, TracebackType
+from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
+
+import anyio
+
+from .backend import Backend, Envelope, redact_url, resolve_backend
+from .errors import ConfigurationError
+from .job import Job
+from .records import DeadLetter, QueueStats
+from .retry import Backoff
+from .serializer import DecodeError, Message, OrjsonSerializer, Serializer
+from .task import Task, _check_queue
+from .worker import Worker
+
+__all__ = ["App", "State"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_BROKER = "memory://"
+"""The broker when neither the App nor $ASYNCQ_BROKER names one."""
+
+Lifespan = Callable[["App"], AbstractAsyncContextManager[None]]
+
+
+class State(SimpleNamespace):
+    """Attributes a lifespan sets (clients, pools) for handlers to read: ``app.state.db``."""
+
+
+class TaskDecorator(Protocol):
+    @overload
+    def __call__(self, __fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
+    @overload
+    def __call__(self, __fn: Callable[P, R]) -> Task[P, R]: ...
+
+
+class App:
+    """Tasks, a broker, and defaults for both.
+
+    ``broker`` is a URL (``redis://...``, ``amqp://...``, ``memory://``) resolved through the
+    ``asyncq.backends`` entry points, or a :class:`Backend` instance; omitted, it is
+    ``$ASYNCQ_BROKER`` or ``memory://``. ``retries``, ``timeout`` and ``backoff`` are the
+    defaults for tasks that do not set their own.
+    """
+
+    def __init__(
+        self,
+        broker: str | Backend | None = None,
+        *,
+        serializer: Serializer | None = None,
+        default_queue: str = "default",
+        retries: int = 3,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        _check_queue(default_queue)
+        self.serializer: Serializer = serializer or OrjsonSerializer()
+        self.default_queue = default_queue
+        self.retries = retries
+        self.timeout = timeout
+        self.backoff = backoff or Backoff()
+        self.shutdown_timeout = shutdown_timeout
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.state = State()
+        self._lifespan: Lifespan | None = None
+        self._backend: Backend | None = None
+        self._broker_url = ""
+        self._opened = 0
+        self.use_broker(broker)
+
+    def __repr__(self) -> str:
+        return f"<App broker={self.broker_url!r} tasks={len(self.tasks)}>"
+
+    # -- broker ----------------------------------------------------------------------------
+    def use_broker(self, broker: str | Backend | None) -> None:
+        """Point the App at another broker; only while it is not open (the CLI's --broker)."""
+        if self._opened:
+            raise RuntimeError("cannot change the broker of an open App")
+        if isinstance(broker, Backend):
+            self._backend, self._broker_url = broker, f"{broker.system}://"
+            return
+        url = broker or os.environ.get("ASYNCQ_BROKER") or DEFAULT_BROKER
+        if not isinstance(url, str):
+            raise ConfigurationError(f"broker must be a URL or a Backend, got {broker!r}")
+        self._backend, self._broker_url = None, url
+
+    @property
+    def broker_url(self) -> str:
+        """The broker URL with any password masked."""
+        return redact_url(self._broker_url)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = resolve_backend(self._broker_url)
+        return self._backend
+
+    def backend_for_enqueue(self) -> Backend:
+        if not self._opened:
+            raise RuntimeError(
+                "the App is not open: enqueue inside `async with app:` (or a worker, or a "
+                "FastAPI lifespan that enters the app)"
+            )
+        return self.backend
+
+    async def __aenter__(self) -> Self:
+        if self._opened == 0:
+            await self.backend.connect()
+        self._opened += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._opened -= 1
+        if self._opened == 0:
+            with anyio.CancelScope(shield=True):
+                await self.backend.close()
+
+    # -- tasks -----------------------------------------------------------------------------
+    @overload
+    def task(self, __fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
+    @overload
+    def task(self, __fn: Callable[P, R]) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> TaskDecorator: ...
+
+    def task(
+        self,
+        __fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> Any:
+        """Register a handler, as ``@app.task`` or ``@app.task(name=..., queue=..., ...)``.
+
+        The name defaults to ``module.qualname``; it is what travels in the job, so keep it
+        stable across deploys.
+        """
+
+        def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            if task_name in self.tasks:
+                raise ValueError(f"a task named {task_name!r} is already registered")
+            task: Task[Any, Any] = Task(
+                self,
+                fn,
+                name=task_name,
+                queue=queue or self.default_queue,
+                retries=self.retries if retries is None else retries,
+                timeout=self.timeout if timeout is None else timeout,
+                backoff=backoff or self.backoff,
+            )
+            self.tasks[task_name] = task
+            return task
+
+        return register if __fn is None else register(__fn)
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The queues the registered tasks use (the default queue when there are none)."""
+        return tuple(sorted({t.queue for t in self.tasks.values()})) or (self.default_queue,)
+
+    def get_job(self, job_id: str) -> Job[Any]:
+        """A handle on a job enqueued earlier, by id."""
+        return Job(self, job_id)
+
+    # -- lifespan --------------------------------------------------------------------------
+    def lifespan(self, fn: Callable[[App], Any]) -> Callable[[App], Any]:
+        """Register what each worker opens around job processing: an async context manager
+        factory, or an async generator function, taking the App."""
+        self._lifespan = asynccontextmanager(fn) if inspect.isasyncgenfunction(fn) else fn
+        return fn
+
+    @asynccontextmanager
+    async def run_lifespan(self) -> AsyncIterator[None]:
+        if self._lifespan is None:
+            yield
+        else:
+            async with self._lifespan(self):
+                yield
+
+    # -- workers ---------------------------------------------------------------------------
+    @asynccontextmanager
+    async def worker(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        shutdown_timeout: float | None = None,
+        **options: Any,
+    ) -> AsyncIterator[Worker]:
+        """Run a worker in the background for the body of the ``async with`` (e.g. a FastAPI
+        lifespan); leaving the block shuts it down gracefully."""
+        worker = Worker(
+            self,
+            queues=queues,
+            concurrency=concurrency,
+            shutdown_timeout=self.shutdown_timeout
+            if shutdown_timeout is None
+            else shutdown_timeout,
+            **options,
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            try:
+                yield worker
+            finally:
+                worker.stop()
+
+    async def run_worker(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        burst: bool = False,
+        shutdown_timeout: float | None = None,
+        handle_signals: bool = False,
+        **options: Any,
+    ) -> None:
+        """Run a worker until it is stopped (or, with ``burst=True``, the queues are empty)."""
+        worker = Worker(
+            self,
+            queues=queues,
+            concurrency=concurrency,
+            burst=burst,
+            shutdown_timeout=self.shutdown_timeout
+            if shutdown_timeout is None
+            else shutdown_timeout,
+            handle_signals=handle_signals,
+            **options,
+        )
+        await worker.run()
+
+    # -- operations ------------------------------------------------------------------------
+    async def queue_stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        """Depth of each queue: the given ones, else this App's and every one the broker knows."""
+        if queues is None:
+            known = await self.backend.queue_stats(None)
+            missing = [q for q in self.queues if q not in {s.queue for s in known}]
+            stats = known + (await self.backend.queue_stats(missing) if missing else [])
+        else:
+            stats = await self.backend.queue_stats(queues)
+        return {s.queue: s for s in sorted(stats, key=lambda s: s.queue)}
+
+    async def dead_letters(
+        self, queue: str | None = None, *, limit: int = 100, task: str | None = None
+    ) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of ``queue`` (default: the default queue),
+        optionally only one task's."""
+        queue = queue or self.default_queue
+        found: list[DeadLetter] = []
+        after: str | None = None
+        while len(found) < limit:
+            page = await self.backend.dead_letters(queue, limit=500, after=after)
+            found.extend(d for d in page if task is None or d.task == task)
+            if len(page) < 500:
+                break
+            after = page[-1].id
+        return found[:limit]
+
+    async def replay_dead(
+        self,
+        queue: str | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        task: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Send dead letters back to their queue with a fresh retry budget (attempt 1), then
+        remove them from the dead-letter queue; returns how many were replayed.
+
+        The enqueue comes before the removal, so a crash in between can duplicate a job but
+        never lose one."""
+        queue = queue or self.default_queue
+        wanted = set(ids) if ids is not None else None
+        replayed = 0
+        after: str | None = None
+        while True:
+            page = await self.backend.dead_letters(queue, limit=500, after=after)
+            chosen = [
+                d
+                for d in page
+                if (wanted is None or d.id in wanted) and (task is None or d.task == task)
+            ]
+            if chosen:
+                await self.backend.enqueue([self._replay_envelope(d) for d in chosen])
+                await self.backend.purge_dead(queue, [d.id for d in chosen])
+                replayed += len(chosen)
+                if on_progress is not None:
+                    on_progress(replayed)
+            if len(page) < 500:
+                return replayed
+            # Page on from the last entry that is still there: replayed ones are gone.
+            kept = [d for d in page if d not in chosen]
+            if kept:
+                after = kept[-1].id
+
+    def _replay_envelope(self, dead: DeadLetter) -> Envelope:
+        try:
+            msg = Message.decode(dead.body, self.serializer)
+        except DecodeError:
+            return Envelope(dead.id, dead.queue, dead.body, dead.task)
+        fresh = Message(
+            id=msg.id,
+            task=msg.task,
+            queue=msg.queue,
+            args=msg.args,
+            kwargs=msg.kwargs,
+            headers=msg.headers,
+            attempt=1,
+            enqueued_at=msg.enqueued_at,
+            key=msg.key,
+        )
+        return Envelope(msg.id, msg.queue, fresh.encode(self.serializer), msg.task, None, msg.key)
+
+    async def purge_dead(
+        self, queue: str | None = None, *, ids: Sequence[str] | None = None, task: str | None = None
+    ) -> int:
+        """Delete dead letters: all of the queue, the given ids, or one task's.
+
+        Returns how many were deleted."""
+        queue = queue or self.default_queue
+        if task is None:
+            return await self.backend.purge_dead(queue, ids)
+        chosen = [d.id for d in await self.dead_letters(queue, limit=2**31, task=task)]
+        if ids is not None:
+            chosen = [i for i in chosen if i in set(ids)]
+        return await self.backend.purge_dead(queue, chosen) if chosen else 0

@@ -1,0 +1,119 @@
+"""asyncq's exceptions.
+
+The hierarchy::
+
+    AsyncqError                    every error asyncq raises on its own account
+    ├── ConfigurationError         a bad broker URL, an unknown option, a missing extra
+    ├── BrokerError                the broker failed or refused an operation
+    │   └── BrokerUnavailable      the broker cannot be reached
+    ├── TaskNotFound               no task of that name is registered on the App
+    └── JobError                   the outcome of a job, raised by ``Job.result()``
+        ├── JobFailed              the job ended in the dead-letter queue
+        ├── JobCancelled           the job was cancelled
+        └── JobNotFound            no such job (never enqueued, or its record expired)
+
+    Retry                          raised by a handler: run me again later
+    Reject                         raised by a handler: dead-letter me now, no retry
+
+``Retry`` and ``Reject`` are control flow for handlers, not errors, so they derive from
+``Exception`` directly. Waiting for a result past its timeout raises the builtin
+``TimeoutError``; unserialisable job arguments raise ``TypeError`` at enqueue time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AsyncqError",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "ErrorInfo",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "JobNotFound",
+    "Reject",
+    "Retry",
+    "TaskNotFound",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why an attempt failed: the exception's type, message and formatted traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+class AsyncqError(Exception):
+    """Base class of every error asyncq raises on its own account."""
+
+
+class ConfigurationError(AsyncqError):
+    """The App or backend is configured wrongly (URL, option, missing extra)."""
+
+
+class BrokerError(AsyncqError):
+    """The broker failed or refused an operation."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached; check that it runs and that the URL is right."""
+
+
+class TaskNotFound(AsyncqError, LookupError):
+    """No task of that name is registered on the App."""
+
+
+class JobError(AsyncqError):
+    """Base class of the errors that report a job's outcome."""
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobFailed(JobError):
+    """The job exhausted its retries or was rejected, and is in the dead-letter queue."""
+
+    def __init__(self, message: str, *, job_id: str, error: ErrorInfo | None) -> None:
+        super().__init__(message, job_id=job_id)
+        self.error = error
+
+
+class JobCancelled(JobError):
+    """The job was cancelled before it could finish."""
+
+
+class JobNotFound(JobError, LookupError):
+    """No job with this id is known: never enqueued, or its record has expired."""
+
+
+class Retry(Exception):
+    """Raise inside a handler to run the job again after ``delay`` seconds.
+
+    With ``delay=None`` the task's backoff decides. A retry still counts against the task's
+    ``retries``; once they are spent the job is dead-lettered.
+    """
+
+    def __init__(self, delay: float | None = None, reason: str = "") -> None:
+        if delay is not None and delay < 0:
+            raise ValueError("Retry delay must be >= 0")
+        super().__init__(reason or "retry requested")
+        self.delay = delay
+        self.reason = reason
+
+
+class Reject(Exception):
+    """Raise inside a handler to send the job straight to the dead-letter queue."""
+
+    def __init__(self, reason: str = "rejected") -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,101 @@
+"""A handle on an enqueued job, and the context a running handler can read."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from .errors import JobCancelled, JobFailed, JobNotFound
+from .records import JobInfo, JobStatus
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["Job", "JobContext", "current_job"]
+
+R = TypeVar("R")
+
+
+class Job(Generic[R]):
+    """A job that was enqueued: ask for its status, wait for its result, cancel it."""
+
+    __slots__ = ("_app", "id")
+
+    def __init__(self, app: App, job_id: str) -> None:
+        self._app = app
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    async def info(self) -> JobInfo:
+        """The job's full record: status, attempt, next run time, last error."""
+        info = await self._app.backend.job_info(self.id)
+        if info is None:
+            raise JobNotFound(f"job {self.id} is unknown or its record expired", job_id=self.id)
+        return info
+
+    async def status(self) -> JobStatus:
+        return (await self.info()).status
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait until the job is finished and return its result.
+
+        Raises :class:`JobFailed` if it ended in the dead-letter queue, :class:`JobCancelled`
+        if it was cancelled, and ``TimeoutError`` if ``timeout`` seconds pass first.
+        """
+        info = await self._app.backend.wait_finished(self.id, timeout)
+        if info is None:
+            raise JobNotFound(f"job {self.id} is unknown or its record expired", job_id=self.id)
+        if info.status is JobStatus.SUCCEEDED:
+            if info.result is None:
+                return None  # type: ignore[return-value]
+            value: R = self._app.serializer.loads(info.result)
+            return value
+        if info.status is JobStatus.CANCELLED:
+            raise JobCancelled(f"job {self.id} was cancelled", job_id=self.id)
+        reason = f": {info.error}" if info.error else ""
+        raise JobFailed(f"job {self.id} failed{reason}", job_id=self.id, error=info.error)
+
+    async def cancel(self) -> bool:
+        """Cancel the job: a queued one never runs, a running one has its scope cancelled.
+
+        Returns False if the job had already finished."""
+        return await self._app.backend.cancel(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a running handler knows about its job; see :func:`current_job`."""
+
+    id: str
+    task: str
+    queue: str
+    attempt: int
+    """1 on the first run; a retry adds one, a redelivery after a shutdown does not."""
+    redelivered: bool
+    """True when an earlier delivery's worker was lost before settling the job."""
+    enqueued_at: float
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+_current: ContextVar[JobContext] = ContextVar("asyncq_current_job")
+
+
+def current_job() -> JobContext:
+    """The job the calling handler runs for. Raises ``RuntimeError`` outside a handler."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("asyncq.current_job() was called outside a job handler") from None
+
+
+def set_current_job(context: JobContext) -> Token[JobContext]:
+    return _current.set(context)

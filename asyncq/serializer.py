@@ -1,0 +1,141 @@
+"""The v1 wire format of a job, and the pluggable serializer that writes it.
+
+A job travels as one object::
+
+    {"v": 1, "id": "0193...", "task": "shop.charge", "queue": "default",
+     "args": [...], "kwargs": {...}, "headers": {"traceparent": "..."},
+     "attempt": 1, "enqueued_at": 1732630000.123, "eta": null, "key": null}
+
+Unknown fields are ignored when decoding, so a newer producer can add fields without
+breaking older workers. Results are written with the same serializer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import orjson
+
+__all__ = ["DecodeError", "Message", "OrjsonSerializer", "Serializer", "new_job_id"]
+
+WIRE_VERSION = 1
+
+
+class DecodeError(ValueError):
+    """A message body that is not a v1 job."""
+
+
+class Serializer(Protocol):
+    """Turns plain data (job fields, results) into bytes and back."""
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode; raise ``TypeError`` for a value this format cannot carry."""
+        ...
+
+    def loads(self, data: bytes) -> Any:
+        """Decode; raise ``ValueError`` for bytes that are not this format."""
+        ...
+
+
+class OrjsonSerializer:
+    """JSON via orjson: fast, strict (no NaN surprises), dataclasses and datetimes built in."""
+
+    __slots__ = ()
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:  # a TypeError subclass
+            raise TypeError(f"cannot serialize {value!r:.200}: {exc}") from None
+
+    def loads(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One job as it travels through the broker."""
+
+    id: str
+    task: str
+    queue: str
+    args: tuple[Any, ...] | list[Any] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    attempt: int = 1
+    enqueued_at: float = 0.0
+    eta: float | None = None
+    key: str | None = None
+
+    def encode(self, serializer: Serializer) -> bytes:
+        return serializer.dumps(
+            {
+                "v": WIRE_VERSION,
+                "id": self.id,
+                "task": self.task,
+                "queue": self.queue,
+                "args": self.args,
+                "kwargs": self.kwargs,
+                "headers": self.headers,
+                "attempt": self.attempt,
+                "enqueued_at": self.enqueued_at,
+                "eta": self.eta,
+                "key": self.key,
+            }
+        )
+
+    @classmethod
+    def decode(cls, body: bytes, serializer: Serializer) -> Message:
+        try:
+            data = serializer.loads(body)
+        except ValueError as exc:
+            raise DecodeError(f"body is not valid for the serializer: {exc}") from None
+        if not isinstance(data, dict):
+            raise DecodeError(f"expected an object, got {type(data).__name__}")
+        if data.get("v") != WIRE_VERSION:
+            raise DecodeError(f"unsupported wire version {data.get('v')!r}")
+        try:
+            msg = cls(
+                id=data["id"],
+                task=data["task"],
+                queue=data["queue"],
+                args=data.get("args") or (),
+                kwargs=data.get("kwargs") or {},
+                headers=data.get("headers") or {},
+                attempt=data.get("attempt", 1),
+                enqueued_at=data.get("enqueued_at", 0.0),
+                eta=data.get("eta"),
+                key=data.get("key"),
+            )
+        except KeyError as exc:
+            raise DecodeError(f"missing field {exc.args[0]!r}") from None
+        if not (
+            isinstance(msg.id, str)
+            and isinstance(msg.task, str)
+            and isinstance(msg.queue, str)
+            and isinstance(msg.args, list | tuple)
+            and isinstance(msg.kwargs, dict)
+            and isinstance(msg.headers, dict)
+            and isinstance(msg.attempt, int)
+        ):
+            raise DecodeError("a field has the wrong type")
+        return msg
+
+    def next_attempt(self, eta: float | None) -> Message:
+        return replace(self, attempt=self.attempt + 1, eta=eta)
+
+
+def new_job_id() -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: unique, and sorting by id sorts by creation time."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    # 48 bits of milliseconds, version 7, 12 random bits, variant 0b10, 62 random bits.
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF
+    return f"{value:032x}"

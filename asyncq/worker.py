@@ -1,0 +1,447 @@
+"""The worker: fetch jobs for free slots, run each in its own cancel scope, settle in batches.
+
+One anyio task group holds the service loops (settling, lease renewal, heartbeat,
+cancellation requests, signals); a nested one holds the running jobs. The fetch loop
+waits on a semaphore of ``concurrency`` slots and asks the backend for exactly as many jobs
+as there are free slots, which is how backpressure reaches the broker.
+
+A running job can end four ways besides its own result, each with its own outcome:
+
+* **timeout** (the task's ``timeout``): a failure like any exception: retried, then dead;
+* **cancellation** (``job.cancel()``): settled CANCELLED, never retried;
+* **shutdown** (SIGTERM, ``stop()``): after ``shutdown_timeout`` the job is cancelled and
+  released back to its queue unacknowledged, keeping its attempt number;
+* **lost worker** (SIGKILL, a crash): nothing is settled; the backend delivers the job
+  again with ``redelivered=True`` once the lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from .backend import Delivery, Outcome, Settlement
+from .errors import BrokerError, ErrorInfo, Reject, Retry
+from .job import JobContext, set_current_job
+from .records import WorkerInfo
+from .serializer import DecodeError, Message
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from .app import App
+    from .task import Task
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("asyncq.worker")
+
+_SHUTDOWN = "shutdown"
+_CANCELLED = "cancelled"
+_SETTLE_BATCH = 512
+
+
+class _Running:
+    """A job in flight: its delivery and the scope that cancels it, with the reason."""
+
+    __slots__ = ("cause", "delivery", "scope")
+
+    def __init__(self, delivery: Delivery, scope: anyio.CancelScope) -> None:
+        self.delivery = delivery
+        self.scope = scope
+        self.cause: str | None = None
+
+    def cancel(self, cause: str) -> None:
+        if self.cause is None:
+            self.cause = cause
+        self.scope.cancel()
+
+
+class Worker:
+    """Runs an App's tasks from the given queues. Build one with ``app.worker()`` or
+    ``app.run_worker()``; the CLI's ``asyncq run`` does the same."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        burst: bool = False,
+        shutdown_timeout: float = 30.0,
+        handle_signals: bool = False,
+        heartbeat_interval: float = 10.0,
+        fetch_timeout: float = 5.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if shutdown_timeout < 0:
+            raise ValueError("shutdown_timeout must be >= 0")
+        self.app = app
+        self.queues = tuple(queues) if queues else app.queues
+        if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
+            raise ValueError("queues must be non-empty queue names")
+        self.concurrency = concurrency
+        self.burst = burst
+        self.shutdown_timeout = shutdown_timeout
+        self.handle_signals = handle_signals
+        self.heartbeat_interval = heartbeat_interval
+        self.fetch_timeout = fetch_timeout
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.started_at = 0.0
+        self.processed = 0
+        self._running: dict[str, _Running] = {}
+        self._slots = anyio.Semaphore(concurrency)
+        self._fetch_scope = anyio.CancelScope()
+        self._drain_scope = anyio.CancelScope()
+        self._idle = anyio.Event()
+        self._settled = anyio.Event()
+        self._stopping = False
+        self._settle_send: MemoryObjectSendStream[Settlement] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop fetching and let in-flight jobs finish within ``shutdown_timeout``; with
+        ``now=True`` cancel them at once. Either way unfinished jobs go back to the queue."""
+        self._stopping = True
+        self._fetch_scope.cancel()
+        if now:
+            self._drain_scope.cancel()
+
+    async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until stopped (or, in burst mode, until the queues are drained)."""
+        app = self.app
+        async with app, app.run_lifespan(), anyio.create_task_group() as services:
+            send, receive = anyio.create_memory_object_stream[Settlement](math.inf)
+            self._settle_send = send
+            self.started_at = time.time()
+            services.start_soon(self._settle_loop, receive)
+            services.start_soon(self._heartbeat_loop)
+            services.start_soon(app.backend.watch_cancellations, self._on_cancel_request)
+            if app.backend.lease_renewal_interval:
+                services.start_soon(self._renew_loop, app.backend.lease_renewal_interval)
+            if self.handle_signals:
+                services.start_soon(self._signal_loop)
+            log.info(
+                "worker %s started: queues=%s concurrency=%d",
+                self.id,
+                ",".join(self.queues),
+                self.concurrency,
+            )
+            task_status.started(self)
+            try:
+                async with anyio.create_task_group() as jobs:
+                    with self._fetch_scope:
+                        await self._fetch_loop(jobs)
+                    self._stopping = True
+                    if self._running:
+                        log.info("waiting for %d in-flight job(s) to finish", len(self._running))
+                        with self._drain_scope:
+                            self._drain_scope.deadline = (
+                                anyio.current_time() + self.shutdown_timeout
+                            )
+                            await self._idle.wait()
+                    for running in list(self._running.values()):
+                        running.cancel(_SHUTDOWN)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    send.close()
+                    with anyio.move_on_after(self.shutdown_timeout + 5):
+                        await self._settled.wait()
+                    await self._deregister()
+                services.cancel_scope.cancel()
+        log.info("worker %s stopped after %d job(s)", self.id, self.processed)
+
+    # -- fetching --------------------------------------------------------------------------
+    async def _fetch_loop(self, jobs: TaskGroup) -> None:
+        slots, backend, queues = self._slots, self.app.backend, self.queues
+        fetch_timeout = min(self.fetch_timeout, 0.25) if self.burst else self.fetch_timeout
+        while True:
+            await slots.acquire()
+            free = 1
+            while free < self.concurrency and slots.value > 0:
+                slots.acquire_nowait()
+                free += 1
+            try:
+                deliveries = await backend.fetch(queues, free, timeout=fetch_timeout)
+            except BrokerError as exc:
+                for _ in range(free):
+                    slots.release()
+                log.warning("fetch failed, retrying in 1 s: %s", exc)
+                await anyio.sleep(1.0)  # back off from a broker that is down
+                continue
+            except BaseException:
+                for _ in range(free):
+                    slots.release()
+                raise
+            for _ in range(free - len(deliveries)):
+                slots.release()
+            if not deliveries:
+                if self.burst and await self._drained():
+                    return
+                continue
+            for delivery in deliveries:
+                scope = anyio.CancelScope()
+                self._running[delivery.id] = _Running(delivery, scope)
+                jobs.start_soon(self._run_one, delivery, scope)
+
+    async def _drained(self) -> bool:
+        if self._running:
+            return False
+        stats = await self.app.backend.queue_stats(self.queues)
+        return all(s.pending == 0 and s.scheduled == 0 and s.running == 0 for s in stats)
+
+    # -- running ---------------------------------------------------------------------------
+    async def _run_one(self, delivery: Delivery, scope: anyio.CancelScope) -> None:
+        try:
+            settlement = await self._execute(delivery, scope)
+        except Exception as exc:  # a bug in asyncq itself: never lose the job over it
+            log.exception("internal error running job %s", delivery.id)
+            settlement = Settlement(delivery, Outcome.DEAD, error=_error_info(exc))
+        finally:
+            running = self._running.pop(delivery.id, None)
+            self._slots.release()
+            if not self._running and self._stopping:
+                self._idle.set()
+        if running is not None and running.cause == _SHUTDOWN:
+            settlement = Settlement(delivery, Outcome.RELEASE)
+        self.processed += 1
+        assert self._settle_send is not None
+        self._settle_send.send_nowait(settlement)
+
+    async def _execute(self, delivery: Delivery, scope: anyio.CancelScope) -> Settlement:
+        app = self.app
+        try:
+            msg = Message.decode(delivery.body, app.serializer)
+        except DecodeError as exc:
+            log.error("dead-lettering undecodable message %s: %s", delivery.id, exc)
+            return Settlement(delivery, Outcome.DEAD, error=ErrorInfo("DecodeError", str(exc)))
+        task = app.tasks.get(msg.task)
+        if task is None:
+            reason = f"no task named {msg.task!r} is registered on this worker's App"
+            log.error("dead-lettering job %s: %s", msg.id, reason)
+            return self._dead(delivery, msg, ErrorInfo("UnknownTask", reason))
+        set_current_job(
+            JobContext(
+                msg.id,
+                msg.task,
+                msg.queue,
+                msg.attempt,
+                delivery.redelivered,
+                msg.enqueued_at,
+                msg.headers,
+            )
+        )
+        if task.timeout is not None:
+            scope.deadline = anyio.current_time() + task.timeout
+        result: Any = None
+        try:
+            with scope:
+                result = await self._call(task, msg)
+        except Retry as exc:
+            return self._failed(delivery, msg, task, _error_info(exc), exc.delay)
+        except Reject as exc:
+            log.warning("job %s (%s) rejected: %s", msg.id, msg.task, exc.reason)
+            return self._dead(delivery, msg, ErrorInfo("Reject", exc.reason))
+        except _BadArguments as exc:
+            log.error("dead-lettering job %s: %s", msg.id, exc)
+            return self._dead(delivery, msg, ErrorInfo("BadArguments", str(exc)))
+        except Exception as exc:
+            return self._failed(delivery, msg, task, _error_info(exc), None)
+        if scope.cancelled_caught:
+            running = self._running.get(delivery.id)
+            cause = running.cause if running is not None else None
+            if cause == _CANCELLED:
+                log.info("job %s (%s) cancelled", msg.id, msg.task)
+                return Settlement(delivery, Outcome.CANCELLED, task=msg.task, attempt=msg.attempt)
+            if cause == _SHUTDOWN:
+                return Settlement(delivery, Outcome.RELEASE)
+            error = ErrorInfo("TimeoutError", f"job timed out after {task.timeout} s")
+            return self._failed(delivery, msg, task, error, None)
+        try:
+            body = app.serializer.dumps(result)
+        except TypeError as exc:
+            # Running it again would give the same unserialisable value: no retry.
+            return self._dead(delivery, msg, ErrorInfo("ResultNotSerializable", str(exc)))
+        log.debug("job %s (%s) succeeded", msg.id, msg.task)
+        return Settlement(
+            delivery, Outcome.SUCCEEDED, result=body, task=msg.task, attempt=msg.attempt
+        )
+
+    async def _call(self, task: Task[Any, Any], msg: Message) -> Any:
+        if task.is_async:
+            try:
+                coroutine = task.fn(*msg.args, **msg.kwargs)
+            except TypeError as exc:
+                # Binding fails before the body runs; re-check so a TypeError raised by a
+                # wrapping decorator's own code still counts as an ordinary failure.
+                problem = task.bind_error(msg.args, msg.kwargs)
+                if problem is not None:
+                    raise _BadArguments(problem) from exc
+                raise
+            return await coroutine
+        problem = task.bind_error(msg.args, msg.kwargs)
+        if problem is not None:
+            raise _BadArguments(problem)
+        # A thread cannot be cancelled: on timeout or shutdown the job is settled at once
+        # and the thread is left to finish on its own.
+        return await anyio.to_thread.run_sync(
+            _call_sync, task.fn, msg.args, msg.kwargs, abandon_on_cancel=True
+        )
+
+    def _failed(
+        self,
+        delivery: Delivery,
+        msg: Message,
+        task: Task[Any, Any],
+        error: ErrorInfo,
+        delay: float | None,
+    ) -> Settlement:
+        if msg.attempt > task.retries:
+            log.warning(
+                "job %s (%s) failed on attempt %d, retries exhausted: %s",
+                msg.id,
+                msg.task,
+                msg.attempt,
+                error,
+            )
+            return self._dead(delivery, msg, error)
+        if delay is None:
+            delay = task.backoff.delay(msg.attempt)
+        eta = time.time() + delay
+        log.info(
+            "job %s (%s) failed on attempt %d, retrying in %.2f s: %s",
+            msg.id,
+            msg.task,
+            msg.attempt,
+            delay,
+            error,
+        )
+        retry_body = msg.next_attempt(eta).encode(self.app.serializer)
+        return Settlement(
+            delivery,
+            Outcome.RETRY,
+            retry_body=retry_body,
+            eta=eta,
+            error=error,
+            task=msg.task,
+            attempt=msg.attempt,
+        )
+
+    @staticmethod
+    def _dead(delivery: Delivery, msg: Message, error: ErrorInfo) -> Settlement:
+        return Settlement(delivery, Outcome.DEAD, error=error, task=msg.task, attempt=msg.attempt)
+
+    def _on_cancel_request(self, job_id: str) -> None:
+        running = self._running.get(job_id)
+        if running is not None:
+            running.cancel(_CANCELLED)
+
+    # -- service loops ---------------------------------------------------------------------
+    async def _settle_loop(self, receive: MemoryObjectReceiveStream[Settlement]) -> None:
+        """Settle finished jobs in batches: whatever finished while the last batch was in
+        flight goes in the next round trip."""
+        backend = self.app.backend
+        try:
+            async with receive:
+                async for first in receive:
+                    batch = [first]
+                    while len(batch) < _SETTLE_BATCH:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    await self._settle(backend.settle, batch)
+        finally:
+            self._settled.set()
+
+    async def _settle(self, settle: Any, batch: list[Settlement]) -> None:
+        for attempt in range(1, 6):
+            try:
+                await settle(batch)
+                return
+            except BrokerError as exc:
+                log.warning("settling %d job(s) failed (try %d of 5): %s", len(batch), attempt, exc)
+                await anyio.sleep(min(0.2 * 2**attempt, 5.0))
+        # Unsettled jobs are not lost: the broker delivers them again after their lease.
+        log.error("gave up settling %d job(s); they will be delivered again", len(batch))
+
+    async def _renew_loop(self, interval: float) -> None:
+        backend = self.app.backend
+        while True:
+            await anyio.sleep(interval)  # a lease is time-based, so renewal is a timer
+            if self._running:
+                try:
+                    await backend.renew([r.delivery for r in self._running.values()])
+                except BrokerError as exc:
+                    log.warning("lease renewal failed: %s", exc)
+
+    async def _heartbeat_loop(self) -> None:
+        backend = self.app.backend
+        host, pid = socket.gethostname(), os.getpid()
+        while True:
+            info = WorkerInfo(
+                id=self.id,
+                host=host,
+                pid=pid,
+                queues=self.queues,
+                concurrency=self.concurrency,
+                in_flight=len(self._running),
+                started_at=self.started_at,
+            )
+            try:
+                await backend.heartbeat(info, ttl=self.heartbeat_interval * 3)
+            except BrokerError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await anyio.sleep(self.heartbeat_interval)  # a liveness signal is periodic
+
+    async def _deregister(self) -> None:
+        try:
+            await self.app.backend.deregister(self.id)
+        except BrokerError as exc:
+            log.warning("could not deregister worker %s: %s", self.id, exc)
+
+    async def _signal_loop(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self._stopping:
+                    log.warning(
+                        "%s: finishing %d in-flight job(s) within %.0f s; again to exit now",
+                        name,
+                        len(self._running),
+                        self.shutdown_timeout,
+                    )
+                    self.stop()
+                else:
+                    log.warning("%s again: returning in-flight jobs to the queue now", name)
+                    self.stop(now=True)
+
+
+class _BadArguments(Exception):
+    pass
+
+
+def _call_sync(fn: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    return fn(*args, **kwargs)
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo(
+        type=type(exc).__qualname__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
