@@ -113,6 +113,7 @@ class MemoryBackend(Backend):
         self.result_ttl = result_ttl
         self.lease_renewal_interval = visibility_timeout / 3
         self._broker = _BROKERS.setdefault(name, _Broker())
+        self._turn = 0
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -222,6 +223,10 @@ class MemoryBackend(Backend):
     def _take(self, queues: Sequence[str], limit: int, now: float) -> list[Delivery]:
         broker = self._broker
         out: list[Delivery] = []
+        if len(queues) > 1:
+            # Start from a different queue each time so a busy queue cannot starve the rest.
+            self._turn = (self._turn + 1) % len(queues)
+            queues = [*queues[self._turn :], *queues[: self._turn]]
         for name in queues:
             q = broker.queues[name]
             while q.ready and len(out) < limit:

@@ -104,6 +104,7 @@ class Worker:
         self._slots = anyio.Semaphore(concurrency)
         self._fetch_scope = anyio.CancelScope()
         self._drain_scope = anyio.CancelScope()
+        self._burst_wait = anyio.CancelScope()
         self._idle = anyio.Event()
         self._settled = anyio.Event()
         self._stopping = False
@@ -176,7 +177,11 @@ class Worker:
                 slots.acquire_nowait()
                 free += 1
             try:
-                deliveries = await backend.fetch(queues, free, timeout=fetch_timeout)
+                # In burst mode the last job to finish cancels a waiting fetch, so the worker
+                # notices at once that the queues are drained instead of after the timeout.
+                deliveries = []
+                with anyio.CancelScope() as self._burst_wait:
+                    deliveries = await backend.fetch(queues, free, timeout=fetch_timeout)
             except BrokerError as exc:
                 for _ in range(free):
                     slots.release()
@@ -214,10 +219,21 @@ class Worker:
         finally:
             running = self._running.pop(delivery.id, None)
             self._slots.release()
-            if not self._running and self._stopping:
-                self._idle.set()
-        if running is not None and running.cause == _SHUTDOWN:
-            settlement = Settlement(delivery, Outcome.RELEASE)
+            if not self._running:
+                if self._stopping:
+                    self._idle.set()
+                elif self.burst:
+                    self._burst_wait.cancel()
+        cause = running.cause if running is not None else None
+        if cause is not None and settlement.outcome is not Outcome.SUCCEEDED:
+            # Why the scope was cancelled wins over what the handler made of it (say, an
+            # exception of its own); a handler that finished anyway keeps its result.
+            if cause == _SHUTDOWN:
+                settlement = Settlement(delivery, Outcome.RELEASE)
+            else:
+                settlement = Settlement(
+                    delivery, Outcome.CANCELLED, task=settlement.task, attempt=settlement.attempt
+                )
         self.processed += 1
         assert self._settle_send is not None
         self._settle_send.send_nowait(settlement)
@@ -263,14 +279,11 @@ class Worker:
             return self._failed(delivery, msg, task, _error_info(exc), None)
         if scope.cancelled_caught:
             running = self._running.get(delivery.id)
-            cause = running.cause if running is not None else None
-            if cause == _CANCELLED:
-                log.info("job %s (%s) cancelled", msg.id, msg.task)
-                return Settlement(delivery, Outcome.CANCELLED, task=msg.task, attempt=msg.attempt)
-            if cause == _SHUTDOWN:
-                return Settlement(delivery, Outcome.RELEASE)
-            error = ErrorInfo("TimeoutError", f"job timed out after {task.timeout} s")
-            return self._failed(delivery, msg, task, error, None)
+            if running is None or running.cause is None:  # no one asked: the deadline passed
+                error = ErrorInfo("TimeoutError", f"job timed out after {task.timeout} s")
+                return self._failed(delivery, msg, task, error, None)
+            # Cancelled or shut down: _run_one settles it by the cause.
+            return Settlement(delivery, Outcome.CANCELLED, task=msg.task, attempt=msg.attempt)
         try:
             body = app.serializer.dumps(result)
         except TypeError as exc:
