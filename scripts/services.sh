@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Make sure the brokers the test suite talks to answer on loopback:
+#   Redis     127.0.0.1:6379
+#   RabbitMQ  127.0.0.1:5672 (guest/guest)
+# A service that already answers is left alone, so on a machine that runs both this is a
+# fast no-op. Otherwise the missing server is installed from Debian's packages (only when
+# its binary is missing) and started, and the script waits, bounded, until it answers.
+set -euo pipefail
+
+REDIS_WAIT=${REDIS_WAIT:-30}
+RABBITMQ_WAIT=${RABBITMQ_WAIT:-120}
+
+log() { echo "services: $*" >&2; }
+fail() {
+    echo "services: ERROR: $*" >&2
+    exit 1
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        fail "need root (or sudo) to run: $*"
+    fi
+}
+
+apt_updated=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || fail "$* is missing and there is no apt-get to install it"
+    if [ "$apt_updated" -eq 0 ]; then
+        log "apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    log "installing $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# A TCP connect through bash's /dev/tcp: no client tools needed.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+redis_ok() {
+    if command -v redis-cli >/dev/null 2>&1; then
+        [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]
+    else
+        port_open 6379
+    fi
+}
+
+rabbitmq_ok() {
+    port_open 5672 || return 1
+    command -v rabbitmq-diagnostics >/dev/null 2>&1 || return 0
+    # The port opens before the broker accepts logins, so ask the node itself. That needs
+    # its Erlang cookie, which root can read; without root the open port has to do.
+    if [ "$(id -u)" -eq 0 ]; then
+        rabbitmq-diagnostics -q ping >/dev/null 2>&1
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n rabbitmq-diagnostics -q ping >/dev/null 2>&1
+    fi
+}
+
+# wait_for NAME SECONDS CHECK: poll CHECK once a second (a server starting up has nothing
+# to block on) until it passes or the time is up.
+wait_for() {
+    local name=$1 seconds=$2 check=$3 waited=0
+    until "$check"; do
+        if [ "$waited" -ge "$seconds" ]; then
+            fail "$name did not answer within ${seconds} s; see its log (e.g. /var/log/$name/)"
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    log "$name is up (after ${waited} s)"
+}
+
+ensure_redis() {
+    if redis_ok; then
+        log "redis answers on 127.0.0.1:6379"
+        return
+    fi
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    log "starting redis-server"
+    # Tests need no persistence: keep nothing on disk.
+    # A failed start is reported by the wait below, with the time it waited.
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        >/dev/null || log "redis-server exited with $?"
+    wait_for redis "$REDIS_WAIT" redis_ok
+}
+
+ensure_rabbitmq() {
+    if rabbitmq_ok; then
+        log "rabbitmq answers on 127.0.0.1:5672"
+        return
+    fi
+    command -v rabbitmq-server >/dev/null 2>&1 || apt_install rabbitmq-server
+    # The Debian package may have started it already; a second node would not start.
+    if ! port_open 5672; then
+        log "starting rabbitmq-server (this can take a while)"
+        as_root rabbitmq-server -detached >/dev/null 2>&1 || log "rabbitmq-server exited with $?"
+    fi
+    wait_for rabbitmq "$RABBITMQ_WAIT" rabbitmq_ok
+}
+
+ensure_redis
+ensure_rabbitmq
