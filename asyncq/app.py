@@ -306,16 +306,20 @@ class App:
                 for d in page
                 if (wanted is None or d.id in wanted) and (task is None or d.task == task)
             ]
+            sent: set[str] = set()
             if chosen:
-                await self.backend.enqueue([self._replay_envelope(d) for d in chosen])
-                await self.backend.purge_dead(queue, [d.id for d in chosen])
-                replayed += len(chosen)
+                job_ids = await self.backend.enqueue([self._replay_envelope(d) for d in chosen])
+                # A job whose idempotency key a live job holds now was not enqueued again
+                # (its id came back as the live job's): it stays in the dead-letter queue.
+                sent = {d.id for d, job_id in zip(chosen, job_ids, strict=True) if job_id == d.id}
+                await self.backend.purge_dead(queue, list(sent))
+                replayed += len(sent)
                 if on_progress is not None:
                     on_progress(replayed)
             if len(page) < 500:
                 return replayed
             # Page on from the last entry that is still there: replayed ones are gone.
-            kept = [d for d in page if d not in chosen]
+            kept = [d for d in page if d.id not in sent]
             if kept:
                 after = kept[-1].id
 

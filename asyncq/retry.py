@@ -30,11 +30,10 @@ class Backoff:
 
     def ceiling(self, retry: int) -> float:
         """The largest delay for the ``retry``-th retry (1-based)."""
-        exponent = max(retry - 1, 0)
-        # Stop multiplying once past the cap: factor ** 1000 would overflow a float.
-        if exponent > 64:
+        try:
+            return min(self.cap, self.base * self.factor ** max(retry - 1, 0))
+        except OverflowError:  # factor ** retry is past any float, so past the cap too
             return self.cap
-        return min(self.cap, self.base * self.factor**exponent)
 
     def delay(self, retry: int) -> float:
         ceiling = self.ceiling(retry)
