@@ -1,0 +1,132 @@
+"""Bad input: unserialisable arguments fail at enqueue and nothing is sent; a message that
+cannot be decoded, names an unknown task, or does not fit the handler is dead-lettered with
+that reason, and the worker keeps running."""
+
+from __future__ import annotations
+
+import pytest
+
+import asyncq
+from asyncq import JobStatus, current_job
+from asyncq.backend import Envelope, Outcome
+from asyncq.serializer import new_job_id
+
+from .conftest import Broker, SettleLog
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_unserialisable_argument_is_a_type_error_and_nothing_is_queued(
+    app: asyncq.App,
+) -> None:
+    @app.task
+    async def store(value: object) -> None:
+        pass
+
+    async with app:
+        with pytest.raises(TypeError, match="cannot be serialized"):
+            await store.enqueue(object())
+        with pytest.raises(TypeError):
+            await store.enqueue_many([(1,), (object(),)])
+        stats = (await app.queue_stats([app.default_queue]))[app.default_queue]
+        assert (stats.pending, stats.scheduled, stats.running, stats.dead) == (0, 0, 0, 0)
+
+
+async def test_undecodable_message_is_dead_lettered_and_the_worker_goes_on(
+    app: asyncq.App, settled: SettleLog
+) -> None:
+    @app.task
+    async def fine() -> str:
+        return "still working"
+
+    garbage_id = new_job_id()
+    async with app, app.worker(concurrency=1):
+        await app.backend.enqueue(
+            [Envelope(id=garbage_id, queue=app.default_queue, body=b"\x00not json")]
+        )
+        await settled.wait(garbage_id)
+        job = await fine.enqueue()
+        assert await job.result(timeout=5) == "still working"
+        (dead,) = await app.dead_letters()
+    assert dead.id == garbage_id
+    assert dead.body == b"\x00not json"
+    assert dead.error.type == "DecodeError"
+
+
+async def test_unknown_task_is_dead_lettered(broker: Broker, app: asyncq.App) -> None:
+    # A producer with a task this worker's App does not have (an old or newer deploy).
+    producer = broker.app()
+
+    @producer.task(name="tasks.gone")
+    async def gone() -> None:
+        pass
+
+    @app.task
+    async def fine() -> str:
+        return "still working"
+
+    async with producer, app, app.worker(concurrency=1):
+        job = await gone.enqueue()
+        with pytest.raises(asyncq.JobFailed, match="tasks.gone"):
+            await app.get_job(job.id).result(timeout=5)
+        assert await (await fine.enqueue()).result(timeout=5) == "still working"
+        (dead,) = await app.dead_letters()
+    assert dead.id == job.id
+    assert dead.task == "tasks.gone"
+    assert dead.error.type == "UnknownTask"
+    assert "tasks.gone" in dead.error.message
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_arguments_that_do_not_fit_are_dead_lettered_without_retry(
+    app: asyncq.App, settled: SettleLog, kind: str
+) -> None:
+    calls: list[int] = []
+
+    if kind == "async":
+
+        @app.task(name="add", retries=3)
+        async def add_async(a: int, b: int) -> int:
+            calls.append(current_job().attempt)
+            return a + b
+
+    else:
+
+        @app.task(name="add", retries=3)
+        def add_sync(a: int, b: int) -> int:
+            calls.append(current_job().attempt)
+            return a + b
+
+    add = app.tasks["add"]
+    async with app, app.worker(concurrency=1):
+        # enqueue_many takes untyped calls, as a message from elsewhere would be.
+        bad, missing, good = await add.enqueue_many([{"a": 1, "c": 2}, (1,), (1, 2)])
+        assert await good.result(timeout=5) == 3
+        for job in (bad, missing):
+            with pytest.raises(asyncq.JobFailed):
+                await job.result(timeout=5)
+            info = await job.info()
+            assert info.status is JobStatus.DEAD
+            assert info.error is not None
+            assert info.error.type == "BadArguments"
+            assert await settled.wait(job.id) == [Outcome.DEAD]  # one delivery, no retry
+        assert len(await app.dead_letters()) == 2
+    assert calls == [1]
+
+
+async def test_type_error_inside_the_handler_is_an_ordinary_failure(app: asyncq.App) -> None:
+    attempts: list[int] = []
+
+    @app.task(retries=1)
+    async def buggy(a: int) -> int:
+        attempts.append(current_job().attempt)
+        return a + "1"  # type: ignore[operator]  # the bug under test
+
+    async with app, app.worker(concurrency=1):
+        job = await buggy.enqueue(1)
+        with pytest.raises(asyncq.JobFailed):
+            await job.result(timeout=5)
+        info = await job.info()
+    assert attempts == [1, 2]
+    assert info.error is not None
+    assert info.error.type == "TypeError"
