@@ -352,5 +352,6 @@ class App:
             return await self.backend.purge_dead(queue, ids)
         chosen = [d.id for d in await self.dead_letters(queue, limit=2**31, task=task)]
         if ids is not None:
-            chosen = [i for i in chosen if i in set(ids)]
+            wanted = set(ids)
+            chosen = [i for i in chosen if i in wanted]
         return await self.backend.purge_dead(queue, chosen) if chosen else 0

@@ -52,7 +52,7 @@ class OrjsonSerializer:
             # cheaper than the memory it frees.
             return bytes(memoryview(orjson.dumps(value)))
         except orjson.JSONEncodeError as exc:  # a TypeError subclass
-            raise TypeError(f"cannot serialize {value!r:.200}: {exc}") from None
+            raise TypeError(str(exc)) from None  # e.g. "Type is not JSON serializable: Decimal"
 
     def loads(self, data: bytes) -> Any:
         return orjson.loads(data)

@@ -116,7 +116,10 @@ class Task(Generic[P, R]):
     def bind_error(self, args: Any, kwargs: Any) -> str | None:
         """Why ``args``/``kwargs`` do not fit the handler's signature, or None if they do."""
         if self._signature is None:
-            self._signature = inspect.signature(self.fn)
+            try:  # show `a: int`, not `a: 'int'`, for modules with postponed annotations
+                self._signature = inspect.signature(self.fn, eval_str=True)
+            except Exception:
+                self._signature = inspect.signature(self.fn)
         try:
             self._signature.bind(*args, **kwargs)
         except TypeError as exc:

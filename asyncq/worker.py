@@ -105,6 +105,8 @@ class Worker:
         self._fetch_scope = anyio.CancelScope()
         self._drain_scope = anyio.CancelScope()
         self._burst_wait = anyio.CancelScope()
+        self._run_scope = anyio.CancelScope()
+        self._serving = False
         self._idle = anyio.Event()
         self._settled = anyio.Event()
         self._stopping = False
@@ -121,9 +123,23 @@ class Worker:
         self._fetch_scope.cancel()
         if now:
             self._drain_scope.cancel()
+            if not self._serving:  # still starting: nothing is in flight, so just leave
+                self._run_scope.cancel()
 
     async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped (or, in burst mode, until the queues are drained)."""
+        async with anyio.create_task_group() as outer:
+            # Signals are heard from the start, so one during the lifespan's start-up or
+            # tear-down is a graceful stop too, not the default abrupt exit.
+            if self.handle_signals:
+                outer.start_soon(self._signal_loop)
+            try:
+                with self._run_scope:
+                    await self._serve(task_status)
+            finally:
+                outer.cancel_scope.cancel()
+
+    async def _serve(self, task_status: TaskStatus[Worker]) -> None:
         app = self.app
         async with app, app.run_lifespan(), anyio.create_task_group() as services:
             send, receive = anyio.create_memory_object_stream[Settlement](math.inf)
@@ -134,8 +150,7 @@ class Worker:
             services.start_soon(app.backend.watch_cancellations, self._on_cancel_request)
             if app.backend.lease_renewal_interval:
                 services.start_soon(self._renew_loop, app.backend.lease_renewal_interval)
-            if self.handle_signals:
-                services.start_soon(self._signal_loop)
+            self._serving = True
             log.info(
                 "worker %s started: queues=%s concurrency=%d",
                 self.id,
