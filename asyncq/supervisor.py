@@ -1,0 +1,189 @@
+"""Run several worker processes and keep them running: ``asyncq run --processes N``.
+
+Each child is an ordinary ``asyncq run ... --processes 1``, so it shuts down gracefully on
+its own. The supervisor forwards SIGTERM and SIGINT to the children, restarts a child that
+dies without being asked to (backing off while it keeps dying quickly), and returns once
+every child has exited. Children run in their own session: a Ctrl-C in a terminal then
+reaches them once, through the supervisor, instead of twice (once from the terminal and
+once forwarded), which a worker would take as "exit now".
+
+Every child runs inside a task of the supervisor's task group, under ``async with`` on its
+process: if the supervisor itself fails, its children are killed and reaped before it
+returns, so no process, task or thread outlives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Collection, Sequence
+
+import anyio
+from anyio.abc import Process, TaskGroup
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger("asyncq.supervisor")
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Supervisor:
+    """Keeps ``processes`` copies of ``command`` running until SIGTERM or SIGINT.
+
+    ``shutdown_timeout`` is the children's own; a child still running ``kill_grace``
+    seconds after it should have finished is killed. A child that dies unexpectedly is
+    restarted after ``restart_delay`` seconds, doubling up to ``max_restart_delay`` while
+    it keeps dying within ``stable_after`` seconds of its start. A child exiting with one of
+    ``fatal_exit_codes`` (a configuration error, which a restart cannot fix) stops them all.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        processes: int,
+        *,
+        shutdown_timeout: float,
+        kill_grace: float = 10.0,
+        restart_delay: float = 1.0,
+        max_restart_delay: float = 30.0,
+        stable_after: float = 30.0,
+        fatal_exit_codes: Collection[int] = (),
+    ) -> None:
+        if processes < 1:
+            raise ValueError("processes must be >= 1")
+        self.command = list(command)
+        self.processes = processes
+        self.shutdown_timeout = shutdown_timeout
+        self.kill_grace = kill_grace
+        self.restart_delay = restart_delay
+        self.max_restart_delay = max_restart_delay
+        self.stable_after = stable_after
+        self.fatal_exit_codes = frozenset(fatal_exit_codes)
+        self._children: dict[int, Process] = {}
+        self._exit_codes: dict[int, int] = {}
+        self._stop_requested = anyio.Event()
+        self._forwarded: set[signal.Signals] = set()
+        self._fatal_exit_code: int | None = None
+        self._services: TaskGroup | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
+
+    async def run(self) -> int:
+        """Run the children until they have all exited; return the exit code to use: 0 when
+        each exited 0, a child's fatal exit code if one had one, else 1."""
+        with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+            async with anyio.create_task_group() as services:
+                self._services = services
+                try:
+                    services.start_soon(self._handle_signals, signals)
+                    async with anyio.create_task_group() as slots:
+                        for slot in range(1, self.processes + 1):
+                            slots.start_soon(self._keep_running, slot)
+                    services.cancel_scope.cancel()
+                finally:
+                    self._services = None
+        if self._fatal_exit_code is not None:
+            return self._fatal_exit_code
+        return 0 if all(code == 0 for code in self._exit_codes.values()) else 1
+
+    def stop(self, signum: signal.Signals = signal.SIGTERM) -> None:
+        """Ask every child to shut down gracefully (again: at once), and restart none."""
+        if not self.stopping and self._services is not None:
+            self._services.start_soon(self._kill_stragglers)
+        self._stop_requested.set()
+        self._forwarded.add(signum)
+        for process in list(self._children.values()):
+            _send(process, signum)
+
+    # -- one slot --------------------------------------------------------------------------
+    async def _keep_running(self, slot: int) -> None:
+        delay = self.restart_delay
+        while not self.stopping:
+            started = anyio.current_time()
+            pid, code = await self._run_child(slot)
+            self._exit_codes[slot] = code
+            name = f"worker process {slot} (pid {pid})"
+            if self.stopping:
+                log.info("%s %s", name, _describe(code))
+                return
+            if code == 0:
+                # Only a burst worker ends on its own: its queues are empty.
+                log.info("%s finished: its queues are drained", name)
+                return
+            if code in self.fatal_exit_codes:
+                log.error("%s %s, which a restart cannot fix; stopping", name, _describe(code))
+                self._fatal_exit_code = code
+                self.stop()
+                return
+            if anyio.current_time() - started >= self.stable_after:
+                delay = self.restart_delay
+            log.warning("%s %s unexpectedly; restarting it in %.1f s", name, _describe(code), delay)
+            with anyio.move_on_after(delay):
+                await self._stop_requested.wait()
+            delay = min(delay * 2, self.max_restart_delay)
+
+    async def _run_child(self, slot: int) -> tuple[int, int]:
+        """Start one child and wait for it; return its pid and exit code."""
+        async with await anyio.open_process(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=None,
+            stderr=None,
+            start_new_session=True,
+        ) as process:
+            log.info("worker process %d started (pid %d)", slot, process.pid)
+            self._children[slot] = process
+            try:
+                # A stop that came while this child was being started has not reached it.
+                for signum in self._forwarded:
+                    _send(process, signum)
+                return process.pid, await process.wait()
+            finally:
+                del self._children[slot]
+
+    # -- signals ---------------------------------------------------------------------------
+    async def _handle_signals(self, signals: AsyncIterator[signal.Signals]) -> None:
+        async for signum in signals:
+            name = signum.name
+            if not self.stopping:
+                log.warning(
+                    "%s: stopping %d worker process(es) gracefully; again to stop them now",
+                    name,
+                    len(self._children),
+                )
+            else:
+                log.warning("%s again: telling worker processes to exit now", name)
+            self.stop(signum)
+
+    async def _kill_stragglers(self) -> None:
+        # A deadline, not a poll: past it a child is stuck (in a handler that ignores
+        # cancellation, say), and a supervisor must not wait on it forever.
+        await anyio.sleep(self.shutdown_timeout + self.kill_grace)
+        for slot, process in list(self._children.items()):
+            log.error(
+                "worker process %d (pid %d) did not stop within %g s; killing it",
+                slot,
+                process.pid,
+                self.shutdown_timeout + self.kill_grace,
+            )
+            _send(process, signal.SIGKILL)
+
+
+def _send(process: Process, signum: signal.Signals) -> None:
+    try:
+        process.send_signal(signum)
+    except ProcessLookupError:
+        pass  # it has just exited; its exit is being handled
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"

@@ -1,0 +1,22 @@
+"""Each worker process prints "ready <pid>" from a job, so the line appears only once the
+worker is fetching jobs (and handles SIGTERM itself): for the ``--processes`` tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import asyncq
+
+app = asyncq.App("memory://cli-multi")
+
+
+@app.task(name="announce")
+async def announce() -> None:
+    print(f"ready {os.getpid()}", flush=True)
+
+
+@app.lifespan
+async def lifespan(app: asyncq.App) -> AsyncIterator[None]:
+    await announce.enqueue()
+    yield

@@ -1,0 +1,76 @@
+"""An app whose broker is down: its backend fails every operation with BrokerUnavailable,
+as a real backend does when it cannot connect (this is the error the CLI must report)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, Self
+
+import asyncq
+from asyncq.backend import Delivery, Envelope, Settlement
+
+
+def _down() -> NoReturn:
+    raise asyncq.BrokerUnavailable("connection refused (down://127.0.0.1:1)")
+
+
+class DownBackend(asyncq.Backend):
+    system = "down"
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        return cls()
+
+    async def connect(self) -> None:
+        _down()
+
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
+        _down()
+
+    async def fetch(
+        self, queues: Sequence[str], limit: int, *, timeout: float | None
+    ) -> list[Delivery]:
+        _down()
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        _down()
+
+    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
+        _down()
+
+    async def job_info(self, job_id: str) -> asyncq.JobInfo | None:
+        _down()
+
+    async def wait_finished(self, job_id: str, timeout: float | None) -> asyncq.JobInfo | None:
+        _down()
+
+    async def cancel(self, job_id: str) -> bool:
+        _down()
+
+    async def queue_stats(self, queues: Sequence[str] | None = None) -> list[asyncq.QueueStats]:
+        _down()
+
+    async def dead_letters(
+        self, queue: str, *, limit: int = 100, after: str | None = None
+    ) -> list[asyncq.DeadLetter]:
+        _down()
+
+    async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        _down()
+
+    async def heartbeat(self, worker: asyncq.WorkerInfo, ttl: float) -> None:
+        _down()
+
+    async def deregister(self, worker_id: str) -> None:
+        _down()
+
+    async def workers(self) -> list[asyncq.WorkerInfo]:
+        _down()
+
+
+app = asyncq.App(DownBackend())
+
+
+@app.task(name="noop")
+async def noop(*args: Any) -> None:
+    pass

@@ -1,0 +1,581 @@
+"""The ``asyncq`` command.
+
+Subprocess tests run the real command (``python -m asyncq`` or the console script) with the
+tests directory as working directory and on PYTHONPATH, so the apps in ``tests/apps/`` can
+be named as ``apps.<module>:app``; they synchronise on the output lines the command and
+its jobs print, read as they arrive, never on sleeps. In-process tests use click's
+CliRunner, which shares this process's ``memory://`` brokers with the test, and run burst
+workers in between the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import ByteReceiveStream, Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+from apps import inproc
+from click.testing import CliRunner, Result
+
+import asyncq
+from asyncq.cli import cli
+from asyncq.supervisor import Supervisor
+
+TESTS_DIR = Path(__file__).parent
+CONSOLE_SCRIPT = Path(sys.executable).parent / "asyncq"
+TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} ")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m asyncq ARGS`` to completion (killed if it outlives ``timeout``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "asyncq", *args],
+        cwd=TESTS_DIR,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# -- help and version ------------------------------------------------------------------------
+def test_version_from_the_console_script() -> None:
+    done = subprocess.run(
+        [str(CONSOLE_SCRIPT), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"asyncq {asyncq.__version__}"
+
+
+def test_help_lists_the_commands_and_the_exit_codes() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0
+    for command in ("run", "enqueue", "stats", "workers", "dlq"):
+        assert re.search(rf"^\s+{command}\s", done.stdout, re.MULTILINE), command
+    assert "Exit codes:" in done.stdout
+    for code in ("0", "1", "2", "130"):
+        assert re.search(rf"^\s+{code}\s", done.stdout, re.MULTILINE), code
+
+
+@pytest.mark.parametrize("command", [["run"], ["enqueue"], ["stats"], ["dlq", "replay"]])
+def test_each_command_has_help(command: list[str]) -> None:
+    done = run_cli(*command, "--help")
+    assert done.returncode == 0
+    assert "MODULE:APP" in done.stdout
+
+
+def test_console_script_imports_the_app_from_the_working_directory() -> None:
+    # No PYTHONPATH: the app must be found because the working directory holds it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(CONSOLE_SCRIPT), "stats", "apps.good:app"],
+        cwd=TESTS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0].split() == [
+        "QUEUE",
+        "PENDING",
+        "SCHEDULED",
+        "RUNNING",
+        "DEAD",
+    ]
+
+
+# -- user mistakes: one line, a meaningful exit code, no traceback -----------------------------
+MISTAKES = {
+    "module not found": (
+        ["stats", "apps.no_such_module:app"],
+        2,
+        "module 'apps.no_such_module' not found",
+    ),
+    "package not found": (
+        ["stats", "no_such_package.tasks:app"],
+        2,
+        "module 'no_such_package.tasks' not found",
+    ),
+    "attribute missing": (["stats", "apps.good:no_such_app"], 2, "has no attribute 'no_such_app'"),
+    "not an App": (["stats", "apps.good:not_an_app"], 2, "is an int, not an asyncq.App"),
+    "no attribute part": (["stats", "apps.good"], 2, "not in the form MODULE:ATTRIBUTE"),
+    "import error inside the module": (
+        ["stats", "apps.broken_import:app"],
+        2,
+        "No module named 'a_dependency_that_is_not_installed' (apps/broken_import.py, line 5)",
+    ),
+    "broker URL without scheme": (
+        ["stats", "apps.good:app", "--broker", "localhost"],
+        2,
+        "has no scheme",
+    ),
+    "unknown broker scheme": (
+        ["stats", "apps.good:app", "--broker", "nosuchbroker://host"],
+        2,
+        "no asyncq backend is installed for 'nosuchbroker://'",
+    ),
+    "unknown broker URL option": (
+        ["stats", "apps.good:app", "--broker", "memory://x?bogus=1"],
+        2,
+        "unknown option 'bogus'",
+    ),
+    "unreachable broker": (["stats", "apps.unreachable:app"], 1, "cannot reach the broker"),
+    "unreachable broker, dlq": (
+        ["dlq", "list", "apps.unreachable:app"],
+        1,
+        "cannot reach the broker",
+    ),
+    "unreachable broker, worker": (
+        ["run", "apps.unreachable:app", "--burst"],
+        1,
+        "cannot reach the broker",
+    ),
+    "bad JSON": (["enqueue", "apps.good:app", "add", "--args", "[1,"], 2, "not valid JSON"),
+    "args not a list": (
+        ["enqueue", "apps.good:app", "add", "--args", '{"a": 1}'],
+        2,
+        "expected a JSON list",
+    ),
+    "kwargs not an object": (
+        ["enqueue", "apps.good:app", "add", "--kwargs", "[1, 2]"],
+        2,
+        "expected a JSON object",
+    ),
+    "unserialisable args": (
+        ["enqueue", "apps.good:app", "add", "--args", "[1, 123456789012345678901234567890]"],
+        2,
+        "cannot be serialized",
+    ),
+    "args that do not fit the task": (
+        ["enqueue", "apps.good:app", "add", "--args", "[1]"],
+        2,
+        "missing a required argument: 'b'",
+    ),
+    "unknown task": (
+        ["enqueue", "apps.good:app", "no_such_task"],
+        2,
+        "no task named 'no_such_task' in apps.good:app (known tasks: add, send_email)",
+    ),
+    "negative delay": (["enqueue", "apps.good:app", "add", "--delay", "-1"], 2, "'--delay'"),
+    "timeout without wait": (["enqueue", "apps.good:app", "add", "--timeout", "1"], 2, "--wait"),
+    "bad concurrency": (["run", "apps.good:app", "--concurrency", "0"], 2, "'--concurrency'"),
+    "empty queue name": (["run", "apps.good:app", "--queues", "a,,b"], 2, "queue names"),
+    "unknown command": (["no-such-command"], 2, "No such command"),
+}
+
+
+@pytest.mark.parametrize(("args", "code", "message"), MISTAKES.values(), ids=MISTAKES.keys())
+def test_user_mistake_is_one_error_line(args: list[str], code: int, message: str) -> None:
+    done = run_cli(*args)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr
+    assert message in errors[0]
+    # Only `run` logs before it fails; every other command says nothing but the error.
+    if args[0] != "run":
+        assert done.stderr.splitlines() == errors
+
+
+# -- memory:// in a separate process: an empty broker ----------------------------------------
+def test_stats_of_an_empty_memory_broker() -> None:
+    done = run_cli("stats", "apps.good:app")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert rows == [
+        ["QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD"],
+        ["default", "0", "0", "0", "0"],
+        ["emails", "0", "0", "0", "0"],
+    ]
+
+
+def test_stats_json_of_an_empty_memory_broker() -> None:
+    done = run_cli("stats", "apps.good:app", "--json", "--queues", "emails")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "emails": {"pending": 0, "scheduled": 0, "running": 0, "dead": 0}
+    }
+
+
+def test_dlq_list_of_an_empty_memory_broker() -> None:
+    done = run_cli("dlq", "list", "apps.good:app")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "no dead letters in any queue"
+    done = run_cli("dlq", "list", "apps.good:app", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+
+
+# -- asyncq run in a subprocess --------------------------------------------------------------
+def test_run_burst_runs_the_jobs_and_exits_0() -> None:
+    done = run_cli("run", "apps.burst:app", "--burst")
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == ["ran 0", "ran 1", "ran 2"]
+    # The worker's log lines go to stderr, with timestamps.
+    started = [line for line in done.stderr.splitlines() if "asyncq.worker" in line]
+    assert started and all(TIMESTAMP.match(line) for line in started), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+class CliProcess:
+    """A running ``asyncq`` subprocess whose output lines are collected as they arrive."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.worker_pids: set[int] = set()
+        """Processes started by a supervisor; killed at the end if they may still run."""
+        self._output = anyio.Event()
+        self._eof = {"stdout": anyio.Event(), "stderr": anyio.Event()}
+
+    async def pump(self, name: str, stream: ByteReceiveStream | None) -> None:
+        assert stream is not None
+        lines = self.stdout if name == "stdout" else self.stderr
+        buffered = BufferedByteReceiveStream(stream)
+        try:
+            while True:
+                try:
+                    line = await buffered.receive_until(b"\n", 1 << 20)
+                except (anyio.EndOfStream, anyio.IncompleteRead):
+                    break
+                lines.append(line.decode(errors="replace"))
+                self._wake()
+            if buffered.buffer:
+                lines.append(bytes(buffered.buffer).decode(errors="replace"))
+        finally:
+            self._eof[name].set()
+            self._wake()
+
+    def _wake(self) -> None:
+        self._output.set()
+        self._output = anyio.Event()
+
+    async def expect(
+        self, predicate: Callable[[str], bool], *, stream: str = "stdout", timeout: float = 30.0
+    ) -> str:
+        """The first line of ``stream`` that matches, waiting up to ``timeout`` for it."""
+        lines = self.stdout if stream == "stdout" else self.stderr
+        seen = 0
+        with anyio.move_on_after(timeout):
+            while True:
+                for line in lines[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(lines)
+                if self._eof[stream].is_set():
+                    break
+                await self._output.wait()
+        raise AssertionError(f"no matching {stream} line; output so far:\n{self.transcript()}")
+
+    async def finish(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit and its output to end; return its exit code."""
+        with anyio.move_on_after(timeout):
+            code = await self.process.wait()
+            await self._eof["stdout"].wait()
+            await self._eof["stderr"].wait()
+            return code
+        raise AssertionError(f"still running after {timeout} s:\n{self.transcript()}")
+
+    def transcript(self) -> str:
+        return "".join(["--- stdout\n", *self.stdout, "--- stderr\n", *self.stderr])
+
+    def lines(self, prefix: str) -> list[str]:
+        return [line.split()[1] for line in self.stdout if line.startswith(prefix + " ")]
+
+
+@asynccontextmanager
+async def spawn(*args: str, **env: str) -> AsyncIterator[CliProcess]:
+    """Start ``python -m asyncq ARGS``; whatever happens, it and its workers are gone after."""
+    process = await anyio.open_process(
+        [sys.executable, "-m", "asyncq", *args],
+        cwd=TESTS_DIR,
+        env=_env(**env),
+        stdin=subprocess.DEVNULL,
+    )
+    cli_process = CliProcess(process)
+    try:
+        async with anyio.create_task_group() as pumps:
+            pumps.start_soon(cli_process.pump, "stdout", process.stdout)
+            pumps.start_soon(cli_process.pump, "stderr", process.stderr)
+            try:
+                yield cli_process
+            finally:
+                pumps.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode != 0:  # it failed or still runs: its workers may too
+                for pid in cli_process.worker_pids:
+                    _kill(pid)
+            if process.returncode is None:
+                process.kill()
+            await process.aclose()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.anyio
+async def test_sigterm_lets_started_jobs_finish_then_exits_0() -> None:
+    async with spawn("run", "apps.slow:app", SLOW_JOB_SECONDS="1") as worker:
+        await worker.expect(lambda line: line.startswith("started "))
+        worker.process.send_signal(signal.SIGTERM)
+        code = await worker.finish()
+    assert code == 0, worker.transcript()
+    started = worker.lines("started")
+    assert started
+    assert sorted(worker.lines("finished")) == sorted(started)
+    assert "Traceback" not in "".join(worker.stderr)
+
+
+@pytest.mark.anyio
+async def test_second_sigterm_exits_at_once() -> None:
+    # The jobs would take minutes, and so would the graceful part of the shutdown.
+    args = ("run", "apps.slow:app", "--shutdown-timeout", "300")
+    async with spawn(*args, SLOW_JOB_SECONDS="300") as worker:
+        await worker.expect(lambda line: line.startswith("started "))
+        worker.process.send_signal(signal.SIGTERM)
+        await worker.expect(lambda line: "SIGTERM: finishing" in line, stream="stderr")
+        worker.process.send_signal(signal.SIGTERM)
+        code = await worker.finish(timeout=20)
+    assert code == 0, worker.transcript()
+    assert worker.lines("finished") == []
+    assert "Traceback" not in "".join(worker.stderr)
+
+
+@pytest.mark.anyio
+async def test_processes_are_supervised_restarted_and_stopped() -> None:
+    async with spawn("run", "apps.multi:app", "--processes", "2") as supervisor:
+        ready: list[int] = []
+
+        async def next_worker() -> int:
+            line = await supervisor.expect(
+                lambda line: line.startswith("ready ") and int(line.split()[1]) not in ready
+            )
+            pid = int(line.split()[1])
+            ready.append(pid)
+            supervisor.worker_pids.add(pid)
+            return pid
+
+        first, second = await next_worker(), await next_worker()
+        os.kill(first, signal.SIGKILL)
+        replacement = await next_worker()
+        supervisor.process.send_signal(signal.SIGTERM)
+        code = await supervisor.finish()
+    assert code == 0, supervisor.transcript()
+    assert not any(_alive(pid) for pid in (first, second, replacement))
+    log = "".join(supervisor.stderr)
+    assert f"(pid {first}) was killed by SIGKILL unexpectedly; restarting it" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.anyio
+async def test_supervised_burst_workers_are_not_restarted() -> None:
+    async with spawn("run", "apps.burst:app", "--burst", "--processes", "2") as supervisor:
+        code = await supervisor.finish()
+    assert code == 0, supervisor.transcript()
+    # Each worker process has its own memory:// broker, with its own three jobs.
+    assert sorted(supervisor.lines("ran")) == ["0", "0", "1", "1", "2", "2"]
+    assert "".join(supervisor.stderr).count("finished: its queues are drained") == 2
+
+
+# -- the supervisor on its own ---------------------------------------------------------------
+@pytest.mark.anyio
+async def test_supervisor_stops_instead_of_restarting_a_fatal_exit() -> None:
+    command = [sys.executable, "-c", "raise SystemExit(2)"]
+    supervisor = Supervisor(command, 2, shutdown_timeout=1.0, fatal_exit_codes={2})
+    with anyio.fail_after(30):
+        assert await supervisor.run() == 2
+
+
+@pytest.mark.anyio
+async def test_supervisor_kills_a_child_that_ignores_sigterm(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The child opens the FIFO once it ignores SIGTERM: that open is the test's cue to stop.
+    ready = tmp_path / "ready"
+    os.mkfifo(ready)
+    child = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "time.sleep(120)\n"
+    )
+    supervisor = Supervisor([sys.executable, "-c", child], 1, shutdown_timeout=0, kill_grace=0.2)
+    codes: list[int] = []
+
+    async def supervise() -> None:
+        codes.append(await supervisor.run())
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(supervise)
+            await anyio.to_thread.run_sync(ready.read_bytes)
+            supervisor.stop()
+    assert codes == [1]  # killed, so not a clean exit
+    assert "did not stop within 0.2 s; killing it" in caplog.text
+
+
+# -- in-process, with CliRunner --------------------------------------------------------------
+@pytest.fixture
+def broker_url(unique: str) -> str:
+    """A broker of this test's own for the in-process app (the CLI's --broker points at it)."""
+    url = f"memory://{unique}"
+    inproc.app.use_broker(url)
+    return url
+
+
+def invoke(url: str, command: str, *args: str, stdin: str | None = None, code: int = 0) -> Result:
+    """Run ``asyncq COMMAND apps.inproc:app ARGS --broker URL``; check its exit code."""
+    full = [*command.split(), "apps.inproc:app", *args, "--broker", url]
+    result = CliRunner().invoke(cli, full, input=stdin)
+    assert result.exit_code == code, (result.output, result.exception)
+    return result
+
+
+def run_burst_worker() -> None:
+    anyio.run(partial(inproc.app.run_worker, burst=True), backend="asyncio")
+
+
+def job_info(job_id: str) -> asyncq.JobInfo:
+    async def fetch() -> asyncq.JobInfo:
+        async with inproc.app:
+            return await inproc.app.get_job(job_id).info()
+
+    return anyio.run(fetch, backend="asyncio")
+
+
+def stats(url: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(invoke(url, "stats", "--json").stdout)
+    return data
+
+
+def test_enqueue_then_a_worker_runs_it(broker_url: str) -> None:
+    job_id = invoke(broker_url, "enqueue", "add", "--args", "[1]", "--kwargs", '{"b": 2}').stdout
+    job_id = job_id.strip()
+    assert job_info(job_id).status is asyncq.JobStatus.QUEUED
+    run_burst_worker()
+    info = job_info(job_id)
+    assert info.status is asyncq.JobStatus.SUCCEEDED
+    assert info.task == "add"
+
+
+def test_enqueue_wait_prints_the_json_result(broker_url: str) -> None:
+    first = invoke(broker_url, "enqueue", "add", "--args", "[20, 22]", "--key", "answer")
+    run_burst_worker()
+    # The key names the job that already succeeded: --wait returns its result at once.
+    again = invoke(broker_url, "enqueue", "add", "--args", "[20, 22]", "--key", "answer", "--wait")
+    job_id, result = again.stdout.splitlines()
+    assert job_id == first.stdout.strip()
+    assert json.loads(result) == 42
+
+
+def test_enqueue_wait_times_out_with_exit_1(broker_url: str) -> None:
+    result = invoke(
+        broker_url, "enqueue", "add", "--args", "[1, 2]", "--wait", "--timeout", "0.2", code=1
+    )
+    job_id = result.stdout.strip()
+    assert result.stderr == f"error: job {job_id} did not finish within 0.2 s; it is queued\n"
+
+
+def test_stats_json_counts_pending_scheduled_and_dead(broker_url: str) -> None:
+    invoke(broker_url, "enqueue", "always_fails", "--args", '["boom"]')
+    run_burst_worker()
+    invoke(broker_url, "enqueue", "add", "--args", "[1, 2]")
+    invoke(broker_url, "enqueue", "add", "--args", "[3, 4]", "--delay", "3600")
+    assert stats(broker_url) == {"default": {"pending": 1, "scheduled": 1, "running": 0, "dead": 1}}
+    table = invoke(broker_url, "stats").stdout.splitlines()
+    assert table[1].split() == ["default", "1", "1", "0", "1"]
+
+
+def test_dlq_list_replay_and_purge(broker_url: str) -> None:
+    job_id = invoke(broker_url, "enqueue", "always_fails", "--args", '["boom"]').stdout.strip()
+    run_burst_worker()
+    assert inproc.attempts[job_id] == [1, 2]
+
+    listed = json.loads(invoke(broker_url, "dlq list", "--json").stdout)
+    assert [(d["id"], d["task"], d["attempt"], d["args"]) for d in listed] == [
+        (job_id, "always_fails", 2, ["boom"])
+    ]
+    assert (listed[0]["error"]["type"], listed[0]["error"]["message"]) == ("ValueError", "boom")
+    table = invoke(broker_url, "dlq list").stdout
+    assert job_id in table and "ValueError: boom" in table
+
+    replayed = invoke(broker_url, "dlq replay", "--id", job_id)
+    assert replayed.stdout == "replayed 1 dead letter(s)\n"
+    info = job_info(job_id)
+    assert (info.status, info.attempt) == (asyncq.JobStatus.QUEUED, 1)
+    assert stats(broker_url)["default"]["dead"] == 0
+    run_burst_worker()
+    assert inproc.attempts[job_id] == [1, 2, 1, 2]  # a fresh retry budget
+
+    declined = invoke(broker_url, "dlq purge", stdin="n\n", code=1)
+    assert "Permanently delete 1 dead letter(s) from default?" in declined.stdout
+    assert declined.stderr.startswith("error: not confirmed; nothing was purged")
+    assert stats(broker_url)["default"]["dead"] == 1
+    purged = invoke(broker_url, "dlq purge", "--yes")
+    assert purged.stdout == "purged 1 dead letter(s)\n"
+    assert json.loads(invoke(broker_url, "dlq list", "--json").stdout) == []
+
+
+def test_dlq_filters_by_task_and_id(broker_url: str) -> None:
+    ids = [
+        invoke(broker_url, "enqueue", "always_fails", "--args", f'["{n}"]').stdout.strip()
+        for n in range(3)
+    ]
+    run_burst_worker()
+    assert invoke(broker_url, "dlq list", "--task", "add").stdout.startswith("no dead letters")
+    listed = json.loads(invoke(broker_url, "dlq list", "--json", "--limit", "2").stdout)
+    assert len(listed) == 2 and {d["id"] for d in listed} < set(ids)
+
+    purged = invoke(broker_url, "dlq purge", "--id", ids[0], "--id", "not-a-job", stdin="y\n")
+    assert "Permanently delete 1 dead letter(s)" in purged.stdout
+    assert purged.stdout.endswith("purged 1 dead letter(s)\n")
+    assert "1 of the given ids are not dead letters here" in purged.stderr
+    replayed = invoke(broker_url, "dlq replay", "--task", "always_fails", "--queue", "default")
+    assert replayed.stdout == "replayed 2 dead letter(s)\n"
+    assert stats(broker_url)["default"] == {"pending": 2, "scheduled": 0, "running": 0, "dead": 0}
+
+
+def test_workers_lists_live_heartbeats(broker_url: str) -> None:
+    info = asyncq.WorkerInfo(
+        id="host:1:abcd", host="host", pid=1, queues=("default",), concurrency=5, in_flight=2
+    )
+    anyio.run(partial(inproc.app.backend.heartbeat, info, ttl=60.0), backend="asyncio")
+    listed = json.loads(invoke(broker_url, "workers", "--json").stdout)
+    assert [(w["id"], w["queues"], w["concurrency"], w["in_flight"]) for w in listed] == [
+        ("host:1:abcd", ["default"], 5, 2)
+    ]
+    table = invoke(broker_url, "workers").stdout.splitlines()
+    assert table[1].split()[:4] == ["host:1:abcd", "default", "5", "2"]
