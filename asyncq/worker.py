@@ -106,6 +106,8 @@ class Worker:
         self._drain_scope = anyio.CancelScope()
         self._burst_wait = anyio.CancelScope()
         self._run_scope = anyio.CancelScope()
+        self._unsettled = 0
+        self._flushed = anyio.Event()
         self._serving = False
         self._idle = anyio.Event()
         self._settled = anyio.Event()
@@ -187,13 +189,16 @@ class Worker:
         fetch_timeout = min(self.fetch_timeout, 0.25) if self.burst else self.fetch_timeout
         while True:
             await slots.acquire()
+            if self.burst and not self._running and await self._drained():
+                slots.release()
+                return
             free = 1
             while free < self.concurrency and slots.value > 0:
                 slots.acquire_nowait()
                 free += 1
             try:
-                # In burst mode the last job to finish cancels a waiting fetch, so the worker
-                # notices at once that the queues are drained instead of after the timeout.
+                # Burst: the last job to finish cancels a waiting fetch, so the worker sees
+                # at once that the queues are drained instead of after the timeout.
                 deliveries = []
                 with anyio.CancelScope() as self._burst_wait:
                     deliveries = await backend.fetch(queues, free, timeout=fetch_timeout)
@@ -221,6 +226,10 @@ class Worker:
     async def _drained(self) -> bool:
         if self._running:
             return False
+        # Our last settlements may still be on their way (a retry not yet scheduled, a
+        # job the broker still counts as running): let them land before looking.
+        while self._unsettled:
+            await self._flushed.wait()
         stats = await self.app.backend.queue_stats(self.queues)
         return all(s.pending == 0 and s.scheduled == 0 and s.running == 0 for s in stats)
 
@@ -250,6 +259,7 @@ class Worker:
                     delivery, Outcome.CANCELLED, task=settlement.task, attempt=settlement.attempt
                 )
         self.processed += 1
+        self._unsettled += 1
         assert self._settle_send is not None
         self._settle_send.send_nowait(settlement)
 
@@ -393,6 +403,10 @@ class Worker:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     await self._settle(backend.settle, batch)
+                    self._unsettled -= len(batch)
+                    if not self._unsettled:
+                        self._flushed.set()
+                        self._flushed = anyio.Event()
         finally:
             self._settled.set()
 
