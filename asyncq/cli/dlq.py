@@ -1,0 +1,233 @@
+"""``asyncq dlq list|replay|purge``: look at dead letters, send them back, or delete them."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import click
+
+from ..app import App
+from ..records import DeadLetter
+from ..serializer import DecodeError, Message
+from .common import (
+    Failure,
+    app_argument,
+    broker_option,
+    echo_json,
+    echo_table,
+    json_option,
+    load_app,
+    run_async,
+)
+
+# A replay that fits in one page of the dead-letter queue is over at once; only a longer
+# one reports progress while it runs.
+_PROGRESS_FROM = 500
+
+_queue_filter = click.option(
+    "--queue", metavar="QUEUE", help="Only this queue (default: every queue that has dead letters)."
+)
+_task_filter = click.option("--task", metavar="TASK", help="Only dead letters of this task.")
+_id_filter = click.option(
+    "--id", "ids", metavar="ID", multiple=True, help="Only this job id; repeat for several."
+)
+
+
+@click.group(short_help="List, replay or purge dead letters.")
+def dlq() -> None:
+    """Dead-letter queues: jobs that exhausted their retries, were rejected, or could not
+    be run. List them, replay them (back to their queue, with a fresh retry budget), or
+    purge them."""
+
+
+@dlq.command("list", short_help="List dead letters and why they died.")
+@app_argument
+@_queue_filter
+@_task_filter
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Show at most this many, oldest first.",
+)
+@json_option
+@broker_option
+def dlq_list(
+    app_spec: str,
+    queue: str | None,
+    task: str | None,
+    limit: int,
+    as_json: bool,
+    broker: str | None,
+) -> None:
+    """List dead letters, oldest first, with why each job died."""
+    app = load_app(app_spec, broker)
+
+    async def fetch() -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        async with app:
+            for name in await _dead_letter_queues(app, queue):
+                found += await app.dead_letters(name, limit=limit - len(found), task=task)
+                if len(found) >= limit:
+                    break
+        return found
+
+    found = run_async(fetch)
+    if as_json:
+        echo_json([_dead_letter_json(app, d) for d in found])
+        return
+    if not found:
+        click.echo(f"no dead letters in {queue or 'any queue'}")
+        return
+    rows = [
+        (
+            d.id,
+            d.queue,
+            d.task or "?",
+            _dead_attempt(app, d) or "?",
+            datetime.fromtimestamp(d.died_at, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            _shorten(str(d.error), 80),
+        )
+        for d in found
+    ]
+    echo_table(("ID", "QUEUE", "TASK", "ATTEMPT", "DIED (UTC)", "ERROR"), rows, numeric={3})
+
+
+@dlq.command("replay", short_help="Send dead letters back to their queue.")
+@app_argument
+@_queue_filter
+@_task_filter
+@_id_filter
+@broker_option
+def dlq_replay(
+    app_spec: str, queue: str | None, task: str | None, ids: tuple[str, ...], broker: str | None
+) -> None:
+    """Send dead letters back to their queue as attempt 1 (a fresh retry budget), then
+    remove them from the dead-letter queue. Prints how many were replayed."""
+    app = load_app(app_spec, broker)
+
+    async def replay() -> int:
+        total = 0
+        async with app:
+            for name in await _dead_letter_queues(app, queue):
+                progress = partial(_echo_progress, total)
+                total += await app.replay_dead(
+                    name, ids=ids or None, task=task, on_progress=progress
+                )
+        return total
+
+    count = run_async(replay)
+    click.echo(f"replayed {count} dead letter(s)")
+    _warn_missing(ids, count)
+
+
+def _echo_progress(earlier: int, done: int) -> None:
+    if earlier + done >= _PROGRESS_FROM:
+        click.echo(f"... {earlier + done} replayed so far", err=True)
+
+
+@dlq.command("purge", short_help="Delete dead letters.")
+@app_argument
+@_queue_filter
+@_task_filter
+@_id_filter
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@broker_option
+def dlq_purge(
+    app_spec: str,
+    queue: str | None,
+    task: str | None,
+    ids: tuple[str, ...],
+    yes: bool,
+    broker: str | None,
+) -> None:
+    """Delete dead letters for good. Asks first, unless --yes is given."""
+    app = load_app(app_spec, broker)
+    queues: list[str] | None = None
+    if not yes:
+        queues, count = run_async(partial(_count_dead, app, queue, task, ids))
+        if count == 0:
+            click.echo("no dead letters match; nothing to purge")
+            return
+        question = f"Permanently delete {count} dead letter(s) from {', '.join(queues)}?"
+        try:
+            confirmed = click.confirm(question, default=False)
+        except click.Abort:  # stdin closed, or Ctrl-C at the question
+            confirmed = False
+        if not confirmed:
+            raise Failure("not confirmed; nothing was purged (--yes skips the question)")
+
+    async def purge() -> int:
+        async with app:
+            names = queues if queues is not None else await _dead_letter_queues(app, queue)
+            total = 0
+            for name in names:
+                total += await app.purge_dead(name, ids=ids or None, task=task)
+            return total
+
+    count = run_async(purge)
+    click.echo(f"purged {count} dead letter(s)")
+    _warn_missing(ids, count)
+
+
+async def _count_dead(
+    app: App, queue: str | None, task: str | None, ids: Sequence[str]
+) -> tuple[list[str], int]:
+    async with app:
+        queues = await _dead_letter_queues(app, queue)
+        if task is None and not ids:
+            stats = await app.queue_stats(queues) if queues else {}
+            return queues, sum(s.dead for s in stats.values())
+        count = 0
+        for name in queues:
+            letters = await app.dead_letters(name, limit=2**31, task=task)
+            count += sum(1 for d in letters if not ids or d.id in ids)
+        return queues, count
+
+
+async def _dead_letter_queues(app: App, queue: str | None) -> list[str]:
+    if queue is not None:
+        return [queue]
+    return [name for name, s in (await app.queue_stats()).items() if s.dead]
+
+
+def _warn_missing(ids: Collection[str], count: int) -> None:
+    missing = len(set(ids)) - count
+    if ids and missing > 0:
+        click.echo(f"warning: {missing} of the given ids are not dead letters here", err=True)
+
+
+def _dead_letter_json(app: App, dead: DeadLetter) -> dict[str, Any]:
+    message = _decode(app, dead)
+    return {
+        "id": dead.id,
+        "queue": dead.queue,
+        "task": dead.task,
+        "attempt": message.attempt if message else None,
+        "args": list(message.args) if message else None,
+        "kwargs": message.kwargs if message else None,
+        "died_at": dead.died_at,
+        "error": asdict(dead.error),
+    }
+
+
+def _dead_attempt(app: App, dead: DeadLetter) -> int | None:
+    message = _decode(app, dead)
+    return message.attempt if message else None
+
+
+def _decode(app: App, dead: DeadLetter) -> Message | None:
+    try:
+        return Message.decode(dead.body, app.serializer)
+    except DecodeError:
+        return None  # dead-lettered because it could not be decoded
+
+
+def _shorten(text: str, width: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 3] + "..."

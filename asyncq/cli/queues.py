@@ -1,0 +1,198 @@
+"""``asyncq enqueue``, ``asyncq stats`` and ``asyncq workers``: put a job on a queue, and
+look at the queues and the workers that consume them."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from ..job import Job
+from ..records import QueueStats, WorkerInfo
+from .common import (
+    Failure,
+    JsonValue,
+    QueueNames,
+    UsageFailure,
+    app_argument,
+    broker_option,
+    echo_json,
+    echo_table,
+    json_option,
+    load_app,
+    run_async,
+)
+
+
+# -- asyncq enqueue --------------------------------------------------------------------------
+@click.command(short_help="Enqueue a job by task name.")
+@app_argument
+@click.argument("task_name", metavar="TASK")
+@click.option(
+    "--args",
+    "job_args",
+    type=JsonValue(list),
+    default="[]",
+    show_default=True,
+    help="Positional arguments of the task, as a JSON list.",
+)
+@click.option(
+    "--kwargs",
+    "job_kwargs",
+    type=JsonValue(dict),
+    default="{}",
+    show_default=True,
+    help="Keyword arguments of the task, as a JSON object.",
+)
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Run the job no earlier than this many seconds from now.",
+)
+@click.option(
+    "--key",
+    metavar="KEY",
+    help="Idempotency key: while a job with this key is queued, running, or succeeded "
+    "recently, no second one is enqueued and the existing job's id is printed.",
+)
+@click.option("--queue", metavar="QUEUE", help="Send the job to this queue, not the task's own.")
+@click.option("--wait", is_flag=True, help="Wait for the job to finish and print its JSON result.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: give up waiting after this long (exit 1; the job is not cancelled).",
+)
+@broker_option
+def enqueue(
+    app_spec: str,
+    task_name: str,
+    job_args: list[Any],
+    job_kwargs: dict[str, Any],
+    delay: float | None,
+    key: str | None,
+    queue: str | None,
+    wait: bool,
+    timeout: float | None,
+    broker: str | None,
+) -> None:
+    """Enqueue one job of TASK (its registered name) and print the job's id.
+
+    \b
+    Example:
+      asyncq enqueue shop.tasks:app send_email --kwargs '{"to": "ada@example.com"}'
+    """
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout only applies with --wait")
+    app = load_app(app_spec, broker)
+    task = app.tasks.get(task_name)
+    if task is None:
+        known = ", ".join(sorted(app.tasks)) or "none"
+        raise UsageFailure(f"no task named {task_name!r} in {app_spec} (known tasks: {known})")
+    problem = task.bind_error(job_args, job_kwargs)
+    if problem is not None:
+        raise UsageFailure(problem)
+    try:
+        call = task.options(delay=delay, key=key, queue=queue)
+    except ValueError as exc:
+        raise UsageFailure(str(exc)) from None
+
+    async def send() -> None:
+        async with app:
+            try:
+                job = await call.enqueue(*job_args, **job_kwargs)
+            except TypeError as exc:  # unserialisable arguments; nothing was sent
+                raise UsageFailure(str(exc)) from None
+            click.echo(job.id)
+            if wait:
+                result = await _result(job, timeout)
+                click.echo(json.dumps(result, default=str))
+
+    run_async(send)
+
+
+async def _result(job: Job[Any], timeout: float | None) -> Any:
+    try:
+        return await job.result(timeout=timeout)
+    except TimeoutError:
+        status = await job.status()
+        raise Failure(f"job {job.id} did not finish within {timeout:g} s; it is {status}") from None
+
+
+# -- asyncq stats, asyncq workers ------------------------------------------------------------
+@click.command(short_help="Show queue depths.")
+@app_argument
+@click.option(
+    "--queues",
+    type=QueueNames(),
+    help="Only these queues, comma-separated (default: the app's and every one the broker knows).",
+)
+@json_option
+@broker_option
+def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | None) -> None:
+    """Show each queue's depth: jobs pending, scheduled (delayed or awaiting a retry),
+    running, and dead (in the dead-letter queue)."""
+    app = load_app(app_spec, broker)
+
+    async def fetch() -> dict[str, QueueStats]:
+        async with app:
+            return await app.queue_stats(queues)
+
+    found = run_async(fetch)
+    if as_json:
+        echo_json({name: _without(asdict(s), "queue") for name, s in found.items()})
+        return
+    rows = [(s.queue, s.pending, s.scheduled, s.running, s.dead) for s in found.values()]
+    echo_table(("QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD"), rows, numeric={1, 2, 3, 4})
+
+
+@click.command(short_help="List live workers.")
+@app_argument
+@json_option
+@broker_option
+def workers(app_spec: str, as_json: bool, broker: str | None) -> None:
+    """List the live workers: those whose last heartbeat has not expired."""
+    app = load_app(app_spec, broker)
+
+    async def fetch() -> list[WorkerInfo]:
+        async with app:
+            return await app.backend.workers()
+
+    found = sorted(run_async(fetch), key=lambda w: w.started_at)
+    if as_json:
+        echo_json([asdict(w) for w in found])
+        return
+    if not found:
+        click.echo("no live workers")
+        return
+    now = time.time()
+    rows = [
+        (
+            w.id,
+            ",".join(w.queues),
+            w.concurrency,
+            w.in_flight,
+            _duration(now - w.started_at),
+            f"{_duration(now - w.last_seen)} ago",
+        )
+        for w in found
+    ]
+    headers = ("WORKER", "QUEUES", "CONCURRENCY", "IN FLIGHT", "UP", "LAST SEEN")
+    echo_table(headers, rows, numeric={2, 3})
+
+
+def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k != key}
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"

@@ -1,0 +1,146 @@
+"""``asyncq run``: one worker in this process, or a supervisor over several."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from functools import partial
+
+import click
+
+from .. import __version__
+from ..supervisor import Supervisor
+from .common import (
+    EXIT_USAGE,
+    Failure,
+    QueueNames,
+    UsageFailure,
+    app_argument,
+    broker_option,
+    configure_logging,
+    load_app,
+    run_async,
+)
+
+# Named for the command, not the module, so log lines read the same wherever the code lives.
+log = logging.getLogger("asyncq.cli")
+
+
+@click.command(short_help="Run worker processes.")
+@app_argument
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Jobs each worker process runs at the same time.",
+)
+@click.option(
+    "--queues",
+    "-q",
+    type=QueueNames(),
+    help="Queues to consume, comma-separated (default: every queue the app's tasks use).",
+)
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty instead of waiting.")
+@broker_option
+@click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes. Above 1, a supervisor starts them, forwards SIGTERM/SIGINT to "
+    "them, and restarts any that dies.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="After SIGTERM/SIGINT, how long in-flight jobs may take to finish before they are "
+    "returned to their queue (default: the app's, 30 s). A second signal returns them at once.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Least severe log level written to stderr.",
+)
+def run(
+    app_spec: str,
+    concurrency: int,
+    queues: list[str] | None,
+    burst: bool,
+    broker: str | None,
+    processes: int,
+    shutdown_timeout: float | None,
+    log_level: str,
+) -> None:
+    """Run a worker: fetch jobs from the app's queues and run them until stopped.
+
+    SIGTERM or SIGINT stops fetching and lets in-flight jobs finish (see
+    --shutdown-timeout); jobs still running then go back to their queue, keeping their
+    attempt number. The command exits 0 after such a graceful stop.
+
+    \b
+    Example:
+      asyncq run shop.tasks:app --queues default,emails --concurrency 50 --processes 4
+    """
+    app = load_app(app_spec, broker)
+    configure_logging(log_level)
+    if shutdown_timeout is None:
+        shutdown_timeout = app.shutdown_timeout
+    log.info(
+        "asyncq %s: app %s with %d task(s), broker %s, %d process(es)",
+        __version__,
+        app_spec,
+        len(app.tasks),
+        app.broker_url,
+        processes,
+    )
+    if processes > 1:
+        command = _worker_command(
+            app_spec, concurrency, queues, burst, broker, shutdown_timeout, log_level
+        )
+        _supervise(command, processes, shutdown_timeout)
+        return
+    worker = partial(
+        app.run_worker,
+        queues=queues,
+        concurrency=concurrency,
+        burst=burst,
+        shutdown_timeout=shutdown_timeout,
+        handle_signals=True,
+    )
+    run_async(worker)
+
+
+def _worker_command(
+    app_spec: str,
+    concurrency: int,
+    queues: list[str] | None,
+    burst: bool,
+    broker: str | None,
+    shutdown_timeout: float,
+    log_level: str,
+) -> list[str]:
+    """This same ``asyncq run`` with one process: what each supervised child runs."""
+    command = [sys.executable, "-m", "asyncq", "run", app_spec, "--processes", "1"]
+    command += ["--concurrency", str(concurrency), "--log-level", log_level]
+    command += ["--shutdown-timeout", repr(shutdown_timeout)]
+    command += ["--queues", ",".join(queues)] if queues else []
+    command += ["--broker", broker] if broker is not None else []
+    command += ["--burst"] if burst else []
+    return command
+
+
+def _supervise(command: list[str], processes: int, shutdown_timeout: float) -> None:
+    supervisor = Supervisor(
+        command, processes, shutdown_timeout=shutdown_timeout, fatal_exit_codes={EXIT_USAGE}
+    )
+    code = run_async(supervisor.run)
+    if code == EXIT_USAGE:
+        raise UsageFailure("a worker process could not start; its error is logged above")
+    if code != 0:
+        raise Failure("a worker process did not exit cleanly; see the log above")
