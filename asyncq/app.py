@@ -184,9 +184,9 @@ class App:
         """The queues the registered tasks use (the default queue when there are none)."""
         return tuple(sorted({t.queue for t in self.tasks.values()})) or (self.default_queue,)
 
-    def get_job(self, job_id: str) -> Job[Any]:
-        """A handle on a job enqueued earlier, by id."""
-        return Job(self, job_id)
+    def get_job(self, job_id: str, queue: str | None = None) -> Job[Any]:
+        """A handle on a job enqueued earlier, by its id and queue (default: the default queue)."""
+        return Job(self, job_id, queue or self.default_queue)
 
     # -- lifespan --------------------------------------------------------------------------
     def lifespan(self, fn: Callable[[App], Any]) -> Callable[[App], Any]:
@@ -279,7 +279,7 @@ class App:
             found.extend(d for d in page if task is None or d.task == task)
             if len(page) < 500:
                 break
-            after = page[-1].id
+            after = page[-1].cursor
         return found[:limit]
 
     async def replay_dead(
@@ -321,7 +321,7 @@ class App:
             # Page on from the last entry that is still there: replayed ones are gone.
             kept = [d for d in page if d.id not in sent]
             if kept:
-                after = kept[-1].id
+                after = kept[-1].cursor
 
     def _replay_envelope(self, dead: DeadLetter) -> Envelope:
         try:

@@ -22,6 +22,9 @@ round trip:
   queue (``dead_letters``, ``purge_dead``; replay is enqueue + purge, done by the App) and
   worker heartbeats (``heartbeat``, ``deregister``, ``workers``).
 
+A job belongs to its queue: its record and its idempotency key live with the queue (one
+Redis Cluster slot per queue), so the record calls name the queue as well as the job id.
+
 Driver exceptions are mapped to :mod:`asyncq.errors` inside the backend and never reach
 users raw. Backends are found by URL scheme in the ``asyncq.backends`` entry-point group.
 """
@@ -66,8 +69,9 @@ class Envelope:
     eta: float | None = None
     """Epoch seconds before which the job must not run; None runs it at once."""
     key: str | None = None
-    """Idempotency key: while a job with this key is queued, running or succeeded (within
-    the result TTL), enqueueing the key again returns that job's id and stores nothing."""
+    """Idempotency key, scoped to the queue: while a job with this key is queued, running or
+    succeeded (within the result TTL), enqueueing the key again returns that job's id and
+    stores nothing."""
 
 
 @dataclass(slots=True)
@@ -155,16 +159,16 @@ class Backend(abc.ABC):
 
     # -- job records -----------------------------------------------------------------------
     @abc.abstractmethod
-    async def job_info(self, job_id: str) -> JobInfo | None: ...
+    async def job_info(self, job_id: str, queue: str) -> JobInfo | None: ...
 
     @abc.abstractmethod
-    async def wait_finished(self, job_id: str, timeout: float | None) -> JobInfo | None:
+    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
         """Wait, without polling, until the job is finished; None if it is unknown.
 
         Raises ``TimeoutError`` when ``timeout`` passes first."""
 
     @abc.abstractmethod
-    async def cancel(self, job_id: str) -> bool:
+    async def cancel(self, job_id: str, queue: str) -> bool:
         """Cancel a queued, scheduled or running job; False if it had already finished."""
 
     # -- operations ------------------------------------------------------------------------
@@ -176,7 +180,7 @@ class Backend(abc.ABC):
     async def dead_letters(
         self, queue: str, *, limit: int = 100, after: str | None = None
     ) -> list[DeadLetter]:
-        """Oldest first; ``after`` is the id of the last entry of the previous page."""
+        """Oldest first; ``after`` is the ``cursor`` of the last entry of the previous page."""
 
     @abc.abstractmethod
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:

@@ -20,11 +20,12 @@ R = TypeVar("R")
 class Job(Generic[R]):
     """A job that was enqueued: ask for its status, wait for its result, cancel it."""
 
-    __slots__ = ("_app", "id")
+    __slots__ = ("_app", "id", "queue")
 
-    def __init__(self, app: App, job_id: str) -> None:
+    def __init__(self, app: App, job_id: str, queue: str) -> None:
         self._app = app
         self.id = job_id
+        self.queue = queue
 
     def __repr__(self) -> str:
         return f"<Job {self.id}>"
@@ -37,7 +38,7 @@ class Job(Generic[R]):
 
     async def info(self) -> JobInfo:
         """The job's full record: status, attempt, next run time, last error."""
-        info = await self._app.backend.job_info(self.id)
+        info = await self._app.backend.job_info(self.id, self.queue)
         if info is None:
             raise JobNotFound(f"job {self.id} is unknown or its record expired", job_id=self.id)
         return info
@@ -51,7 +52,7 @@ class Job(Generic[R]):
         Raises :class:`JobFailed` if it ended in the dead-letter queue, :class:`JobCancelled`
         if it was cancelled, and ``TimeoutError`` if ``timeout`` seconds pass first.
         """
-        info = await self._app.backend.wait_finished(self.id, timeout)
+        info = await self._app.backend.wait_finished(self.id, self.queue, timeout)
         if info is None:
             raise JobNotFound(f"job {self.id} is unknown or its record expired", job_id=self.id)
         if info.status is JobStatus.SUCCEEDED:
@@ -68,7 +69,7 @@ class Job(Generic[R]):
         """Cancel the job: a queued one never runs, a running one has its scope cancelled.
 
         Returns False if the job had already finished."""
-        return await self._app.backend.cancel(self.id)
+        return await self._app.backend.cancel(self.id, self.queue)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,8 @@ class _Broker:
 
     def __init__(self) -> None:
         self.jobs: dict[str, _Job] = {}
-        self.keys: dict[str, str] = {}
+        self.keys: dict[tuple[str, str], str] = {}
+        """(queue, idempotency key) -> job id."""
         self.queues: dict[str, _Queue] = {}
         self.expiries: deque[tuple[float, str]] = deque()
         self.finished: dict[str, anyio.Event] = {}
@@ -135,11 +136,11 @@ class MemoryBackend(Backend):
         ids: list[str] = []
         for env in envelopes:
             if env.key is not None:
-                existing = broker.keys.get(env.key)
+                existing = broker.keys.get((env.queue, env.key))
                 if existing is not None and existing in broker.jobs:
                     ids.append(existing)
                     continue
-                broker.keys[env.key] = env.id
+                broker.keys[env.queue, env.key] = env.id
             delayed = env.eta is not None and env.eta > now
             job = _Job(
                 id=env.id,
@@ -281,6 +282,7 @@ class MemoryBackend(Backend):
                         error=s.error or ErrorInfo("Unknown", ""),
                         died_at=now,
                         task=s.task or job.task,
+                        cursor=f"{next(broker.sequence):020d}",
                     )
                 else:
                     job.status = JobStatus.CANCELLED
@@ -292,8 +294,8 @@ class MemoryBackend(Backend):
         if job.key is not None and job.status is not JobStatus.SUCCEEDED:
             # Only a success holds its key for the result TTL; a dead or cancelled job
             # frees it so the same work can be asked for again.
-            if broker.keys.get(job.key) == job.id:
-                del broker.keys[job.key]
+            if broker.keys.get((job.queue, job.key)) == job.id:
+                del broker.keys[job.queue, job.key]
         broker.expiries.append((now + self.result_ttl, job.id))
         event = broker.finished.pop(job.id, None)
         if event is not None:
@@ -307,8 +309,8 @@ class MemoryBackend(Backend):
             # A replayed job finished again later: its own, later expiry entry removes it.
             if job is not None and job.status.finished and job.updated_at + self.result_ttl <= now:
                 del broker.jobs[job_id]
-                if job.key is not None and broker.keys.get(job.key) == job_id:
-                    del broker.keys[job.key]
+                if job.key is not None and broker.keys.get((job.queue, job.key)) == job_id:
+                    del broker.keys[job.queue, job.key]
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
         lease_until = time.time() + self.visibility_timeout
@@ -327,9 +329,13 @@ class MemoryBackend(Backend):
             watchers.remove(on_cancel)
 
     # -- job records -----------------------------------------------------------------------
-    async def job_info(self, job_id: str) -> JobInfo | None:
-        self._expire(time.time())
+    def _job(self, job_id: str, queue: str) -> _Job | None:
         job = self._broker.jobs.get(job_id)
+        return job if job is not None and job.queue == queue else None
+
+    async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
+        self._expire(time.time())
+        job = self._job(job_id, queue)
         if job is None:
             return None
         return JobInfo(
@@ -344,20 +350,20 @@ class MemoryBackend(Backend):
             updated_at=job.updated_at,
         )
 
-    async def wait_finished(self, job_id: str, timeout: float | None) -> JobInfo | None:
+    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
         broker = self._broker
-        job = broker.jobs.get(job_id)
+        job = self._job(job_id, queue)
         if job is not None and not job.status.finished:
             event = broker.finished.get(job_id)
             if event is None:
                 event = broker.finished[job_id] = anyio.Event()
             with anyio.fail_after(timeout):
                 await event.wait()
-        return await self.job_info(job_id)
+        return await self.job_info(job_id, queue)
 
-    async def cancel(self, job_id: str) -> bool:
+    async def cancel(self, job_id: str, queue: str) -> bool:
         broker = self._broker
-        job = broker.jobs.get(job_id)
+        job = self._job(job_id, queue)
         if job is None or job.status.finished:
             return False
         now = time.time()
@@ -405,10 +411,8 @@ class MemoryBackend(Backend):
         if q is None:
             return []
         entries = iter(q.dead.values())
-        if after is not None:
-            for entry in entries:
-                if entry.id == after:
-                    break
+        if after is not None:  # cursors grow with insertion order, so this skips the earlier
+            entries = itertools.dropwhile(lambda entry: entry.cursor <= after, entries)
         return list(itertools.islice(entries, limit))
 
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:

@@ -83,6 +83,8 @@ class DeadLetter:
     error: ErrorInfo
     died_at: float
     task: str = ""
+    cursor: str = ""
+    """The entry's position in the dead-letter queue, for paging (``after=``)."""
 
 
 @dataclass(frozen=True, slots=True)

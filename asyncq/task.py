@@ -138,8 +138,9 @@ class TaskCall(Generic[P, R]):
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         app = self.task.app
-        (job_id,) = await app.backend_for_enqueue().enqueue([self._envelope(args, kwargs)])
-        return Job(app, job_id)
+        envelope = self._envelope(args, kwargs)
+        (job_id,) = await app.backend_for_enqueue().enqueue([envelope])
+        return Job(app, job_id, envelope.queue)
 
     async def enqueue_many(
         self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
@@ -161,7 +162,8 @@ class TaskCall(Generic[P, R]):
             raise ValueError("one idempotency key cannot name several jobs")
         app = self.task.app
         ids = await app.backend_for_enqueue().enqueue(envelopes)
-        return [Job(app, job_id) for job_id in ids]
+        queue = envelopes[0].queue  # one options object: one queue for the whole batch
+        return [Job(app, job_id, queue) for job_id in ids]
 
     def _envelope(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Envelope:
         task, opts = self.task, self.options

@@ -38,13 +38,15 @@ class DownBackend(asyncq.Backend):
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
         _down()
 
-    async def job_info(self, job_id: str) -> asyncq.JobInfo | None:
+    async def job_info(self, job_id: str, queue: str) -> asyncq.JobInfo | None:
         _down()
 
-    async def wait_finished(self, job_id: str, timeout: float | None) -> asyncq.JobInfo | None:
+    async def wait_finished(
+        self, job_id: str, queue: str, timeout: float | None
+    ) -> asyncq.JobInfo | None:
         _down()
 
-    async def cancel(self, job_id: str) -> bool:
+    async def cancel(self, job_id: str, queue: str) -> bool:
         _down()
 
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[asyncq.QueueStats]:
