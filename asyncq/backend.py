@@ -18,6 +18,8 @@ round trip:
   broker tracks consumer liveness itself (AMQP) leave ``lease_renewal_interval`` at None.
 * ``watch_cancellations(on_cancel)`` calls ``on_cancel(job_id)`` when a user cancels a job,
   so the worker running it can cancel its scope.
+* ``maintain(queues)`` is the upkeep a broker needs from its workers (moving due delayed
+  jobs, reclaiming the jobs of lost workers); every worker runs it in its task group.
 * Job records (``job_info``, ``wait_finished``, ``cancel``), queue stats, the dead-letter
   queue (``dead_letters``, ``purge_dead``; replay is enqueue + purge, done by the App) and
   worker heartbeats (``heartbeat``, ``deregister``, ``workers``).
@@ -38,6 +40,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlsplit
+
+import anyio
 
 from .errors import ConfigurationError, ErrorInfo
 from .records import DeadLetter, JobInfo, QueueStats, WorkerInfo
@@ -152,6 +156,10 @@ class Backend(abc.ABC):
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027 - optional
         """Keep the claim on running deliveries; a no-op where the broker tracks liveness."""
+
+    async def maintain(self, queues: Sequence[str]) -> None:
+        """Upkeep for ``queues`` that runs as long as a worker does; by default none."""
+        await anyio.sleep_forever()
 
     @abc.abstractmethod
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:

@@ -150,6 +150,7 @@ class Worker:
             services.start_soon(self._settle_loop, receive)
             services.start_soon(self._heartbeat_loop)
             services.start_soon(app.backend.watch_cancellations, self._on_cancel_request)
+            services.start_soon(app.backend.maintain, self.queues)
             if app.backend.lease_renewal_interval:
                 services.start_soon(self._renew_loop, app.backend.lease_renewal_interval)
             self._serving = True

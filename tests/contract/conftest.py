@@ -9,7 +9,7 @@ for a broker that tracks consumer liveness itself (AMQP) drops ``visibility_time
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -18,6 +18,7 @@ import pytest
 
 import asyncq
 from asyncq.backend import Backend, Outcome, Settlement
+from tests import services
 
 UrlFactory = Callable[[str, Mapping[str, object]], str]
 
@@ -30,8 +31,19 @@ def memory_url(unique: str, options: Mapping[str, object]) -> str:
     return f"memory://{unique}{_query(options)}"
 
 
+def redis_url(unique: str, options: Mapping[str, object]) -> str:
+    # The prefix keeps each test's keys apart; db 15 keeps them apart from anything else.
+    return f"{services.REDIS_URL}{_query({'prefix': unique, **options})}"
+
+
 BACKENDS: dict[str, UrlFactory] = {
     "memory": memory_url,
+    "redis": redis_url,
+}
+
+# What each backend needs running, checked once per session (fails in CI, skips elsewhere).
+REQUIRES: dict[str, Callable[[], None]] = {
+    "redis": services.require_redis,
 }
 
 FAST_BACKOFF = asyncq.Backoff(base=0.01, cap=0.05)
@@ -57,9 +69,13 @@ class Broker:
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def broker(request: pytest.FixtureRequest, unique: str) -> Broker:
+def broker(request: pytest.FixtureRequest, unique: str) -> Iterator[Broker]:
     name: str = request.param
-    return Broker(name, unique, BACKENDS[name])
+    if name in REQUIRES:
+        REQUIRES[name]()
+    yield Broker(name, unique, BACKENDS[name])
+    if name == "redis":
+        services.delete_redis_keys(unique)
 
 
 @pytest.fixture

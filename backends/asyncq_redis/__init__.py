@@ -1,0 +1,11 @@
+"""asyncq's Redis Streams backend: ``asyncq.App("redis://127.0.0.1:6379/0")``.
+
+URL options (query string): ``prefix`` (default ``asyncq``), ``visibility_timeout`` (seconds,
+default 30), ``result_ttl`` (seconds, default 86400), ``max_connections`` (default 64).
+Needs Redis 6.2 or newer and ``pip install 'asyncq[redis]'``.
+"""
+
+from .backend import RedisBackend
+from .settings import RedisSettings
+
+__all__ = ["RedisBackend", "RedisSettings"]

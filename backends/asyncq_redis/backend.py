@@ -1,0 +1,499 @@
+"""asyncq on Redis Streams: one stream and consumer group per queue, a sorted set for
+delayed jobs and retries, a stream per dead-letter queue, a hash per job record.
+
+Delivery is XREADGROUP (blocking when idle, so a new job starts within milliseconds);
+acknowledgement is XACK + XDEL in the same script that stores the outcome, so the stream
+does not grow. A worker that dies leaves its entries pending; once they sit idle past the
+visibility timeout a live worker's fetch takes them over with XAUTOCLAIM. Live workers keep
+their entries fresh with XCLAIM ... JUSTID. Every state change is one Lua script (see
+scripts.py), and batches travel as one pipelined round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Self
+
+import anyio
+import orjson
+import redis.asyncio as aioredis
+from redis import exceptions as rx
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement, redact_url
+from asyncq.errors import BrokerError, BrokerUnavailable, ErrorInfo
+from asyncq.records import DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInfo
+
+from . import scripts
+from .settings import QueueKeys, RedisSettings
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger("asyncq.redis")
+
+GROUP = "asyncq"
+_SETTLE_CHUNK = 128  # deliveries per settle script: keeps each script's run short
+_NOTIFY_SAFETY = 5.0  # seconds: re-read a record even if a notification was lost
+
+
+class RedisBackend(Backend):
+    """The asyncq contract on Redis Streams (Redis >= 6.2)."""
+
+    system = "redis"
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.lease_renewal_interval = settings.visibility_timeout / 3
+        self._ttl_ms = max(int(settings.result_ttl * 1000), 1)
+        self._client: aioredis.Redis | None = None
+        self._shas: dict[str, str] = {}
+        self._keys: dict[str, QueueKeys] = {}
+        self._groups: set[str] = set()
+        self._known_queues: set[str] = set()
+        self._reclaim_due: dict[str, float] = {}
+        self._turn = 0
+        self._consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self._queues_key = f"{settings.prefix}:queues"
+        self._cancel_channel = f"{settings.prefix}:cancel"
+        self._workers_prefix = f"{settings.prefix}:worker:"
+        self._where = redact_url(settings.connection_url)
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        return cls(RedisSettings.from_url(url))
+
+    # -- connection ------------------------------------------------------------------------
+    async def connect(self) -> None:
+        # Commands that fail on a dropped connection are retried a few times with backoff
+        # (about 1.5 s in all) before the error reaches the caller as BrokerUnavailable.
+        self._client = aioredis.Redis.from_url(
+            self.settings.connection_url,
+            max_connections=self.settings.max_connections,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6),
+            retry_on_error=[rx.ConnectionError, rx.TimeoutError],
+            socket_connect_timeout=5.0,
+            health_check_interval=30,
+        )
+        with self._errors("connecting"):
+            await self._client.ping()
+            await self._load_scripts()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BrokerError("the Redis backend is not connected: open the App first")
+        return self._client
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Map redis-py's exceptions to asyncq's at the boundary."""
+        try:
+            yield
+        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+            raise BrokerUnavailable(f"Redis at {self._where} unreachable {action}: {exc}") from exc
+        except rx.RedisError as exc:
+            raise BrokerError(f"Redis failed {action}: {exc}") from exc
+
+    async def _load_scripts(self) -> None:
+        for name in ("ENQUEUE", "TAKE", "ADMIT", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS"):
+            self._shas[name] = await self.client.script_load(getattr(scripts, name))
+
+    async def _run_scripts(self, calls: Sequence[tuple[str, list[Any], list[Any]]]) -> list[Any]:
+        """Run scripts in one pipelined round trip; reload them if Redis lost its cache (a
+        restart) and run again only the calls that were refused for it."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for i in todo:
+                name, keys, args = calls[i]
+                pipe.evalsha(self._shas[name], len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, rx.NoScriptError):
+                    missing.append(i)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    results[i] = reply
+            if not missing:
+                return results
+            await self._load_scripts()
+            todo = missing
+        raise BrokerError("Redis keeps refusing asyncq's scripts (NOSCRIPT)")
+
+    def _k(self, queue: str) -> QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys(self.settings.prefix, queue)
+        return keys
+
+    async def _ensure_groups(self, queues: Sequence[str]) -> None:
+        new = [q for q in queues if q not in self._groups]
+        if not new:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for q in new:
+            # From id 0: jobs enqueued before any worker existed are delivered too.
+            pipe.xgroup_create(self._k(q).stream, GROUP, id="0", mkstream=True)
+            pipe.sadd(self._queues_key, q)
+        for reply in await pipe.execute(raise_on_error=False):
+            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+                raise reply
+        self._groups.update(new)
+
+    # -- producing -------------------------------------------------------------------------
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
+        now = repr(time.time())
+        calls = []
+        queues = set()
+        for env in envelopes:
+            keys = self._k(env.queue)
+            queues.add(env.queue)
+            eta = "" if env.eta is None else repr(env.eta)
+            args = [keys.base, env.id, env.body, env.task, eta, now, env.key or ""]
+            calls.append(("ENQUEUE", [keys.stream, keys.scheduled], args))
+        with self._errors("enqueueing"):
+            replies = await self._run_scripts(calls)
+            if not queues <= self._known_queues:  # once per queue, not on every enqueue
+                await self.client.sadd(self._queues_key, *queues)
+                self._known_queues |= queues
+        return [r.decode() for r in replies]
+
+    # -- consuming -------------------------------------------------------------------------
+    async def fetch(
+        self, queues: Sequence[str], limit: int, *, timeout: float | None
+    ) -> list[Delivery]:
+        with self._errors("fetching jobs"):
+            await self._ensure_groups(queues)
+            deliveries = await self._take(queues, limit)
+            if deliveries or timeout == 0:
+                return deliveries
+            return await self._wait_and_take(queues, limit, timeout)
+
+    def _shares(self, queues: Sequence[str], limit: int) -> list[tuple[str, int]]:
+        """Split ``limit`` over the queues, starting at a different one each time so a busy
+        queue cannot starve the rest, and never asking for more than ``limit`` in all."""
+        n = len(queues)
+        if n == 1:
+            return [(queues[0], limit)]
+        self._turn = (self._turn + 1) % n
+        base, extra = divmod(limit, n)
+        order = [*queues[self._turn :], *queues[: self._turn]]
+        return [(q, base + (i < extra)) for i, q in enumerate(order) if base + (i < extra)]
+
+    async def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
+        now, mono = repr(time.time()), time.monotonic()
+        settings = self.settings
+        calls = []
+        shares = self._shares(queues, limit)
+        for q, count in shares:
+            keys = self._k(q)
+            reclaim = ""
+            if mono >= self._reclaim_due.get(q, 0.0):
+                # Looking for abandoned entries scans the pending list; a few times per
+                # visibility timeout is enough to honour it.
+                self._reclaim_due[q] = mono + settings.visibility_timeout / 4
+                reclaim = str(int(settings.visibility_timeout * 1000))
+            args = [GROUP, self._consumer, count, keys.base, now, self._ttl_ms]
+            calls.append(("TAKE", [keys.stream], [*args, reclaim]))
+        try:
+            replies = await self._run_scripts(calls)
+        except rx.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._groups.clear()  # Redis lost its data (a restart without persistence)
+            await self._ensure_groups(queues)
+            replies = await self._run_scripts(calls)
+        return [
+            Delivery(job_id.decode(), q, body, entry, bool(redelivered))
+            for (q, _), rows in zip(shares, replies, strict=True)
+            for entry, job_id, body, redelivered in rows
+        ]
+
+    async def _wait_and_take(
+        self, queues: Sequence[str], limit: int, timeout: float | None
+    ) -> list[Delivery]:
+        # Block until an entry arrives (XADD wakes us at once). The wait is capped so that
+        # abandoned entries, which arrive without any XADD, are still looked for in time.
+        wait = self.settings.visibility_timeout / 4
+        if timeout is not None:
+            wait = min(wait, timeout)
+        streams = {self._k(q).stream: ">" for q in queues}
+        # redis-py's stubs type replies as unions of every shape; these are bytes here.
+        read: Any = await self.client.xreadgroup(
+            GROUP,
+            self._consumer,
+            streams,  # type: ignore[arg-type]
+            count=limit if len(queues) == 1 else 1,
+            block=max(int(wait * 1000), 1),
+        )
+        if not read:
+            return []
+        by_stream = {self._k(q).stream: q for q in queues}
+        calls, order = [], []
+        for stream, entries in read:
+            q = by_stream[stream.decode()]
+            keys = self._k(q)
+            args: list[Any] = [GROUP, keys.base, repr(time.time()), self._ttl_ms]
+            for entry, fields in entries:
+                args += [entry, fields.get(b"id", entry), fields.get(b"body", b"")]
+            calls.append(("ADMIT", [keys.stream], args))
+            order.append(q)
+        replies = await self._run_scripts(calls)
+        deliveries = [
+            Delivery(job_id.decode(), q, body, entry, bool(redelivered))
+            for q, rows in zip(order, replies, strict=True)
+            for entry, job_id, body, redelivered in rows
+        ]
+        if len(deliveries) > limit:  # several queues woke at once: give the extra back
+            extra = deliveries[limit:]
+            await self.settle([Settlement(d, Outcome.RELEASE) for d in extra])
+            deliveries = deliveries[:limit]
+        return deliveries
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        now, ttl = repr(time.time()), self._ttl_ms
+        by_queue: dict[str, list[Settlement]] = defaultdict(list)
+        for s in settlements:
+            by_queue[s.delivery.queue].append(s)
+        calls = []
+        for q, items in by_queue.items():
+            keys = self._k(q)
+            head = [GROUP, self._consumer, keys.base, now, ttl]
+            for start in range(0, len(items), _SETTLE_CHUNK):
+                args: list[Any] = list(head)
+                for s in items[start : start + _SETTLE_CHUNK]:
+                    args += _settle_args(s)
+                calls.append(("SETTLE", [keys.stream, keys.scheduled, keys.dead], args))
+        with self._errors("settling jobs"):
+            await self._run_scripts(calls)
+
+    async def renew(self, deliveries: Sequence[Delivery]) -> None:
+        by_queue: dict[str, list[Any]] = defaultdict(list)
+        for d in deliveries:
+            by_queue[d.queue].append(d.receipt)
+        calls = [
+            ("RENEW", [self._k(q).stream], [GROUP, self._consumer, *entries])
+            for q, entries in by_queue.items()
+        ]
+        with self._errors("renewing leases"):
+            await self._run_scripts(calls)
+
+    async def maintain(self, queues: Sequence[str]) -> None:
+        """Move due delayed jobs and retries into their streams. Woken by the enqueue of an
+        earlier one (pub/sub), else sleeps until the next is due."""
+        keys = [self._k(q) for q in queues]
+        while True:
+            try:
+                await self._promote_forever(keys)
+            except (rx.RedisError, OSError) as exc:
+                # Keep the worker running through an outage; its fetch loop reports it too.
+                log.warning("moving delayed jobs paused, retrying in 1 s: %s", exc)
+                await anyio.sleep(1.0)
+
+    async def _promote_forever(self, keys: list[QueueKeys]) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*[k.wake for k in keys])
+            while True:
+                now = repr(time.time())
+                calls = [("PROMOTE", [k.scheduled, k.stream], [k.base, now, 1000]) for k in keys]
+                replies = await self._run_scripts(calls)
+                if any(moved >= 1000 for moved, _ in replies):
+                    continue  # more are due than one step moves
+                dues = [float(nxt) for _, nxt in replies if nxt]
+                # With nothing scheduled, the wait is only a safety net for a wake-up
+                # message lost to a reconnect.
+                wait = min(dues, default=time.time() + 30.0) - time.time()
+                if wait > 0:
+                    await pubsub.get_message(timeout=min(wait, 30.0))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._cancel_channel)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        on_cancel(message["data"].decode())
+            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+                log.warning("cancellation watch lost Redis, resubscribing in 1 s: %s", exc)
+                await anyio.sleep(1.0)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # -- job records -----------------------------------------------------------------------
+    async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
+        with self._errors("reading a job"):
+            raw: Any = await self.client.hgetall(self._k(queue).job(job_id))
+        if not raw or b"status" not in raw:
+            return None
+        error = raw.get(b"error")
+        eta = raw.get(b"eta")
+        return JobInfo(
+            id=job_id,
+            status=JobStatus(raw[b"status"].decode()),
+            task=raw.get(b"task", b"").decode(),
+            queue=queue,
+            attempt=int(raw.get(b"attempt", 1)),
+            eta=float(eta) if eta else None,
+            result=raw.get(b"result"),
+            error=_error_from_json(error) if error else None,
+            updated_at=float(raw.get(b"updated", 0)),
+        )
+
+    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
+        channel = self._k(queue).done_prefix + job_id
+        with anyio.fail_after(timeout), self._errors("waiting for a job"):
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                # Subscribe before reading the record, so a finish in between is not missed.
+                await pubsub.subscribe(channel)
+                while True:
+                    info = await self.job_info(job_id, queue)
+                    if info is None or info.status.finished:
+                        return info
+                    await pubsub.get_message(timeout=_NOTIFY_SAFETY)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def cancel(self, job_id: str, queue: str) -> bool:
+        keys = self._k(queue)
+        args = [keys.base, job_id, repr(time.time()), self._ttl_ms]
+        with self._errors("cancelling a job"):
+            (reply,) = await self._run_scripts(
+                [("CANCEL", [keys.stream, keys.scheduled], [*args, self._cancel_channel])]
+            )
+        return bool(reply)
+
+    # -- operations ------------------------------------------------------------------------
+    async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        with self._errors("reading queue stats"):
+            if queues is None:
+                members: Any = await self.client.smembers(self._queues_key)
+                queues = sorted(m.decode() for m in members)
+            calls = []
+            for q in queues:
+                keys = self._k(q)
+                calls.append(("STATS", [keys.stream, keys.scheduled, keys.dead], [GROUP]))
+            replies = await self._run_scripts(calls)
+        return [
+            QueueStats(q, max(length - running, 0), scheduled, running, dead)
+            for q, (length, running, scheduled, dead) in zip(queues, replies, strict=True)
+        ]
+
+    async def dead_letters(
+        self, queue: str, *, limit: int = 100, after: str | None = None
+    ) -> list[DeadLetter]:
+        start = "-" if after is None else f"({after}"
+        with self._errors("listing dead letters"):
+            entries: Any = await self.client.xrange(self._k(queue).dead, start, "+", count=limit)
+        return [_dead_letter(queue, entry, fields) for entry, fields in entries]
+
+    async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        dead = self._k(queue).dead
+        with self._errors("purging dead letters"):
+            if ids is None:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.xlen(dead)
+                pipe.delete(dead)
+                count, _ = await pipe.execute()
+                return int(count)
+            wanted, doomed = {i.encode() for i in ids}, []
+            start = "-"
+            while True:
+                page: Any = await self.client.xrange(dead, start, "+", count=1000)
+                doomed += [entry for entry, fields in page if fields.get(b"id") in wanted]
+                if len(page) < 1000:
+                    break
+                start = f"({page[-1][0].decode()}"
+            return int(await self.client.xdel(dead, *doomed)) if doomed else 0
+
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        info = orjson.dumps({**_worker_fields(worker), "last_seen": time.time()})
+        with self._errors("sending a heartbeat"):
+            await self.client.set(self._workers_prefix + worker.id, info, px=int(ttl * 1000))
+
+    async def deregister(self, worker_id: str) -> None:
+        with self._errors("deregistering a worker"):
+            await self.client.delete(self._workers_prefix + worker_id)
+
+    async def workers(self) -> list[WorkerInfo]:
+        with self._errors("listing workers"):
+            names = [n async for n in self.client.scan_iter(self._workers_prefix + "*", 1000)]
+            values = await self.client.mget(names) if names else []
+        found = []
+        for raw in values:
+            if raw is not None:
+                data = orjson.loads(raw)
+                data["queues"] = tuple(data["queues"])
+                found.append(WorkerInfo(**data))
+        return sorted(found, key=lambda w: w.started_at)
+
+
+def _settle_args(s: Settlement) -> list[Any]:
+    d = s.delivery
+    outcome = s.outcome
+    if outcome is Outcome.RETRY:
+        body = s.retry_body or b""
+    elif outcome in (Outcome.DEAD, Outcome.RELEASE):
+        body = d.body
+    else:
+        body = b""
+    error = _error_to_json(s.error) if s.error is not None else b""
+    eta = repr(s.eta) if s.eta is not None else "0"
+    return [outcome.value, d.receipt, d.id, body, s.result or b"", eta, error, s.task]
+
+
+def _error_to_json(error: ErrorInfo) -> bytes:
+    return orjson.dumps({"type": error.type, "message": error.message, "tb": error.traceback})
+
+
+def _error_from_json(raw: bytes) -> ErrorInfo:
+    data = orjson.loads(raw)
+    return ErrorInfo(data.get("type", ""), data.get("message", ""), data.get("tb", ""))
+
+
+def _dead_letter(queue: str, entry: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+    error = fields.get(b"error")
+    return DeadLetter(
+        id=fields.get(b"id", entry).decode(),
+        queue=queue,
+        body=fields.get(b"body", b""),
+        error=_error_from_json(error) if error else ErrorInfo("Unknown", ""),
+        died_at=float(fields.get(b"died", 0)),
+        task=fields.get(b"task", b"").decode(),
+        cursor=entry.decode(),
+    )
+
+
+def _worker_fields(worker: WorkerInfo) -> dict[str, Any]:
+    return {
+        "id": worker.id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "queues": list(worker.queues),
+        "concurrency": worker.concurrency,
+        "in_flight": worker.in_flight,
+        "started_at": worker.started_at,
+        "extra": worker.extra,
+    }

@@ -1,0 +1,294 @@
+"""The Lua scripts behind every state change of a job on Redis.
+
+Each script works on one queue's keys, which share a hash tag (``prefix:{queue}:...``) and
+so one Redis Cluster slot. Job records (``<base>:job:<id>``) and idempotency keys
+(``<base>:key:<key>``) are built inside the scripts from ``base`` (the tagged prefix), so
+they sit in the same slot. A script runs atomically: no other client sees a half-done step,
+which is what the invariants below rest on.
+
+A job record is a hash: ``status`` (a JobStatus value), ``task``, ``attempt``, ``entry``
+(its stream entry while queued or running), ``body`` (only while it waits in the scheduled
+set), ``eta``, ``result``, ``error`` (JSON), ``key``, ``cancel`` (a cancellation asked for
+while running), ``updated``.
+"""
+
+from __future__ import annotations
+
+# Finish a job: store its end, free its key (a dead or cancelled job frees it, a success
+# holds it for the result TTL) and tell whoever waits on it.
+_FINISH = """
+local function finish(base, jk, id, status, ttl, now)
+    redis.call('HSET', jk, 'status', status, 'updated', now)
+    redis.call('HDEL', jk, 'entry', 'body', 'eta', 'cancel')
+    redis.call('PEXPIRE', jk, ttl)
+    local key = redis.call('HGET', jk, 'key')
+    if key then
+        local kk = base .. ':key:' .. key
+        if status == 'succeeded' then
+            redis.call('PEXPIRE', kk, ttl)
+        elseif redis.call('GET', kk) == id then
+            redis.call('DEL', kk)
+        end
+    end
+    redis.call('PUBLISH', base .. ':done:' .. id, status)
+end
+"""
+
+# Put a job into its stream, ready for a worker.
+_QUEUE = """
+local function queue(stream, jk, id, body, now)
+    local entry = redis.call('XADD', stream, '*', 'id', id, 'body', body)
+    redis.call('HSET', jk, 'status', 'queued', 'entry', entry, 'updated', now)
+    redis.call('HDEL', jk, 'body', 'eta')
+end
+"""
+
+ENQUEUE = (
+    _QUEUE
+    + """
+-- KEYS: stream, scheduled. ARGV: base, id, body, task, eta ('' = now), now, key ('' = none)
+-- The idempotency key is claimed in the same step as the job is stored, so producers
+-- racing with one key create exactly one job; the loser gets the winner's id.
+local stream, scheduled = KEYS[1], KEYS[2]
+local base, id, body, task, eta, now, key = unpack(ARGV)
+if key ~= '' then
+    local kk = base .. ':key:' .. key
+    local existing = redis.call('GET', kk)
+    if existing then
+        return existing
+    end
+    redis.call('SET', kk, id)
+end
+local jk = base .. ':job:' .. id
+redis.call('HSET', jk, 'task', task, 'attempt', 1)
+if key ~= '' then
+    redis.call('HSET', jk, 'key', key)
+end
+if eta ~= '' and tonumber(eta) > tonumber(now) then
+    redis.call('HSET', jk, 'status', 'scheduled', 'eta', eta, 'body', body, 'updated', now)
+    redis.call('ZADD', scheduled, eta, id)
+    redis.call('PUBLISH', base .. ':wake', eta)
+else
+    queue(stream, jk, id, body, now)
+end
+return id
+"""
+)
+
+# Admit delivered entries: mark each job running, unless it must not run. A job already
+# succeeded (its earlier delivery's ack was lost), dead, or cancelled is acknowledged and
+# skipped; one whose cancellation was asked for while its worker was lost ends cancelled.
+_ADMIT = (
+    _FINISH
+    + """
+local function admit(stream, group, base, entries, redelivered, now, ttl, out)
+    for _, e in ipairs(entries) do
+        local entry, fields = e[1], e[2]
+        local id, body
+        for i = 1, #fields, 2 do
+            if fields[i] == 'id' then id = fields[i + 1] elseif fields[i] == 'body' then
+                body = fields[i + 1] end
+        end
+        if not id or not body then
+            -- Not ours (written by hand?): hand it over so the worker dead-letters it.
+            table.insert(out, {entry, id or entry, body or '', redelivered})
+        else
+            local jk = base .. ':job:' .. id
+            local status = redis.call('HGET', jk, 'status')
+            if status == 'succeeded' or status == 'dead' or status == 'cancelled' then
+                redis.call('XACK', stream, group, entry)
+                redis.call('XDEL', stream, entry)
+            elseif redis.call('HGET', jk, 'cancel') then
+                redis.call('XACK', stream, group, entry)
+                redis.call('XDEL', stream, entry)
+                finish(base, jk, id, 'cancelled', ttl, now)
+            else
+                redis.call('HSET', jk, 'status', 'running', 'entry', entry, 'updated', now)
+                table.insert(out, {entry, id, body, redelivered})
+            end
+        end
+    end
+end
+"""
+)
+
+TAKE = (
+    _ADMIT
+    + """
+-- KEYS: stream. ARGV: group, consumer, count, base, now, ttl_ms, reclaim_idle_ms ('' = skip)
+-- Reclaims entries whose worker stopped renewing them (idle past the visibility timeout),
+-- then reads new ones, up to count in all.
+local stream = KEYS[1]
+local group, consumer, count, base, now, ttl, idle = unpack(ARGV)
+count = tonumber(count)
+local out = {}
+if idle ~= '' then
+    local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, idle, '0-0', 'COUNT', count)
+    admit(stream, group, base, claimed[2], 1, now, ttl, out)
+    -- Entries deleted while pending come back as ids only; their ack is all that is left.
+    for _, entry in ipairs(claimed[3] or {}) do
+        redis.call('XACK', stream, group, entry)
+    end
+end
+if #out < count then
+    local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #out,
+        'STREAMS', stream, '>')
+    if read then
+        admit(stream, group, base, read[1][2], 0, now, ttl, out)
+    end
+end
+return out
+"""
+)
+
+ADMIT = (
+    _ADMIT
+    + """
+-- KEYS: stream. ARGV: group, base, now, ttl_ms, then entry id, job id, body per entry.
+-- For entries a blocking XREADGROUP (which a script cannot run) has just delivered.
+local stream = KEYS[1]
+local group, base, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local entries = {}
+for i = 5, #ARGV, 3 do
+    table.insert(entries, {ARGV[i], {'id', ARGV[i + 1], 'body', ARGV[i + 2]}})
+end
+local out = {}
+admit(stream, group, base, entries, 0, now, ttl, out)
+return out
+"""
+)
+
+SETTLE = (
+    _FINISH
+    + _QUEUE
+    + """
+-- KEYS: stream, scheduled, dead. ARGV: group, consumer, base, now, ttl_ms, then per delivery:
+-- outcome, entry, id, body, result, eta, error, task (empty strings where unused).
+-- Everything for one delivery happens in one step: a retry schedules the next attempt and
+-- acknowledges this one together, so a crash between the two cannot lose or double a job.
+local stream, scheduled, dead = KEYS[1], KEYS[2], KEYS[3]
+local group, consumer, base, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+for i = 6, #ARGV, 8 do
+    local outcome, entry, id, body, result, eta, err, task = unpack(ARGV, i, i + 7)
+    local jk = base .. ':job:' .. id
+    -- Is the entry still this worker's? If its lease ran out, another worker took it and
+    -- now owns the outcome: only a success is still worth keeping.
+    local mine = #redis.call('XPENDING', stream, group, entry, entry, 1, consumer) == 1
+    if outcome == 'succeeded' then
+        if mine then
+            redis.call('XACK', stream, group, entry)
+            redis.call('XDEL', stream, entry)
+        end
+        redis.call('HSET', jk, 'result', result)
+        redis.call('HDEL', jk, 'error')
+        finish(base, jk, id, 'succeeded', ttl, now)
+    elseif mine then
+        redis.call('XACK', stream, group, entry)
+        redis.call('XDEL', stream, entry)
+        if outcome == 'retry' then
+            redis.call('HINCRBY', jk, 'attempt', 1)
+            redis.call('HSET', jk, 'error', err)
+            if tonumber(eta) > tonumber(now) then
+                redis.call('HSET', jk, 'status', 'failed', 'eta', eta, 'body', body, 'updated', now)
+                redis.call('HDEL', jk, 'entry')
+                redis.call('ZADD', scheduled, eta, id)
+                redis.call('PUBLISH', base .. ':wake', eta)
+            else
+                queue(stream, jk, id, body, now)
+            end
+        elseif outcome == 'dead' then
+            redis.call('XADD', dead, '*', 'id', id, 'task', task, 'body', body, 'error', err,
+                'died', now)
+            redis.call('HSET', jk, 'error', err)
+            finish(base, jk, id, 'dead', ttl, now)
+        elseif outcome == 'cancelled' then
+            finish(base, jk, id, 'cancelled', ttl, now)
+        elseif outcome == 'release' then
+            queue(stream, jk, id, body, now)
+        end
+    end
+end
+return 1
+"""
+)
+
+PROMOTE = (
+    _QUEUE
+    + """
+-- KEYS: scheduled, stream. ARGV: base, now, limit.
+-- Move due jobs from the scheduled set into the stream. ZREM decides who moves a job, so
+-- however many workers run this at once, each job is moved exactly once.
+-- Returns {moved, score of the next job still waiting or ''}.
+local scheduled, stream = KEYS[1], KEYS[2]
+local base, now, limit = ARGV[1], ARGV[2], ARGV[3]
+local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
+local moved = 0
+for _, id in ipairs(due) do
+    if redis.call('ZREM', scheduled, id) == 1 then
+        local jk = base .. ':job:' .. id
+        local body = redis.call('HGET', jk, 'body')
+        if body then
+            queue(stream, jk, id, body, now)
+            moved = moved + 1
+        end
+    end
+end
+local next = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+return {moved, next[2] or ''}
+"""
+)
+
+RENEW = """
+-- KEYS: stream. ARGV: group, consumer, entry ids...
+-- Reset the idle time of the entries this worker still owns (XCLAIM ... JUSTID), so a
+-- long job is not reclaimed from a live worker; entries another worker took are left alone.
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local renewed = 0
+for i = 3, #ARGV do
+    if #redis.call('XPENDING', stream, group, ARGV[i], ARGV[i], 1, consumer) == 1 then
+        redis.call('XCLAIM', stream, group, consumer, 0, ARGV[i], 'JUSTID')
+        renewed = renewed + 1
+    end
+end
+return renewed
+"""
+
+CANCEL = (
+    _FINISH
+    + """
+-- KEYS: stream, scheduled. ARGV: base, id, now, ttl_ms, cancel channel.
+-- Returns 1 if the job will not run (again), 0 if it had already finished or is unknown.
+local stream, scheduled = KEYS[1], KEYS[2]
+local base, id, now, ttl, channel = unpack(ARGV)
+local jk = base .. ':job:' .. id
+local status = redis.call('HGET', jk, 'status')
+if not status or status == 'succeeded' or status == 'dead' or status == 'cancelled' then
+    return 0
+end
+if status == 'running' then
+    -- Its worker cancels the handler and settles it; the flag covers a worker that is gone.
+    redis.call('HSET', jk, 'cancel', 1)
+    redis.call('PUBLISH', channel, id)
+    return 1
+end
+local entry = redis.call('HGET', jk, 'entry')
+if entry then
+    redis.call('XDEL', stream, entry)
+end
+redis.call('ZREM', scheduled, id)
+finish(base, jk, id, 'cancelled', ttl, now)
+return 1
+"""
+)
+
+STATS = """
+-- KEYS: stream, scheduled, dead. ARGV: group.
+-- Returns {entries in the stream, entries delivered and not acknowledged, scheduled, dead}.
+local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
+local running = 0
+if ok then
+    running = pending[1]
+end
+return {redis.call('XLEN', KEYS[1]), running, redis.call('ZCARD', KEYS[2]),
+    redis.call('XLEN', KEYS[3])}
+"""
