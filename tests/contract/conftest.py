@@ -15,10 +15,10 @@ from urllib.parse import urlencode
 
 import anyio
 import pytest
+import services
 
 import asyncq
 from asyncq.backend import Backend, Outcome, Settlement
-from tests import services
 
 UrlFactory = Callable[[str, Mapping[str, object]], str]
 
