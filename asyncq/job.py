@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .errors import JobCancelled, JobFailed, JobNotFound
 from .records import JobInfo, JobStatus
+from .serializer import Message
 
 if TYPE_CHECKING:
     from .app import App
@@ -87,16 +88,20 @@ class JobContext:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-_current: ContextVar[JobContext] = ContextVar("asyncq_current_job")
+# The worker stores the decoded message; the JobContext is built only for handlers that ask.
+_current: ContextVar[tuple[Message, bool]] = ContextVar("asyncq_current_job")
 
 
 def current_job() -> JobContext:
     """The job the calling handler runs for. Raises ``RuntimeError`` outside a handler."""
     try:
-        return _current.get()
+        msg, redelivered = _current.get()
     except LookupError:
         raise RuntimeError("asyncq.current_job() was called outside a job handler") from None
+    return JobContext(
+        msg.id, msg.task, msg.queue, msg.attempt, redelivered, msg.enqueued_at, msg.headers
+    )
 
 
-def set_current_job(context: JobContext) -> Token[JobContext]:
-    return _current.set(context)
+def set_current_job(msg: Message, redelivered: bool) -> Token[tuple[Message, bool]]:
+    return _current.set((msg, redelivered))

@@ -17,6 +17,7 @@ A running job can end four ways besides its own result, each with its own outcom
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -28,11 +29,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
 from .backend import Delivery, Outcome, Settlement
 from .errors import BrokerError, ErrorInfo, Reject, Retry
-from .job import JobContext, set_current_job
+from .job import set_current_job
 from .records import WorkerInfo
 from .serializer import DecodeError, Message
 
@@ -161,10 +162,14 @@ class Worker:
                 self.concurrency,
             )
             task_status.started(self)
+            ready, ready_receive = anyio.create_memory_object_stream[_Running](math.inf)
             try:
-                async with anyio.create_task_group() as jobs:
+                async with anyio.create_task_group() as runners, ready:
+                    for _ in range(self.concurrency):
+                        runners.start_soon(self._runner, ready_receive.clone())
+                    ready_receive.close()
                     with self._fetch_scope:
-                        await self._fetch_loop(jobs)
+                        await self._fetch_loop(ready)
                     self._stopping = True
                     if self._running:
                         log.info("waiting for %d in-flight job(s) to finish", len(self._running))
@@ -185,7 +190,7 @@ class Worker:
         log.info("worker %s stopped after %d job(s)", self.id, self.processed)
 
     # -- fetching --------------------------------------------------------------------------
-    async def _fetch_loop(self, jobs: TaskGroup) -> None:
+    async def _fetch_loop(self, ready: MemoryObjectSendStream[_Running]) -> None:
         slots, backend, queues = self._slots, self.app.backend, self.queues
         fetch_timeout = min(self.fetch_timeout, 0.25) if self.burst else self.fetch_timeout
         while True:
@@ -220,9 +225,8 @@ class Worker:
                     return
                 continue
             for delivery in deliveries:
-                scope = anyio.CancelScope()
-                self._running[delivery.id] = _Running(delivery, scope)
-                jobs.start_soon(self._run_one, delivery, scope)
+                running = self._running[delivery.id] = _Running(delivery, anyio.CancelScope())
+                ready.send_nowait(running)  # a slot was free, so a runner is waiting
 
     async def _drained(self) -> bool:
         if self._running:
@@ -235,21 +239,35 @@ class Worker:
         return all(s.pending == 0 and s.scheduled == 0 and s.running == 0 for s in stats)
 
     # -- running ---------------------------------------------------------------------------
-    async def _run_one(self, delivery: Delivery, scope: anyio.CancelScope) -> None:
+    async def _runner(self, ready: MemoryObjectReceiveStream[_Running]) -> None:
+        """One of ``concurrency`` long-lived runners, each running one job at a time.
+
+        Each job still gets a task of its own, for a fresh copy of the context (what a
+        handler sets in a context variable stays with its job), but a plain asyncio task
+        awaited right here: a fraction of the cost of a task-group task, and it cannot
+        outlive its runner, whose cancellation it receives.
+        """
+        loop = asyncio.get_running_loop()
+        async with ready:
+            async for running in ready:
+                await loop.create_task(self._run_one(running))
+
+    async def _run_one(self, running: _Running) -> None:
+        delivery = running.delivery
         try:
-            settlement = await self._execute(delivery, scope)
+            settlement = await self._execute(delivery, running.scope)
         except Exception as exc:  # a bug in asyncq itself: never lose the job over it
             log.exception("internal error running job %s", delivery.id)
             settlement = Settlement(delivery, Outcome.DEAD, error=_error_info(exc))
         finally:
-            running = self._running.pop(delivery.id, None)
+            self._running.pop(delivery.id, None)
             self._slots.release()
             if not self._running:
                 if self._stopping:
                     self._idle.set()
                 elif self.burst:
                     self._burst_wait.cancel()
-        cause = running.cause if running is not None else None
+        cause = running.cause
         if cause is not None and settlement.outcome is not Outcome.SUCCEEDED:
             # Why the scope was cancelled wins over what the handler made of it (say, an
             # exception of its own); a handler that finished anyway keeps its result.
@@ -276,17 +294,7 @@ class Worker:
             reason = f"no task named {msg.task!r} is registered on this worker's App"
             log.error("dead-lettering job %s: %s", msg.id, reason)
             return self._dead(delivery, msg, ErrorInfo("UnknownTask", reason))
-        set_current_job(
-            JobContext(
-                msg.id,
-                msg.task,
-                msg.queue,
-                msg.attempt,
-                delivery.redelivered,
-                msg.enqueued_at,
-                msg.headers,
-            )
-        )
+        set_current_job(msg, delivery.redelivered)
         if task.timeout is not None:
             scope.deadline = anyio.current_time() + task.timeout
         result: Any = None

@@ -32,6 +32,7 @@ from asyncq.errors import BrokerError, BrokerUnavailable, ErrorInfo
 from asyncq.records import DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInfo
 
 from . import scripts
+from .connection import HiredisConnection, HiredisSSLConnection
 from .settings import QueueKeys, RedisSettings
 
 __all__ = ["RedisBackend"]
@@ -39,7 +40,7 @@ __all__ = ["RedisBackend"]
 log = logging.getLogger("asyncq.redis")
 
 GROUP = "asyncq"
-_SETTLE_CHUNK = 128  # deliveries per settle script: keeps each script's run short
+_SCRIPT_CHUNK = 200  # jobs per script call: keeps each script's run short (about 1 ms)
 _NOTIFY_SAFETY = 5.0  # seconds: re-read a record even if a notification was lost
 
 
@@ -73,8 +74,12 @@ class RedisBackend(Backend):
     async def connect(self) -> None:
         # Commands that fail on a dropped connection are retried a few times with backoff
         # (about 1.5 s in all) before the error reaches the caller as BrokerUnavailable.
+        url = self.settings.connection_url
         self._client = aioredis.Redis.from_url(
-            self.settings.connection_url,
+            url,
+            connection_class=(
+                HiredisSSLConnection if url.startswith("rediss:") else HiredisConnection
+            ),
             max_connections=self.settings.max_connections,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6),
             retry_on_error=[rx.ConnectionError, rx.TimeoutError],
@@ -113,6 +118,13 @@ class RedisBackend(Backend):
     async def _run_scripts(self, calls: Sequence[tuple[str, list[Any], list[Any]]]) -> list[Any]:
         """Run scripts in one pipelined round trip; reload them if Redis lost its cache (a
         restart) and run again only the calls that were refused for it."""
+        if len(calls) == 1:  # the one-job path skips the pipeline's own overhead
+            name, keys, args = calls[0]
+            try:
+                return [await self.client.evalsha(self._shas[name], len(keys), *keys, *args)]
+            except rx.NoScriptError:
+                await self._load_scripts()
+                return [await self.client.evalsha(self._shas[name], len(keys), *keys, *args)]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):
@@ -157,21 +169,35 @@ class RedisBackend(Backend):
 
     # -- producing -------------------------------------------------------------------------
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
+        # One script per queue and chunk of jobs: a batch is one round trip, and each
+        # script stays short enough not to stall other clients.
         now = repr(time.time())
-        calls = []
-        queues = set()
-        for env in envelopes:
-            keys = self._k(env.queue)
-            queues.add(env.queue)
-            eta = "" if env.eta is None else repr(env.eta)
-            args = [keys.base, env.id, env.body, env.task, eta, now, env.key or ""]
-            calls.append(("ENQUEUE", [keys.stream, keys.scheduled], args))
+        by_queue: dict[str, list[int]] = defaultdict(list)
+        for i, env in enumerate(envelopes):
+            by_queue[env.queue].append(i)
+        calls, order = [], []
+        for q, indexes in by_queue.items():
+            keys = self._k(q)
+            for start in range(0, len(indexes), _SCRIPT_CHUNK):
+                chunk = indexes[start : start + _SCRIPT_CHUNK]
+                args: list[Any] = [keys.base, now]
+                for i in chunk:
+                    env = envelopes[i]
+                    eta = "" if env.eta is None else repr(env.eta)
+                    args += [env.id, env.body, env.task, eta, env.key or ""]
+                calls.append(("ENQUEUE", [keys.stream, keys.scheduled], args))
+                order.append(chunk)
         with self._errors("enqueueing"):
             replies = await self._run_scripts(calls)
+            queues = set(by_queue)
             if not queues <= self._known_queues:  # once per queue, not on every enqueue
                 await self.client.sadd(self._queues_key, *queues)
                 self._known_queues |= queues
-        return [r.decode() for r in replies]
+        ids = [""] * len(envelopes)
+        for chunk, reply in zip(order, replies, strict=True):
+            for i, job_id in zip(chunk, reply, strict=True):
+                ids[i] = job_id.decode()
+        return ids
 
     # -- consuming -------------------------------------------------------------------------
     async def fetch(
@@ -179,7 +205,10 @@ class RedisBackend(Backend):
     ) -> list[Delivery]:
         with self._errors("fetching jobs"):
             await self._ensure_groups(queues)
-            deliveries = await self._take(queues, limit)
+            # Once Redis has handed entries over they are this worker's: a cancellation
+            # must not drop the reply, or they would sit unseen until reclaimed.
+            with anyio.CancelScope(shield=True):
+                deliveries = await self._take(queues, limit)
             if deliveries or timeout == 0:
                 return deliveries
             return await self._wait_and_take(queues, limit, timeout)
@@ -253,16 +282,17 @@ class RedisBackend(Backend):
                 args += [entry, fields.get(b"id", entry), fields.get(b"body", b"")]
             calls.append(("ADMIT", [keys.stream], args))
             order.append(q)
-        replies = await self._run_scripts(calls)
-        deliveries = [
-            Delivery(job_id.decode(), q, body, entry, bool(redelivered))
-            for q, rows in zip(order, replies, strict=True)
-            for entry, job_id, body, redelivered in rows
-        ]
-        if len(deliveries) > limit:  # several queues woke at once: give the extra back
-            extra = deliveries[limit:]
-            await self.settle([Settlement(d, Outcome.RELEASE) for d in extra])
-            deliveries = deliveries[:limit]
+        with anyio.CancelScope(shield=True):  # as in fetch: these entries are ours now
+            replies = await self._run_scripts(calls)
+            deliveries = [
+                Delivery(job_id.decode(), q, body, entry, bool(redelivered))
+                for q, rows in zip(order, replies, strict=True)
+                for entry, job_id, body, redelivered in rows
+            ]
+            if len(deliveries) > limit:  # several queues woke at once: give the extra back
+                extra = deliveries[limit:]
+                await self.settle([Settlement(d, Outcome.RELEASE) for d in extra])
+                deliveries = deliveries[:limit]
         return deliveries
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
@@ -274,9 +304,9 @@ class RedisBackend(Backend):
         for q, items in by_queue.items():
             keys = self._k(q)
             head = [GROUP, self._consumer, keys.base, now, ttl]
-            for start in range(0, len(items), _SETTLE_CHUNK):
+            for start in range(0, len(items), _SCRIPT_CHUNK):
                 args: list[Any] = list(head)
-                for s in items[start : start + _SETTLE_CHUNK]:
+                for s in items[start : start + _SCRIPT_CHUNK]:
                     args += _settle_args(s)
                 calls.append(("SETTLE", [keys.stream, keys.scheduled, keys.dead], args))
         with self._errors("settling jobs"):

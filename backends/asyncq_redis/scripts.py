@@ -20,6 +20,9 @@ _FINISH = """
 local function finish(base, jk, id, status, ttl, now)
     redis.call('HSET', jk, 'status', status, 'updated', now)
     redis.call('HDEL', jk, 'entry', 'body', 'eta', 'cancel')
+    if status == 'succeeded' then
+        redis.call('HDEL', jk, 'error')
+    end
     redis.call('PEXPIRE', jk, ttl)
     local key = redis.call('HGET', jk, 'key')
     if key then
@@ -43,37 +46,50 @@ local function queue(stream, jk, id, body, now)
 end
 """
 
-ENQUEUE = (
-    _QUEUE
-    + """
--- KEYS: stream, scheduled. ARGV: base, id, body, task, eta ('' = now), now, key ('' = none)
+ENQUEUE = """
+-- KEYS: stream, scheduled. ARGV: base, now, then per job: id, body, task, eta ('' = now),
+-- key ('' = none). Returns each job's id: a key already held returns its holder's id.
 -- The idempotency key is claimed in the same step as the job is stored, so producers
--- racing with one key create exactly one job; the loser gets the winner's id.
+-- racing with one key create exactly one job.
 local stream, scheduled = KEYS[1], KEYS[2]
-local base, id, body, task, eta, now, key = unpack(ARGV)
-if key ~= '' then
-    local kk = base .. ':key:' .. key
-    local existing = redis.call('GET', kk)
-    if existing then
-        return existing
+local base, now = ARGV[1], ARGV[2]
+local ids = {}
+local wake = false
+for i = 3, #ARGV, 5 do
+    local id, body, task, eta, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    local existing = false
+    if key ~= '' then
+        local kk = base .. ':key:' .. key
+        existing = redis.call('GET', kk)
+        if not existing then
+            redis.call('SET', kk, id)
+        end
     end
-    redis.call('SET', kk, id)
+    if existing then
+        table.insert(ids, existing)
+    else
+        local jk = base .. ':job:' .. id
+        if eta ~= '' and tonumber(eta) > tonumber(now) then
+            redis.call('HSET', jk, 'status', 'scheduled', 'task', task, 'eta', eta, 'body', body,
+                'updated', now)
+            redis.call('ZADD', scheduled, eta, id)
+            wake = true
+        else
+            local entry = redis.call('XADD', stream, '*', 'id', id, 'body', body)
+            redis.call('HSET', jk, 'status', 'queued', 'task', task, 'entry', entry,
+                'updated', now)
+        end
+        if key ~= '' then
+            redis.call('HSET', jk, 'key', key)
+        end
+        table.insert(ids, id)
+    end
 end
-local jk = base .. ':job:' .. id
-redis.call('HSET', jk, 'task', task, 'attempt', 1)
-if key ~= '' then
-    redis.call('HSET', jk, 'key', key)
+if wake then
+    redis.call('PUBLISH', base .. ':wake', now)
 end
-if eta ~= '' and tonumber(eta) > tonumber(now) then
-    redis.call('HSET', jk, 'status', 'scheduled', 'eta', eta, 'body', body, 'updated', now)
-    redis.call('ZADD', scheduled, eta, id)
-    redis.call('PUBLISH', base .. ':wake', eta)
-else
-    queue(stream, jk, id, body, now)
-end
-return id
+return ids
 """
-)
 
 # Admit delivered entries: mark each job running, unless it must not run. A job already
 # succeeded (its earlier delivery's ack was lost), dead, or cancelled is acknowledged and
@@ -94,16 +110,17 @@ local function admit(stream, group, base, entries, redelivered, now, ttl, out)
             table.insert(out, {entry, id or entry, body or '', redelivered})
         else
             local jk = base .. ':job:' .. id
-            local status = redis.call('HGET', jk, 'status')
+            local state = redis.call('HMGET', jk, 'status', 'cancel')
+            local status = state[1]
             if status == 'succeeded' or status == 'dead' or status == 'cancelled' then
                 redis.call('XACK', stream, group, entry)
                 redis.call('XDEL', stream, entry)
-            elseif redis.call('HGET', jk, 'cancel') then
+            elseif state[2] then
                 redis.call('XACK', stream, group, entry)
                 redis.call('XDEL', stream, entry)
                 finish(base, jk, id, 'cancelled', ttl, now)
             else
-                redis.call('HSET', jk, 'status', 'running', 'entry', entry, 'updated', now)
+                redis.call('HSET', jk, 'status', 'running', 'updated', now)
                 table.insert(out, {entry, id, body, redelivered})
             end
         end
@@ -171,18 +188,16 @@ local group, consumer, base, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV
 for i = 6, #ARGV, 8 do
     local outcome, entry, id, body, result, eta, err, task = unpack(ARGV, i, i + 7)
     local jk = base .. ':job:' .. id
-    -- Is the entry still this worker's? If its lease ran out, another worker took it and
-    -- now owns the outcome: only a success is still worth keeping.
-    local mine = #redis.call('XPENDING', stream, group, entry, entry, 1, consumer) == 1
     if outcome == 'succeeded' then
-        if mine then
-            redis.call('XACK', stream, group, entry)
-            redis.call('XDEL', stream, entry)
-        end
+        -- A success always counts, even from a worker whose lease ran out: the job is done,
+        -- and a copy still running elsewhere will find it so when it settles.
+        redis.call('XACK', stream, group, entry)
+        redis.call('XDEL', stream, entry)
         redis.call('HSET', jk, 'result', result)
-        redis.call('HDEL', jk, 'error')
         finish(base, jk, id, 'succeeded', ttl, now)
-    elseif mine then
+    -- Any other outcome belongs to whoever holds the entry now: if this worker's lease ran
+    -- out and another worker took the job over, this worker has no say any more.
+    elseif #redis.call('XPENDING', stream, group, entry, entry, 1, consumer) == 1 then
         redis.call('XACK', stream, group, entry)
         redis.call('XDEL', stream, entry)
         if outcome == 'retry' then
