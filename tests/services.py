@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 
 import pytest
 import redis
@@ -38,9 +39,20 @@ def require_redis() -> None:
         _missing("Redis at 127.0.0.1:6379", error)
 
 
-def delete_redis_keys(prefix: str) -> None:
-    """Remove every key a test made under its prefix."""
-    with redis.Redis.from_url(REDIS_URL) as client:
+def require_redis_server() -> str:
+    """The path of the ``redis-server`` program, for tests that run a private server."""
+    path = shutil.which("redis-server")
+    if path is None:
+        message = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def delete_redis_keys(prefix: str, url: str = REDIS_URL) -> None:
+    """Remove every key a test made under its prefix (in the db of ``url``)."""
+    with redis.Redis.from_url(url) as client:
         names = list(client.scan_iter(f"{prefix}:*", count=1000))
         for start in range(0, len(names), 1000):
             client.delete(*names[start : start + 1000])

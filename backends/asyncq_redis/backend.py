@@ -188,11 +188,11 @@ class RedisBackend(Backend):
                 calls.append(("ENQUEUE", [keys.stream, keys.scheduled], args))
                 order.append(chunk)
         with self._errors("enqueueing"):
-            replies = await self._run_scripts(calls)
             queues = set(by_queue)
             if not queues <= self._known_queues:  # once per queue, not on every enqueue
                 await self.client.sadd(self._queues_key, *queues)
                 self._known_queues |= queues
+            replies = await self._run_scripts(calls)
         ids = [""] * len(envelopes)
         for chunk, reply in zip(order, replies, strict=True):
             for i, job_id in zip(chunk, reply, strict=True):
@@ -330,7 +330,7 @@ class RedisBackend(Backend):
         while True:
             try:
                 await self._promote_forever(keys)
-            except (rx.RedisError, OSError) as exc:
+            except (rx.RedisError, OSError, BrokerError) as exc:
                 # Keep the worker running through an outage; its fetch loop reports it too.
                 log.warning("moving delayed jobs paused, retrying in 1 s: %s", exc)
                 await anyio.sleep(1.0)
@@ -363,7 +363,7 @@ class RedisBackend(Backend):
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         on_cancel(message["data"].decode())
-            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+            except (rx.RedisError, OSError) as exc:
                 log.warning("cancellation watch lost Redis, resubscribing in 1 s: %s", exc)
                 await anyio.sleep(1.0)
             finally:

@@ -65,19 +65,25 @@ for i = 3, #ARGV, 5 do
             redis.call('SET', kk, id)
         end
     end
+    local jk = base .. ':job:' .. id
+    local status = redis.call('HGET', jk, 'status')
     if existing then
         table.insert(ids, existing)
+    elseif status and status ~= 'dead' and status ~= 'cancelled' then
+        -- The same job again: a pipeline re-sent after a dropped connection. Only a dead
+        -- or cancelled job (a replay) is stored anew under its old id.
+        table.insert(ids, id)
     else
-        local jk = base .. ':job:' .. id
+        redis.call('DEL', jk)
         if eta ~= '' and tonumber(eta) > tonumber(now) then
-            redis.call('HSET', jk, 'status', 'scheduled', 'task', task, 'eta', eta, 'body', body,
-                'updated', now)
+            redis.call('HSET', jk, 'status', 'scheduled', 'task', task, 'attempt', 1, 'eta', eta,
+                'body', body, 'updated', now)
             redis.call('ZADD', scheduled, eta, id)
             wake = true
         else
             local entry = redis.call('XADD', stream, '*', 'id', id, 'body', body)
-            redis.call('HSET', jk, 'status', 'queued', 'task', task, 'entry', entry,
-                'updated', now)
+            redis.call('HSET', jk, 'status', 'queued', 'task', task, 'attempt', 1,
+                'entry', entry, 'updated', now)
         end
         if key ~= '' then
             redis.call('HSET', jk, 'key', key)
@@ -179,6 +185,11 @@ SETTLE = (
     _FINISH
     + _QUEUE
     + """
+local function mine(stream, group, entry, consumer)
+    local ok, found = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1, consumer)
+    return ok and #found == 1
+end
+
 -- KEYS: stream, scheduled, dead. ARGV: group, consumer, base, now, ttl_ms, then per delivery:
 -- outcome, entry, id, body, result, eta, error, task (empty strings where unused).
 -- Everything for one delivery happens in one step: a retry schedules the next attempt and
@@ -191,13 +202,13 @@ for i = 6, #ARGV, 8 do
     if outcome == 'succeeded' then
         -- A success always counts, even from a worker whose lease ran out: the job is done,
         -- and a copy still running elsewhere will find it so when it settles.
-        redis.call('XACK', stream, group, entry)
-        redis.call('XDEL', stream, entry)
+        pcall(redis.call, 'XACK', stream, group, entry)  -- the group is gone if Redis lost
+        redis.call('XDEL', stream, entry)                -- its data: the result still counts
         redis.call('HSET', jk, 'result', result)
         finish(base, jk, id, 'succeeded', ttl, now)
     -- Any other outcome belongs to whoever holds the entry now: if this worker's lease ran
     -- out and another worker took the job over, this worker has no say any more.
-    elseif #redis.call('XPENDING', stream, group, entry, entry, 1, consumer) == 1 then
+    elseif mine(stream, group, entry, consumer) then
         redis.call('XACK', stream, group, entry)
         redis.call('XDEL', stream, entry)
         if outcome == 'retry' then

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 import asyncq
 from asyncq import JobStatus, current_job
+
+from .conftest import Broker
 
 pytestmark = pytest.mark.anyio
 
@@ -120,3 +123,28 @@ async def test_replay_leaves_a_dead_letter_whose_key_a_live_job_holds(app: async
         assert [d.id for d in await app.dead_letters()] == [first.id]
         assert await first.status() is JobStatus.DEAD
         assert await second.status() is JobStatus.QUEUED
+
+
+async def test_replayed_job_has_a_fresh_record(broker: Broker) -> None:
+    app = broker.app(result_ttl=0.5)
+    ready = anyio.Event()
+
+    @app.task(retries=0)
+    async def export(n: int) -> int:
+        if not ready.is_set():
+            raise RuntimeError("not yet")
+        return n
+
+    async with app:
+        job = await export.enqueue(5)
+        async with app.worker(concurrency=1):
+            with pytest.raises(asyncq.JobFailed):
+                await job.result(timeout=5)
+        assert await app.replay_dead() == 1
+        # The dead job's record would have expired by now; the replayed job's must not.
+        await anyio.sleep(0.8)
+        info = await job.info()
+        assert (info.status, info.attempt, info.error) == (JobStatus.QUEUED, 1, None)
+        ready.set()
+        async with app.worker(concurrency=1):
+            assert await job.result(timeout=5) == 5

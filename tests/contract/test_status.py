@@ -105,3 +105,23 @@ async def test_cancelled_job_is_cancelled(app: asyncq.App) -> None:
 def test_finished_statuses() -> None:
     finished = {s for s in JobStatus if s.finished}
     assert finished == {JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED}
+
+
+async def test_record_counts_attempts(app: asyncq.App) -> None:
+    failures = {"flaky": 1, "doomed": 99}
+
+    @app.task(retries=2)
+    async def work(name: str) -> str:
+        if failures[name] > 0:
+            failures[name] -= 1
+            raise RuntimeError(f"{name} failed")
+        return name
+
+    async with app, app.worker(concurrency=2):
+        flaky, doomed = await work.enqueue("flaky"), await work.enqueue("doomed")
+        assert await flaky.result(timeout=5) == "flaky"
+        with pytest.raises(asyncq.JobFailed):
+            await doomed.result(timeout=5)
+        assert (await flaky.info()).attempt == 2
+        info = await doomed.info()
+        assert (info.status, info.attempt) == (JobStatus.DEAD, 3)

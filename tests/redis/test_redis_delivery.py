@@ -1,0 +1,161 @@
+"""Delivery on Redis Streams: a job of a worker killed mid-run is reclaimed after the visibility
+timeout and flagged redelivered; a live worker's long job is never reclaimed; an idle worker
+blocked on the stream starts a new job within milliseconds."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from redis_support import HERE, Lines, claimed_prefix, redis_client, redis_url, worker_env
+
+import asyncq
+from asyncq import JobStatus, current_job
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def prefix(unique: str) -> Iterator[str]:
+    with claimed_prefix(unique) as prefix:
+        yield prefix
+
+
+async def test_job_of_a_sigkilled_worker_completes_elsewhere_after_the_visibility_timeout(
+    prefix: str, tmp_path: Path
+) -> None:
+    visibility_timeout = 1.0
+    url = redis_url(prefix, visibility_timeout=visibility_timeout)
+    app = asyncq.App(url, shutdown_timeout=2.0)
+    runs: list[tuple[int, bool]] = []
+    reclaimed_at = 0.0
+
+    @app.task(name="lost.work")  # the same task as the subprocess's lost_worker_app
+    async def work() -> str:
+        nonlocal reclaimed_at
+        reclaimed_at = time.monotonic()
+        job = current_job()
+        runs.append((job.attempt, job.redelivered))
+        return "completed"
+
+    async with app:
+        job = await work.enqueue()
+        command = [sys.executable, "-m", "asyncq", "run", "lost_worker_app:app", "--broker", url]
+        with (tmp_path / "worker.log").open("wb") as log:
+            process = await anyio.open_process(
+                command, cwd=HERE, env=worker_env(), stdin=subprocess.DEVNULL, stderr=log
+            )
+            try:
+                stdout = Lines(process.stdout)
+                started = await stdout.expect(lambda line: line.startswith("started "), timeout=30)
+                assert started == f"started {job.id} attempt=1 redelivered=False"
+                assert await job.status() is JobStatus.RUNNING
+                process.kill()  # SIGKILL: nothing settled, nothing released
+                with anyio.fail_after(10):
+                    assert await process.wait() == -9
+                lost_at = time.monotonic()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if process.returncode is None:
+                        process.kill()
+                    await process.aclose()
+        # Still the dead worker's: nobody settled or released it.
+        assert await job.status() is JobStatus.RUNNING
+        async with app.worker(concurrency=1):
+            assert await job.result(timeout=10) == "completed"
+        assert await job.status() is JobStatus.SUCCEEDED
+        assert await app.dead_letters() == []
+    worker_log = (tmp_path / "worker.log").read_text()
+    assert "Traceback" not in worker_log, worker_log
+    # It ran twice in all: once in the killed worker (its one "started" line) and once here,
+    # flagged as the redelivery of a lost worker's job, on the same attempt.
+    assert [line for line in stdout.seen if line.startswith("started ")] == [started]
+    assert runs == [(1, True)]
+    # Not taken before the lease ran out (the dead worker renewed it every third of the
+    # visibility timeout, so it had at least two thirds left: some slack for a late timer),
+    # and taken soon after.
+    waited = reclaimed_at - lost_at
+    print(f"SIGKILLed worker's job reclaimed {waited:.2f} s after the kill")
+    assert visibility_timeout / 2 <= waited <= visibility_timeout + 1.0, waited
+
+
+async def test_long_job_is_not_taken_from_a_live_worker_by_a_competing_one(prefix: str) -> None:
+    visibility_timeout = 0.6
+    url = redis_url(prefix, visibility_timeout=visibility_timeout)
+    # Two Apps: two backends, two consumers of the group, competing for the same queue.
+    first, second = asyncq.App(url), asyncq.App(url)
+    runs: list[tuple[str, int, bool]] = []
+
+    for app in (first, second):
+
+        @app.task(name="long")
+        async def long_job() -> str:
+            job = current_job()
+            runs.append((job.id, job.attempt, job.redelivered))
+            await anyio.sleep(2.5)  # the work: outlasts four visibility timeouts
+            return "done"
+
+    async with first, second:
+        async with first.worker(concurrency=2), second.worker(concurrency=2):
+            job: asyncq.Job[Any] = await first.tasks["long"].enqueue()
+            assert await job.result(timeout=10) == "done"
+        assert await job.status() is JobStatus.SUCCEEDED
+        stats = await first.queue_stats()
+    assert runs == [(job.id, 1, False)]
+    assert stats["default"].pending == stats["default"].running == 0
+
+
+async def test_idle_worker_starts_a_new_job_within_milliseconds(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the default visibility timeout the blocking read waits 7.5 s at a time: only the
+    # XADD waking it can make a job start this fast.
+    app = asyncq.App(redis_url(prefix))
+    started_at: dict[str, float] = {}
+    started = anyio.Event()
+
+    @app.task
+    async def ping() -> None:
+        nonlocal started
+        started_at[current_job().id] = time.perf_counter()
+        started.set()
+
+    latencies: list[float] = []
+    async with app:
+        # Note each time the worker's fetch goes into its blocking XREADGROUP (the real
+        # command still runs: this only takes note).
+        client = redis_client(app)
+        real_xreadgroup = client.xreadgroup
+        blocking = anyio.Event()
+
+        async def xreadgroup(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("block"):
+                blocking.set()
+            return await real_xreadgroup(*args, **kwargs)
+
+        monkeypatch.setattr(client, "xreadgroup", xreadgroup)
+        async with app.worker(concurrency=1):
+            for _ in range(20):
+                with anyio.fail_after(10):
+                    await blocking.wait()  # idle: blocked on the stream
+                blocking = anyio.Event()
+                started = anyio.Event()
+                enqueued_at = time.perf_counter()
+                job = await ping.enqueue()
+                with anyio.fail_after(5):
+                    await started.wait()
+                latencies.append(started_at[job.id] - enqueued_at)
+                await job.result(timeout=5)
+    median = statistics.median(latencies)
+    print(
+        f"idle worker, enqueue to start: median {median * 1000:.2f} ms, "
+        f"max {max(latencies) * 1000:.2f} ms over {len(latencies)} jobs"
+    )
+    assert median < 0.050, latencies
