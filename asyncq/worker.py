@@ -1,9 +1,11 @@
 """The worker: fetch jobs for free slots, run each in its own cancel scope, settle in batches.
 
 One anyio task group holds the service loops (settling, lease renewal, heartbeat,
-cancellation requests, signals); a nested one holds the running jobs. The fetch loop
-waits on a semaphore of ``concurrency`` slots and asks the backend for exactly as many jobs
-as there are free slots, which is how backpressure reaches the broker.
+cancellation requests, signals); a nested one holds ``concurrency`` runners. The fetch loop
+waits on a semaphore of ``concurrency + prefetch`` slots and asks the backend for exactly as
+many jobs as there are free slots, which is how backpressure reaches the broker. Prefetched
+jobs (none by default) wait for a runner, so the next batch can be on its way from the
+broker while the current one runs; on shutdown they go back unstarted.
 
 A running job can end four ways besides its own result, each with its own outcome:
 
@@ -78,6 +80,7 @@ class Worker:
         *,
         queues: Sequence[str] | None = None,
         concurrency: int = 10,
+        prefetch: int = 0,
         burst: bool = False,
         shutdown_timeout: float = 30.0,
         handle_signals: bool = False,
@@ -86,6 +89,8 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if not 0 <= prefetch <= concurrency:
+            raise ValueError("prefetch must be between 0 and concurrency")
         if shutdown_timeout < 0:
             raise ValueError("shutdown_timeout must be >= 0")
         self.app = app
@@ -93,6 +98,7 @@ class Worker:
         if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
             raise ValueError("queues must be non-empty queue names")
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.burst = burst
         self.shutdown_timeout = shutdown_timeout
         self.handle_signals = handle_signals
@@ -102,7 +108,7 @@ class Worker:
         self.started_at = 0.0
         self.processed = 0
         self._running: dict[str, _Running] = {}
-        self._slots = anyio.Semaphore(concurrency)
+        self._slots = anyio.Semaphore(concurrency + prefetch)
         self._fetch_scope = anyio.CancelScope()
         self._drain_scope = anyio.CancelScope()
         self._burst_wait = anyio.CancelScope()
@@ -199,7 +205,7 @@ class Worker:
                 slots.release()
                 return
             free = 1
-            while free < self.concurrency and slots.value > 0:
+            while slots.value > 0:
                 slots.acquire_nowait()
                 free += 1
             try:
@@ -255,7 +261,11 @@ class Worker:
     async def _run_one(self, running: _Running) -> None:
         delivery = running.delivery
         try:
-            settlement = await self._execute(delivery, running.scope)
+            if self._stopping:  # prefetched, not started: back to the queue as it was
+                running.cause = _SHUTDOWN
+                settlement = Settlement(delivery, Outcome.RELEASE)
+            else:
+                settlement = await self._execute(delivery, running.scope)
         except Exception as exc:  # a bug in asyncq itself: never lose the job over it
             log.exception("internal error running job %s", delivery.id)
             settlement = Settlement(delivery, Outcome.DEAD, error=_error_info(exc))

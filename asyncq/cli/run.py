@@ -37,6 +37,14 @@ log = logging.getLogger("asyncq.cli")
     help="Jobs each worker process runs at the same time.",
 )
 @click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Jobs each worker process may hold beyond --concurrency, waiting to start, so the "
+    "next batch is on its way while the current one runs (at most --concurrency).",
+)
+@click.option(
     "--queues",
     "-q",
     type=QueueNames(),
@@ -70,6 +78,7 @@ log = logging.getLogger("asyncq.cli")
 def run(
     app_spec: str,
     concurrency: int,
+    prefetch: int,
     queues: list[str] | None,
     burst: bool,
     broker: str | None,
@@ -87,6 +96,8 @@ def run(
     Example:
       asyncq run shop.tasks:app --queues default,emails --concurrency 50 --processes 4
     """
+    if prefetch > concurrency:
+        raise UsageFailure(f"--prefetch ({prefetch}) may not exceed --concurrency ({concurrency})")
     app = load_app(app_spec, broker)
     configure_logging(log_level)
     if shutdown_timeout is None:
@@ -101,7 +112,7 @@ def run(
     )
     if processes > 1:
         command = _worker_command(
-            app_spec, concurrency, queues, burst, broker, shutdown_timeout, log_level
+            app_spec, concurrency, prefetch, queues, burst, broker, shutdown_timeout, log_level
         )
         _supervise(command, processes, shutdown_timeout)
         return
@@ -109,6 +120,7 @@ def run(
         app.run_worker,
         queues=queues,
         concurrency=concurrency,
+        prefetch=prefetch,
         burst=burst,
         shutdown_timeout=shutdown_timeout,
         handle_signals=True,
@@ -119,6 +131,7 @@ def run(
 def _worker_command(
     app_spec: str,
     concurrency: int,
+    prefetch: int,
     queues: list[str] | None,
     burst: bool,
     broker: str | None,
@@ -127,7 +140,8 @@ def _worker_command(
 ) -> list[str]:
     """This same ``asyncq run`` with one process: what each supervised child runs."""
     command = [sys.executable, "-m", "asyncq", "run", app_spec, "--processes", "1"]
-    command += ["--concurrency", str(concurrency), "--log-level", log_level]
+    command += ["--concurrency", str(concurrency), "--prefetch", str(prefetch)]
+    command += ["--log-level", log_level]
     command += ["--shutdown-timeout", repr(shutdown_timeout)]
     command += ["--queues", ",".join(queues)] if queues else []
     command += ["--broker", broker] if broker is not None else []

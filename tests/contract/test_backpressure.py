@@ -1,4 +1,5 @@
-"""Backpressure: a worker never runs, nor is handed, more jobs than its concurrency."""
+"""Backpressure: a worker never runs more jobs than its concurrency, nor holds more than
+its concurrency plus its prefetch."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from asyncq.backend import Delivery
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.parametrize("prefetch", [0, 3])
 async def test_concurrency_bounds_running_handlers_and_fetched_jobs(
-    app: asyncq.App, monkeypatch: pytest.MonkeyPatch
+    app: asyncq.App, monkeypatch: pytest.MonkeyPatch, prefetch: int
 ) -> None:
     concurrency, total = 5, 30
     running = 0
@@ -31,7 +33,7 @@ async def test_concurrency_bounds_running_handlers_and_fetched_jobs(
             running -= 1
         return n
 
-    worker = asyncq.Worker(app, concurrency=concurrency, burst=True)
+    worker = asyncq.Worker(app, concurrency=concurrency, prefetch=prefetch, burst=True)
     # How many jobs the worker holds after each fetch: those it runs plus those just handed.
     held: list[int] = []
     real_fetch = app.backend.fetch
@@ -50,5 +52,29 @@ async def test_concurrency_bounds_running_handlers_and_fetched_jobs(
             await worker.run()
         assert [await job.result(timeout=1) for job in jobs] == list(range(total))
     assert most_running == concurrency
-    assert max(held) == concurrency
+    assert max(held) == concurrency + prefetch
     assert worker.processed == total
+
+
+async def test_prefetched_jobs_go_back_unstarted_on_shutdown(app: asyncq.App) -> None:
+    started: list[int] = []
+    all_started = anyio.Event()
+
+    @app.task
+    async def work(n: int) -> None:
+        started.append(n)
+        if len(started) == 2:
+            all_started.set()
+        await anyio.sleep(0.3)
+
+    async with app:
+        jobs = await work.enqueue_many([(n,) for n in range(4)])
+        async with app.worker(concurrency=2, prefetch=2, shutdown_timeout=5) as worker:
+            with anyio.fail_after(5):
+                await all_started.wait()
+            assert worker.in_flight == 4  # two running, two waiting for a runner
+        # The two that ran finished; the two prefetched went back without running.
+        assert sorted(started) == [0, 1]
+        statuses = [await job.status() for job in jobs]
+        assert statuses == [asyncq.JobStatus.SUCCEEDED] * 2 + [asyncq.JobStatus.QUEUED] * 2
+        assert (await app.queue_stats([app.default_queue]))[app.default_queue].pending == 2
