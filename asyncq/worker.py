@@ -4,8 +4,8 @@ One anyio task group holds the service loops (settling, lease renewal, heartbeat
 cancellation requests, signals); a nested one holds ``concurrency`` runners. The fetch loop
 waits on a semaphore of ``concurrency + prefetch`` slots and asks the backend for exactly as
 many jobs as there are free slots, which is how backpressure reaches the broker. Prefetched
-jobs (none by default) wait for a runner, so the next batch can be on its way from the
-broker while the current one runs; on shutdown they go back unstarted.
+jobs (a quarter of ``concurrency`` by default) wait for a runner, so the next batch is on
+its way from the broker while the current one runs; on shutdown they go back unstarted.
 
 A running job can end four ways besides its own result, each with its own outcome:
 
@@ -80,7 +80,7 @@ class Worker:
         *,
         queues: Sequence[str] | None = None,
         concurrency: int = 10,
-        prefetch: int = 0,
+        prefetch: int | None = None,
         burst: bool = False,
         shutdown_timeout: float = 30.0,
         handle_signals: bool = False,
@@ -89,6 +89,8 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if prefetch is None:
+            prefetch = concurrency // 4
         if not 0 <= prefetch <= concurrency:
             raise ValueError("prefetch must be between 0 and concurrency")
         if shutdown_timeout < 0:
@@ -255,7 +257,16 @@ class Worker:
         """
         loop = asyncio.get_running_loop()
         async with ready:
-            async for running in ready:
+            while True:
+                try:  # a prefetched job is already waiting: no need to yield first
+                    running = ready.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        running = await ready.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 await loop.create_task(self._run_one(running))
 
     async def _run_one(self, running: _Running) -> None:

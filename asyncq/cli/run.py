@@ -39,10 +39,9 @@ log = logging.getLogger("asyncq.cli")
 @click.option(
     "--prefetch",
     type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
     help="Jobs each worker process may hold beyond --concurrency, waiting to start, so the "
-    "next batch is on its way while the current one runs (at most --concurrency).",
+    "next batch is on its way while the current one runs (at most --concurrency; default "
+    "a quarter of it). Use 0 for long jobs spread over many workers.",
 )
 @click.option(
     "--queues",
@@ -78,7 +77,7 @@ log = logging.getLogger("asyncq.cli")
 def run(
     app_spec: str,
     concurrency: int,
-    prefetch: int,
+    prefetch: int | None,
     queues: list[str] | None,
     burst: bool,
     broker: str | None,
@@ -96,7 +95,7 @@ def run(
     Example:
       asyncq run shop.tasks:app --queues default,emails --concurrency 50 --processes 4
     """
-    if prefetch > concurrency:
+    if prefetch is not None and prefetch > concurrency:
         raise UsageFailure(f"--prefetch ({prefetch}) may not exceed --concurrency ({concurrency})")
     app = load_app(app_spec, broker)
     configure_logging(log_level)
@@ -131,7 +130,7 @@ def run(
 def _worker_command(
     app_spec: str,
     concurrency: int,
-    prefetch: int,
+    prefetch: int | None,
     queues: list[str] | None,
     burst: bool,
     broker: str | None,
@@ -140,8 +139,8 @@ def _worker_command(
 ) -> list[str]:
     """This same ``asyncq run`` with one process: what each supervised child runs."""
     command = [sys.executable, "-m", "asyncq", "run", app_spec, "--processes", "1"]
-    command += ["--concurrency", str(concurrency), "--prefetch", str(prefetch)]
-    command += ["--log-level", log_level]
+    command += ["--concurrency", str(concurrency), "--log-level", log_level]
+    command += ["--prefetch", str(prefetch)] if prefetch is not None else []
     command += ["--shutdown-timeout", repr(shutdown_timeout)]
     command += ["--queues", ",".join(queues)] if queues else []
     command += ["--broker", broker] if broker is not None else []

@@ -1,0 +1,678 @@
+"""Job libraries side by side on one local Redis: asyncq, arq, saq, streaq, taskiq-redis.
+
+    .venv-bench/bin/python benchmarks/redis_compare.py [--quick] [--libs arq,saq] [--json]
+
+Each library gets the same jobs, one worker process at ``--concurrency``, and a database of
+its own (``--db``, 14 by default) flushed before each workload, so no run sees another's
+keys. The workloads, in this order:
+
+W1  enqueue: ``--enqueue-jobs`` jobs, (a) one await per job, (b) the library's bulk
+    (pipelined) enqueue in batches of ``--batch``, where it has one;
+W2  drain: ``--jobs`` no-op jobs enqueued first, then one worker process is started (the
+    library's own CLI, or its documented programmatic worker); timed from the moment the
+    worker's startup hook runs until the last job has counted itself done; plus the worker
+    process's peak RSS (VmHWM) at the end;
+W3  enqueue-to-start latency: with a worker running, ``--rate`` jobs/s for ``--duration``
+    seconds, each carrying its enqueue time (``time.time()``); each job records when it
+    started; p50 and p99;
+W4  ``--sleep-jobs`` jobs of ``await asyncio.sleep(0.01)``, timed like W2, against the ideal
+    jobs x 10 ms / concurrency.
+
+Every handler does the same, minimal work (see ``peers/common.py``): it counts itself in
+the worker's memory (W2, W4; the job that reaches the target stores the count and the time
+in Redis), or RPUSHes its latency (W3). After each workload the worker gets SIGTERM, and
+SIGKILL if it has not exited after ``--stop-timeout`` seconds; Ctrl-C (or SIGTERM) stops the
+run the same way, a second one kills the workers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import peers
+import redis.asyncio as aioredis
+from anyio.abc import Process
+from peers.common import COUNTER, DONE, LATENCIES, READY, SLEEP_SECONDS, Kind, Peer
+from redis.exceptions import RedisError
+
+T = TypeVar("T")
+
+HERE = Path(__file__).resolve().parent
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+WARMUP_JOBS = 50
+"""W3: jobs run (and not measured) before the latency jobs, so connections are open."""
+FILL_CONCURRENCY = 100
+"""Untimed pre-enqueue without a bulk API: this many single enqueues in flight at once."""
+
+
+class WorkloadError(Exception):
+    """A workload could not finish; reported in the table, the run goes on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    libs: list[str]
+    db: int
+    concurrency: int
+    enqueue_jobs: int
+    jobs: int
+    rate: float
+    duration: float
+    sleep_jobs: int
+    batch: int
+    stop_timeout: float
+    arq_poll_delay: float | None
+    taskiq_results: bool
+    log_dir: Path
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.db}"
+
+    @property
+    def sleep_ideal(self) -> float:
+        return self.sleep_jobs * SLEEP_SECONDS / self.concurrency
+
+
+@dataclass(slots=True)
+class Result:
+    """One library's numbers; None where a workload was skipped or failed."""
+
+    library: str
+    version: str = ""
+    skipped: str | None = None
+    has_bulk: bool = False
+    enqueue_rate: float | None = None
+    bulk_rate: float | None = None
+    drain_rate: float | None = None
+    drain_seconds: float | None = None
+    peak_rss_mib: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_jobs: int | None = None
+    latency_rate: float | None = None
+    sleep_seconds: float | None = None
+    worker_startup_seconds: dict[str, float] = field(default_factory=dict)
+    settings: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# -- worker processes --------------------------------------------------------------------------
+_LIVE: set[int] = set()
+"""Process group ids of the worker processes not yet stopped (each is its own session)."""
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of the live (not zombie) processes in a process group."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The fields after the command name (in parentheses, may hold spaces).
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def kill_all_workers() -> None:
+    """SIGKILL every worker process group still running: the last resort on the way out."""
+    for pgid in list(_LIVE):
+        _kill_group(pgid)
+        _LIVE.discard(pgid)
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident set size (VmHWM) in MiB; None if it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # reported in kB
+    return None
+
+
+class WorkerProcess:
+    """One worker process, in a session of its own, stopped on leaving the ``async with``."""
+
+    def __init__(self, peer: Peer, cfg: Config, *, target: int, label: str) -> None:
+        self.peer = peer
+        self.cfg = cfg
+        self.target = target
+        self.label = label
+        self.log_path = cfg.log_dir / f"{peer.name}-{label}.log"
+        self.proc: Process | None = None
+        self.spawned_at = 0.0
+        self.killed = False
+
+    async def __aenter__(self) -> WorkerProcess:
+        env = dict(os.environ)
+        env.update(
+            BENCH_REDIS_URL=self.cfg.redis_url,
+            BENCH_CONCURRENCY=str(self.cfg.concurrency),
+            BENCH_TARGET=str(self.target),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
+        )
+        with self.log_path.open("wb") as log:
+            self.spawned_at = time.time()
+            self.proc = await anyio.open_process(
+                self.peer.worker_command(self.cfg.concurrency),
+                cwd=HERE,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _LIVE.add(self.proc.pid)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.stop()
+
+    async def stop(self) -> None:
+        """SIGTERM (the libraries' graceful shutdown), then SIGKILL to the whole group
+        if anything of it is still alive after ``stop_timeout``."""
+        proc = self.proc
+        if proc is None or proc.pid not in _LIVE:
+            return
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(self.cfg.stop_timeout):
+            await proc.wait()
+            # A library's own child processes (taskiq's worker) are no child of ours: no
+            # event says when they exit, so look at /proc until the group is empty.
+            while _group_members(proc.pid):  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        if proc.returncode is None or _group_members(proc.pid):
+            self.killed = True
+            _kill_group(proc.pid)
+            await proc.wait()
+        _LIVE.discard(proc.pid)
+
+    def last_log_line(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    def check_alive(self) -> None:
+        assert self.proc is not None
+        code = self.proc.returncode
+        if code is not None:
+            raise WorkloadError(
+                f"worker exited with code {code} ({self.last_log_line()}); see {self.log_path}"
+            )
+
+    async def ready(self, redis: aioredis.Redis, timeout: float = 60.0) -> tuple[float, int]:
+        """Wait for the worker's startup hook: returns (epoch time it ran, worker pid)."""
+        with anyio.move_on_after(timeout):
+            while True:
+                found = await redis.hgetall(READY)
+                if found:
+                    return float(found[b"time"]), int(found[b"pid"])
+                self.check_alive()
+                await anyio.sleep(0.01)
+        raise WorkloadError(f"worker not ready after {timeout:.0f} s; see {self.log_path}")
+
+
+# -- workloads ---------------------------------------------------------------------------------
+async def flush(redis: aioredis.Redis) -> None:
+    await redis.flushdb()
+
+
+def batches(total: int, size: int) -> list[int]:
+    return [min(size, total - start) for start in range(0, total, size)]
+
+
+async def fill(peer: Peer, kind: Kind, count: int, batch: int) -> None:
+    """Enqueue ``count`` jobs as fast as the library allows (not timed)."""
+    if peer.has_bulk:
+        for size in batches(count, batch):
+            await peer.enqueue_bulk(kind, size)
+        return
+    for size in batches(count, FILL_CONCURRENCY):
+        async with anyio.create_task_group() as tg:
+            for _ in range(size):
+                tg.start_soon(peer.enqueue, kind)
+
+
+async def wait_for(
+    what: str,
+    check: Callable[[], Awaitable[T | None]],
+    worker: WorkerProcess,
+    timeout: float,
+    interval: float = 0.01,
+) -> T:
+    """Poll ``check()`` until it returns something other than None, the worker dies, or
+    ``timeout`` passes."""
+    with anyio.move_on_after(timeout):
+        while True:
+            value = await check()
+            if value is not None:
+                return value
+            worker.check_alive()
+            await anyio.sleep(interval)
+    raise WorkloadError(f"{what}: not done after {timeout:.0f} s; see {worker.log_path}")
+
+
+async def enqueue_workload(peer: Peer, redis: aioredis.Redis, cfg: Config, res: Result) -> None:
+    """W1: one await per job; then the bulk enqueue, if the library has one."""
+    n = cfg.enqueue_jobs
+    await flush(redis)
+    async with peer.producer():
+        start = time.perf_counter()
+        for _ in range(n):
+            await peer.enqueue("noop")
+        res.enqueue_rate = n / (time.perf_counter() - start)
+    if not peer.has_bulk:
+        return
+    await flush(redis)
+    async with peer.producer():
+        start = time.perf_counter()
+        for size in batches(n, cfg.batch):
+            await peer.enqueue_bulk("noop", size)
+        res.bulk_rate = n / (time.perf_counter() - start)
+
+
+async def timed_run(
+    peer: Peer, redis: aioredis.Redis, cfg: Config, res: Result, kind: Kind, n: int, label: str
+) -> tuple[float, float | None]:
+    """Enqueue ``n`` jobs, then start a worker; seconds from its start until the last job
+    counted itself done, and the worker's peak RSS in MiB."""
+    await flush(redis)
+    async with peer.producer():
+        await fill(peer, kind, n, cfg.batch)
+    async with WorkerProcess(peer, cfg, target=n, label=label) as worker:
+        started, pid = await worker.ready(redis)
+        res.worker_startup_seconds[label] = round(started - worker.spawned_at, 3)
+
+        async def done() -> float | None:
+            value = await redis.get(DONE)
+            return None if value is None else float(value)
+
+        finished = await wait_for(f"{label} of {n} jobs", done, worker, 60 + n / 100, 0.02)
+        rss = peak_rss_mib(pid)
+        count = int(await redis.get(COUNTER) or 0)
+    if count != n:
+        res.notes.append(f"{label}: {count} job runs counted for {n} jobs")
+    if worker.killed:
+        res.notes.append(f"{label}: worker ignored SIGTERM for {cfg.stop_timeout:.0f} s; killed")
+    return finished - started, rss
+
+
+async def drain_workload(peer: Peer, redis: aioredis.Redis, cfg: Config, res: Result) -> None:
+    """W2: drain pre-enqueued no-op jobs with one worker process."""
+    seconds, rss = await timed_run(peer, redis, cfg, res, "noop", cfg.jobs, "drain")
+    res.drain_seconds = seconds
+    res.drain_rate = cfg.jobs / seconds
+    res.peak_rss_mib = rss
+
+
+async def sleep_workload(peer: Peer, redis: aioredis.Redis, cfg: Config, res: Result) -> None:
+    """W4: jobs that each sleep 10 ms, run at ``concurrency``."""
+    seconds, _ = await timed_run(peer, redis, cfg, res, "sleep", cfg.sleep_jobs, "sleep")
+    res.sleep_seconds = seconds
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+async def latency_workload(peer: Peer, redis: aioredis.Redis, cfg: Config, res: Result) -> None:
+    """W3: enqueue at a fixed rate with a worker running; time from enqueue to start."""
+    total = max(1, round(cfg.rate * cfg.duration))
+    await flush(redis)
+    async with (
+        peer.producer(),
+        WorkerProcess(peer, cfg, target=WARMUP_JOBS, label="latency") as worker,
+    ):
+        started, _ = await worker.ready(redis)
+        res.worker_startup_seconds["latency"] = round(started - worker.spawned_at, 3)
+        for _ in range(WARMUP_JOBS):
+            await peer.enqueue("noop")
+
+        async def warm() -> bool | None:
+            return True if int(await redis.get(COUNTER) or 0) >= WARMUP_JOBS else None
+
+        await wait_for("latency warm-up", warm, worker, 30)
+
+        # Paced against the schedule, not the previous send, so the rate does not drift.
+        begin = time.perf_counter()
+        for i in range(total):
+            delay = begin + i / cfg.rate - time.perf_counter()
+            if delay > 0:
+                await anyio.sleep(delay)
+            await peer.enqueue_latency(time.time())
+        res.latency_rate = total / (time.perf_counter() - begin)
+
+        async def recorded() -> bool | None:
+            return True if await redis.llen(LATENCIES) >= total else None
+
+        await wait_for("latency jobs", recorded, worker, 30 + cfg.duration)
+        values = sorted(float(v) for v in await redis.lrange(LATENCIES, 0, -1))
+    if worker.killed:
+        res.notes.append(f"latency: worker ignored SIGTERM for {cfg.stop_timeout:.0f} s; killed")
+    res.latency_jobs = len(values)
+    res.latency_p50_ms = percentile(values, 0.50) * 1000
+    res.latency_p99_ms = percentile(values, 0.99) * 1000
+
+
+WORKLOADS = [
+    ("W1 enqueue", enqueue_workload),
+    ("W2 drain", drain_workload),
+    ("W3 latency", latency_workload),
+    ("W4 sleep", sleep_workload),
+]
+
+
+async def run_library(res: Result, redis: aioredis.Redis, cfg: Config) -> None:
+    """Every workload for one library, filling in ``res`` as they finish."""
+    name = res.library
+    try:
+        peer = peers.load(name)
+    except ImportError as exc:
+        res.skipped = f"cannot import: {exc}"
+        return
+    res.version, res.has_bulk, res.settings = peer.version, peer.has_bulk, list(peer.settings)
+    reason = peer.skip_reason()
+    if reason is not None:
+        res.skipped = reason
+        return
+    for label, workload in WORKLOADS:
+        print(f"  {name}: {label} ...", file=sys.stderr, flush=True)
+        try:
+            await workload(peer, redis, cfg, res)
+        except Exception as exc:  # one library's failure must not end the comparison
+            res.errors[label] = f"{type(exc).__name__}: {exc}"
+            print(f"  {name}: {label} failed: {exc}", file=sys.stderr, flush=True)
+    await flush(redis)
+
+
+async def run_all(cfg: Config, results: list[Result], meta: dict[str, Any]) -> None:
+    redis = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=cfg.db)
+    try:
+        try:
+            info = await redis.info("server")
+        except (OSError, RedisError) as exc:
+            raise SystemExit(
+                f"Redis is not answering at {REDIS_HOST}:{REDIS_PORT}: {exc}"
+            ) from None
+        meta["redis"] = info.get("redis_version", "?")
+        for name in cfg.libs:
+            print(f"{name}:", file=sys.stderr, flush=True)
+            results.append(Result(library=name))
+            await run_library(results[-1], redis, cfg)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await redis.aclose()
+
+
+async def run_guarded(cfg: Config, results: list[Result], meta: dict[str, Any]) -> bool:
+    """Run everything; the first SIGINT/SIGTERM/SIGHUP stops the workers gracefully, a
+    second kills them. Returns whether the run was interrupted."""
+    interrupted = False
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with anyio.create_task_group() as tg:
+            bench = anyio.CancelScope()
+
+            async def run() -> None:
+                with bench:
+                    await run_all(cfg, results, meta)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(run)
+            async for _ in signals:
+                if interrupted:
+                    print("killing the workers", file=sys.stderr, flush=True)
+                    kill_all_workers()
+                else:
+                    interrupted = True
+                    print("interrupted: stopping the workers", file=sys.stderr, flush=True)
+                    bench.cancel()
+    return interrupted
+
+
+# -- report ------------------------------------------------------------------------------------
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def table(results: list[Result], cfg: Config) -> str:
+    header = [
+        "library",
+        "version",
+        "W1 enqueue, 1 await/job (jobs/s)",
+        f"W1 bulk, batches of {cfg.batch:,} (jobs/s)",
+        f"W2 drain {cfg.jobs:,} (jobs/s)",
+        "W2 worker peak RSS (MiB)",
+        "W3 p50 (ms)",
+        "W3 p99 (ms)",
+        f"W4 {cfg.sleep_jobs:,} x 10 ms (s; ideal {cfg.sleep_ideal:.2f})",
+    ]
+    rows = []
+    for r in results:
+        if r.skipped:
+            rows.append([r.library, r.version or "—", f"skipped: {r.skipped}"] + [""] * 6)
+            continue
+        rows.append(
+            [
+                r.library,
+                r.version,
+                _rate(r.enqueue_rate),
+                _rate(r.bulk_rate) if r.has_bulk else "n/a",
+                _rate(r.drain_rate),
+                _num(r.peak_rss_mib, 1),
+                _num(r.latency_p50_ms, 2),
+                _num(r.latency_p99_ms, 2),
+                _num(r.sleep_seconds, 2),
+            ]
+        )
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("| " + " | ".join(["---", "---"] + ["---:"] * (len(header) - 2)) + " |")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(results: list[Result], cfg: Config, meta: dict[str, Any], interrupted: bool) -> str:
+    out = (
+        ["INTERRUPTED: the workloads after the interruption did not run", ""] if interrupted else []
+    )
+    out += [
+        f"Python {meta['python']}, {meta['system']}, {meta['cpus']} CPUs, Redis {meta['redis']}"
+        f" at {REDIS_HOST}:{REDIS_PORT}/{cfg.db}; one worker process per library, "
+        f"concurrency {cfg.concurrency}; W1 {cfg.enqueue_jobs:,} jobs; W3 {cfg.rate:g} jobs/s "
+        f"for {cfg.duration:g} s; handlers: count in memory (W2, W4) or one RPUSH (W3)",
+        "",
+        table(results, cfg),
+    ]
+    settings = [f"- {r.library}: {s}" for r in results for s in r.settings]
+    if settings:
+        out += [
+            "",
+            "Settings (changes from a library's defaults, or what bears on its numbers):",
+            *settings,
+        ]
+    notes = []
+    for r in results:
+        notes += [f"- {r.library}: {note}" for note in r.notes]
+        notes += [f"- {r.library}: {w} failed: {e}" for w, e in r.errors.items()]
+        if r.latency_rate is not None and r.latency_rate < 0.95 * cfg.rate:
+            notes.append(f"- {r.library}: W3 enqueued at only {r.latency_rate:.0f} jobs/s")
+    if notes:
+        out += ["", "Notes:", *notes]
+    return "\n".join(out)
+
+
+# -- command line ------------------------------------------------------------------------------
+def parse_args() -> tuple[Config, str | None]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--libs",
+        default=",".join(peers.LIBRARIES),
+        help="comma-separated libraries to run (default: %(default)s)",
+    )
+    parser.add_argument("--jobs", "-n", type=int, help="W2 jobs to drain (default 20,000)")
+    parser.add_argument(
+        "--enqueue-jobs", type=int, help="W1 jobs per enqueue measurement (default 5,000)"
+    )
+    parser.add_argument("--sleep-jobs", type=int, help="W4 jobs of 10 ms (default 5,000)")
+    parser.add_argument(
+        "--concurrency", "-c", type=int, default=100, help="worker slots (default %(default)s)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="W3 jobs per second (default %(default)g)"
+    )
+    parser.add_argument("--duration", type=float, help="W3 seconds (default 10)")
+    parser.add_argument(
+        "--batch", type=int, default=1_000, help="jobs per bulk enqueue (default %(default)s)"
+    )
+    parser.add_argument(
+        "--db", type=int, default=14, help="Redis database 1-15, flushed before each workload"
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=10.0,
+        help="seconds from SIGTERM to SIGKILL (default 10)",
+    )
+    parser.add_argument(
+        "--arq-poll-delay",
+        type=float,
+        metavar="SECONDS",
+        help="arq's poll_delay (default: arq's own, 0.5 s)",
+    )
+    parser.add_argument(
+        "--taskiq-results",
+        action="store_true",
+        help="give taskiq a result backend (RedisAsyncResultBackend); by default it has none",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts for a smoke run (under a minute)"
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="also write the results as JSON, to PATH or (without one) to stdout",
+    )
+    args = parser.parse_args()
+    libs = [name.strip() for name in args.libs.split(",") if name.strip()]
+    unknown = [name for name in libs if name not in peers.LIBRARIES]
+    if unknown or not libs:
+        parser.error(f"--libs: unknown {unknown}; known: {', '.join(peers.LIBRARIES)}")
+    if args.db == 0:
+        parser.error("--db 0 is refused: every workload flushes its database")
+
+    def pick(value: Any, full: Any, quick: Any) -> Any:
+        return value if value is not None else (quick if args.quick else full)
+
+    cfg = Config(
+        libs=libs,
+        db=args.db,
+        concurrency=args.concurrency,
+        enqueue_jobs=pick(args.enqueue_jobs, 5_000, 500),
+        jobs=pick(args.jobs, 20_000, 2_000),
+        rate=args.rate,
+        duration=pick(args.duration, 10.0, 2.0),
+        sleep_jobs=pick(args.sleep_jobs, 5_000, 1_000),
+        batch=args.batch,
+        stop_timeout=args.stop_timeout,
+        arq_poll_delay=args.arq_poll_delay,
+        taskiq_results=args.taskiq_results,
+        log_dir=Path(),
+    )
+    counts = [cfg.concurrency, cfg.enqueue_jobs, cfg.jobs, cfg.sleep_jobs, cfg.batch]
+    if min(counts) < 1 or cfg.rate <= 0 or cfg.duration <= 0 or not 0 < cfg.db < 16:
+        parser.error("counts, --rate and --duration must be > 0, --db between 1 and 15")
+    if cfg.arq_poll_delay is not None and cfg.arq_poll_delay <= 0:
+        parser.error("--arq-poll-delay must be > 0")
+    cfg = replace(cfg, log_dir=Path(tempfile.mkdtemp(prefix="redis-compare-")))
+    return cfg, args.json
+
+
+def main() -> None:
+    cfg, json_path = parse_args()
+    # The peer modules read these at import, in this process as in the workers.
+    os.environ["BENCH_REDIS_URL"] = cfg.redis_url
+    os.environ["BENCH_CONCURRENCY"] = str(cfg.concurrency)
+    os.environ.pop("BENCH_ARQ_POLL_DELAY", None)
+    if cfg.arq_poll_delay is not None:
+        os.environ["BENCH_ARQ_POLL_DELAY"] = repr(cfg.arq_poll_delay)
+    os.environ["BENCH_TASKIQ_RESULTS"] = "1" if cfg.taskiq_results else "0"
+    meta: dict[str, Any] = {
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.machine()}",
+        "cpus": os.cpu_count(),
+        "redis": "?",
+    }
+    print(f"worker logs: {cfg.log_dir}", file=sys.stderr)
+    results: list[Result] = []
+    try:
+        interrupted = anyio.run(run_guarded, cfg, results, meta)
+    finally:
+        kill_all_workers()
+    print(report(results, cfg, meta, interrupted))
+    if json_path is not None:
+        config = {k: v for k, v in asdict(cfg).items() if k != "log_dir"}
+        document = {
+            "meta": meta,
+            "config": config,
+            "interrupted": interrupted,
+            "results": [asdict(r) for r in results],
+        }
+        text = json.dumps(document, indent=2)
+        if json_path == "-":
+            print(text)
+        else:
+            Path(json_path).write_text(text + "\n")
+    if interrupted:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
