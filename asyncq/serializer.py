@@ -58,9 +58,9 @@ class OrjsonSerializer:
         return orjson.loads(data)
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One job as it travels through the broker."""
+@dataclass(slots=True)  # not frozen: built twice per job on the hot path, and frozen
+class Message:  # dataclasses pay for object.__setattr__ on every field
+    """One job as it travels through the broker. Treat it as read-only."""
 
     id: str
     task: str

@@ -62,6 +62,7 @@ class Task(Generic[P, R]):
         self.backoff = backoff
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature: inspect.Signature | None = None
+        self._plain = TaskCall(self, EnqueueOptions())  # no options: built once, not per job
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -74,7 +75,7 @@ class Task(Generic[P, R]):
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Send one job; returns as soon as the broker has it."""
-        return await self.options().enqueue(*args, **kwargs)
+        return await self._plain.enqueue(*args, **kwargs)
 
     def options(
         self,
@@ -111,7 +112,7 @@ class Task(Generic[P, R]):
     ) -> list[Job[R]]:
         """Send many jobs in one round trip: each item is a tuple of positional arguments
         or a mapping of keyword arguments."""
-        return await self.options().enqueue_many(calls)
+        return await self._plain.enqueue_many(calls)
 
     def bind_error(self, args: Any, kwargs: Any) -> str | None:
         """Why ``args``/``kwargs`` do not fit the handler's signature, or None if they do."""

@@ -173,8 +173,11 @@ class RedisBackend(Backend):
         # script stays short enough not to stall other clients.
         now = repr(time.time())
         by_queue: dict[str, list[int]] = defaultdict(list)
-        for i, env in enumerate(envelopes):
-            by_queue[env.queue].append(i)
+        if len(envelopes) == 1:  # the common one-job enqueue, without the grouping
+            by_queue[envelopes[0].queue] = [0]
+        else:
+            for i, env in enumerate(envelopes):
+                by_queue[env.queue].append(i)
         calls, order = [], []
         for q, indexes in by_queue.items():
             keys = self._k(q)
