@@ -112,8 +112,12 @@ class RedisBackend(Backend):
             raise BrokerError(f"Redis failed {action}: {exc}") from exc
 
     async def _load_scripts(self) -> None:
-        for name in ("ENQUEUE", "TAKE", "ADMIT", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS"):
-            self._shas[name] = await self.client.script_load(getattr(scripts, name))
+        names = ("ENQUEUE", "TAKE", "ADMIT", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS")
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.script_load(getattr(scripts, name))
+        shas = await pipe.execute()
+        self._shas.update(zip(names, shas, strict=True))
 
     async def _run_scripts(self, calls: Sequence[tuple[str, list[Any], list[Any]]]) -> list[Any]:
         """Run scripts in one pipelined round trip; reload them if Redis lost its cache (a
