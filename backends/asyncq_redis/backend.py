@@ -112,7 +112,7 @@ class RedisBackend(Backend):
             raise BrokerError(f"Redis failed {action}: {exc}") from exc
 
     async def _load_scripts(self) -> None:
-        names = ("ENQUEUE", "TAKE", "ADMIT", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS")
+        names = ("ENQUEUE", "TAKE", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS", "INFO")
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.script_load(getattr(scripts, name))
@@ -279,27 +279,18 @@ class RedisBackend(Backend):
         )
         if not read:
             return []
+        # Fresh entries need no admission step (see scripts.py): they run as delivered.
         by_stream = {self._k(q).stream: q for q in queues}
-        calls, order = [], []
-        for stream, entries in read:
-            q = by_stream[stream.decode()]
-            keys = self._k(q)
-            args: list[Any] = [GROUP, keys.base, repr(time.time()), self._ttl_ms]
-            for entry, fields in entries:
-                args += [entry, fields.get(b"id", entry), fields.get(b"body", b"")]
-            calls.append(("ADMIT", [keys.stream], args))
-            order.append(q)
-        with anyio.CancelScope(shield=True):  # as in fetch: these entries are ours now
-            replies = await self._run_scripts(calls)
-            deliveries = [
-                Delivery(job_id.decode(), q, body, entry, bool(redelivered))
-                for q, rows in zip(order, replies, strict=True)
-                for entry, job_id, body, redelivered in rows
-            ]
-            if len(deliveries) > limit:  # several queues woke at once: give the extra back
-                extra = deliveries[limit:]
-                await self.settle([Settlement(d, Outcome.RELEASE) for d in extra])
-                deliveries = deliveries[:limit]
+        deliveries = [
+            Delivery(fields.get(b"id", entry).decode(), q, fields.get(b"body", b""), entry)
+            for stream, entries in read
+            for q in (by_stream[stream.decode()],)
+            for entry, fields in entries
+        ]
+        if len(deliveries) > limit:  # several queues woke at once: give the extra back
+            with anyio.CancelScope(shield=True):
+                await self.settle([Settlement(d, Outcome.RELEASE) for d in deliveries[limit:]])
+            deliveries = deliveries[:limit]
         return deliveries
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
@@ -379,9 +370,11 @@ class RedisBackend(Backend):
 
     # -- job records -----------------------------------------------------------------------
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
+        keys = self._k(queue)
         with self._errors("reading a job"):
-            raw: Any = await self.client.hgetall(self._k(queue).job(job_id))
-        if not raw or b"status" not in raw:
+            (flat,) = await self._run_scripts([("INFO", [keys.stream], [GROUP, keys.job(job_id)])])
+        raw: dict[bytes, bytes] = dict(zip(flat[::2], flat[1::2], strict=True))
+        if b"status" not in raw:
             return None
         error = raw.get(b"error")
         eta = raw.get(b"eta")
@@ -415,11 +408,9 @@ class RedisBackend(Backend):
 
     async def cancel(self, job_id: str, queue: str) -> bool:
         keys = self._k(queue)
-        args = [keys.base, job_id, repr(time.time()), self._ttl_ms]
+        args = [keys.base, job_id, repr(time.time()), self._ttl_ms, self._cancel_channel, GROUP]
         with self._errors("cancelling a job"):
-            (reply,) = await self._run_scripts(
-                [("CANCEL", [keys.stream, keys.scheduled], [*args, self._cancel_channel])]
-            )
+            (reply,) = await self._run_scripts([("CANCEL", [keys.stream, keys.scheduled], args)])
         return bool(reply)
 
     # -- operations ------------------------------------------------------------------------

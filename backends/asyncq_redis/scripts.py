@@ -6,10 +6,11 @@ so one Redis Cluster slot. Job records (``<base>:job:<id>``) and idempotency key
 they sit in the same slot. A script runs atomically: no other client sees a half-done step,
 which is what the invariants below rest on.
 
-A job record is a hash: ``status`` (a JobStatus value), ``task``, ``attempt``, ``entry``
-(its stream entry while queued or running), ``body`` (only while it waits in the scheduled
-set), ``eta``, ``result``, ``error`` (JSON), ``key``, ``cancel`` (a cancellation asked for
-while running), ``updated``.
+A job record is a hash: ``status`` (queued, scheduled, failed, or how it ended; a queued job
+whose stream entry is delivered and unacknowledged is running, see INFO), ``task``,
+``attempt``, ``entry`` (its stream entry while queued), ``body`` (only while it waits in the
+scheduled set), ``eta``, ``result``, ``error`` (JSON), ``key``, ``cancel`` (a cancellation
+asked for while running), ``updated``.
 """
 
 from __future__ import annotations
@@ -97,9 +98,13 @@ end
 return ids
 """
 
-# Admit delivered entries: mark each job running, unless it must not run. A job already
-# succeeded (its earlier delivery's ack was lost), dead, or cancelled is acknowledged and
-# skipped; one whose cancellation was asked for while its worker was lost ends cancelled.
+# Admit entries taken over from a lost worker: each runs again unless it must not. One that
+# ended meanwhile (a copy of it finished elsewhere) is acknowledged and skipped; one whose
+# cancellation was asked for while its worker was gone ends cancelled.
+#
+# Fresh entries need no such look: an entry is added only together with its job's record
+# set to queued, and a cancellation before delivery deletes it. A job is running exactly
+# while its entry is delivered and unacknowledged, which is what the INFO script reads.
 _ADMIT = (
     _FINISH
     + """
@@ -126,10 +131,21 @@ local function admit(stream, group, base, entries, redelivered, now, ttl, out)
                 redis.call('XDEL', stream, entry)
                 finish(base, jk, id, 'cancelled', ttl, now)
             else
-                redis.call('HSET', jk, 'status', 'running', 'updated', now)
                 table.insert(out, {entry, id, body, redelivered})
             end
         end
+    end
+end
+
+local function fresh(entries, out)
+    for _, e in ipairs(entries) do
+        local entry, fields = e[1], e[2]
+        local id, body = entry, ''
+        for i = 1, #fields, 2 do
+            if fields[i] == 'id' then id = fields[i + 1] elseif fields[i] == 'body' then
+                body = fields[i + 1] end
+        end
+        table.insert(out, {entry, id, body, 0})
     end
 end
 """
@@ -157,26 +173,9 @@ if #out < count then
     local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #out,
         'STREAMS', stream, '>')
     if read then
-        admit(stream, group, base, read[1][2], 0, now, ttl, out)
+        fresh(read[1][2], out)
     end
 end
-return out
-"""
-)
-
-ADMIT = (
-    _ADMIT
-    + """
--- KEYS: stream. ARGV: group, base, now, ttl_ms, then entry id, job id, body per entry.
--- For entries a blocking XREADGROUP (which a script cannot run) has just delivered.
-local stream = KEYS[1]
-local group, base, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local entries = {}
-for i = 5, #ARGV, 3 do
-    table.insert(entries, {ARGV[i], {'id', ARGV[i + 1], 'body', ARGV[i + 2]}})
-end
-local out = {}
-admit(stream, group, base, entries, 0, now, ttl, out)
 return out
 """
 )
@@ -282,14 +281,21 @@ return renewed
 CANCEL = (
     _FINISH
     + """
--- KEYS: stream, scheduled. ARGV: base, id, now, ttl_ms, cancel channel.
+-- KEYS: stream, scheduled. ARGV: base, id, now, ttl_ms, cancel channel, group.
 -- Returns 1 if the job will not run (again), 0 if it had already finished or is unknown.
 local stream, scheduled = KEYS[1], KEYS[2]
-local base, id, now, ttl, channel = unpack(ARGV)
+local base, id, now, ttl, channel, group = unpack(ARGV)
 local jk = base .. ':job:' .. id
 local status = redis.call('HGET', jk, 'status')
 if not status or status == 'succeeded' or status == 'dead' or status == 'cancelled' then
     return 0
+end
+local entry = redis.call('HGET', jk, 'entry')
+if status == 'queued' and entry then
+    local ok, found = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1)
+    if ok and #found == 1 then
+        status = 'running'  -- delivered: a worker holds it
+    end
 end
 if status == 'running' then
     -- Its worker cancels the handler and settles it; the flag covers a worker that is gone.
@@ -297,7 +303,6 @@ if status == 'running' then
     redis.call('PUBLISH', channel, id)
     return 1
 end
-local entry = redis.call('HGET', jk, 'entry')
 if entry then
     redis.call('XDEL', stream, entry)
 end
@@ -317,4 +322,23 @@ if ok then
 end
 return {redis.call('XLEN', KEYS[1]), running, redis.call('ZCARD', KEYS[2]),
     redis.call('XLEN', KEYS[3])}
+"""
+
+INFO = """
+-- KEYS: stream. ARGV: group, job key.
+-- The job's record as a flat list of fields; a queued job whose entry is delivered and
+-- not yet acknowledged is running.
+local record = redis.call('HGETALL', ARGV[2])
+local status, entry
+for i = 1, #record, 2 do
+    if record[i] == 'status' then status = i + 1 elseif record[i] == 'entry' then
+        entry = record[i + 1] end
+end
+if status and record[status] == 'queued' and entry then
+    local ok, found = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], entry, entry, 1)
+    if ok and #found == 1 then
+        record[status] = 'running'
+    end
+end
+return record
 """
