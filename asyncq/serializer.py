@@ -100,29 +100,30 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
             raise DecodeError(f"expected an object, got {type(data).__name__}")
         if data.get("v") != WIRE_VERSION:
             raise DecodeError(f"unsupported wire version {data.get('v')!r}")
+        get = data.get
         try:
             msg = cls(
-                id=data["id"],
-                task=data["task"],
-                queue=data["queue"],
-                args=data.get("args") or (),
-                kwargs=data.get("kwargs") or {},
-                headers=data.get("headers") or {},
-                attempt=data.get("attempt", 1),
-                enqueued_at=data.get("enqueued_at", 0.0),
-                eta=data.get("eta"),
-                key=data.get("key"),
+                data["id"],
+                data["task"],
+                data["queue"],
+                get("args") or (),
+                get("kwargs") or {},
+                get("headers") or {},
+                get("attempt", 1),
+                get("enqueued_at", 0.0),
+                get("eta"),
+                get("key"),
             )
         except KeyError as exc:
             raise DecodeError(f"missing field {exc.args[0]!r}") from None
         if not (
-            isinstance(msg.id, str)
-            and isinstance(msg.task, str)
-            and isinstance(msg.queue, str)
-            and isinstance(msg.args, list | tuple)
-            and isinstance(msg.kwargs, dict)
-            and isinstance(msg.headers, dict)
-            and isinstance(msg.attempt, int)
+            type(msg.id) is str
+            and type(msg.task) is str
+            and type(msg.queue) is str
+            and type(msg.args) in (list, tuple)
+            and type(msg.kwargs) is dict
+            and type(msg.headers) is dict
+            and type(msg.attempt) is int
         ):
             raise DecodeError("a field has the wrong type")
         return msg

@@ -18,11 +18,13 @@ from __future__ import annotations
 # Finish a job: store its end, free its key (a dead or cancelled job frees it, a success
 # holds it for the result TTL) and tell whoever waits on it.
 _FINISH = """
-local function finish(base, jk, id, status, ttl, now)
-    redis.call('HSET', jk, 'status', status, 'updated', now)
-    redis.call('HDEL', jk, 'entry', 'body', 'eta', 'cancel')
-    if status == 'succeeded' then
-        redis.call('HDEL', jk, 'error')
+local function finish(base, jk, id, status, ttl, now, result)
+    if result then
+        redis.call('HSET', jk, 'status', status, 'updated', now, 'result', result)
+        redis.call('HDEL', jk, 'entry', 'body', 'eta', 'cancel', 'error')
+    else
+        redis.call('HSET', jk, 'status', status, 'updated', now)
+        redis.call('HDEL', jk, 'entry', 'body', 'eta', 'cancel')
     end
     redis.call('PEXPIRE', jk, ttl)
     local key = redis.call('HGET', jk, 'key')
@@ -75,7 +77,9 @@ for i = 3, #ARGV, 5 do
         -- or cancelled job (a replay) is stored anew under its old id.
         table.insert(ids, id)
     else
-        redis.call('DEL', jk)
+        if status then
+            redis.call('DEL', jk)  -- a replay: nothing of the dead job's record carries over
+        end
         if eta ~= '' and tonumber(eta) > tonumber(now) then
             redis.call('HSET', jk, 'status', 'scheduled', 'task', task, 'attempt', 1, 'eta', eta,
                 'body', body, 'updated', now)
@@ -203,8 +207,7 @@ for i = 6, #ARGV, 8 do
         -- and a copy still running elsewhere will find it so when it settles.
         pcall(redis.call, 'XACK', stream, group, entry)  -- the group is gone if Redis lost
         redis.call('XDEL', stream, entry)                -- its data: the result still counts
-        redis.call('HSET', jk, 'result', result)
-        finish(base, jk, id, 'succeeded', ttl, now)
+        finish(base, jk, id, 'succeeded', ttl, now, result)
     -- Any other outcome belongs to whoever holds the entry now: if this worker's lease ran
     -- out and another worker took the job over, this worker has no say any more.
     elseif mine(stream, group, entry, consumer) then
