@@ -74,20 +74,18 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
     key: str | None = None
 
     def encode(self, serializer: Serializer) -> bytes:
-        return serializer.dumps(
-            {
-                "v": WIRE_VERSION,
-                "id": self.id,
-                "task": self.task,
-                "queue": self.queue,
-                "args": self.args,
-                "kwargs": self.kwargs,
-                "headers": self.headers,
-                "attempt": self.attempt,
-                "enqueued_at": self.enqueued_at,
-                "eta": self.eta,
-                "key": self.key,
-            }
+        return encode_job(
+            serializer,
+            self.id,
+            self.task,
+            self.queue,
+            self.args,
+            self.kwargs,
+            self.headers,
+            self.attempt,
+            self.enqueued_at,
+            self.eta,
+            self.key,
         )
 
     @classmethod
@@ -130,6 +128,37 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
 
     def next_attempt(self, eta: float | None) -> Message:
         return replace(self, attempt=self.attempt + 1, eta=eta)
+
+
+def encode_job(
+    serializer: Serializer,
+    job_id: str,
+    task: str,
+    queue: str,
+    args: tuple[Any, ...] | list[Any],
+    kwargs: dict[str, Any],
+    headers: dict[str, str],
+    attempt: int,
+    enqueued_at: float,
+    eta: float | None,
+    key: str | None,
+) -> bytes:
+    """The v1 wire form of a job; producers call it directly, without building a Message."""
+    return serializer.dumps(
+        {
+            "v": WIRE_VERSION,
+            "id": job_id,
+            "task": task,
+            "queue": queue,
+            "args": args,
+            "kwargs": kwargs,
+            "headers": headers,
+            "attempt": attempt,
+            "enqueued_at": enqueued_at,
+            "eta": eta,
+            "key": key,
+        }
+    )
 
 
 def new_job_id() -> str:

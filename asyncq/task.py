@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from .backend import Envelope
 from .job import Job
 from .retry import Backoff
-from .serializer import Message, new_job_id
+from .serializer import encode_job, new_job_id
 
 if TYPE_CHECKING:
     from .app import App
@@ -30,7 +30,7 @@ class EnqueueOptions:
     eta: float | None = None
     key: str | None = None
     queue: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Task(Generic[P, R]):
@@ -147,11 +147,12 @@ class TaskCall(Generic[P, R]):
         self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
     ) -> list[Job[R]]:
         envelopes = []
+        now = time.time()  # one enqueue time for the batch: it is one call
         for call in calls:
             if isinstance(call, tuple):
-                envelopes.append(self._envelope(call, {}))
+                envelopes.append(self._envelope(call, {}, now))
             elif isinstance(call, Mapping):
-                envelopes.append(self._envelope((), dict(call)))
+                envelopes.append(self._envelope((), dict(call), now))
             else:
                 raise TypeError(
                     f"enqueue_many takes tuples (positional) or mappings (keyword), "
@@ -166,27 +167,32 @@ class TaskCall(Generic[P, R]):
         queue = envelopes[0].queue  # one options object: one queue for the whole batch
         return [Job(app, job_id, queue) for job_id in ids]
 
-    def _envelope(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Envelope:
+    def _envelope(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], now: float | None = None
+    ) -> Envelope:
         task, opts = self.task, self.options
         queue = opts.queue or task.queue
-        message = Message(
-            id=new_job_id(),
-            task=task.name,
-            queue=queue,
-            args=args,
-            kwargs=kwargs,
-            headers=dict(opts.headers),
-            enqueued_at=time.time(),
-            eta=opts.eta,
-            key=opts.key,
-        )
+        job_id = new_job_id()
+        enqueued_at = time.time() if now is None else now
         try:
-            body = message.encode(task.app.serializer)
+            body = encode_job(
+                task.app.serializer,
+                job_id,
+                task.name,
+                queue,
+                args,
+                kwargs,
+                opts.headers,
+                1,
+                enqueued_at,
+                opts.eta,
+                opts.key,
+            )
         except TypeError as exc:  # nothing has been sent
             raise TypeError(
                 f"arguments of task {task.name!r} cannot be serialized: {exc}"
             ) from None
-        return Envelope(message.id, queue, body, task.name, opts.eta, opts.key)
+        return Envelope(job_id, queue, body, task.name, opts.eta, opts.key)
 
 
 def _check_queue(queue: str) -> None:
