@@ -119,10 +119,13 @@ class RedisBackend(Backend):
         shas = await pipe.execute()
         self._shas.update(zip(names, shas, strict=True))
 
-    async def _run_scripts(self, calls: Sequence[tuple[str, list[Any], list[Any]]]) -> list[Any]:
+    async def _run_scripts(
+        self, calls: Sequence[tuple[str, list[Any], list[Any]]], *, new_queues: Sequence[str] = ()
+    ) -> list[Any]:
         """Run scripts in one pipelined round trip; reload them if Redis lost its cache (a
-        restart) and run again only the calls that were refused for it."""
-        if len(calls) == 1:  # the one-job path skips the pipeline's own overhead
+        restart) and run again only the calls that were refused for it. ``new_queues`` are
+        added to the registry of queues in the same round trip."""
+        if len(calls) == 1 and not new_queues:  # one job: skip the pipeline's own overhead
             name, keys, args = calls[0]
             try:
                 return [await self.client.evalsha(self._shas[name], len(keys), *keys, *args)]
@@ -133,10 +136,16 @@ class RedisBackend(Backend):
         todo = list(range(len(calls)))
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
+            if new_queues:
+                pipe.sadd(self._queues_key, *new_queues)
             for i in todo:
                 name, keys, args = calls[i]
                 pipe.evalsha(self._shas[name], len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)
+            if new_queues:
+                if isinstance(replies[0], Exception):
+                    raise replies[0]
+                replies, new_queues = replies[1:], ()
             missing = []
             for i, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, rx.NoScriptError):
@@ -195,11 +204,10 @@ class RedisBackend(Backend):
                 calls.append(("ENQUEUE", [keys.stream, keys.scheduled], args))
                 order.append(chunk)
         with self._errors("enqueueing"):
-            queues = set(by_queue)
-            if not queues <= self._known_queues:  # once per queue, not on every enqueue
-                await self.client.sadd(self._queues_key, *queues)
-                self._known_queues |= queues
-            replies = await self._run_scripts(calls)
+            # Registered once per queue and process, in the same round trip as the jobs.
+            new_queues = [q for q in by_queue if q not in self._known_queues]
+            replies = await self._run_scripts(calls, new_queues=new_queues)
+            self._known_queues.update(new_queues)
         ids = [""] * len(envelopes)
         for chunk, reply in zip(order, replies, strict=True):
             for i, job_id in zip(chunk, reply, strict=True):
