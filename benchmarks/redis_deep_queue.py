@@ -28,14 +28,14 @@ import asyncq
 DB_URL = "redis://127.0.0.1:6379/12"
 HERE = Path(__file__).resolve().parent
 
-APP_MODULE = '''
+APP_MODULE = """
 import asyncq, os
 app = asyncq.App(os.environ["DEEP_QUEUE_URL"])
 
 @app.task(name="noop")
 async def noop() -> None:
     pass
-'''
+"""
 
 
 def rss_mib(pid: int) -> float:
