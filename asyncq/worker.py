@@ -234,7 +234,8 @@ class Worker:
                 continue
             for delivery in deliveries:
                 running = self._running[delivery.id] = _Running(delivery, anyio.CancelScope())
-                ready.send_nowait(running)  # a slot was free, so a runner is waiting
+                # The next free runner takes it; slots bound what waits to concurrency + prefetch.
+                ready.send_nowait(running)
 
     async def _drained(self) -> bool:
         if self._running:
