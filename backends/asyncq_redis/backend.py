@@ -33,6 +33,7 @@ from asyncq.records import DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInf
 
 from . import scripts
 from .connection import HiredisConnection, HiredisSSLConnection
+from .notifications import Notifications
 from .settings import QueueKeys, RedisSettings
 
 __all__ = ["RedisBackend"]
@@ -41,7 +42,6 @@ log = logging.getLogger("asyncq.redis")
 
 GROUP = "asyncq"
 _SCRIPT_CHUNK = 200  # jobs per script call: keeps each script's run short (about 1 ms)
-_NOTIFY_SAFETY = 5.0  # seconds: re-read a record even if a notification was lost
 
 
 class RedisBackend(Backend):
@@ -54,6 +54,7 @@ class RedisBackend(Backend):
         self.lease_renewal_interval = settings.visibility_timeout / 3
         self._ttl_ms = max(int(settings.result_ttl * 1000), 1)
         self._client: aioredis.Redis | None = None
+        self._notifications: Notifications | None = None
         self._shas: dict[str, str] = {}
         self._keys: dict[str, QueueKeys] = {}
         self._groups: set[str] = set()
@@ -74,26 +75,34 @@ class RedisBackend(Backend):
     async def connect(self) -> None:
         # Commands that fail on a dropped connection are retried a few times with backoff
         # (about 1.5 s in all) before the error reaches the caller as BrokerUnavailable.
+        # A burst of concurrent calls beyond the pool's size waits for a connection instead
+        # of failing.
         url = self.settings.connection_url
-        self._client = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             connection_class=(
                 HiredisSSLConnection if url.startswith("rediss:") else HiredisConnection
             ),
             max_connections=self.settings.max_connections,
+            timeout=30,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6),
             retry_on_error=[rx.ConnectionError, rx.TimeoutError],
             socket_connect_timeout=5.0,
             health_check_interval=30,
         )
+        self._client = aioredis.Redis(connection_pool=pool)
+        self._notifications = Notifications(self._client)
         with self._errors("connecting"):
             await self._client.ping()
             await self._load_scripts()
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        notifications, self._notifications = self._notifications, None
+        if notifications is not None:
+            await notifications.close()
         if client is not None:
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)  # the pool was made here
 
     @property
     def client(self) -> aioredis.Redis:
@@ -399,20 +408,17 @@ class RedisBackend(Backend):
         )
 
     async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        channel = self._k(queue).done_prefix + job_id
+        info: JobInfo | None = None
+
+        async def finished() -> bool:
+            nonlocal info
+            info = await self.job_info(job_id, queue)
+            return info is None or info.status.finished
+
+        assert self._notifications is not None, "the Redis backend is not connected"
         with anyio.fail_after(timeout), self._errors("waiting for a job"):
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                # Subscribe before reading the record, so a finish in between is not missed.
-                await pubsub.subscribe(channel)
-                while True:
-                    info = await self.job_info(job_id, queue)
-                    if info is None or info.status.finished:
-                        return info
-                    await pubsub.get_message(timeout=_NOTIFY_SAFETY)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._notifications.wait(self._k(queue).done_prefix + job_id, finished)
+        return info
 
     async def cancel(self, job_id: str, queue: str) -> bool:
         keys = self._k(queue)

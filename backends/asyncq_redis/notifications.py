@@ -1,0 +1,100 @@
+"""One pub/sub connection shared by every coroutine of a backend that waits for a job.
+
+A subscription per waiter would hold a pooled connection for as long as it waits: a web
+server awaiting a few hundred results would drain the pool, and an in-process worker
+could then not settle the very jobs they wait for. Here all waiters share one connection,
+and whoever waits takes the reader's seat in turn: the seat holder reads notifications and
+wakes their waiters, until its own arrives; meanwhile the others wait for theirs or for the
+seat, whichever comes first. No background task is needed, so nothing outlives a waiter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+__all__ = ["Notifications"]
+
+_LISTEN = 5.0  # seconds a seat holder reads before it re-checks (a lost message costs this)
+
+
+class Notifications:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._pubsub: Any = None
+        self._waiters: dict[bytes, set[anyio.Event]] = {}
+        self._seat = anyio.Lock()
+        self._commands = anyio.Lock()
+
+    async def wait(self, channel: str, done: Callable[[], Awaitable[bool]]) -> None:
+        """Return once ``done()`` is true, checking it again on each notification on
+        ``channel`` (and every few seconds, in case one was lost to a reconnect)."""
+        key = channel.encode()
+        waiters = self._waiters.setdefault(key, set())
+        pubsub = self._connection()
+        event = anyio.Event()
+        waiters.add(event)
+        try:
+            if len(waiters) == 1:
+                # Subscribed before the first look, so a finish in between is not missed.
+                # One at a time: redis-py's PubSub takes a pool connection on first use, and
+                # concurrent first uses would each take one and leak all but the last.
+                async with self._commands:
+                    await pubsub.subscribe(channel)
+            while not await done():
+                with anyio.move_on_after(_LISTEN):
+                    await self._until(event)
+                waiters.discard(event)
+                event = anyio.Event()
+                waiters.add(event)
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                del self._waiters[key]
+                if self._pubsub is pubsub:  # not closed meanwhile
+                    with anyio.CancelScope(shield=True):
+                        async with self._commands:
+                            await pubsub.unsubscribe(channel)
+
+    async def close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await pubsub.aclose()
+
+    def _connection(self) -> Any:
+        if self._pubsub is None:
+            self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        return self._pubsub
+
+    async def _until(self, event: anyio.Event) -> None:
+        """Wait until ``event`` is set, reading notifications whenever the seat is free."""
+        failed: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+
+            async def woken() -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            async def read() -> None:
+                try:
+                    async with self._seat:
+                        while not event.is_set():
+                            message = await self._connection().get_message(timeout=_LISTEN)
+                            if message is not None:
+                                self._wake(message["channel"])
+                except (RedisError, OSError) as exc:  # raised below, not as an exception group
+                    failed.append(exc)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(woken)
+            tg.start_soon(read)
+        if failed:
+            raise failed[0]
+
+    def _wake(self, channel: bytes) -> None:
+        for event in self._waiters.get(channel, ()):
+            event.set()
