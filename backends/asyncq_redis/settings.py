@@ -49,7 +49,8 @@ class RedisSettings:
     result_ttl: float = 86400.0
     """Seconds finished jobs' records and results (and succeeded jobs' keys) are kept."""
     max_connections: int = 64
-    """Size of the connection pool; a worker holds one per blocking fetch and watcher."""
+    """Size of the connection pool; a worker holds one per blocking fetch and watcher, and
+    calls beyond the size wait for a free connection."""
 
     @classmethod
     def from_url(cls, url: str) -> RedisSettings:
