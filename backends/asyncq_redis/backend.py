@@ -364,8 +364,10 @@ class RedisBackend(Backend):
                 # With nothing scheduled, the wait is only a safety net for a wake-up
                 # message lost to a reconnect.
                 wait = min(dues, default=time.time() + 30.0) - time.time()
-                if wait > 0:
-                    await pubsub.get_message(timeout=min(wait, 30.0))
+                if wait > 0 and await pubsub.get_message(timeout=min(wait, 30.0)):
+                    # A burst of retries sends a burst of wake-ups: one move serves them all.
+                    while await pubsub.get_message(timeout=0):
+                        pass
         finally:
             with anyio.CancelScope(shield=True):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
