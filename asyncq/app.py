@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
 import anyio
 
 from .backend import Backend, Envelope, redact_url, resolve_backend
-from .errors import ConfigurationError
+from .errors import ConfigurationError, TaskNotFound
 from .job import Job
 from .records import DeadLetter, QueueStats
 from .retry import Backoff
@@ -183,6 +183,14 @@ class App:
     def queues(self) -> tuple[str, ...]:
         """The queues the registered tasks use (the default queue when there are none)."""
         return tuple(sorted({t.queue for t in self.tasks.values()})) or (self.default_queue,)
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        """The task registered under ``name``; :class:`TaskNotFound` names the known ones."""
+        task = self.tasks.get(name)
+        if task is None:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise TaskNotFound(f"no task named {name!r} (known tasks: {known})")
+        return task
 
     def get_job(self, job_id: str, queue: str | None = None) -> Job[Any]:
         """A handle on a job enqueued earlier, by its id and queue (default: the default queue)."""

@@ -173,7 +173,7 @@ MISTAKES = {
     "unknown task": (
         ["enqueue", "apps.good:app", "no_such_task"],
         2,
-        "no task named 'no_such_task' in apps.good:app (known tasks: add, send_email)",
+        "apps.good:app: no task named 'no_such_task' (known tasks: add, send_email)",
     ),
     "negative delay": (["enqueue", "apps.good:app", "add", "--delay", "-1"], 2, "'--delay'"),
     "timeout without wait": (["enqueue", "apps.good:app", "add", "--timeout", "1"], 2, "--wait"),

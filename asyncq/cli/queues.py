@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ..errors import TaskNotFound
 from ..job import Job
 from ..records import QueueStats, WorkerInfo
 from .common import (
@@ -89,10 +90,10 @@ def enqueue(
     if timeout is not None and not wait:
         raise click.UsageError("--timeout only applies with --wait")
     app = load_app(app_spec, broker)
-    task = app.tasks.get(task_name)
-    if task is None:
-        known = ", ".join(sorted(app.tasks)) or "none"
-        raise UsageFailure(f"no task named {task_name!r} in {app_spec} (known tasks: {known})")
+    try:
+        task = app.get_task(task_name)
+    except TaskNotFound as exc:
+        raise UsageFailure(f"{app_spec}: {exc}") from None
     problem = task.bind_error(job_args, job_kwargs)
     if problem is not None:
         raise UsageFailure(problem)

@@ -80,3 +80,13 @@ async def test_enqueue_outside_an_open_app_is_a_clear_error(app: asyncq.App) -> 
 
     with pytest.raises(RuntimeError, match="not open"):
         await noop.enqueue()
+
+
+def test_get_task_names_the_known_tasks(app: asyncq.App) -> None:
+    @app.task(name="resize")
+    async def resize(path: str) -> None:
+        pass
+
+    assert app.get_task("resize") is resize
+    with pytest.raises(asyncq.TaskNotFound, match="no task named 'crop'.*known tasks: resize"):
+        app.get_task("crop")
