@@ -1,0 +1,84 @@
+"""What the RabbitMQ peers add to :mod:`peers.common`: the broker URL and a thread-safe probe.
+
+Every library works in one virtual host of its own, ``asyncq-bench``, which the driver
+deletes and creates again before each workload (so no run sees another's queues, and
+nothing outside it is touched). The async libraries (asyncq, taskiq) use
+:data:`peers.common.probe` as the Redis harness does; dramatiq and celery run their handlers
+in threads, with no event loop, so they use :data:`sync_probe`: the same keys and the same
+single Redis command per job, through a blocking ``redis`` client (hiredis parser).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import redis
+from peers.common import COUNTER, DONE, LATENCIES, READY, SLEEP_SECONDS, redis_url
+
+__all__ = ["VHOST", "SyncProbe", "amqp_url", "publisher_confirms", "sync_probe"]
+
+VHOST = "asyncq-bench"
+"""The RabbitMQ virtual host every library works in; never the default one."""
+
+
+def amqp_url() -> str:
+    """The broker every library uses: ``$BENCH_AMQP_URL``."""
+    return os.environ.get("BENCH_AMQP_URL", f"amqp://guest:guest@127.0.0.1:5672/{VHOST}")
+
+
+def publisher_confirms() -> bool:
+    """``$BENCH_AMQP_CONFIRMS`` is 1: turn on publisher confirms where they are off by
+    default (dramatiq, celery), so every enqueue waits for the broker's confirm."""
+    return os.environ.get("BENCH_AMQP_CONFIRMS") == "1"
+
+
+class SyncProbe:
+    """:class:`peers.common.Probe` for handlers that run in threads: one command per job."""
+
+    def __init__(self) -> None:
+        self._redis: redis.Redis | None = None
+        self._lock = threading.Lock()
+        self.target = int(os.environ.get("BENCH_TARGET", "0"))
+        self.runs = 0
+
+    def open(self) -> None:
+        """Call from the library's worker-startup hook, in the process that runs the jobs."""
+        self._redis = redis.Redis.from_url(redis_url())
+        self._redis.hset(READY, mapping={"time": repr(time.time()), "pid": os.getpid()})
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            raise RuntimeError("the probe is not open: the worker-startup hook did not run")
+        return self._redis
+
+    def count(self) -> None:
+        """A ``noop`` job's whole work; the job that reaches the target stores the count
+        and the time. The lock only guards the increment: the threads run it at once."""
+        with self._lock:
+            self.runs += 1
+            runs = self.runs
+        if runs == self.target:
+            self.redis.mset({COUNTER: runs, DONE: repr(time.time())})
+        elif runs > self.target:
+            self.redis.set(COUNTER, runs)
+
+    def sleep_then_count(self) -> None:
+        time.sleep(SLEEP_SECONDS)
+        self.count()
+
+    def latency(self, sent: float) -> None:
+        """A ``latency`` job: how long after its enqueue (``sent``) it started."""
+        started = time.time()
+        self.redis.rpush(LATENCIES, repr(started - sent))
+
+
+sync_probe = SyncProbe()
+"""The one thread-safe probe of a worker process (dramatiq, celery)."""

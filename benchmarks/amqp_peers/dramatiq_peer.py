@@ -1,0 +1,109 @@
+"""dramatiq with its RabbitMQ broker (pika): thread-based, so the handlers are plain
+functions and the ``sleep`` job calls ``time.sleep``.
+
+Worker: dramatiq's CLI, ``dramatiq amqp_peers.dramatiq_peer --processes 1 --threads N``:
+the process started supervises one worker process (its child), whose N threads run the
+jobs and whose memory is reported; the worker's prefetch is dramatiq's default, 2 × N.
+The probe opens in a middleware's ``before_worker_boot`` hook, in that child, before its
+consumers start. ``send()`` blocks until pika has written the message; with
+``$BENCH_AMQP_CONFIRMS`` = 1 the broker is built with ``confirm_delivery=True`` so it waits
+for RabbitMQ's confirm. dramatiq has no bulk enqueue (a ``group`` sends one by one).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import Middleware
+from peers.common import Kind, Peer
+
+from .common import amqp_url, publisher_confirms, sync_probe
+
+__all__ = ["PEER", "broker"]
+
+
+class ProbeMiddleware(Middleware):
+    """Opens the probe in the worker process, before its consumers start."""
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        sync_probe.open()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        sync_probe.close()
+
+
+broker = RabbitmqBroker(url=amqp_url(), confirm_delivery=publisher_confirms())
+broker.add_middleware(ProbeMiddleware())
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(actor_name="noop", broker=broker)
+def noop() -> None:
+    sync_probe.count()
+
+
+@dramatiq.actor(actor_name="sleep", broker=broker)
+def sleep() -> None:
+    sync_probe.sleep_then_count()
+
+
+@dramatiq.actor(actor_name="latency", broker=broker)
+def latency(sent: float) -> None:
+    sync_probe.latency(sent)
+
+
+ACTORS = {"noop": noop, "sleep": sleep}
+
+
+class DramatiqPeer(Peer):
+    name = "dramatiq"
+    distribution = "dramatiq"
+    settings = (
+        "--processes 1 --threads N (one worker process; N threads run the jobs)",
+        "publisher confirms on (confirm_delivery=True)"
+        if publisher_confirms()
+        else "publisher confirms off (dramatiq's default, confirm_delivery=False)",
+    )
+
+    @property
+    def version(self) -> str:
+        return f"{super().version} (pika {version('pika')})"
+
+    @asynccontextmanager
+    async def producer(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            # The driver deletes the virtual host between workloads, which a long-lived
+            # producer never expects: drop this thread's connection, and forget which
+            # queues were declared, so the next workload declares them again.
+            broker.close()
+            del broker.connection
+            broker.queues_pending.update(broker.queues)
+
+    async def enqueue(self, kind: Kind) -> None:
+        ACTORS[kind].send()
+
+    async def enqueue_latency(self, sent: float) -> None:
+        latency.send(sent)
+
+    def worker_command(self, concurrency: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "amqp_peers.dramatiq_peer",
+            "--processes",
+            "1",
+            "--threads",
+            str(concurrency),
+        ]
+
+
+PEER = DramatiqPeer()
