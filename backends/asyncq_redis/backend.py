@@ -21,17 +21,16 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 import anyio
-import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement, redact_url
-from asyncq.errors import BrokerError, BrokerUnavailable, ErrorInfo
-from asyncq.records import DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInfo
+from asyncq.errors import BrokerError, BrokerUnavailable
+from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
-from . import scripts
+from . import codec, scripts
 from .connection import HiredisConnection, HiredisSSLConnection
 from .notifications import Notifications
 from .settings import QueueKeys, RedisSettings
@@ -322,7 +321,7 @@ class RedisBackend(Backend):
             for start in range(0, len(items), _SCRIPT_CHUNK):
                 args: list[Any] = list(head)
                 for s in items[start : start + _SCRIPT_CHUNK]:
-                    args += _settle_args(s)
+                    args += codec.settle_args(s)
                 calls.append(("SETTLE", [keys.stream, keys.scheduled, keys.dead], args))
         with self._errors("settling jobs"):
             await self._run_scripts(calls)
@@ -392,22 +391,7 @@ class RedisBackend(Backend):
         keys = self._k(queue)
         with self._errors("reading a job"):
             (flat,) = await self._run_scripts([("INFO", [keys.stream], [GROUP, keys.job(job_id)])])
-        raw: dict[bytes, bytes] = dict(zip(flat[::2], flat[1::2], strict=True))
-        if b"status" not in raw:
-            return None
-        error = raw.get(b"error")
-        eta = raw.get(b"eta")
-        return JobInfo(
-            id=job_id,
-            status=JobStatus(raw[b"status"].decode()),
-            task=raw.get(b"task", b"").decode(),
-            queue=queue,
-            attempt=int(raw.get(b"attempt", 1)),
-            eta=float(eta) if eta else None,
-            result=raw.get(b"result"),
-            error=_error_from_json(error) if error else None,
-            updated_at=float(raw.get(b"updated", 0)),
-        )
+        return codec.job_info(job_id, queue, flat)
 
     async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
         info: JobInfo | None = None
@@ -451,7 +435,7 @@ class RedisBackend(Backend):
         start = "-" if after is None else f"({after}"
         with self._errors("listing dead letters"):
             entries: Any = await self.client.xrange(self._k(queue).dead, start, "+", count=limit)
-        return [_dead_letter(queue, entry, fields) for entry, fields in entries]
+        return [codec.dead_letter(queue, entry, fields) for entry, fields in entries]
 
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         dead = self._k(queue).dead
@@ -473,7 +457,7 @@ class RedisBackend(Backend):
             return int(await self.client.xdel(dead, *doomed)) if doomed else 0
 
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        info = orjson.dumps({**_worker_fields(worker), "last_seen": time.time()})
+        info = codec.worker_to_json(worker)
         with self._errors("sending a heartbeat"):
             await self.client.set(self._workers_prefix + worker.id, info, px=int(ttl * 1000))
 
@@ -484,60 +468,6 @@ class RedisBackend(Backend):
     async def workers(self) -> list[WorkerInfo]:
         with self._errors("listing workers"):
             names = [n async for n in self.client.scan_iter(self._workers_prefix + "*", 1000)]
-            values = await self.client.mget(names) if names else []
-        found = []
-        for raw in values:
-            if raw is not None:
-                data = orjson.loads(raw)
-                data["queues"] = tuple(data["queues"])
-                found.append(WorkerInfo(**data))
+            values: Any = await self.client.mget(names) if names else []
+        found = [codec.worker_from_json(raw) for raw in values if raw is not None]
         return sorted(found, key=lambda w: w.started_at)
-
-
-def _settle_args(s: Settlement) -> list[Any]:
-    d = s.delivery
-    outcome = s.outcome
-    if outcome is Outcome.RETRY:
-        body = s.retry_body or b""
-    elif outcome in (Outcome.DEAD, Outcome.RELEASE):
-        body = d.body
-    else:
-        body = b""
-    error = _error_to_json(s.error) if s.error is not None else b""
-    eta = repr(s.eta) if s.eta is not None else "0"
-    return [outcome.value, d.receipt, d.id, body, s.result or b"", eta, error, s.task]
-
-
-def _error_to_json(error: ErrorInfo) -> bytes:
-    return orjson.dumps({"type": error.type, "message": error.message, "tb": error.traceback})
-
-
-def _error_from_json(raw: bytes) -> ErrorInfo:
-    data = orjson.loads(raw)
-    return ErrorInfo(data.get("type", ""), data.get("message", ""), data.get("tb", ""))
-
-
-def _dead_letter(queue: str, entry: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
-    error = fields.get(b"error")
-    return DeadLetter(
-        id=fields.get(b"id", entry).decode(),
-        queue=queue,
-        body=fields.get(b"body", b""),
-        error=_error_from_json(error) if error else ErrorInfo("Unknown", ""),
-        died_at=float(fields.get(b"died", 0)),
-        task=fields.get(b"task", b"").decode(),
-        cursor=entry.decode(),
-    )
-
-
-def _worker_fields(worker: WorkerInfo) -> dict[str, Any]:
-    return {
-        "id": worker.id,
-        "host": worker.host,
-        "pid": worker.pid,
-        "queues": list(worker.queues),
-        "concurrency": worker.concurrency,
-        "in_flight": worker.in_flight,
-        "started_at": worker.started_at,
-        "extra": worker.extra,
-    }
