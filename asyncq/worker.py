@@ -26,48 +26,27 @@ import os
 import signal
 import socket
 import time
-import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-from .backend import Delivery, Outcome, Settlement
-from .errors import BrokerError, ErrorInfo, Reject, Retry
-from .job import set_current_job
+from .backend import Outcome, Settlement
+from .errors import BrokerError
+from .execution import CANCELLED, SHUTDOWN, Running, error_info, execute
 from .records import WorkerInfo
-from .serializer import DecodeError, Message
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from .app import App
-    from .task import Task
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("asyncq.worker")
 
-_SHUTDOWN = "shutdown"
-_CANCELLED = "cancelled"
 _SETTLE_BATCH = 512
-
-
-class _Running:
-    """A job in flight: its delivery and the scope that cancels it, with the reason."""
-
-    __slots__ = ("cause", "delivery", "scope")
-
-    def __init__(self, delivery: Delivery, scope: anyio.CancelScope) -> None:
-        self.delivery = delivery
-        self.scope = scope
-        self.cause: str | None = None
-
-    def cancel(self, cause: str) -> None:
-        if self.cause is None:
-            self.cause = cause
-        self.scope.cancel()
 
 
 class Worker:
@@ -109,7 +88,7 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self.started_at = 0.0
         self.processed = 0
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._slots = anyio.Semaphore(concurrency + prefetch)
         self._fetch_scope = anyio.CancelScope()
         self._drain_scope = anyio.CancelScope()
@@ -170,7 +149,7 @@ class Worker:
                 self.concurrency,
             )
             task_status.started(self)
-            ready, ready_receive = anyio.create_memory_object_stream[_Running](math.inf)
+            ready, ready_receive = anyio.create_memory_object_stream[Running](math.inf)
             try:
                 async with anyio.create_task_group() as runners, ready:
                     for _ in range(self.concurrency):
@@ -187,7 +166,7 @@ class Worker:
                             )
                             await self._idle.wait()
                     for running in list(self._running.values()):
-                        running.cancel(_SHUTDOWN)
+                        running.cancel(SHUTDOWN)
             finally:
                 with anyio.CancelScope(shield=True):
                     send.close()
@@ -198,7 +177,7 @@ class Worker:
         log.info("worker %s stopped after %d job(s)", self.id, self.processed)
 
     # -- fetching --------------------------------------------------------------------------
-    async def _fetch_loop(self, ready: MemoryObjectSendStream[_Running]) -> None:
+    async def _fetch_loop(self, ready: MemoryObjectSendStream[Running]) -> None:
         slots, backend, queues = self._slots, self.app.backend, self.queues
         fetch_timeout = min(self.fetch_timeout, 0.25) if self.burst else self.fetch_timeout
         while True:
@@ -233,7 +212,7 @@ class Worker:
                     return
                 continue
             for delivery in deliveries:
-                running = self._running[delivery.id] = _Running(delivery, anyio.CancelScope())
+                running = self._running[delivery.id] = Running(delivery, anyio.CancelScope())
                 # The next free runner takes it; slots bound what waits to concurrency + prefetch.
                 ready.send_nowait(running)
 
@@ -248,7 +227,7 @@ class Worker:
         return all(s.pending == 0 and s.scheduled == 0 and s.running == 0 for s in stats)
 
     # -- running ---------------------------------------------------------------------------
-    async def _runner(self, ready: MemoryObjectReceiveStream[_Running]) -> None:
+    async def _runner(self, ready: MemoryObjectReceiveStream[Running]) -> None:
         """One of ``concurrency`` long-lived runners, each running one job at a time.
 
         Each job still gets a task of its own, for a fresh copy of the context (what a
@@ -270,17 +249,17 @@ class Worker:
                     return
                 await loop.create_task(self._run_one(running))
 
-    async def _run_one(self, running: _Running) -> None:
+    async def _run_one(self, running: Running) -> None:
         delivery = running.delivery
         try:
             if self._stopping:  # prefetched, not started: back to the queue as it was
-                running.cause = _SHUTDOWN
+                running.cause = SHUTDOWN
                 settlement = Settlement(delivery, Outcome.RELEASE)
             else:
-                settlement = await self._execute(delivery, running.scope)
+                settlement = await execute(self.app, running)
         except Exception as exc:  # a bug in asyncq itself: never lose the job over it
             log.exception("internal error running job %s", delivery.id)
-            settlement = Settlement(delivery, Outcome.DEAD, error=_error_info(exc))
+            settlement = Settlement(delivery, Outcome.DEAD, error=error_info(exc))
         finally:
             self._running.pop(delivery.id, None)
             self._slots.release()
@@ -293,7 +272,7 @@ class Worker:
         if cause is not None and settlement.outcome is not Outcome.SUCCEEDED:
             # Why the scope was cancelled wins over what the handler made of it (say, an
             # exception of its own); a handler that finished anyway keeps its result.
-            if cause == _SHUTDOWN:
+            if cause == SHUTDOWN:
                 settlement = Settlement(delivery, Outcome.RELEASE)
             else:
                 settlement = Settlement(
@@ -304,120 +283,10 @@ class Worker:
         assert self._settle_send is not None
         self._settle_send.send_nowait(settlement)
 
-    async def _execute(self, delivery: Delivery, scope: anyio.CancelScope) -> Settlement:
-        app = self.app
-        try:
-            msg = Message.decode(delivery.body, app.serializer)
-        except DecodeError as exc:
-            log.error("dead-lettering undecodable message %s: %s", delivery.id, exc)
-            return Settlement(delivery, Outcome.DEAD, error=ErrorInfo("DecodeError", str(exc)))
-        task = app.tasks.get(msg.task)
-        if task is None:
-            reason = f"no task named {msg.task!r} is registered on this worker's App"
-            log.error("dead-lettering job %s: %s", msg.id, reason)
-            return self._dead(delivery, msg, ErrorInfo("UnknownTask", reason))
-        set_current_job(msg, delivery.redelivered)
-        if task.timeout is not None:
-            scope.deadline = anyio.current_time() + task.timeout
-        result: Any = None
-        try:
-            with scope:
-                result = await self._call(task, msg)
-        except Retry as exc:
-            return self._failed(delivery, msg, task, _error_info(exc), exc.delay)
-        except Reject as exc:
-            log.warning("job %s (%s) rejected: %s", msg.id, msg.task, exc.reason)
-            return self._dead(delivery, msg, ErrorInfo("Reject", exc.reason))
-        except _BadArguments as exc:
-            log.error("dead-lettering job %s: %s", msg.id, exc)
-            return self._dead(delivery, msg, ErrorInfo("BadArguments", str(exc)))
-        except Exception as exc:
-            return self._failed(delivery, msg, task, _error_info(exc), None)
-        if scope.cancelled_caught:
-            running = self._running.get(delivery.id)
-            if running is None or running.cause is None:  # no one asked: the deadline passed
-                error = ErrorInfo("TimeoutError", f"job timed out after {task.timeout} s")
-                return self._failed(delivery, msg, task, error, None)
-            # Cancelled or shut down: _run_one settles it by the cause.
-            return Settlement(delivery, Outcome.CANCELLED, task=msg.task, attempt=msg.attempt)
-        try:
-            body = app.serializer.dumps(result)
-        except TypeError as exc:
-            # Running it again would give the same unserialisable value: no retry.
-            return self._dead(delivery, msg, ErrorInfo("ResultNotSerializable", str(exc)))
-        log.debug("job %s (%s) succeeded", msg.id, msg.task)
-        return Settlement(
-            delivery, Outcome.SUCCEEDED, result=body, task=msg.task, attempt=msg.attempt
-        )
-
-    async def _call(self, task: Task[Any, Any], msg: Message) -> Any:
-        if task.is_async:
-            try:
-                coroutine = task.fn(*msg.args, **msg.kwargs)
-            except TypeError as exc:
-                # Binding fails before the body runs; re-check so a TypeError raised by a
-                # wrapping decorator's own code still counts as an ordinary failure.
-                problem = task.bind_error(msg.args, msg.kwargs)
-                if problem is not None:
-                    raise _BadArguments(problem) from exc
-                raise
-            return await coroutine
-        problem = task.bind_error(msg.args, msg.kwargs)
-        if problem is not None:
-            raise _BadArguments(problem)
-        # A thread cannot be cancelled: on timeout or shutdown the job is settled at once
-        # and the thread is left to finish on its own.
-        return await anyio.to_thread.run_sync(
-            _call_sync, task.fn, msg.args, msg.kwargs, abandon_on_cancel=True
-        )
-
-    def _failed(
-        self,
-        delivery: Delivery,
-        msg: Message,
-        task: Task[Any, Any],
-        error: ErrorInfo,
-        delay: float | None,
-    ) -> Settlement:
-        if msg.attempt > task.retries:
-            log.warning(
-                "job %s (%s) failed on attempt %d, retries exhausted: %s",
-                msg.id,
-                msg.task,
-                msg.attempt,
-                error,
-            )
-            return self._dead(delivery, msg, error)
-        if delay is None:
-            delay = task.backoff.delay(msg.attempt)
-        eta = time.time() + delay
-        log.info(
-            "job %s (%s) failed on attempt %d, retrying in %.2f s: %s",
-            msg.id,
-            msg.task,
-            msg.attempt,
-            delay,
-            error,
-        )
-        retry_body = msg.next_attempt(eta).encode(self.app.serializer)
-        return Settlement(
-            delivery,
-            Outcome.RETRY,
-            retry_body=retry_body,
-            eta=eta,
-            error=error,
-            task=msg.task,
-            attempt=msg.attempt,
-        )
-
-    @staticmethod
-    def _dead(delivery: Delivery, msg: Message, error: ErrorInfo) -> Settlement:
-        return Settlement(delivery, Outcome.DEAD, error=error, task=msg.task, attempt=msg.attempt)
-
     def _on_cancel_request(self, job_id: str) -> None:
         running = self._running.get(job_id)
         if running is not None:
-            running.cancel(_CANCELLED)
+            running.cancel(CANCELLED)
 
     # -- service loops ---------------------------------------------------------------------
     async def _settle_loop(self, receive: MemoryObjectReceiveStream[Settlement]) -> None:
@@ -502,19 +371,3 @@ class Worker:
                 else:
                     log.warning("%s again: returning in-flight jobs to the queue now", name)
                     self.stop(now=True)
-
-
-class _BadArguments(Exception):
-    pass
-
-
-def _call_sync(fn: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    return fn(*args, **kwargs)
-
-
-def _error_info(exc: BaseException) -> ErrorInfo:
-    return ErrorInfo(
-        type=type(exc).__qualname__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
-    )

@@ -1,0 +1,175 @@
+"""Running one job: decode its message, call its handler inside the job's cancel scope, and
+turn what happened into a Settlement: a result, a retry after backoff, or a dead letter.
+
+The worker decides when a job runs and what a cancellation meant (see ``Running.cause``);
+this module decides what its outcome is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .backend import Delivery, Outcome, Settlement
+from .errors import ErrorInfo, Reject, Retry
+from .job import set_current_job
+from .serializer import DecodeError, Message
+
+if TYPE_CHECKING:
+    from .app import App
+    from .task import Task
+
+__all__ = ["CANCELLED", "SHUTDOWN", "Running", "error_info", "execute"]
+
+log = logging.getLogger("asyncq.worker")
+
+SHUTDOWN = "shutdown"
+CANCELLED = "cancelled"
+
+
+class Running:
+    """A job in flight: its delivery and the scope that cancels it, with the reason."""
+
+    __slots__ = ("cause", "delivery", "scope")
+
+    def __init__(self, delivery: Delivery, scope: anyio.CancelScope) -> None:
+        self.delivery = delivery
+        self.scope = scope
+        self.cause: str | None = None
+
+    def cancel(self, cause: str) -> None:
+        if self.cause is None:
+            self.cause = cause
+        self.scope.cancel()
+
+
+async def execute(app: App, running: Running) -> Settlement:
+    """Run the job and say how it ended. A cancelled job comes back CANCELLED; the worker
+    turns that into the outcome its cause calls for."""
+    delivery, scope = running.delivery, running.scope
+    try:
+        msg = Message.decode(delivery.body, app.serializer)
+    except DecodeError as exc:
+        log.error("dead-lettering undecodable message %s: %s", delivery.id, exc)
+        return Settlement(delivery, Outcome.DEAD, error=ErrorInfo("DecodeError", str(exc)))
+    task = app.tasks.get(msg.task)
+    if task is None:
+        reason = f"no task named {msg.task!r} is registered on this worker's App"
+        log.error("dead-lettering job %s: %s", msg.id, reason)
+        return _dead(delivery, msg, ErrorInfo("UnknownTask", reason))
+    set_current_job(msg, delivery.redelivered)
+    if task.timeout is not None:
+        scope.deadline = anyio.current_time() + task.timeout
+    result: Any = None
+    try:
+        with scope:
+            result = await _call(task, msg)
+    except Retry as exc:
+        return _failed(app, delivery, msg, task, error_info(exc), exc.delay)
+    except Reject as exc:
+        log.warning("job %s (%s) rejected: %s", msg.id, msg.task, exc.reason)
+        return _dead(delivery, msg, ErrorInfo("Reject", exc.reason))
+    except _BadArguments as exc:
+        log.error("dead-lettering job %s: %s", msg.id, exc)
+        return _dead(delivery, msg, ErrorInfo("BadArguments", str(exc)))
+    except Exception as exc:
+        return _failed(app, delivery, msg, task, error_info(exc), None)
+    if scope.cancelled_caught:
+        if running.cause is None:  # no one asked: the deadline passed
+            error = ErrorInfo("TimeoutError", f"job timed out after {task.timeout} s")
+            return _failed(app, delivery, msg, task, error, None)
+        return Settlement(delivery, Outcome.CANCELLED, task=msg.task, attempt=msg.attempt)
+    try:
+        body = app.serializer.dumps(result)
+    except TypeError as exc:
+        # Running it again would give the same unserialisable value: no retry.
+        return _dead(delivery, msg, ErrorInfo("ResultNotSerializable", str(exc)))
+    log.debug("job %s (%s) succeeded", msg.id, msg.task)
+    return Settlement(delivery, Outcome.SUCCEEDED, result=body, task=msg.task, attempt=msg.attempt)
+
+
+async def _call(task: Task[Any, Any], msg: Message) -> Any:
+    if task.is_async:
+        try:
+            coroutine = task.fn(*msg.args, **msg.kwargs)
+        except TypeError as exc:
+            # Binding fails before the body runs; re-check so a TypeError raised by a
+            # wrapping decorator's own code still counts as an ordinary failure.
+            problem = task.bind_error(msg.args, msg.kwargs)
+            if problem is not None:
+                raise _BadArguments(problem) from exc
+            raise
+        return await coroutine
+    problem = task.bind_error(msg.args, msg.kwargs)
+    if problem is not None:
+        raise _BadArguments(problem)
+    # A thread cannot be cancelled: on timeout or shutdown the job is settled at once and
+    # the thread is left to finish on its own.
+    return await anyio.to_thread.run_sync(
+        _call_sync, task.fn, msg.args, msg.kwargs, abandon_on_cancel=True
+    )
+
+
+def _failed(
+    app: App,
+    delivery: Delivery,
+    msg: Message,
+    task: Task[Any, Any],
+    error: ErrorInfo,
+    delay: float | None,
+) -> Settlement:
+    if msg.attempt > task.retries:
+        log.warning(
+            "job %s (%s) failed on attempt %d, retries exhausted: %s",
+            msg.id,
+            msg.task,
+            msg.attempt,
+            error,
+        )
+        return _dead(delivery, msg, error)
+    if delay is None:
+        delay = task.backoff.delay(msg.attempt)
+    eta = time.time() + delay
+    log.info(
+        "job %s (%s) failed on attempt %d, retrying in %.2f s: %s",
+        msg.id,
+        msg.task,
+        msg.attempt,
+        delay,
+        error,
+    )
+    return Settlement(
+        delivery,
+        Outcome.RETRY,
+        retry_body=msg.next_attempt(eta).encode(app.serializer),
+        eta=eta,
+        error=error,
+        task=msg.task,
+        attempt=msg.attempt,
+    )
+
+
+def _dead(delivery: Delivery, msg: Message, error: ErrorInfo) -> Settlement:
+    return Settlement(delivery, Outcome.DEAD, error=error, task=msg.task, attempt=msg.attempt)
+
+
+class _BadArguments(Exception):
+    pass
+
+
+def _call_sync(fn: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    return fn(*args, **kwargs)
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """An exception as a dead letter or a retry records it."""
+    return ErrorInfo(
+        type=type(exc).__qualname__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
