@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -405,11 +405,18 @@ WORKLOADS = [
 ]
 
 
-async def run_library(res: Result, redis: aioredis.Redis, cfg: Config) -> None:
-    """Every workload for one library, filling in ``res`` as they finish."""
+async def run_library(
+    res: Result,
+    redis: aioredis.Redis,
+    cfg: Any,
+    load: Callable[[str], Peer] = peers.load,
+    reset: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Every workload for one library, filling in ``res`` as they finish; ``reset`` runs
+    before each workload and after the last (a broker's own clean slate)."""
     name = res.library
     try:
-        peer = peers.load(name)
+        peer = load(name)
     except ImportError as exc:
         res.skipped = f"cannot import: {exc}"
         return
@@ -421,14 +428,24 @@ async def run_library(res: Result, redis: aioredis.Redis, cfg: Config) -> None:
     for label, workload in WORKLOADS:
         print(f"  {name}: {label} ...", file=sys.stderr, flush=True)
         try:
+            if reset is not None:
+                await reset()
             await workload(peer, redis, cfg, res)
         except Exception as exc:  # one library's failure must not end the comparison
             res.errors[label] = f"{type(exc).__name__}: {exc}"
             print(f"  {name}: {label} failed: {exc}", file=sys.stderr, flush=True)
+    if reset is not None:
+        await reset()
     await flush(redis)
 
 
-async def run_all(cfg: Config, results: list[Result], meta: dict[str, Any]) -> None:
+RunOne = Callable[[Result, aioredis.Redis, Any], Awaitable[None]]
+
+
+async def run_all(
+    cfg: Any, results: list[Result], meta: dict[str, Any], run_one: RunOne = run_library
+) -> None:
+    """Each library in turn, with the probe's Redis connection."""
     redis = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=cfg.db)
     try:
         try:
@@ -441,13 +458,18 @@ async def run_all(cfg: Config, results: list[Result], meta: dict[str, Any]) -> N
         for name in cfg.libs:
             print(f"{name}:", file=sys.stderr, flush=True)
             results.append(Result(library=name))
-            await run_library(results[-1], redis, cfg)
+            await run_one(results[-1], redis, cfg)
     finally:
         with anyio.CancelScope(shield=True):
             await redis.aclose()
 
 
-async def run_guarded(cfg: Config, results: list[Result], meta: dict[str, Any]) -> bool:
+RunAll = Callable[[Any, list[Result], dict[str, Any]], Awaitable[None]]
+
+
+async def run_guarded(
+    cfg: Any, results: list[Result], meta: dict[str, Any], run: RunAll = run_all
+) -> bool:
     """Run everything; the first SIGINT/SIGTERM/SIGHUP stops the workers gracefully, a
     second kills them. Returns whether the run was interrupted."""
     interrupted = False
@@ -455,12 +477,12 @@ async def run_guarded(cfg: Config, results: list[Result], meta: dict[str, Any]) 
         async with anyio.create_task_group() as tg:
             bench = anyio.CancelScope()
 
-            async def run() -> None:
+            async def guarded() -> None:
                 with bench:
-                    await run_all(cfg, results, meta)
+                    await run(cfg, results, meta)
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(run)
+            tg.start_soon(guarded)
             async for _ in signals:
                 if interrupted:
                     print("killing the workers", file=sys.stderr, flush=True)
@@ -517,15 +539,15 @@ def table(results: list[Result], cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def report(results: list[Result], cfg: Config, meta: dict[str, Any], interrupted: bool) -> str:
+def report(results: list[Result], cfg: Any, broker: str, interrupted: bool) -> str:
+    """The table, settings and notes; ``broker`` says what the run ran on."""
     out = (
         ["INTERRUPTED: the workloads after the interruption did not run", ""] if interrupted else []
     )
     out += [
-        f"Python {meta['python']}, {meta['system']}, {meta['cpus']} CPUs, Redis {meta['redis']}"
-        f" at {REDIS_HOST}:{REDIS_PORT}/{cfg.db}; one worker process per library, "
-        f"concurrency {cfg.concurrency}; W1 {cfg.enqueue_jobs:,} jobs; W3 {cfg.rate:g} jobs/s "
-        f"for {cfg.duration:g} s; handlers: count in memory (W2, W4) or one RPUSH (W3)",
+        f"{broker}; one worker process per library, concurrency {cfg.concurrency}; "
+        f"W1 {cfg.enqueue_jobs:,} jobs; W3 {cfg.rate:g} jobs/s for {cfg.duration:g} s; "
+        "handlers: count in memory (W2, W4) or one RPUSH (W3)",
         "",
         table(results, cfg),
     ]
@@ -548,11 +570,14 @@ def report(results: list[Result], cfg: Config, meta: dict[str, Any], interrupted
 
 
 # -- command line ------------------------------------------------------------------------------
-def parse_args() -> tuple[Config, str | None]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_common_arguments(
+    parser: argparse.ArgumentParser, libraries: Sequence[str], db: int
+) -> None:
+    """The options every comparison takes: which libraries, how many jobs, where the probe
+    writes, how long a worker gets to stop, and the output."""
     parser.add_argument(
         "--libs",
-        default=",".join(peers.LIBRARIES),
+        default=",".join(libraries),
         help="comma-separated libraries to run (default: %(default)s)",
     )
     parser.add_argument("--jobs", "-n", type=int, help="W2 jobs to drain (default 20,000)")
@@ -571,7 +596,11 @@ def parse_args() -> tuple[Config, str | None]:
         "--batch", type=int, default=1_000, help="jobs per bulk enqueue (default %(default)s)"
     )
     parser.add_argument(
-        "--db", type=int, default=14, help="Redis database 1-15, flushed before each workload"
+        "--db",
+        type=int,
+        default=db,
+        help="Redis database 1-15 for the probe, flushed before each workload "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--stop-timeout",
@@ -579,6 +608,51 @@ def parse_args() -> tuple[Config, str | None]:
         default=10.0,
         help="seconds from SIGTERM to SIGKILL (default 10)",
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts for a smoke run (about a minute)"
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="also write the results as JSON, to PATH or (without one) to stdout",
+    )
+
+
+def common_settings(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, libraries: Sequence[str]
+) -> dict[str, Any]:
+    """The common options, checked, with ``--quick``'s smaller counts where none was given."""
+    libs = [name.strip() for name in args.libs.split(",") if name.strip()]
+    unknown = [name for name in libs if name not in libraries]
+    if unknown or not libs:
+        parser.error(f"--libs: unknown {unknown}; known: {', '.join(libraries)}")
+
+    def pick(value: Any, full: Any, quick: Any) -> Any:
+        return value if value is not None else (quick if args.quick else full)
+
+    settings = {
+        "libs": libs,
+        "db": args.db,
+        "concurrency": args.concurrency,
+        "enqueue_jobs": pick(args.enqueue_jobs, 5_000, 500),
+        "jobs": pick(args.jobs, 20_000, 2_000),
+        "rate": args.rate,
+        "duration": pick(args.duration, 10.0, 2.0),
+        "sleep_jobs": pick(args.sleep_jobs, 5_000, 1_000),
+        "batch": args.batch,
+        "stop_timeout": args.stop_timeout,
+    }
+    counts = [settings[k] for k in ("concurrency", "enqueue_jobs", "jobs", "sleep_jobs", "batch")]
+    if min(counts) < 1 or args.rate <= 0 or settings["duration"] <= 0 or not 0 < args.db < 16:
+        parser.error("counts, --rate and --duration must be > 0, --db between 1 and 15")
+    return settings
+
+
+def parse_args() -> tuple[Config, str | None]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser, peers.LIBRARIES, db=14)
     parser.add_argument(
         "--arq-poll-delay",
         type=float,
@@ -590,73 +664,36 @@ def parse_args() -> tuple[Config, str | None]:
         action="store_true",
         help="give taskiq a result backend (RedisAsyncResultBackend); by default it has none",
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="small counts for a smoke run (under a minute)"
-    )
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="PATH",
-        help="also write the results as JSON, to PATH or (without one) to stdout",
-    )
     args = parser.parse_args()
-    libs = [name.strip() for name in args.libs.split(",") if name.strip()]
-    unknown = [name for name in libs if name not in peers.LIBRARIES]
-    if unknown or not libs:
-        parser.error(f"--libs: unknown {unknown}; known: {', '.join(peers.LIBRARIES)}")
-    if args.db == 0:
-        parser.error("--db 0 is refused: every workload flushes its database")
-
-    def pick(value: Any, full: Any, quick: Any) -> Any:
-        return value if value is not None else (quick if args.quick else full)
-
+    settings = common_settings(parser, args, peers.LIBRARIES)
+    if args.arq_poll_delay is not None and args.arq_poll_delay <= 0:
+        parser.error("--arq-poll-delay must be > 0")
     cfg = Config(
-        libs=libs,
-        db=args.db,
-        concurrency=args.concurrency,
-        enqueue_jobs=pick(args.enqueue_jobs, 5_000, 500),
-        jobs=pick(args.jobs, 20_000, 2_000),
-        rate=args.rate,
-        duration=pick(args.duration, 10.0, 2.0),
-        sleep_jobs=pick(args.sleep_jobs, 5_000, 1_000),
-        batch=args.batch,
-        stop_timeout=args.stop_timeout,
+        **settings,
         arq_poll_delay=args.arq_poll_delay,
         taskiq_results=args.taskiq_results,
-        log_dir=Path(),
+        log_dir=Path(tempfile.mkdtemp(prefix="redis-compare-")),
     )
-    counts = [cfg.concurrency, cfg.enqueue_jobs, cfg.jobs, cfg.sleep_jobs, cfg.batch]
-    if min(counts) < 1 or cfg.rate <= 0 or cfg.duration <= 0 or not 0 < cfg.db < 16:
-        parser.error("counts, --rate and --duration must be > 0, --db between 1 and 15")
-    if cfg.arq_poll_delay is not None and cfg.arq_poll_delay <= 0:
-        parser.error("--arq-poll-delay must be > 0")
-    cfg = replace(cfg, log_dir=Path(tempfile.mkdtemp(prefix="redis-compare-")))
     return cfg, args.json
 
 
-def main() -> None:
-    cfg, json_path = parse_args()
-    # The peer modules read these at import, in this process as in the workers.
-    os.environ["BENCH_REDIS_URL"] = cfg.redis_url
-    os.environ["BENCH_CONCURRENCY"] = str(cfg.concurrency)
-    os.environ.pop("BENCH_ARQ_POLL_DELAY", None)
-    if cfg.arq_poll_delay is not None:
-        os.environ["BENCH_ARQ_POLL_DELAY"] = repr(cfg.arq_poll_delay)
-    os.environ["BENCH_TASKIQ_RESULTS"] = "1" if cfg.taskiq_results else "0"
-    meta: dict[str, Any] = {
-        "python": platform.python_version(),
-        "system": f"{platform.system()} {platform.machine()}",
-        "cpus": os.cpu_count(),
-        "redis": "?",
-    }
+def run_and_report(
+    cfg: Any, meta: dict[str, Any], run: RunAll, broker: Callable[[], str], json_path: str | None
+) -> None:
+    """Run every library, print the report (and JSON), and exit 130 if interrupted;
+    ``broker`` describes the run once ``run`` has filled in ``meta``."""
+    meta.update(
+        python=platform.python_version(),
+        system=f"{platform.system()} {platform.machine()}",
+        cpus=os.cpu_count(),
+    )
     print(f"worker logs: {cfg.log_dir}", file=sys.stderr)
     results: list[Result] = []
     try:
-        interrupted = anyio.run(run_guarded, cfg, results, meta)
+        interrupted = anyio.run(run_guarded, cfg, results, meta, run)
     finally:
         kill_all_workers()
-    print(report(results, cfg, meta, interrupted))
+    print(report(results, cfg, broker(), interrupted))
     if json_path is not None:
         config = {k: v for k, v in asdict(cfg).items() if k != "log_dir"}
         document = {
@@ -672,6 +709,26 @@ def main() -> None:
             Path(json_path).write_text(text + "\n")
     if interrupted:
         sys.exit(130)
+
+
+def main() -> None:
+    cfg, json_path = parse_args()
+    # The peer modules read these at import, in this process as in the workers.
+    os.environ["BENCH_REDIS_URL"] = cfg.redis_url
+    os.environ["BENCH_CONCURRENCY"] = str(cfg.concurrency)
+    os.environ.pop("BENCH_ARQ_POLL_DELAY", None)
+    if cfg.arq_poll_delay is not None:
+        os.environ["BENCH_ARQ_POLL_DELAY"] = repr(cfg.arq_poll_delay)
+    os.environ["BENCH_TASKIQ_RESULTS"] = "1" if cfg.taskiq_results else "0"
+    meta: dict[str, Any] = {"redis": "?"}
+
+    def broker() -> str:
+        return (
+            f"Python {meta['python']}, {meta['system']}, {meta['cpus']} CPUs, Redis "
+            f"{meta['redis']} at {REDIS_HOST}:{REDIS_PORT}/{cfg.db}"
+        )
+
+    run_and_report(cfg, meta, run_all, broker, json_path)
 
 
 if __name__ == "__main__":

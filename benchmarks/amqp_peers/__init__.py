@@ -7,8 +7,7 @@ URL, a probe for thread-based workers) is in :mod:`amqp_peers.common`.
 
 from __future__ import annotations
 
-import importlib
-
+import peers
 from peers.common import Peer
 
 __all__ = ["LIBRARIES", "load"]
@@ -24,6 +23,4 @@ LIBRARIES: dict[str, str] = {
 
 def load(library: str) -> Peer:
     """Import one library's module; ImportError when the library is not installed."""
-    peer = importlib.import_module(LIBRARIES[library]).PEER
-    assert isinstance(peer, Peer)
-    return peer
+    return peers.load(library, LIBRARIES)

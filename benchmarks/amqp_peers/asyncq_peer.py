@@ -1,95 +1,15 @@
-"""asyncq on its AMQP backend (RabbitMQ), through the public API only.
-
-Worker: ``python -m amqp_peers.asyncq_peer``, which runs ``app.run_worker(concurrency=N,
-handle_signals=True)`` (SIGTERM is a graceful shutdown). Bulk: ``Task.enqueue_many``.
-Until an ``amqp`` backend is registered (the ``asyncq.backends`` entry point), building the
-backend raises ``asyncq.ConfigurationError`` and the driver reports this library as
-"skipped: amqp backend not installed".
-"""
+"""asyncq on its AMQP backend (RabbitMQ): ``peers.asyncq_peer`` pointed at the benchmark's
+virtual host. Until an ``amqp`` backend is registered, the driver reports it as skipped."""
 
 from __future__ import annotations
 
-import logging
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
-from importlib.metadata import entry_points
-
-import anyio
-from peers.common import Kind, Peer, probe, worker_concurrency
-
-import asyncq
+import os
 
 from .common import amqp_url
 
+# Before the import below builds the App; worker processes inherit it from the driver.
+os.environ["BENCH_ASYNCQ_BROKER"] = amqp_url()
+
+from peers.asyncq_peer import PEER, app
+
 __all__ = ["PEER", "app"]
-
-app = asyncq.App(amqp_url())
-
-
-@app.lifespan
-async def lifespan(app: asyncq.App) -> AsyncIterator[None]:
-    await probe.open()
-    try:
-        yield
-    finally:
-        await probe.close()
-
-
-@app.task(name="noop")
-async def noop() -> None:
-    await probe.count()
-
-
-@app.task(name="sleep")
-async def sleep() -> None:
-    await probe.sleep_then_count()
-
-
-@app.task(name="latency")
-async def latency(sent: float) -> None:
-    await probe.latency(sent)
-
-
-TASKS = {"noop": noop, "sleep": sleep}
-
-
-class AsyncqPeer(Peer):
-    name = "asyncq"
-    distribution = "asyncq"
-    has_bulk = True
-
-    def skip_reason(self) -> str | None:
-        try:
-            app.backend  # noqa: B018 - resolves the URL through the entry points
-        except asyncq.ConfigurationError as exc:
-            if not entry_points(group="asyncq.backends", name="amqp"):
-                return "amqp backend not installed"
-            return f"configuration error: {exc}"
-        return None
-
-    @asynccontextmanager
-    async def producer(self) -> AsyncIterator[None]:
-        async with app:
-            yield
-
-    async def enqueue(self, kind: Kind) -> None:
-        await TASKS[kind].enqueue()
-
-    async def enqueue_bulk(self, kind: Kind, count: int) -> None:
-        await TASKS[kind].enqueue_many([()] * count)
-
-    async def enqueue_latency(self, sent: float) -> None:
-        await latency.enqueue(sent)
-
-    def worker_command(self, concurrency: int) -> list[str]:
-        return [sys.executable, "-m", "amqp_peers.asyncq_peer"]
-
-
-PEER = AsyncqPeer()
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
-    anyio.run(partial(app.run_worker, concurrency=worker_concurrency(), handle_signals=True))

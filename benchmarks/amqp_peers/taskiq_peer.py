@@ -17,13 +17,10 @@ the one whose memory is reported. taskiq has no bulk enqueue.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from importlib.metadata import version
 
-from peers.common import Kind, Peer, probe, worker_concurrency
-from taskiq import TaskiqEvents, TaskiqState
+from peers.common import worker_concurrency
+from peers.taskiq_jobs import TaskiqPeer
 from taskiq_aio_pika import AioPikaBroker, Queue, QueueType
 
 from .common import amqp_url
@@ -39,36 +36,7 @@ broker = AioPikaBroker(
 )
 
 
-@broker.on_event(TaskiqEvents.WORKER_STARTUP)
-async def startup(state: TaskiqState) -> None:
-    await probe.open()
-
-
-@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
-async def shutdown(state: TaskiqState) -> None:
-    await probe.close()
-
-
-@broker.task(task_name="noop")
-async def noop() -> None:
-    await probe.count()
-
-
-@broker.task(task_name="sleep")
-async def sleep() -> None:
-    await probe.sleep_then_count()
-
-
-@broker.task(task_name="latency")
-async def latency(sent: float) -> None:
-    await probe.latency(sent)
-
-
-TASKS = {"noop": noop, "sleep": sleep}
-
-
-class TaskiqPeer(Peer):
-    name = "taskiq"
+class AmqpTaskiqPeer(TaskiqPeer):
     distribution = "taskiq-aio-pika"
     settings = (
         f"AioPikaBroker(qos={worker_concurrency()}): the consumer's prefetch, 10 by default,"
@@ -84,34 +52,5 @@ class TaskiqPeer(Peer):
     def version(self) -> str:
         return f"{super().version} (taskiq {version('taskiq')}, aio-pika {version('aio-pika')})"
 
-    @asynccontextmanager
-    async def producer(self) -> AsyncIterator[None]:
-        await broker.startup()
-        try:
-            yield
-        finally:
-            await broker.shutdown()
 
-    async def enqueue(self, kind: Kind) -> None:
-        await TASKS[kind].kiq()
-
-    async def enqueue_latency(self, sent: float) -> None:
-        await latency.kiq(sent)
-
-    def worker_command(self, concurrency: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "taskiq",
-            "worker",
-            "amqp_peers.taskiq_peer:broker",
-            "--workers",
-            "1",
-            "--max-async-tasks",
-            str(concurrency),
-            "--log-level",
-            "WARNING",
-        ]
-
-
-PEER = TaskiqPeer()
+PEER = AmqpTaskiqPeer(broker, "amqp_peers.taskiq_peer:broker")

@@ -23,8 +23,9 @@ LIBRARIES: dict[str, str] = {
 """Library name (as ``--libs`` takes it) -> module defining its ``PEER``."""
 
 
-def load(library: str) -> Peer:
-    """Import one library's module; ImportError when the library is not installed."""
-    peer = importlib.import_module(LIBRARIES[library]).PEER
+def load(library: str, libraries: dict[str, str] = LIBRARIES) -> Peer:
+    """Import one library's module (from ``libraries``); ImportError when the library is
+    not installed."""
+    peer = importlib.import_module(libraries[library]).PEER
     assert isinstance(peer, Peer)
     return peer

@@ -1,19 +1,22 @@
-"""asyncq on its Redis Streams backend, through the public API only.
+"""asyncq, through the public API only, on the broker ``$BENCH_ASYNCQ_BROKER`` names (its
+Redis Streams backend unless told; ``amqp_peers.asyncq_peer`` points it at RabbitMQ).
 
 Worker: ``python -m peers.asyncq_peer``, which runs ``app.run_worker(concurrency=N,
 handle_signals=True)`` (SIGTERM is a graceful shutdown). Bulk: ``Task.enqueue_many``, one
-round trip per batch. Until the ``redis`` backend is installed, building the backend raises
+round trip per batch. Until a backend for the URL's scheme is installed, building it raises
 ``asyncq.ConfigurationError`` and the driver reports this library as skipped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.metadata import entry_points
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -23,9 +26,10 @@ from .common import Kind, Peer, probe, redis_url, worker_concurrency
 
 __all__ = ["PEER", "app"]
 
-PREFIX = "asyncq-bench"
+BROKER = os.environ.get("BENCH_ASYNCQ_BROKER") or f"{redis_url()}?prefix=asyncq-bench"
+"""The broker URL; the driver's environment reaches the worker processes too."""
 
-app = asyncq.App(f"{redis_url()}?prefix={PREFIX}")
+app = asyncq.App(BROKER)
 
 
 @app.lifespan
@@ -64,8 +68,9 @@ class AsyncqPeer(Peer):
         try:
             app.backend  # noqa: B018 - resolves the URL through the entry points
         except asyncq.ConfigurationError as exc:
-            if not entry_points(group="asyncq.backends", name="redis"):
-                return "redis backend not installed"
+            scheme = urlsplit(BROKER).scheme
+            if not entry_points(group="asyncq.backends", name=scheme):
+                return f"{scheme} backend not installed"
             return f"configuration error: {exc}"
         return None
 

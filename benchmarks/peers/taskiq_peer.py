@@ -13,15 +13,12 @@ process started, which is the one whose memory is reported. taskiq has no bulk e
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from importlib.metadata import version
 
-from taskiq import TaskiqEvents, TaskiqState
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
-from .common import Kind, Peer, probe, redis_url
+from .common import redis_url
+from .taskiq_jobs import TaskiqPeer
 
 __all__ = ["PEER", "broker"]
 
@@ -41,36 +38,7 @@ if RESULTS:
     )
 
 
-@broker.on_event(TaskiqEvents.WORKER_STARTUP)
-async def startup(state: TaskiqState) -> None:
-    await probe.open()
-
-
-@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
-async def shutdown(state: TaskiqState) -> None:
-    await probe.close()
-
-
-@broker.task(task_name="noop")
-async def noop() -> None:
-    await probe.count()
-
-
-@broker.task(task_name="sleep")
-async def sleep() -> None:
-    await probe.sleep_then_count()
-
-
-@broker.task(task_name="latency")
-async def latency(sent: float) -> None:
-    await probe.latency(sent)
-
-
-TASKS = {"noop": noop, "sleep": sleep}
-
-
-class TaskiqPeer(Peer):
-    name = "taskiq"
+class RedisTaskiqPeer(TaskiqPeer):
     distribution = "taskiq-redis"
     settings = (
         "RedisStreamBroker(consumer_id='0') so jobs enqueued before the worker starts run",
@@ -84,34 +52,5 @@ class TaskiqPeer(Peer):
     def version(self) -> str:
         return f"{super().version} (taskiq {version('taskiq')})"
 
-    @asynccontextmanager
-    async def producer(self) -> AsyncIterator[None]:
-        await broker.startup()
-        try:
-            yield
-        finally:
-            await broker.shutdown()
 
-    async def enqueue(self, kind: Kind) -> None:
-        await TASKS[kind].kiq()
-
-    async def enqueue_latency(self, sent: float) -> None:
-        await latency.kiq(sent)
-
-    def worker_command(self, concurrency: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "taskiq",
-            "worker",
-            "peers.taskiq_peer:broker",
-            "--workers",
-            "1",
-            "--max-async-tasks",
-            str(concurrency),
-            "--log-level",
-            "WARNING",
-        ]
-
-
-PEER = TaskiqPeer()
+PEER = RedisTaskiqPeer(broker, "peers.taskiq_peer:broker")
