@@ -6,6 +6,7 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from types import SimpleNamespace, TracebackType
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
 
@@ -336,17 +337,7 @@ class App:
             msg = Message.decode(dead.body, self.serializer)
         except DecodeError:
             return Envelope(dead.id, dead.queue, dead.body, dead.task)
-        fresh = Message(
-            id=msg.id,
-            task=msg.task,
-            queue=msg.queue,
-            args=msg.args,
-            kwargs=msg.kwargs,
-            headers=msg.headers,
-            attempt=1,
-            enqueued_at=msg.enqueued_at,
-            key=msg.key,
-        )
+        fresh = replace(msg, attempt=1, eta=None)  # a fresh retry budget, runnable now
         return Envelope(msg.id, msg.queue, fresh.encode(self.serializer), msg.task, None, msg.key)
 
     async def purge_dead(
