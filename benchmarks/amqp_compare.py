@@ -37,7 +37,6 @@ import amqp_peers
 import anyio
 import redis_compare as rc
 from amqp_peers.common import VHOST
-from peers.common import SLEEP_SECONDS
 
 AMQP_HOST = "127.0.0.1"
 AMQP_PORT = 5672
@@ -46,34 +45,15 @@ AMQP_PASSWORD = "guest"
 
 
 @dataclass(frozen=True, slots=True)
-class Config:
-    """What ``redis_compare``'s workloads read, plus the RabbitMQ settings."""
+class Config(rc.WorkloadConfig):
+    """``redis_compare``'s workload settings, plus the RabbitMQ ones."""
 
-    libs: list[str]
-    db: int
-    concurrency: int
-    enqueue_jobs: int
-    jobs: int
-    rate: float
-    duration: float
-    sleep_jobs: int
-    batch: int
-    stop_timeout: float
     confirms: bool
     taskiq_queue_type: str
-    log_dir: Path
-
-    @property
-    def redis_url(self) -> str:
-        return f"redis://{rc.REDIS_HOST}:{rc.REDIS_PORT}/{self.db}"
 
     @property
     def amqp_url(self) -> str:
         return f"amqp://{AMQP_USER}:{AMQP_PASSWORD}@{AMQP_HOST}:{AMQP_PORT}/{VHOST}"
-
-    @property
-    def sleep_ideal(self) -> float:
-        return self.sleep_jobs * SLEEP_SECONDS / self.concurrency
 
 
 # -- the virtual host --------------------------------------------------------------------------

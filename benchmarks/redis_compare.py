@@ -66,7 +66,9 @@ class WorkloadError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Config:
+class WorkloadConfig:
+    """What the workloads read: the same for every broker's comparison."""
+
     libs: list[str]
     db: int
     concurrency: int
@@ -77,17 +79,22 @@ class Config:
     sleep_jobs: int
     batch: int
     stop_timeout: float
-    arq_poll_delay: float | None
-    taskiq_results: bool
     log_dir: Path
 
     @property
     def redis_url(self) -> str:
+        """The probe's Redis database (and, here, the libraries' broker)."""
         return f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.db}"
 
     @property
     def sleep_ideal(self) -> float:
         return self.sleep_jobs * SLEEP_SECONDS / self.concurrency
+
+
+@dataclass(frozen=True, slots=True)
+class Config(WorkloadConfig):
+    arq_poll_delay: float | None
+    taskiq_results: bool
 
 
 @dataclass(slots=True)
