@@ -16,22 +16,21 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Self
 
 import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as rx
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement, redact_url
-from asyncq.errors import BrokerError, BrokerUnavailable
+from asyncq.errors import BrokerError
 from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
 from . import codec, scripts
-from .connection import HiredisConnection, HiredisSSLConnection
+from .connection import open_client, redis_errors
+from .heartbeats import Heartbeats
 from .notifications import Notifications
 from .settings import QueueKeys, RedisSettings
 
@@ -63,7 +62,7 @@ class RedisBackend(Backend):
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._queues_key = f"{settings.prefix}:queues"
         self._cancel_channel = f"{settings.prefix}:cancel"
-        self._workers_prefix = f"{settings.prefix}:worker:"
+        self._heartbeats = Heartbeats(settings.prefix)
         self._where = redact_url(settings.connection_url)
 
     @classmethod
@@ -72,24 +71,9 @@ class RedisBackend(Backend):
 
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
-        # Commands that fail on a dropped connection are retried a few times with backoff
-        # (about 1.5 s in all) before the error reaches the caller as BrokerUnavailable.
-        # A burst of concurrent calls beyond the pool's size waits for a connection instead
-        # of failing.
-        url = self.settings.connection_url
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            connection_class=(
-                HiredisSSLConnection if url.startswith("rediss:") else HiredisConnection
-            ),
-            max_connections=self.settings.max_connections,
-            timeout=30,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6),
-            retry_on_error=[rx.ConnectionError, rx.TimeoutError],
-            socket_connect_timeout=5.0,
-            health_check_interval=30,
+        self._client = open_client(
+            self.settings.connection_url, max_connections=self.settings.max_connections
         )
-        self._client = aioredis.Redis(connection_pool=pool)
         self._notifications = Notifications(self._client)
         with self._errors("connecting"):
             await self._client.ping()
@@ -109,15 +93,8 @@ class RedisBackend(Backend):
             raise BrokerError("the Redis backend is not connected: open the App first")
         return self._client
 
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """Map redis-py's exceptions to asyncq's at the boundary."""
-        try:
-            yield
-        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-            raise BrokerUnavailable(f"Redis at {self._where} unreachable {action}: {exc}") from exc
-        except rx.RedisError as exc:
-            raise BrokerError(f"Redis failed {action}: {exc}") from exc
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        return redis_errors(self._where, action)
 
     async def _load_scripts(self) -> None:
         names = ("ENQUEUE", "TAKE", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS", "INFO")
@@ -457,17 +434,13 @@ class RedisBackend(Backend):
             return int(await self.client.xdel(dead, *doomed)) if doomed else 0
 
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        info = codec.worker_to_json(worker)
         with self._errors("sending a heartbeat"):
-            await self.client.set(self._workers_prefix + worker.id, info, px=int(ttl * 1000))
+            await self._heartbeats.beat(self.client, worker, ttl)
 
     async def deregister(self, worker_id: str) -> None:
         with self._errors("deregistering a worker"):
-            await self.client.delete(self._workers_prefix + worker_id)
+            await self._heartbeats.remove(self.client, worker_id)
 
     async def workers(self) -> list[WorkerInfo]:
         with self._errors("listing workers"):
-            names = [n async for n in self.client.scan_iter(self._workers_prefix + "*", 1000)]
-            values: Any = await self.client.mget(names) if names else []
-        found = [codec.worker_from_json(raw) for raw in values if raw is not None]
-        return sorted(found, key=lambda w: w.started_at)
+            return await self._heartbeats.live(self.client)

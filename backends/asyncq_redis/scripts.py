@@ -17,7 +17,7 @@ from __future__ import annotations
 
 # Finish a job: store its end, free its key (a dead or cancelled job frees it, a success
 # holds it for the result TTL) and tell whoever waits on it.
-_FINISH = """
+FINISH = """
 local function finish(base, jk, id, status, ttl, now, result)
     if result then
         redis.call('HSET', jk, 'status', status, 'updated', now, 'result', result)
@@ -110,7 +110,7 @@ return ids
 # set to queued, and a cancellation before delivery deletes it. A job is running exactly
 # while its entry is delivered and unacknowledged, which is what the INFO script reads.
 _ADMIT = (
-    _FINISH
+    FINISH
     + """
 local function admit(stream, group, base, entries, redelivered, now, ttl, out)
     for _, e in ipairs(entries) do
@@ -185,7 +185,7 @@ return out
 )
 
 SETTLE = (
-    _FINISH
+    FINISH
     + _QUEUE
     + """
 local function mine(stream, group, entry, consumer)
@@ -282,7 +282,7 @@ return renewed
 """
 
 CANCEL = (
-    _FINISH
+    FINISH
     + """
 -- KEYS: stream, scheduled. ARGV: base, id, now, ttl_ms, cancel channel, group.
 -- Returns 1 if the job will not run (again), 0 if it had already finished or is unknown.
