@@ -192,7 +192,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        """Delete the given entries (all with None); return how many were deleted."""
+        """Delete the oldest entry of each given job id (every entry with None); return how
+        many were deleted. Only the oldest: a replayed job that died again meanwhile has a
+        newer entry, which the replay's own purge must leave alone."""
 
     @abc.abstractmethod
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None: ...

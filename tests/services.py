@@ -6,14 +6,18 @@ tests would pass without proving anything. Elsewhere the test is skipped with th
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+import re
 import shutil
+import subprocess
 
 import pytest
 import redis
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
 def _missing(what: str, exc: Exception) -> None:
@@ -37,6 +41,65 @@ def require_redis() -> None:
     error = _redis_error()
     if error is not None:
         _missing("Redis at 127.0.0.1:6379", error)
+
+
+@functools.cache
+def _rabbitmq_error() -> Exception | None:
+    import aio_pika
+
+    async def connect() -> None:
+        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+        await connection.close()
+
+    try:
+        asyncio.run(connect())
+    except Exception as exc:  # any failure to connect means the broker is not usable
+        return exc
+    return None
+
+
+def require_rabbitmq() -> None:
+    error = _rabbitmq_error()
+    if error is not None:
+        _missing("RabbitMQ at 127.0.0.1:5672", error)
+
+
+def require_rabbitmq_and_redis() -> None:
+    """What the AMQP backend needs: RabbitMQ for the jobs, Redis for their records."""
+    require_rabbitmq()
+    require_redis()
+
+
+def delete_amqp_entities(pattern: str) -> None:
+    """Delete the queues and exchanges whose names match ``pattern`` (a regex), through
+    rabbitmqctl; tests name theirs with a unique prefix, so this removes only theirs."""
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        return
+    names = re.compile(pattern)
+    for kind in ("queue", "exchange"):
+        listed = subprocess.run(
+            [rabbitmqctl, "-q", f"list_{kind}s", "name"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        doomed = [n for n in listed if names.match(n)]
+        if doomed:
+            asyncio.run(_delete(kind, doomed))
+
+
+async def _delete(kind: str, names: list[str]) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        for name in names:
+            if kind == "queue":
+                await channel.queue_delete(name)
+            else:
+                await channel.exchange_delete(name)
 
 
 def require_redis_server() -> str:

@@ -427,7 +427,11 @@ class RedisBackend(Backend):
             start = "-"
             while True:
                 page: Any = await self.client.xrange(dead, start, "+", count=1000)
-                doomed += [entry for entry, fields in page if fields.get(b"id") in wanted]
+                for entry, fields in page:
+                    job_id = fields.get(b"id")
+                    if job_id in wanted:
+                        wanted.discard(job_id)  # the oldest entry of each job only
+                        doomed.append(entry)
                 if len(page) < 1000:
                     break
                 start = f"({page[-1][0].decode()}"

@@ -13,7 +13,14 @@ from asyncq.backend import Outcome, Settlement
 from asyncq.errors import ErrorInfo
 from asyncq.records import DeadLetter, JobInfo, JobStatus, WorkerInfo
 
-__all__ = ["dead_letter", "job_info", "settle_args", "worker_from_json", "worker_to_json"]
+__all__ = [
+    "dead_letter",
+    "error_to_json",
+    "job_info",
+    "settle_args",
+    "worker_from_json",
+    "worker_to_json",
+]
 
 
 def settle_args(s: Settlement) -> list[Any]:
@@ -26,7 +33,7 @@ def settle_args(s: Settlement) -> list[Any]:
         body = d.body
     else:
         body = b""
-    error = _error_to_json(s.error) if s.error is not None else b""
+    error = error_to_json(s.error) if s.error is not None else b""
     eta = repr(s.eta) if s.eta is not None else "0"
     return [outcome.value, d.receipt, d.id, body, s.result or b"", eta, error, s.task]
 
@@ -87,7 +94,7 @@ def worker_from_json(raw: bytes) -> WorkerInfo:
     return WorkerInfo(**data)
 
 
-def _error_to_json(error: ErrorInfo) -> bytes:
+def error_to_json(error: ErrorInfo) -> bytes:
     return orjson.dumps({"type": error.type, "message": error.message, "tb": error.traceback})
 
 

@@ -36,14 +36,24 @@ def redis_url(unique: str, options: Mapping[str, object]) -> str:
     return f"{services.REDIS_URL}{_query({'prefix': unique, **options})}"
 
 
+def amqp_url(unique: str, options: Mapping[str, object]) -> str:
+    # RabbitMQ tracks consumer liveness itself: there is no visibility timeout to set.
+    # Queue names and record keys both start with the unique prefix.
+    kept = {k: v for k, v in options.items() if k != "visibility_timeout"}
+    query = {"records": services.REDIS_URL, "prefix": unique, **kept}
+    return f"{services.AMQP_URL}{_query(query)}"
+
+
 BACKENDS: dict[str, UrlFactory] = {
     "memory": memory_url,
     "redis": redis_url,
+    "amqp": amqp_url,
 }
 
 # What each backend needs running, checked once per session (fails in CI, skips elsewhere).
 REQUIRES: dict[str, Callable[[], None]] = {
     "redis": services.require_redis,
+    "amqp": services.require_rabbitmq_and_redis,
 }
 
 FAST_BACKOFF = asyncq.Backoff(base=0.01, cap=0.05)
@@ -74,8 +84,16 @@ def broker(request: pytest.FixtureRequest, unique: str) -> Iterator[Broker]:
     if name in REQUIRES:
         REQUIRES[name]()
     yield Broker(name, unique, BACKENDS[name])
-    if name == "redis":
+    if name in ("redis", "amqp"):
         services.delete_redis_keys(unique)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _delete_test_queues() -> Iterator[None]:
+    """RabbitMQ queues cannot be listed by prefix without rabbitmqctl (about a second a
+    call), so the contract tests' queues go once, at the end of the session."""
+    yield
+    services.delete_amqp_entities(r"t[0-9a-f]{12}\.")
 
 
 @pytest.fixture

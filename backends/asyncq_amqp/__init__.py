@@ -1,0 +1,18 @@
+"""asyncq's AMQP 0-9-1 backend for RabbitMQ:
+``asyncq.App("amqp://guest:guest@127.0.0.1:5672/%2F?records=redis://127.0.0.1:6379/0")``.
+
+RabbitMQ carries the jobs; job records (results, status, idempotency keys, cancellation,
+worker heartbeats) live in Redis, named by the required ``records`` option, because AMQP
+has no store to look a job up in.
+
+URL options (query string): ``records`` (a Redis URL; required), ``prefix`` (default
+``asyncq``), ``queue_type`` (``classic`` or ``quorum``), ``result_ttl`` (seconds, default
+86400), ``max_length`` (bound each work queue; a publish beyond it fails with
+``QueueFull``), ``publish_timeout`` (seconds, default 30). Needs RabbitMQ 3.10 or newer and
+``pip install 'asyncq[amqp]'``.
+"""
+
+from .backend import AmqpBackend, QueueFull
+from .settings import AmqpSettings
+
+__all__ = ["AmqpBackend", "AmqpSettings", "QueueFull"]

@@ -1,0 +1,783 @@
+"""asyncq on RabbitMQ (AMQP 0-9-1, aio-pika): durable work queues with late acks and
+publisher confirms, delays through TTL wait queues (see topology.py), a dead-letter queue
+per queue, and job records in Redis (see records.py).
+
+Producing: the job's record is stored (which claims its idempotency key), then its
+message is published with a confirm; a batch waits for all its confirms at once. A
+message the broker refuses is taken back out of the records and reported.
+
+Consuming: one consumer per queue on a channel whose ``basic.qos`` prefetch equals the
+worker's slots, so RabbitMQ never hands a worker more unacknowledged jobs than it can hold.
+Deliveries wait in a buffer until the worker's fetch takes them; a fetch admits them in
+one Redis round trip, which drops copies of jobs that already ended. Acknowledgements go
+out after the handler finished, as one ``multiple`` ack for each run of settled delivery
+tags. A retry or dead-letter is published (and confirmed) before the delivery is acked, so
+a crash in between duplicates a job at worst and never loses it. RabbitMQ itself returns a
+lost worker's unacknowledged jobs to the queue the moment its connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Self, cast
+
+import aio_pika
+import aiormq
+import anyio
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from aiormq.abc import DeliveredMessage
+from pamqp import commands as spec
+from pamqp.common import FieldTable
+
+from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement, redact_url
+from asyncq.errors import BrokerError, BrokerUnavailable, ConfigurationError, ErrorInfo
+from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
+
+from .records import Admission, RecordStore
+from .settings import AmqpSettings
+from .topology import Names, next_wait, queue_arguments
+
+__all__ = ["AmqpBackend", "QueueFull"]
+
+log = logging.getLogger("asyncq.amqp")
+
+_PERSISTENT = 2
+
+
+class QueueFull(BrokerError):
+    """RabbitMQ refused a publish: the queue is at its ``max_length`` (or a policy's)."""
+
+
+class _Receipt:
+    """Where a delivery came from, to acknowledge it on the same channel."""
+
+    __slots__ = ("attempt", "channel", "tag")
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel, tag: int, attempt: int) -> None:
+        self.channel = channel
+        self.tag = tag
+        self.attempt = attempt
+
+
+class _Acks:
+    """Unacknowledged delivery tags of one channel, in delivery order.
+
+    Settled tags at the front are acknowledged together with one ``multiple`` ack; a tag
+    settled behind an unsettled one is acknowledged on its own, so a long job never holds
+    back the acks (and so the prefetch window) of the quick ones after it.
+    """
+
+    __slots__ = ("channel", "settled")
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self.settled: dict[int, bool] = {}
+
+    def delivered(self, tag: int) -> None:
+        self.settled[tag] = False
+
+    def ack(self, tags: Sequence[int]) -> list[tuple[int, bool]]:
+        """Mark ``tags`` settled; return the (tag, multiple) acks to send."""
+        settled = self.settled
+        for tag in tags:
+            if tag in settled:
+                settled[tag] = True
+        front = 0
+        for tag, done in settled.items():
+            if not done:
+                break
+            front = tag
+        acks: list[tuple[int, bool]] = []
+        if front:
+            for tag in [t for t in settled if t <= front]:
+                del settled[tag]
+            acks.append((front, True))
+        for tag in tags:
+            if settled.pop(tag, False):
+                acks.append((tag, False))
+        return acks
+
+
+class AmqpBackend(Backend):
+    """The asyncq contract on RabbitMQ (3.10 or newer), job records in Redis."""
+
+    system = "rabbitmq"
+    lease_renewal_interval = None  # RabbitMQ holds a delivery for as long as its channel lives
+
+    def __init__(self, settings: AmqpSettings) -> None:
+        self.settings = settings
+        self.names = Names(settings.prefix)
+        self.records = RecordStore(
+            settings.records, prefix=f"{settings.prefix}:amqp", result_ttl=settings.result_ttl
+        )
+        self._where = redact_url(settings.connection_url)
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractRobustChannel | None = None
+        self._consumer: AbstractRobustChannel | None = None
+        self._declared: set[str] = set()
+        self._waits: set[int] = set()
+        self._declaring = anyio.Lock()
+        self._consuming: list[str] = []
+        self._consumer_tags: dict[str, str] = {}
+        self._prefetch = 0
+        self._buffer: deque[tuple[str, DeliveredMessage]] = deque()
+        self._arrived = asyncio.Event()
+        self._acks: dict[int, _Acks] = {}
+        self._stopped_consuming = False
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        return cls(AmqpSettings.from_url(url))
+
+    # -- connection ------------------------------------------------------------------------
+    async def connect(self) -> None:
+        await self.records.connect()
+        with self._errors("connecting"):
+            self._connection = await aio_pika.connect_robust(
+                self.settings.connection_url, timeout=10, reconnect_interval=0.5
+            )
+            self._publisher = await self._connection.channel(publisher_confirms=True)
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        self._publisher = self._consumer = None
+        self._declared.clear()
+        self._waits.clear()
+        self._consuming.clear()
+        self._consumer_tags.clear()
+        self._buffer.clear()
+        self._acks.clear()
+        self._prefetch = 0
+        self._stopped_consuming = False
+        try:
+            if connection is not None:
+                # Closing returns every unacknowledged delivery (prefetched, not started)
+                # to its queue.
+                await connection.close()
+        finally:
+            await self.records.close()
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Map aio-pika's and aiormq's exceptions to asyncq's at the boundary."""
+        try:
+            yield
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise ConfigurationError(
+                f"RabbitMQ refused a declaration {action} ({exc}); a queue of that name "
+                "exists with other arguments (queue_type, max_length?): delete it or use "
+                "another prefix"
+            ) from exc
+        except (
+            aiormq.exceptions.AMQPConnectionError,
+            aiormq.exceptions.ChannelInvalidStateError,
+            ConnectionError,
+            OSError,
+        ) as exc:
+            raise BrokerUnavailable(
+                f"RabbitMQ at {self._where} unreachable {action}: {exc}"
+            ) from exc
+        except aiormq.exceptions.AMQPError as exc:
+            raise BrokerError(f"RabbitMQ failed {action}: {exc}") from exc
+        except TimeoutError as exc:
+            raise BrokerUnavailable(
+                f"RabbitMQ at {self._where} did not answer {action} in time"
+            ) from exc
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BrokerError("the AMQP backend is not connected: open the App first")
+        return self._connection
+
+    @property
+    def publisher(self) -> AbstractRobustChannel:
+        if self._publisher is None:
+            raise BrokerError("the AMQP backend is not connected: open the App first")
+        return self._publisher
+
+    # -- topology --------------------------------------------------------------------------
+    async def _declare(self, queues: Sequence[str]) -> None:
+        """Declare the queues' work, dead-letter and delayed queues (once per process)."""
+        if all(q in self._declared for q in queues):
+            return
+        s, names = self.settings, self.names
+        async with self._declaring:
+            for q in queues:
+                if q in self._declared:
+                    continue
+                channel = self.publisher
+                work = queue_arguments(s.queue_type, max_length=s.max_length)
+                await channel.declare_queue(names.work(q), durable=True, arguments=work)
+                plain = queue_arguments(s.queue_type)
+                await channel.declare_queue(names.dead(q), durable=True, arguments=plain)
+                await channel.declare_queue(names.delayed(q), durable=True, arguments=plain)
+                self._declared.add(q)
+
+    async def _declare_wait(self, ms: int) -> None:
+        if ms in self._waits:
+            return
+        async with self._declaring:
+            if ms in self._waits:
+                return
+            name = self.names.wait(ms)
+            channel = self.publisher
+            exchange = await channel.declare_exchange(
+                name, aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            args = queue_arguments(self.settings.queue_type, ttl_ms=ms)
+            queue = await channel.declare_queue(name, durable=True, arguments=args)
+            await queue.bind(exchange)
+            self._waits.add(ms)
+
+    # -- publishing ------------------------------------------------------------------------
+    async def _route(self, queue: str, eta: float | None) -> tuple[str, str]:
+        """(exchange, routing key) for a job of ``queue`` due at ``eta``: its work queue
+        if due, else the first wait of its delay."""
+        work = self.names.work(queue)
+        if eta is None:
+            return "", work
+        remaining = eta - time.time()
+        if remaining <= 0:
+            return "", work
+        ms, last = next_wait(remaining)
+        await self._declare_wait(ms)
+        return self.names.wait(ms), work if last else self.names.delayed(queue)
+
+    async def _publish(
+        self, messages: Sequence[tuple[str, str, bytes, spec.Basic.Properties]]
+    ) -> list[BaseException | None]:
+        """Publish and wait for every confirm at once; per message, None or why it failed."""
+        if not messages:
+            return []
+        with anyio.fail_after(self.settings.publish_timeout):
+            # The concrete channel: its publish can skip waiting for the socket to drain.
+            channel = cast(aiormq.Channel, await self.publisher.get_underlay_channel())
+            sends = [
+                channel.basic_publish(
+                    body, exchange=exchange, routing_key=key, properties=props, wait=False
+                )
+                for exchange, key, body, props in messages
+            ]
+            if len(sends) == 1:
+                replies: list[Any] = [await _settled(sends[0])]
+            else:
+                replies = await asyncio.gather(*map(_settled, sends))
+        return [self._refusal(r) for r in replies]
+
+    def _refusal(self, reply: Any) -> BaseException | None:
+        if reply is None or isinstance(reply, spec.Basic.Ack):
+            return None
+        if isinstance(reply, aiormq.exceptions.DeliveryError):
+            limit = self.settings.max_length
+            bound = f" (max_length={limit})" if limit else ""
+            return QueueFull(f"RabbitMQ refused the job: its queue is full{bound}")
+        if isinstance(reply, BaseException):
+            return reply
+        return BrokerError(f"RabbitMQ did not confirm a publish: {reply!r}")
+
+    @staticmethod
+    def _properties(
+        job_id: str,
+        *,
+        attempt: int = 1,
+        eta: float | None = None,
+        headers: FieldTable | None = None,
+    ) -> spec.Basic.Properties:
+        table: FieldTable = dict(headers) if headers else {}
+        if attempt != 1:
+            table["x-attempt"] = attempt
+        if eta is not None:
+            # Whole milliseconds: AMQP tables may carry floats as single precision, far too
+            # coarse for an epoch time.
+            table["x-eta-ms"] = math.ceil(eta * 1000)
+        return spec.Basic.Properties(
+            delivery_mode=_PERSISTENT,
+            message_id=job_id,
+            content_type="application/json",
+            headers=table or None,
+        )
+
+    # -- producing -------------------------------------------------------------------------
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
+        with self._errors("declaring queues"):
+            await self._declare(sorted({e.queue for e in envelopes}))
+        decided = await self.records.enqueue(envelopes)
+        todo = [env for env, (_, publish) in zip(envelopes, decided, strict=True) if publish]
+        with self._errors("enqueueing"):
+            messages = []
+            for env in todo:
+                exchange, key = await self._route(env.queue, env.eta)
+                props = self._properties(env.id, eta=env.eta)
+                messages.append((exchange, key, env.body, props))
+            try:
+                failures = await self._publish(messages)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._forget(todo)
+                raise
+        refused = [env for env, failure in zip(todo, failures, strict=True) if failure]
+        if refused:
+            await self._forget(refused)
+            first = next(f for f in failures if f is not None)
+            if len(envelopes) > 1:
+                raise type(first)(f"{first} ({len(refused)} of {len(envelopes)} jobs refused)")
+            raise first
+        return [job_id for job_id, _ in decided]
+
+    async def _forget(self, envelopes: Sequence[Envelope]) -> None:
+        by_queue: dict[str, list[str]] = {}
+        for env in envelopes:
+            by_queue.setdefault(env.queue, []).append(env.id)
+        for q, ids in by_queue.items():
+            await self.records.forget(q, ids)
+
+    # -- consuming -------------------------------------------------------------------------
+    async def fetch(
+        self, queues: Sequence[str], limit: int, *, timeout: float | None
+    ) -> list[Delivery]:
+        with self._errors("starting to consume"):
+            await self._consume(queues, limit)
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        while True:
+            if not self._buffer:
+                if deadline is not None and anyio.current_time() >= deadline:
+                    return []
+                self._arrived.clear()
+                with anyio.move_on_after(
+                    None if deadline is None else deadline - anyio.current_time()
+                ):
+                    await self._arrived.wait()
+                # Deliveries that came in one read are handed over one task each: let the
+                # rest of the burst land, so one fetch takes them together.
+                seen = -1
+                while seen != len(self._buffer) < limit:
+                    seen = len(self._buffer)
+                    await asyncio.sleep(0)
+                continue
+            # Admitted deliveries are this worker's: a cancellation must not drop them.
+            # What arrived while one batch was admitted joins the same fetch.
+            deliveries: list[Delivery] = []
+            with anyio.CancelScope(shield=True):
+                while self._buffer and len(deliveries) < limit:
+                    count = min(limit - len(deliveries), len(self._buffer))
+                    deliveries += await self._admit([self._buffer.popleft() for _ in range(count)])
+            if deliveries:
+                return deliveries
+
+    async def _consume(self, queues: Sequence[str], limit: int) -> None:
+        if self._consumer is None:
+            self._consumer = await self.connection.channel(publisher_confirms=False)
+            self._consumer.reopen_callbacks.add(self._on_reopen)
+        if self._stopped_consuming:  # a worker stopped, and another starts on this App
+            self._stopped_consuming = False
+            self._consuming.clear()
+            self._consumer_tags.clear()
+        if limit > self._prefetch:
+            # The first fetch asks for every slot: that is the window RabbitMQ may fill.
+            self._prefetch = limit
+            await self._consumer.set_qos(prefetch_count=limit)
+        new = [q for q in queues if q not in self._consuming]
+        if new:
+            await self._declare(new)
+            await self.records.register(new)
+            channel = await self._consumer.get_underlay_channel()
+            for q in new:
+                await self._start_consumer(channel, q)
+                self._consuming.append(q)
+
+    async def _start_consumer(self, channel: aiormq.abc.AbstractChannel, queue: str) -> None:
+        # Known before the first delivery, which may be handled before ConsumeOk is.
+        tag = f"asyncq.{queue}.{os.urandom(6).hex()}"
+        self._consumer_tags[tag] = queue
+        await channel.basic_consume(self.names.work(queue), self._on_message, consumer_tag=tag)
+
+    async def _on_reopen(self, channel: AbstractRobustChannel | None, /) -> None:
+        """The consumer channel came back after a lost connection: what it had delivered
+        went back to the queues with it, so start over."""
+        self._buffer.clear()
+        self._acks.clear()
+        self._consumer_tags.clear()
+        if self._stopped_consuming or channel is None:
+            return
+        underlay = await channel.get_underlay_channel()
+        for q in self._consuming:
+            await self._start_consumer(underlay, q)
+        log.info("consuming again from %s after a reconnect", ",".join(self._consuming))
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        delivery = message.delivery
+        assert isinstance(delivery, spec.Basic.Deliver)
+        queue = self._consumer_tags.get(delivery.consumer_tag or "")
+        if queue is None:
+            return  # from a consumer of before a reconnect: RabbitMQ has taken it back
+        channel = message.channel
+        acks = self._acks.get(id(channel))
+        if acks is None or acks.channel is not channel:
+            acks = self._acks[id(channel)] = _Acks(channel)
+        acks.delivered(delivery.delivery_tag or 0)
+        self._buffer.append((queue, message))
+        self._arrived.set()
+
+    async def _admit(self, taken: Sequence[tuple[str, DeliveredMessage]]) -> list[Delivery]:
+        by_queue: dict[str, list[tuple[str, int, bool]]] = {}
+        candidates: list[tuple[str, str, DeliveredMessage, int]] = []
+        for q, message in taken:
+            props = message.header.properties
+            headers = props.headers or {}
+            attempt = headers.get("x-attempt", 1)
+            if not isinstance(attempt, int):
+                attempt = 1
+            tag = message.delivery.delivery_tag  # type: ignore[union-attr]
+            job_id = props.message_id or f"amqp-{q}-{tag}"
+            redelivered = bool(message.delivery.redelivered)  # type: ignore[union-attr]
+            by_queue.setdefault(q, []).append((job_id, attempt, redelivered))
+            candidates.append((q, job_id, message, attempt))
+        try:
+            verdicts = await self.records.start(list(by_queue.items()))
+        except BrokerError:
+            # Not admitted: give them back so nothing sits unseen in this worker's buffer.
+            for item in reversed(taken):
+                self._buffer.appendleft(item)
+            raise
+        # START answered per queue in the order given; match the answers up the same way.
+        order = {q: i for i, q in enumerate(by_queue)}
+        ranked = sorted(range(len(candidates)), key=lambda i: order[candidates[i][0]])
+        deliveries, skipped = [], []
+        for verdict, i in zip(verdicts, ranked, strict=True):
+            q, job_id, message, attempt = candidates[i]
+            tag = message.delivery.delivery_tag  # type: ignore[union-attr]
+            receipt = _Receipt(message.channel, tag or 0, attempt)
+            if verdict == Admission.SKIP:
+                skipped.append(receipt)
+            else:
+                redelivered = verdict == Admission.RUN_REDELIVERED
+                deliveries.append(Delivery(job_id, q, message.body, receipt, redelivered))
+        if skipped:
+            self._ack(skipped)
+        return deliveries
+
+    def _ack(self, receipts: Sequence[_Receipt]) -> None:
+        by_channel: dict[int, list[int]] = {}
+        for r in receipts:
+            by_channel.setdefault(id(r.channel), []).append(r.tag)
+        for key, tags in by_channel.items():
+            acks = self._acks.get(key)
+            if acks is None or acks.channel.is_closed:
+                continue  # the channel is gone, and its deliveries went back to the queue
+            for tag, multiple in acks.ack(tags):
+                self._send(acks.channel.basic_ack(tag, multiple=multiple, wait=False))
+
+    def _send(self, frame: Any) -> None:
+        # aiormq's ack is a coroutine that only queues the frame; run it to that point.
+        task = asyncio.ensure_future(frame)
+        task.add_done_callback(_log_failure)
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        live: list[Settlement] = []
+        stale: list[Settlement] = []
+        for s in settlements:
+            receipt: _Receipt = s.delivery.receipt
+            (stale if receipt.channel.is_closed else live).append(s)
+        # A delivery whose channel closed is back in its queue and may run elsewhere: only
+        # its success is worth recording (the copy will then be skipped).
+        stale_done = [s for s in stale if s.outcome is Outcome.SUCCEEDED]
+        if any(s.outcome is Outcome.RELEASE for s in live):
+            await self._stop_consuming()
+        with self._errors("settling jobs"):
+            messages, owners = [], []
+            for s in live:
+                d = s.delivery
+                if s.outcome is Outcome.RETRY:
+                    attempt = s.attempt + 1
+                    exchange, key = await self._route(d.queue, s.eta)
+                    props = self._properties(d.id, attempt=attempt, eta=s.eta)
+                    messages.append((exchange, key, s.retry_body or b"", props))
+                    owners.append(s)
+                elif s.outcome is Outcome.DEAD:
+                    messages.append(self._dead_message(s))
+                    owners.append(s)
+            failures = await self._publish(messages)
+        failed = {id(s) for s, f in zip(owners, failures, strict=True) if f is not None}
+        if failed:
+            log.error("RabbitMQ refused %d retry/dead-letter publish(es)", len(failed))
+        recorded = [s for s in live if id(s) not in failed] + stale_done
+        if recorded:
+            await self.records.settle(recorded)
+        releases = [s.delivery.receipt for s in live if s.outcome is Outcome.RELEASE]
+        acked = [
+            s.delivery.receipt
+            for s in live
+            if id(s) not in failed and s.outcome is not Outcome.RELEASE
+        ]
+        self._ack(acked)
+        if releases:
+            self._requeue(releases)
+        if failed:
+            raise BrokerError(f"RabbitMQ refused {len(failed)} retry/dead-letter publish(es)")
+
+    def _requeue(self, receipts: Sequence[_Receipt]) -> None:
+        """Give deliveries back to the front of their queue (a graceful shutdown). The
+        record says queued again, so the next delivery is not taken for a lost worker's."""
+        for r in receipts:
+            acks = self._acks.get(id(r.channel))
+            if acks is None or r.channel.is_closed:
+                continue
+            acks.settled.pop(r.tag, None)
+            self._send(r.channel.basic_nack(r.tag, multiple=False, requeue=True, wait=False))
+
+    async def _stop_consuming(self) -> None:
+        """Cancel the consumers, so released jobs are not delivered to this worker again."""
+        if self._stopped_consuming or self._consumer is None:
+            return
+        self._stopped_consuming = True
+        channel = await self._consumer.get_underlay_channel()
+        for tag in list(self._consumer_tags):
+            try:
+                await channel.basic_cancel(tag)
+            except aiormq.exceptions.AMQPError as exc:
+                log.debug("could not cancel consumer %s: %s", tag, exc)
+
+    def _dead_message(self, s: Settlement) -> tuple[str, str, bytes, spec.Basic.Properties]:
+        d, error = s.delivery, s.error or ErrorInfo("Unknown", "")
+        now = time.time()
+        headers: FieldTable = {
+            "x-task": s.task,
+            "x-error-type": error.type,
+            "x-error-message": error.message,
+            "x-error-traceback": error.traceback,
+            "x-died-ms": round(now * 1000),
+            "x-cursor": f"{time.time_ns():020d}-{d.id}",
+        }
+        props = self._properties(d.id, attempt=d.receipt.attempt, headers=headers)
+        return "", self.names.dead(d.queue), d.body, props
+
+    async def maintain(self, queues: Sequence[str]) -> None:
+        """Pass delayed jobs between waits: each message in ``<queue>.delayed`` goes on to
+        the next wait of its delay (or to the work queue, once due)."""
+        with self._errors("declaring queues"):
+            await self._declare(queues)
+            channel = await self.connection.channel(publisher_confirms=False)
+        try:
+            await channel.set_qos(prefetch_count=100)
+            for q in queues:
+                queue = await channel.declare_queue(
+                    self.names.delayed(q),
+                    durable=True,
+                    arguments=queue_arguments(self.settings.queue_type),
+                )
+                await queue.consume(self._make_hop(q))
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if not channel.is_closed:
+                    await channel.close()
+
+    def _make_hop(self, queue: str) -> Callable[[AbstractIncomingMessage], Any]:
+        async def hop(message: AbstractIncomingMessage) -> None:
+            headers = dict(message.headers or {})
+            raw_eta = headers.get("x-eta-ms")
+            eta = raw_eta / 1000 if isinstance(raw_eta, int) else None
+            headers.pop("x-death", None)  # RabbitMQ's record of the waits so far
+            try:
+                with self._errors("moving a delayed job"):
+                    exchange, key = await self._route(queue, eta)
+                    props = spec.Basic.Properties(
+                        delivery_mode=_PERSISTENT,
+                        message_id=message.message_id,
+                        content_type=message.content_type,
+                        headers=headers or None,
+                    )
+                    (failure,) = await self._publish([(exchange, key, message.body, props)])
+                if failure is not None:
+                    raise failure
+                await message.ack()
+            except (BrokerError, aiormq.exceptions.AMQPError) as exc:
+                log.warning("moving delayed job %s failed, will retry: %s", message.message_id, exc)
+                if not message.channel.is_closed:
+                    await message.nack(requeue=True)
+
+        return hop
+
+    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
+        await self.records.watch_cancellations(on_cancel)
+
+    # -- job records -----------------------------------------------------------------------
+    async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
+        return await self.records.job_info(job_id, queue)
+
+    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
+        return await self.records.wait_finished(job_id, queue, timeout)
+
+    async def cancel(self, job_id: str, queue: str) -> bool:
+        return await self.records.cancel(job_id, queue)
+
+    # -- operations ------------------------------------------------------------------------
+    async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        if queues is None:
+            queues = await self.records.queues()
+        counts = await self.records.counts(queues)
+        with self._errors("reading queue depths"):
+            depths = await self._depths([n for q in queues for n in self._depth_names(q)])
+        # RabbitMQ counts only ready messages; those delivered to this process and not yet
+        # taken by its worker are pending too. (Another process holds such messages only
+        # briefly: its prefetch window never exceeds its free slots.)
+        buffered = Counter(q for q, _ in self._buffer)
+        return [
+            QueueStats(q, depths[2 * i] + buffered[q], scheduled, running, depths[2 * i + 1])
+            for i, (q, (scheduled, running)) in enumerate(zip(queues, counts, strict=True))
+        ]
+
+    def _depth_names(self, queue: str) -> tuple[str, str]:
+        return self.names.work(queue), self.names.dead(queue)
+
+    async def _depths(self, names: Sequence[str]) -> list[int]:
+        """Ready messages per queue, 0 for a queue that does not exist. A passive declare
+        of a missing queue closes its channel, so these run on a channel of their own."""
+        out: list[int] = []
+        channel = await self.connection.channel(publisher_confirms=False)
+        try:
+            for name in names:
+                if channel.is_closed:
+                    channel = await self.connection.channel(publisher_confirms=False)
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    out.append(0)
+                    continue
+                out.append(queue.declaration_result.message_count or 0)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return out
+
+    async def dead_letters(
+        self, queue: str, *, limit: int = 100, after: str | None = None
+    ) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        with self._errors("listing dead letters"):
+            async with self._browse(queue) as messages:
+                async for message in messages:
+                    letter = _dead_letter(queue, message)
+                    if after is None or letter.cursor > after:
+                        found.append(letter)
+                        if len(found) >= limit:
+                            break
+        return found
+
+    async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        with self._errors("purging dead letters"):
+            if ids is None:
+                channel = await self.connection.channel(publisher_confirms=False)
+                try:
+                    try:
+                        dead = await channel.declare_queue(self.names.dead(queue), passive=True)
+                    except aiormq.exceptions.ChannelNotFoundEntity:
+                        return 0
+                    ok = await dead.purge()
+                    return int(ok.message_count or 0)
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+            wanted, count = set(ids), 0
+            async with self._browse(queue) as messages:
+                async for message in messages:
+                    if message.message_id in wanted:
+                        wanted.discard(message.message_id)  # the oldest entry of each job only
+                        await message.ack()
+                        count += 1
+            return count
+
+    def _browse(self, queue: str) -> _Browse:
+        return _Browse(self, self.names.dead(queue))
+
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        await self.records.heartbeat(worker, ttl)
+
+    async def deregister(self, worker_id: str) -> None:
+        await self.records.deregister(worker_id)
+
+    async def workers(self) -> list[WorkerInfo]:
+        return await self.records.workers()
+
+
+class _Browse:
+    """Read a queue from the front without taking anything: every message is fetched
+    unacknowledged and goes back, in its place, when the channel closes. What the reader
+    acknowledges is removed."""
+
+    def __init__(self, backend: AmqpBackend, name: str) -> None:
+        self._backend = backend
+        self._name = name
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+
+    async def __aenter__(self) -> _Browse:
+        self._channel = await self._backend.connection.channel(publisher_confirms=False)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with anyio.CancelScope(shield=True):
+                await channel.close()
+
+    def __aiter__(self) -> _Browse:
+        return self
+
+    async def __anext__(self) -> AbstractIncomingMessage:
+        assert self._channel is not None
+        try:
+            queue = await self._channel.get_queue(self._name, ensure=False)
+            message = await queue.get(no_ack=False, fail=False)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise StopAsyncIteration from None
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+
+def _dead_letter(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
+    headers = message.headers or {}
+
+    def text(name: str) -> str:
+        value = headers.get(name)
+        return value.decode() if isinstance(value, bytes) else str(value or "")
+
+    died = headers.get("x-died-ms")
+    return DeadLetter(
+        id=message.message_id or "",
+        queue=queue,
+        body=message.body,
+        error=ErrorInfo(
+            text("x-error-type") or "Unknown",
+            text("x-error-message"),
+            text("x-error-traceback"),
+        ),
+        died_at=died / 1000 if isinstance(died, int) else 0.0,
+        task=text("x-task"),
+        cursor=text("x-cursor"),
+    )
+
+
+async def _settled(send: Any) -> Any:
+    """The confirm of one publish, or the exception that took its place."""
+    try:
+        return await send
+    except (aiormq.exceptions.DeliveryError, aiormq.exceptions.PublishError) as exc:
+        return exc
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("acknowledgement not sent: %s", task.exception())

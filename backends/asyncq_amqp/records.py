@@ -1,0 +1,460 @@
+"""The AMQP backend's job records, kept in Redis.
+
+RabbitMQ moves messages; it cannot look one up by id, hold a result, or say whether an
+idempotency key is taken. Those live here, one hash per job under
+``<prefix>:amqp:{queue}:job:<id>`` with the same fields as on the Redis backend (so its
+codec reads them), plus ``cancel`` while a cancellation waits for the running worker.
+Per queue, the sets ``:running`` and ``:scheduled`` count what RabbitMQ cannot report
+(unacknowledged and delayed jobs). Every change is one Lua script, atomic on its queue's
+keys, and a batch is one pipelined round trip.
+
+The records also make AMQP's redeliveries safe: a message whose job already ended, or
+that carries an older attempt than the record (a copy left behind by a connection lost
+between a retry's publish and its ack), is acknowledged and skipped instead of run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+from asyncq_redis import codec
+from asyncq_redis.connection import open_client, redis_errors
+from asyncq_redis.heartbeats import Heartbeats
+from asyncq_redis.notifications import Notifications
+from asyncq_redis.scripts import FINISH
+from redis import exceptions as rx
+
+from asyncq.backend import Envelope, Outcome, Settlement, redact_url
+from asyncq.errors import BrokerError
+from asyncq.records import JobInfo, WorkerInfo
+
+__all__ = ["Admission", "RecordStore"]
+
+ENQUEUE = """
+-- KEYS: scheduled. ARGV: base, now, then per job: id, task, eta ('' = now), key ('' = none).
+-- Returns per job {id, publish}: a key already held returns its holder's id and 0; a job
+-- stored anew returns 1. A record that exists already (the same enqueue sent twice, or a
+-- worker that saw the message first) is left as it is.
+local scheduled = KEYS[1]
+local base, now = ARGV[1], ARGV[2]
+local out = {}
+for i = 3, #ARGV, 4 do
+    local id, task, eta, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local existing = false
+    if key ~= '' then
+        local kk = base .. ':key:' .. key
+        existing = redis.call('GET', kk)
+        if not existing then
+            redis.call('SET', kk, id)
+        end
+    end
+    local jk = base .. ':job:' .. id
+    local status = redis.call('HGET', jk, 'status')
+    if existing then
+        table.insert(out, {existing, 0})
+    elseif status and status ~= 'dead' and status ~= 'cancelled' then
+        redis.call('HSETNX', jk, 'task', task)
+        table.insert(out, {id, 0})
+    else
+        if status then
+            redis.call('DEL', jk)  -- a replay: nothing of the dead job's record carries over
+        end
+        if eta ~= '' and tonumber(eta) > tonumber(now) then
+            redis.call('HSET', jk, 'status', 'scheduled', 'task', task, 'attempt', 1, 'eta', eta,
+                'updated', now)
+            redis.call('SADD', scheduled, id)
+        else
+            redis.call('HSET', jk, 'status', 'queued', 'task', task, 'attempt', 1, 'updated', now)
+        end
+        if key ~= '' then
+            redis.call('HSET', jk, 'key', key)
+        end
+        table.insert(out, {id, 1})
+    end
+end
+return out
+"""
+
+FORGET = """
+-- KEYS: scheduled. ARGV: base, ids... Undo ENQUEUE for jobs the broker refused: their
+-- records and key claims go, as if they had never been enqueued.
+local base = ARGV[1]
+for i = 2, #ARGV do
+    local id = ARGV[i]
+    local jk = base .. ':job:' .. id
+    local key = redis.call('HGET', jk, 'key')
+    if key and redis.call('GET', base .. ':key:' .. key) == id then
+        redis.call('DEL', base .. ':key:' .. key)
+    end
+    redis.call('DEL', jk)
+    redis.call('SREM', KEYS[1], id)
+end
+return 1
+"""
+
+START = (
+    FINISH
+    + """
+-- KEYS: scheduled, running. ARGV: base, now, ttl_ms, then per delivery: id, attempt,
+-- redelivered (0/1). Returns per delivery 0 (skip: acknowledge it, do not run), 1 (run)
+-- or 2 (run; an earlier delivery's worker was lost while running it).
+local scheduled, running = KEYS[1], KEYS[2]
+local base, now, ttl = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 4, #ARGV, 3 do
+    local id, attempt, redelivered = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+    local jk = base .. ':job:' .. id
+    local state = redis.call('HMGET', jk, 'status', 'cancel', 'attempt')
+    local status = state[1]
+    local verdict = 1
+    if status == 'succeeded' or status == 'dead' or status == 'cancelled' then
+        verdict = 0
+    elseif state[3] and attempt < tonumber(state[3]) then
+        verdict = 0  -- a stale copy of an attempt that already failed
+    elseif state[2] then
+        finish(base, jk, id, 'cancelled', ttl, now)
+        redis.call('SREM', running, id)
+        verdict = 0
+    elseif status == 'running' and redelivered == '1' then
+        verdict = 2
+    end
+    if verdict ~= 0 then
+        redis.call('HSET', jk, 'status', 'running', 'updated', now)
+        redis.call('HDEL', jk, 'eta')
+        redis.call('SADD', running, id)
+        redis.call('SREM', scheduled, id)
+    end
+    table.insert(out, verdict)
+end
+return out
+"""
+)
+
+SETTLE = (
+    FINISH
+    + """
+-- KEYS: scheduled, running. ARGV: base, now, ttl_ms, then per delivery: outcome, id,
+-- result, eta, error, task, next attempt (empty strings where unused).
+local scheduled, running = KEYS[1], KEYS[2]
+local base, now, ttl = ARGV[1], ARGV[2], ARGV[3]
+for i = 4, #ARGV, 7 do
+    local outcome, id, result, eta, err, task, attempt = unpack(ARGV, i, i + 6)
+    local jk = base .. ':job:' .. id
+    redis.call('SREM', running, id)
+    if task ~= '' then
+        redis.call('HSETNX', jk, 'task', task)
+    end
+    if outcome == 'succeeded' then
+        finish(base, jk, id, 'succeeded', ttl, now, result)
+    elseif outcome == 'retry' then
+        -- The attempt is set, not incremented: settling the same batch twice is harmless.
+        redis.call('HSET', jk, 'attempt', attempt, 'error', err, 'updated', now)
+        if tonumber(eta) > tonumber(now) then
+            redis.call('HSET', jk, 'status', 'failed', 'eta', eta)
+            redis.call('SADD', scheduled, id)
+        else
+            redis.call('HSET', jk, 'status', 'queued')
+        end
+    elseif outcome == 'dead' then
+        redis.call('HSET', jk, 'error', err)
+        finish(base, jk, id, 'dead', ttl, now)
+    elseif outcome == 'cancelled' then
+        finish(base, jk, id, 'cancelled', ttl, now)
+    elseif outcome == 'release' then
+        if redis.call('HGET', jk, 'status') == 'running' then
+            redis.call('HSET', jk, 'status', 'queued', 'updated', now)
+        end
+    end
+end
+return 1
+"""
+)
+
+CANCEL = (
+    FINISH
+    + """
+-- KEYS: scheduled. ARGV: base, id, now, ttl_ms, cancel channel.
+-- Returns 1 if the job will not run (again), 0 if it had already finished or is unknown.
+-- A queued or delayed job's message stays in RabbitMQ; the worker that receives it finds
+-- the record cancelled and drops it.
+local base, id, now, ttl, channel = unpack(ARGV)
+local jk = base .. ':job:' .. id
+local status = redis.call('HGET', jk, 'status')
+if not status or status == 'succeeded' or status == 'dead' or status == 'cancelled' then
+    return 0
+end
+if status == 'running' then
+    redis.call('HSET', jk, 'cancel', 1)
+    redis.call('PUBLISH', channel, id)
+    return 1
+end
+redis.call('SREM', KEYS[1], id)
+finish(base, jk, id, 'cancelled', ttl, now)
+return 1
+"""
+)
+
+_SCRIPTS = {
+    "ENQUEUE": ENQUEUE,
+    "FORGET": FORGET,
+    "START": START,
+    "SETTLE": SETTLE,
+    "CANCEL": CANCEL,
+}
+_CHUNK = 200  # jobs per script call, so no single call stalls Redis for long
+
+
+class _QueueKeys:
+    __slots__ = ("base", "done_prefix", "running", "scheduled")
+
+    def __init__(self, prefix: str, queue: str) -> None:
+        self.base = f"{prefix}:{{{queue}}}"
+        self.scheduled = f"{self.base}:scheduled"
+        self.running = f"{self.base}:running"
+        self.done_prefix = f"{self.base}:done:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.base}:job:{job_id}"
+
+
+class Admission:
+    """What START decided for one delivery."""
+
+    SKIP = 0
+    RUN = 1
+    RUN_REDELIVERED = 2
+
+
+class RecordStore:
+    """Job records, queue counters, cancellation requests and heartbeats in Redis."""
+
+    def __init__(self, url: str, *, prefix: str, result_ttl: float) -> None:
+        self._url = url
+        self._where = redact_url(url)
+        self._prefix = prefix
+        self._ttl_ms = max(int(result_ttl * 1000), 1)
+        self._client: aioredis.Redis | None = None
+        self._notifications: Notifications | None = None
+        self._shas: dict[str, str] = {}
+        self._keys: dict[str, _QueueKeys] = {}
+        self._queues_key = f"{prefix}:queues"
+        self._known_queues: set[str] = set()
+        self._cancel_channel = f"{prefix}:cancel"
+        self._heartbeats = Heartbeats(prefix)
+
+    # -- connection ------------------------------------------------------------------------
+    async def connect(self) -> None:
+        self._client = open_client(self._url, max_connections=64)
+        self._notifications = Notifications(self._client)
+        with self.errors("connecting to the record store"):
+            await self._client.ping()
+            await self._load_scripts()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        notifications, self._notifications = self._notifications, None
+        if notifications is not None:
+            await notifications.close()
+        if client is not None:
+            await client.aclose(close_connection_pool=True)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BrokerError("the AMQP backend is not connected: open the App first")
+        return self._client
+
+    def errors(self, action: str) -> AbstractContextManager[None]:
+        return redis_errors(self._where, action)
+
+    async def _load_scripts(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for source in _SCRIPTS.values():
+            pipe.script_load(source)
+        self._shas.update(zip(_SCRIPTS, await pipe.execute(), strict=True))
+
+    async def _run(
+        self, calls: Sequence[tuple[str, list[Any], list[Any]]], *, new_queues: Sequence[str] = ()
+    ) -> list[Any]:
+        """Run scripts in one round trip, reloading them once if Redis lost its cache."""
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            if new_queues:
+                pipe.sadd(self._queues_key, *new_queues)
+            for name, keys, args in calls:
+                pipe.evalsha(self._shas[name], len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            if new_queues:
+                replies = replies[1:]
+            if not any(isinstance(r, rx.NoScriptError) for r in replies) or attempt:
+                for reply in replies:
+                    if isinstance(reply, Exception):
+                        raise reply
+                return replies
+            await self._load_scripts()
+        raise AssertionError("unreachable")
+
+    def keys(self, queue: str) -> _QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = _QueueKeys(self._prefix, queue)
+        return keys
+
+    # -- the life of a job -----------------------------------------------------------------
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> list[tuple[str, bool]]:
+        """Store the jobs' records; per job, its id (the key holder's, if the key was taken)
+        and whether its message is to be published."""
+        now = repr(time.time())
+        by_queue: dict[str, list[int]] = defaultdict(list)
+        for i, env in enumerate(envelopes):
+            by_queue[env.queue].append(i)
+        calls, order = [], []
+        for q, indexes in by_queue.items():
+            keys = self.keys(q)
+            for start in range(0, len(indexes), _CHUNK):
+                chunk = indexes[start : start + _CHUNK]
+                args: list[Any] = [keys.base, now]
+                for i in chunk:
+                    env = envelopes[i]
+                    eta = "" if env.eta is None else repr(env.eta)
+                    args += [env.id, env.task, eta, env.key or ""]
+                calls.append(("ENQUEUE", [keys.scheduled], args))
+                order.append(chunk)
+        new_queues = [q for q in by_queue if q not in self._known_queues]
+        with self.errors("storing job records"):
+            replies = await self._run(calls, new_queues=new_queues)
+        self._known_queues.update(new_queues)
+        out: list[tuple[str, bool]] = [("", False)] * len(envelopes)
+        for chunk, reply in zip(order, replies, strict=True):
+            for i, (job_id, publish) in zip(chunk, reply, strict=True):
+                out[i] = (job_id.decode(), bool(publish))
+        return out
+
+    async def forget(self, queue: str, ids: Sequence[str]) -> None:
+        keys = self.keys(queue)
+        with self.errors("undoing refused jobs"):
+            await self._run([("FORGET", [keys.scheduled], [keys.base, *ids])])
+
+    async def register(self, queues: Sequence[str]) -> None:
+        new = [q for q in queues if q not in self._known_queues]
+        if new:
+            with self.errors("registering queues"):
+                await self.client.sadd(self._queues_key, *new)
+            self._known_queues.update(new)
+
+    async def queues(self) -> list[str]:
+        with self.errors("listing queues"):
+            members: Any = await self.client.smembers(self._queues_key)
+        return sorted(m.decode() for m in members)
+
+    async def start(
+        self, batches: Sequence[tuple[str, Sequence[tuple[str, int, bool]]]]
+    ) -> list[int]:
+        """Admit deliveries, given per queue as (id, attempt, redelivered); returns an
+        :class:`Admission` per delivery, in order."""
+        now, ttl = repr(time.time()), self._ttl_ms
+        calls = []
+        for q, items in batches:
+            keys = self.keys(q)
+            for start in range(0, len(items), _CHUNK):
+                args: list[Any] = [keys.base, now, ttl]
+                for job_id, attempt, redelivered in items[start : start + _CHUNK]:
+                    args += [job_id, attempt, 1 if redelivered else 0]
+                calls.append(("START", [keys.scheduled, keys.running], args))
+        with self.errors("admitting jobs"):
+            replies = await self._run(calls)
+        return [int(v) for reply in replies for v in reply]
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        now, ttl = repr(time.time()), self._ttl_ms
+        by_queue: dict[str, list[Settlement]] = defaultdict(list)
+        for s in settlements:
+            by_queue[s.delivery.queue].append(s)
+        calls = []
+        for q, items in by_queue.items():
+            keys = self.keys(q)
+            for start in range(0, len(items), _CHUNK):
+                args: list[Any] = [keys.base, now, ttl]
+                for s in items[start : start + _CHUNK]:
+                    args += _settle_args(s)
+                calls.append(("SETTLE", [keys.scheduled, keys.running], args))
+        with self.errors("recording settled jobs"):
+            await self._run(calls)
+
+    async def cancel(self, job_id: str, queue: str) -> bool:
+        keys = self.keys(queue)
+        args = [keys.base, job_id, repr(time.time()), self._ttl_ms, self._cancel_channel]
+        with self.errors("cancelling a job"):
+            (reply,) = await self._run([("CANCEL", [keys.scheduled], args)])
+        return bool(reply)
+
+    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._cancel_channel)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        on_cancel(message["data"].decode())
+            except (rx.RedisError, OSError):
+                await anyio.sleep(1.0)  # resubscribe once Redis is back
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # -- reading ---------------------------------------------------------------------------
+    async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
+        with self.errors("reading a job"):
+            record: Any = await self.client.hgetall(self.keys(queue).job(job_id))
+        return codec.job_info(job_id, queue, [x for pair in record.items() for x in pair])
+
+    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
+        info: JobInfo | None = None
+
+        async def finished() -> bool:
+            nonlocal info
+            info = await self.job_info(job_id, queue)
+            return info is None or info.status.finished
+
+        assert self._notifications is not None, "the record store is not connected"
+        with anyio.fail_after(timeout), self.errors("waiting for a job"):
+            await self._notifications.wait(self.keys(queue).done_prefix + job_id, finished)
+        return info
+
+    async def counts(self, queues: Sequence[str]) -> list[tuple[int, int]]:
+        """(scheduled, running) per queue."""
+        with self.errors("reading queue counts"):
+            pipe = self.client.pipeline(transaction=False)
+            for q in queues:
+                keys = self.keys(q)
+                pipe.scard(keys.scheduled)
+                pipe.scard(keys.running)
+            replies = await pipe.execute()
+        return [(int(replies[i]), int(replies[i + 1])) for i in range(0, len(replies), 2)]
+
+    # -- heartbeats ------------------------------------------------------------------------
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        with self.errors("sending a heartbeat"):
+            await self._heartbeats.beat(self.client, worker, ttl)
+
+    async def deregister(self, worker_id: str) -> None:
+        with self.errors("deregistering a worker"):
+            await self._heartbeats.remove(self.client, worker_id)
+
+    async def workers(self) -> list[WorkerInfo]:
+        with self.errors("listing workers"):
+            return await self._heartbeats.live(self.client)
+
+
+def _settle_args(s: Settlement) -> list[Any]:
+    """outcome, id, result, eta, error, task, next attempt."""
+    error = codec.error_to_json(s.error) if s.error is not None else b""
+    eta = repr(s.eta) if s.eta is not None else "0"
+    attempt = s.attempt + 1 if s.outcome is Outcome.RETRY else ""
+    return [s.outcome.value, s.delivery.id, s.result or b"", eta, error, s.task, attempt]
