@@ -44,6 +44,8 @@ from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement, red
 from asyncq.errors import BrokerError, BrokerUnavailable, ConfigurationError, ErrorInfo
 from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
+from . import publisher
+from .publisher import Outgoing
 from .records import Admission, RecordStore
 from .settings import AmqpSettings
 from .topology import Names, next_wait, queue_arguments
@@ -51,8 +53,6 @@ from .topology import Names, next_wait, queue_arguments
 __all__ = ["AmqpBackend", "QueueFull"]
 
 log = logging.getLogger("asyncq.amqp")
-
-_PERSISTENT = 2
 
 
 class QueueFull(BrokerError):
@@ -126,6 +126,7 @@ class AmqpBackend(Backend):
         self._publisher: AbstractRobustChannel | None = None
         self._consumer: AbstractRobustChannel | None = None
         self._declared: set[str] = set()
+        self._declared_names: set[str] = set()
         self._waits: set[int] = set()
         self._declaring = anyio.Lock()
         self._consuming: list[str] = []
@@ -153,6 +154,7 @@ class AmqpBackend(Backend):
         connection, self._connection = self._connection, None
         self._publisher = self._consumer = None
         self._declared.clear()
+        self._declared_names.clear()
         self._waits.clear()
         self._consuming.clear()
         self._consumer_tags.clear()
@@ -224,6 +226,7 @@ class AmqpBackend(Backend):
                 await channel.declare_queue(names.dead(q), durable=True, arguments=plain)
                 await channel.declare_queue(names.delayed(q), durable=True, arguments=plain)
                 self._declared.add(q)
+                self._declared_names.update((names.work(q), names.dead(q), names.delayed(q)))
 
     async def _declare_wait(self, ms: int) -> None:
         if ms in self._waits:
@@ -255,25 +258,14 @@ class AmqpBackend(Backend):
         await self._declare_wait(ms)
         return self.names.wait(ms), work if last else self.names.delayed(queue)
 
-    async def _publish(
-        self, messages: Sequence[tuple[str, str, bytes, spec.Basic.Properties]]
-    ) -> list[BaseException | None]:
+    async def _publish(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
         """Publish and wait for every confirm at once; per message, None or why it failed."""
         if not messages:
             return []
         with anyio.fail_after(self.settings.publish_timeout):
-            # The concrete channel: its publish can skip waiting for the socket to drain.
             channel = cast(aiormq.Channel, await self.publisher.get_underlay_channel())
-            sends = [
-                channel.basic_publish(
-                    body, exchange=exchange, routing_key=key, properties=props, wait=False
-                )
-                for exchange, key, body, props in messages
-            ]
-            if len(sends) == 1:
-                replies: list[Any] = [await _settled(sends[0])]
-            else:
-                replies = await asyncio.gather(*map(_settled, sends))
+            confirms = await publisher.publish(channel, messages)
+            replies = await asyncio.gather(*confirms, return_exceptions=True)
         return [self._refusal(r) for r in replies]
 
     def _refusal(self, reply: Any) -> BaseException | None:
@@ -288,45 +280,44 @@ class AmqpBackend(Backend):
         return BrokerError(f"RabbitMQ did not confirm a publish: {reply!r}")
 
     @staticmethod
-    def _properties(
-        job_id: str,
-        *,
-        attempt: int = 1,
-        eta: float | None = None,
-        headers: FieldTable | None = None,
-    ) -> spec.Basic.Properties:
-        table: FieldTable = dict(headers) if headers else {}
+    def _headers(
+        *, attempt: int = 1, eta: float | None = None, extra: FieldTable | None = None
+    ) -> FieldTable | None:
+        table: FieldTable = dict(extra) if extra else {}
         if attempt != 1:
             table["x-attempt"] = attempt
         if eta is not None:
             # Whole milliseconds: AMQP tables may carry floats as single precision, far too
             # coarse for an epoch time.
             table["x-eta-ms"] = math.ceil(eta * 1000)
-        return spec.Basic.Properties(
-            delivery_mode=_PERSISTENT,
-            message_id=job_id,
-            content_type="application/json",
-            headers=table or None,
-        )
+        return table or None
 
     # -- producing -------------------------------------------------------------------------
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
         with self._errors("declaring queues"):
             await self._declare(sorted({e.queue for e in envelopes}))
-        decided = await self.records.enqueue(envelopes)
-        todo = [env for env, (_, publish) in zip(envelopes, decided, strict=True) if publish]
-        with self._errors("enqueueing"):
-            messages = []
-            for env in todo:
-                exchange, key = await self._route(env.queue, env.eta)
-                props = self._properties(env.id, eta=env.eta)
-                messages.append((exchange, key, env.body, props))
-            try:
-                failures = await self._publish(messages)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await self._forget(todo)
-                raise
+        if any(env.key is not None for env in envelopes):
+            # A key must be claimed before anything is published: it decides whether the
+            # job is new at all.
+            decided = await self.records.enqueue(envelopes)
+            todo = [env for env, (_, new) in zip(envelopes, decided, strict=True) if new]
+            failures = await self._publish_jobs(todo)
+        else:
+            # Fresh ids and no keys: the record and the message go out together, one round
+            # trip's wait instead of two. A worker that gets the message before the record
+            # is stored creates it (START), and ENQUEUE then leaves it alone.
+            todo = list(envelopes)
+            stored, published = await asyncio.gather(
+                self.records.enqueue(envelopes), self._publish_jobs(todo), return_exceptions=True
+            )
+            if isinstance(published, BaseException):
+                if not isinstance(stored, BaseException):
+                    with anyio.CancelScope(shield=True):
+                        await self._forget(todo)
+                raise published
+            if isinstance(stored, BaseException):
+                raise stored
+            decided, failures = stored, published
         refused = [env for env, failure in zip(todo, failures, strict=True) if failure]
         if refused:
             await self._forget(refused)
@@ -335,6 +326,20 @@ class AmqpBackend(Backend):
                 raise type(first)(f"{first} ({len(refused)} of {len(envelopes)} jobs refused)")
             raise first
         return [job_id for job_id, _ in decided]
+
+    async def _publish_jobs(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        with self._errors("enqueueing"):
+            messages = []
+            for env in envelopes:
+                exchange, key = await self._route(env.queue, env.eta)
+                headers = self._headers(eta=env.eta) if env.eta is not None else None
+                messages.append(Outgoing(exchange, key, env.body, env.id, headers))
+            try:
+                return await self._publish(messages)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._forget(envelopes)
+                raise
 
     async def _forget(self, envelopes: Sequence[Envelope]) -> None:
         by_queue: dict[str, list[str]] = {}
@@ -502,8 +507,8 @@ class AmqpBackend(Backend):
                 if s.outcome is Outcome.RETRY:
                     attempt = s.attempt + 1
                     exchange, key = await self._route(d.queue, s.eta)
-                    props = self._properties(d.id, attempt=attempt, eta=s.eta)
-                    messages.append((exchange, key, s.retry_body or b"", props))
+                    headers = self._headers(attempt=attempt, eta=s.eta)
+                    messages.append(Outgoing(exchange, key, s.retry_body or b"", d.id, headers))
                     owners.append(s)
                 elif s.outcome is Outcome.DEAD:
                     messages.append(self._dead_message(s))
@@ -549,7 +554,7 @@ class AmqpBackend(Backend):
             except aiormq.exceptions.AMQPError as exc:
                 log.debug("could not cancel consumer %s: %s", tag, exc)
 
-    def _dead_message(self, s: Settlement) -> tuple[str, str, bytes, spec.Basic.Properties]:
+    def _dead_message(self, s: Settlement) -> Outgoing:
         d, error = s.delivery, s.error or ErrorInfo("Unknown", "")
         now = time.time()
         headers: FieldTable = {
@@ -560,8 +565,8 @@ class AmqpBackend(Backend):
             "x-died-ms": round(now * 1000),
             "x-cursor": f"{time.time_ns():020d}-{d.id}",
         }
-        props = self._properties(d.id, attempt=d.receipt.attempt, headers=headers)
-        return "", self.names.dead(d.queue), d.body, props
+        table = self._headers(attempt=d.receipt.attempt, extra=headers)
+        return Outgoing("", self.names.dead(d.queue), d.body, d.id, table)
 
     async def maintain(self, queues: Sequence[str]) -> None:
         """Pass delayed jobs between waits: each message in ``<queue>.delayed`` goes on to
@@ -593,13 +598,9 @@ class AmqpBackend(Backend):
             try:
                 with self._errors("moving a delayed job"):
                     exchange, key = await self._route(queue, eta)
-                    props = spec.Basic.Properties(
-                        delivery_mode=_PERSISTENT,
-                        message_id=message.message_id,
-                        content_type=message.content_type,
-                        headers=headers or None,
-                    )
-                    (failure,) = await self._publish([(exchange, key, message.body, props)])
+                    job_id = message.message_id or ""
+                    hop = Outgoing(exchange, key, message.body, job_id, headers or None)
+                    (failure,) = await self._publish([hop])
                 if failure is not None:
                     raise failure
                 await message.ack()
@@ -627,9 +628,9 @@ class AmqpBackend(Backend):
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         if queues is None:
             queues = await self.records.queues()
-        counts = await self.records.counts(queues)
+        names = [n for q in queues for n in self._depth_names(q)]
         with self._errors("reading queue depths"):
-            depths = await self._depths([n for q in queues for n in self._depth_names(q)])
+            counts, depths = await asyncio.gather(self.records.counts(queues), self._depths(names))
         # RabbitMQ counts only ready messages; those delivered to this process and not yet
         # taken by its worker are pending too. (Another process holds such messages only
         # briefly: its prefetch window never exceeds its free slots.)
@@ -643,23 +644,35 @@ class AmqpBackend(Backend):
         return self.names.work(queue), self.names.dead(queue)
 
     async def _depths(self, names: Sequence[str]) -> list[int]:
-        """Ready messages per queue, 0 for a queue that does not exist. A passive declare
-        of a missing queue closes its channel, so these run on a channel of their own."""
-        out: list[int] = []
-        channel = await self.connection.channel(publisher_confirms=False)
+        """Ready messages per queue, 0 for a queue that does not exist."""
+        out: list[int] = [0] * len(names)
+        known = [i for i, name in enumerate(names) if name in self._declared_names]
+        if known:
+            # Declared by this process, so they exist: ask on the publishing channel, all at
+            # once.
+            publisher = await self.publisher.get_underlay_channel()
+            replies = await asyncio.gather(
+                *(publisher.queue_declare(names[i], passive=True) for i in known)
+            )
+            for i, ok in zip(known, replies, strict=True):
+                out[i] = ok.message_count or 0
+        spare: aio_pika.abc.AbstractChannel | None = None
         try:
-            for name in names:
-                if channel.is_closed:
-                    channel = await self.connection.channel(publisher_confirms=False)
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                except aiormq.exceptions.ChannelNotFoundEntity:
-                    out.append(0)
+            for i, name in enumerate(names):
+                if name in self._declared_names:
                     continue
-                out.append(queue.declaration_result.message_count or 0)
+                # Perhaps missing, and a passive declare of a missing queue closes its
+                # channel: ask on a channel of its own.
+                if spare is None or spare.is_closed:
+                    spare = await self.connection.channel(publisher_confirms=False)
+                try:
+                    queue = await spare.declare_queue(name, passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    continue
+                out[i] = queue.declaration_result.message_count or 0
         finally:
-            if not channel.is_closed:
-                await channel.close()
+            if spare is not None and not spare.is_closed:
+                await spare.close()
         return out
 
     async def dead_letters(
@@ -768,14 +781,6 @@ def _dead_letter(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
         task=text("x-task"),
         cursor=text("x-cursor"),
     )
-
-
-async def _settled(send: Any) -> Any:
-    """The confirm of one publish, or the exception that took its place."""
-    try:
-        return await send
-    except (aiormq.exceptions.DeliveryError, aiormq.exceptions.PublishError) as exc:
-        return exc
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
