@@ -283,6 +283,13 @@ class RecordStore:
         self, calls: Sequence[tuple[str, list[Any], list[Any]]], *, new_queues: Sequence[str] = ()
     ) -> list[Any]:
         """Run scripts in one round trip, reloading them once if Redis lost its cache."""
+        if len(calls) == 1 and not new_queues:  # the common case, without a pipeline's cost
+            name, keys, args = calls[0]
+            try:
+                return [await self.client.evalsha(self._shas[name], len(keys), *keys, *args)]
+            except rx.NoScriptError:
+                await self._load_scripts()
+                return [await self.client.evalsha(self._shas[name], len(keys), *keys, *args)]
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
             if new_queues:
