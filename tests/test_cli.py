@@ -16,7 +16,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 import pytest
+import services
 from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from apps import inproc
@@ -448,12 +449,24 @@ async def test_supervisor_kills_a_child_that_ignores_sigterm(
 
 
 # -- in-process, with CliRunner --------------------------------------------------------------
-@pytest.fixture
-def broker_url(unique: str) -> str:
-    """A broker of this test's own for the in-process app (the CLI's --broker points at it)."""
-    url = f"memory://{unique}"
+@pytest.fixture(params=["memory", "redis", "amqp"])
+def broker_url(request: pytest.FixtureRequest, unique: str) -> Iterator[str]:
+    """A broker of this test's own for the in-process app (the CLI's --broker points at it),
+    on each backend: the operator commands read what the backend stores."""
+    if request.param == "memory":
+        url = f"memory://{unique}"
+    elif request.param == "redis":
+        services.require_redis()
+        url = f"{services.REDIS_URL}?prefix={unique}"
+    else:
+        services.require_rabbitmq_and_redis()
+        url = f"{services.AMQP_URL}?records={services.REDIS_URL}&prefix={unique}"
     inproc.app.use_broker(url)
-    return url
+    yield url
+    if request.param != "memory":
+        services.delete_redis_keys(unique)
+    if request.param == "amqp":
+        services.delete_amqp_entities(rf"{unique}\.")
 
 
 def invoke(url: str, command: str, *args: str, stdin: str | None = None, code: int = 0) -> Result:
@@ -572,7 +585,12 @@ def test_workers_lists_live_heartbeats(broker_url: str) -> None:
     info = asyncq.WorkerInfo(
         id="host:1:abcd", host="host", pid=1, queues=("default",), concurrency=5, in_flight=2
     )
-    anyio.run(partial(inproc.app.backend.heartbeat, info, ttl=60.0), backend="asyncio")
+
+    async def beat() -> None:
+        async with inproc.app:
+            await inproc.app.backend.heartbeat(info, ttl=60.0)
+
+    anyio.run(beat, backend="asyncio")
     listed = json.loads(invoke(broker_url, "workers", "--json").stdout)
     assert [(w["id"], w["queues"], w["concurrency"], w["in_flight"]) for w in listed] == [
         ("host:1:abcd", ["default"], 5, 2)
