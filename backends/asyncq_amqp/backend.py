@@ -221,10 +221,14 @@ class AmqpBackend(Backend):
                     continue
                 channel = self.publisher
                 work = queue_arguments(s.queue_type, max_length=s.max_length)
-                await channel.declare_queue(names.work(q), durable=True, arguments=work)
                 plain = queue_arguments(s.queue_type)
-                await channel.declare_queue(names.dead(q), durable=True, arguments=plain)
-                await channel.declare_queue(names.delayed(q), durable=True, arguments=plain)
+                try:
+                    await channel.declare_queue(names.work(q), durable=True, arguments=work)
+                    await channel.declare_queue(names.dead(q), durable=True, arguments=plain)
+                    await channel.declare_queue(names.delayed(q), durable=True, arguments=plain)
+                except aiormq.exceptions.ChannelPreconditionFailed:
+                    await self._reopened(channel)
+                    raise
                 self._declared.add(q)
                 self._declared_names.update((names.work(q), names.dead(q), names.delayed(q)))
 
@@ -236,13 +240,40 @@ class AmqpBackend(Backend):
                 return
             name = self.names.wait(ms)
             channel = self.publisher
-            exchange = await channel.declare_exchange(
-                name, aio_pika.ExchangeType.FANOUT, durable=True
-            )
             args = queue_arguments(self.settings.queue_type, ttl_ms=ms)
-            queue = await channel.declare_queue(name, durable=True, arguments=args)
-            await queue.bind(exchange)
+            try:
+                exchange = await channel.declare_exchange(
+                    name, aio_pika.ExchangeType.FANOUT, durable=True
+                )
+                queue = await channel.declare_queue(name, durable=True, arguments=args)
+                await queue.bind(exchange)
+            except aiormq.exceptions.ChannelPreconditionFailed:
+                await self._reopened(channel)
+                raise
             self._waits.add(ms)
+
+    async def _reopened(self, channel: AbstractRobustChannel) -> None:
+        """Wait (at most ``publish_timeout``) until ``channel`` is open again after RabbitMQ
+        refused a declaration on it.
+
+        RabbitMQ closes the channel of a refused declaration (PRECONDITION_FAILED), and
+        aio-pika reopens it in a task of its own, later. Raising the refusal at once would
+        let the caller's next call (another enqueue, even for another queue) find the
+        channel still closed and fail with ChannelInvalidStateError, reported as "RabbitMQ
+        unreachable" although RabbitMQ answered; so the refusal waits for the reopen.
+        """
+        reopened = anyio.Event()
+
+        def on_reopen(*_: object) -> None:
+            reopened.set()
+
+        channel.reopen_callbacks.add(on_reopen)
+        try:
+            with anyio.move_on_after(self.settings.publish_timeout):
+                if channel.is_closed:  # else reopened already
+                    await reopened.wait()
+        finally:
+            channel.reopen_callbacks.discard(on_reopen)
 
     # -- publishing ------------------------------------------------------------------------
     async def _route(self, queue: str, eta: float | None) -> tuple[str, str]:
