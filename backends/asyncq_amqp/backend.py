@@ -254,13 +254,13 @@ class AmqpBackend(Backend):
 
     async def _reopened(self, channel: AbstractRobustChannel) -> None:
         """Wait (at most ``publish_timeout``) until ``channel`` is open again after RabbitMQ
-        refused a declaration on it.
+        closed it over an error: a refused declaration, a publish to a missing exchange.
 
-        RabbitMQ closes the channel of a refused declaration (PRECONDITION_FAILED), and
-        aio-pika reopens it in a task of its own, later. Raising the refusal at once would
-        let the caller's next call (another enqueue, even for another queue) find the
-        channel still closed and fail with ChannelInvalidStateError, reported as "RabbitMQ
-        unreachable" although RabbitMQ answered; so the refusal waits for the reopen.
+        RabbitMQ closes the channel of such an error (PRECONDITION_FAILED, NOT_FOUND), and
+        aio-pika reopens it in a task of its own, later. Raising the error at once would let
+        the caller's next call (another enqueue, even for another queue) find the channel
+        still closed and fail with ChannelInvalidStateError, reported as "RabbitMQ
+        unreachable" although RabbitMQ answered; so the error waits for the reopen.
         """
         reopened = anyio.Event()
 
@@ -297,6 +297,17 @@ class AmqpBackend(Backend):
             channel = cast(aiormq.Channel, await self.publisher.get_underlay_channel())
             confirms = await publisher.publish(channel, messages)
             replies = await asyncio.gather(*confirms, return_exceptions=True)
+        for reply in replies:
+            # A nack (DeliveryError) refuses one message and is reported per message. Any
+            # other failure is the channel's (the broker closed it, the connection was lost)
+            # and fails the whole publish, raised for the caller's _errors to turn into
+            # asyncq's own error; returned per message, it would escape the mapping.
+            if isinstance(reply, Exception) and not isinstance(
+                reply, aiormq.exceptions.DeliveryError
+            ):
+                if isinstance(reply, aiormq.exceptions.AMQPChannelError):
+                    await self._reopened(self.publisher)  # the connection is fine
+                raise reply
         return [self._refusal(r) for r in replies]
 
     def _refusal(self, reply: Any) -> BaseException | None:

@@ -92,7 +92,6 @@ async def publish(
     message that resolves with the broker's Ack or fails with its Nack."""
     if not channel.publisher_confirms:
         raise RuntimeError("publish() needs a channel in confirm mode")
-    loop = asyncio.get_running_loop()
     number, limit = channel.number, channel.max_content_size
     encoded = [encode_message(number, m, limit) for m in messages]
     futures: list[asyncio.Future[object]] = []
@@ -102,7 +101,10 @@ async def publish(
         tag = channel.delivery_tag
         for _ in encoded:
             tag += 1
-            future: asyncio.Future[object] = loop.create_future()
+            # The channel's own future, as aiormq's basic_publish makes it: the channel fails
+            # it when it closes (an error the broker closed it with, a lost connection). A
+            # plain loop future would be left pending until the caller's timeout.
+            future: asyncio.Future[object] = channel.create_future()
             channel.confirmations[tag] = future
             futures.append(future)
         channel.delivery_tag = tag
