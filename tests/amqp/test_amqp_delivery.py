@@ -1,0 +1,107 @@
+"""Delivery on RabbitMQ: the job of a worker killed with SIGKILL mid-run goes to another
+worker the moment the dead worker's connection closes (no visibility timeout to wait
+for), flagged as redelivered, and runs exactly twice in all."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from amqp_support import HERE, Lines, Prefixes, amqp_url, module_prefixes, worker_env
+
+import asyncq
+from asyncq import JobStatus, current_job
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def prefixes() -> Iterator[Prefixes]:
+    with module_prefixes() as prefixes:
+        yield prefixes
+
+
+@pytest.fixture
+def prefix(prefixes: Prefixes, unique: str) -> Iterator[str]:
+    with prefixes.claim(unique) as prefix:
+        yield prefix
+
+
+async def test_job_of_a_sigkilled_worker_is_redelivered_at_once_to_a_running_worker(
+    prefix: str, tmp_path: Path
+) -> None:
+    url = amqp_url(prefix)
+    app = asyncq.App(url, shutdown_timeout=2.0)
+    runs: list[tuple[str, int, bool]] = []
+    probes: list[str] = []
+    restarted = anyio.Event()
+    restarted_at = 0.0
+
+    @app.task(name="lost.work")  # the same task as the subprocess's amqp_lost_worker_app
+    async def work() -> str:
+        nonlocal restarted_at
+        restarted_at = time.monotonic()
+        job = current_job()
+        runs.append((job.id, job.attempt, job.redelivered))
+        restarted.set()
+        return "completed"
+
+    @app.task(name="probe")
+    async def probe() -> None:
+        probes.append(current_job().id)
+
+    async with app:
+        job = await work.enqueue()
+        # One slot and no prefetch: RabbitMQ hands the subprocess this one job, nothing more.
+        command = [
+            *(sys.executable, "-m", "asyncq", "run", "amqp_lost_worker_app:app"),
+            *("--broker", url, "--concurrency", "1", "--prefetch", "0"),
+        ]
+        with (tmp_path / "worker.log").open("wb") as log:
+            process = await anyio.open_process(
+                command, cwd=HERE, env=worker_env(), stdin=subprocess.DEVNULL, stderr=log
+            )
+            try:
+                stdout = Lines(process.stdout)
+                started = await stdout.expect(lambda line: line.startswith("started "), timeout=30)
+                assert started == f"started {job.id} attempt=1 redelivered=False"
+                assert await job.status() is JobStatus.RUNNING
+                async with app.worker(concurrency=1, prefetch=0):
+                    # This worker consumes from the same queue before the kill: a probe job
+                    # (the subprocess has no slot for it) runs here.
+                    probe_job = await probe.enqueue()
+                    await probe_job.result(timeout=10)
+                    assert probes == [probe_job.id]
+                    assert runs == []  # the lost job is still the subprocess's
+                    killed_at = time.monotonic()
+                    process.kill()  # SIGKILL: nothing settled, nothing released
+                    with anyio.fail_after(10):
+                        assert await process.wait() == -9
+                    # RabbitMQ requeues the dead connection's unacknowledged delivery when
+                    # the connection closes; the running worker takes it at once.
+                    with anyio.fail_after(10):
+                        await restarted.wait()
+                    assert await job.result(timeout=10) == "completed"
+                    stats = (await app.queue_stats())["default"]
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if process.returncode is None:
+                        process.kill()
+                    await process.aclose()
+        assert await job.status() is JobStatus.SUCCEEDED
+        assert await app.dead_letters() == []
+    worker_log = (tmp_path / "worker.log").read_text()
+    assert "Traceback" not in worker_log, worker_log
+    delay = restarted_at - killed_at
+    print(f"SIGKILLed worker's job started again {delay * 1000:.0f} ms after the kill")
+    # Exactly twice in all: once in the killed worker (its one "started" line) and once
+    # here, on the same attempt, flagged as the redelivery of a lost worker's job.
+    assert [line for line in stdout.seen if line.startswith("started ")] == [started]
+    assert runs == [(job.id, 1, True)]
+    assert (stats.pending, stats.scheduled, stats.running, stats.dead) == (0, 0, 0, 0)
+    assert delay <= 2.0, f"redelivered {delay:.2f} s after the kill"
