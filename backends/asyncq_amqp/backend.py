@@ -133,6 +133,8 @@ class AmqpBackend(Backend):
         self._consumer_tags: dict[str, str] = {}
         self._prefetch = 0
         self._buffer: deque[tuple[str, DeliveredMessage]] = deque()
+        self._admitted: deque[Delivery] = deque()
+        self._cancel_requests: dict[str, float] = {}
         self._arrived = asyncio.Event()
         self._acks: dict[int, _Acks] = {}
         self._stopped_consuming = False
@@ -151,6 +153,8 @@ class AmqpBackend(Backend):
             self._publisher = await self._connection.channel(publisher_confirms=True)
 
     async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._unadmit()
         connection, self._connection = self._connection, None
         self._publisher = self._consumer = None
         self._declared.clear()
@@ -398,6 +402,8 @@ class AmqpBackend(Backend):
             await self._consume(queues, limit)
         deadline = None if timeout is None else anyio.current_time() + timeout
         while True:
+            if self._admitted:
+                return await self._hand_over(limit)
             if not self._buffer:
                 if deadline is not None and anyio.current_time() >= deadline:
                     return []
@@ -413,15 +419,44 @@ class AmqpBackend(Backend):
                     seen = len(self._buffer)
                     await asyncio.sleep(0)
                 continue
-            # Admitted deliveries are this worker's: a cancellation must not drop them.
-            # What arrived while one batch was admitted joins the same fetch.
-            deliveries: list[Delivery] = []
+            # Everything buffered is admitted together, one Redis round trip however few
+            # slots are free now: the rest waits, admitted, for the next fetches. What
+            # arrives meanwhile joins. Admitted deliveries are this worker's: a cancellation
+            # must not drop them.
             with anyio.CancelScope(shield=True):
-                while self._buffer and len(deliveries) < limit:
-                    count = min(limit - len(deliveries), len(self._buffer))
-                    deliveries += await self._admit([self._buffer.popleft() for _ in range(count)])
-            if deliveries:
-                return deliveries
+                while self._buffer and len(self._admitted) < limit:
+                    batch = list(self._buffer)
+                    self._buffer.clear()
+                    self._admitted.extend(await self._admit(batch))
+            if self._admitted:
+                return await self._hand_over(limit)
+
+    async def _hand_over(self, limit: int) -> list[Delivery]:
+        """Up to ``limit`` admitted deliveries; one cancelled since its admission is settled
+        cancelled here instead of being run."""
+        out: list[Delivery] = []
+        cancelled: list[Settlement] = []
+        while self._admitted and len(out) < limit:
+            delivery = self._admitted.popleft()
+            if delivery.id in self._cancel_requests:
+                cancelled.append(Settlement(delivery, Outcome.CANCELLED))
+            else:
+                out.append(delivery)
+        if cancelled:
+            with anyio.CancelScope(shield=True):
+                await self.settle(cancelled)
+        return out
+
+    async def _unadmit(self) -> None:
+        """Admitted deliveries that no worker took: their records go back to queued, and
+        they back to their queue when the channel closes."""
+        admitted = list(self._admitted)
+        self._admitted.clear()
+        if admitted:
+            try:
+                await self.records.settle([Settlement(d, Outcome.RELEASE) for d in admitted])
+            except BrokerError as exc:
+                log.warning("could not return %d unstarted job(s): %s", len(admitted), exc)
 
     async def _consume(self, queues: Sequence[str], limit: int) -> None:
         if self._consumer is None:
@@ -456,6 +491,7 @@ class AmqpBackend(Backend):
         self._buffer.clear()
         self._acks.clear()
         self._consumer_tags.clear()
+        await self._unadmit()
         if self._stopped_consuming or channel is None:
             return
         underlay = await channel.get_underlay_channel()
@@ -589,6 +625,7 @@ class AmqpBackend(Backend):
         if self._stopped_consuming or self._consumer is None:
             return
         self._stopped_consuming = True
+        await self._unadmit()
         channel = await self._consumer.get_underlay_channel()
         for tag in list(self._consumer_tags):
             try:
@@ -654,7 +691,18 @@ class AmqpBackend(Backend):
         return hop
 
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        await self.records.watch_cancellations(on_cancel)
+        requests = self._cancel_requests
+
+        def note(job_id: str) -> None:
+            # Remembered for a while, for a job admitted but not yet handed to the worker.
+            now = time.monotonic()
+            if len(requests) > 10_000:
+                for old in [j for j, at in requests.items() if at < now - 60]:
+                    del requests[old]
+            requests[job_id] = now
+            on_cancel(job_id)
+
+        await self.records.watch_cancellations(note)
 
     # -- job records -----------------------------------------------------------------------
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
@@ -752,6 +800,8 @@ class AmqpBackend(Backend):
                         wanted.discard(message.message_id)  # the oldest entry of each job only
                         await message.ack()
                         count += 1
+                        if not wanted:
+                            break
             return count
 
     def _browse(self, queue: str) -> _Browse:
