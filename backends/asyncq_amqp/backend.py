@@ -126,7 +126,8 @@ class AmqpBackend(Backend):
         self._publisher: AbstractRobustChannel | None = None
         self._consumer: AbstractRobustChannel | None = None
         self._declared: set[str] = set()
-        self._declared_names: set[str] = set()
+        self._declared_names: dict[str, str] = {}
+        """RabbitMQ queue name -> the asyncq queue it belongs to."""
         self._waits: set[int] = set()
         self._declaring = anyio.Lock()
         self._consuming: list[str] = []
@@ -234,7 +235,8 @@ class AmqpBackend(Backend):
                     await self._reopened(channel)
                     raise
                 self._declared.add(q)
-                self._declared_names.update((names.work(q), names.dead(q), names.delayed(q)))
+                for name in (names.work(q), names.dead(q), names.delayed(q)):
+                    self._declared_names[name] = q
 
     async def _declare_wait(self, ms: int) -> None:
         if ms in self._waits:
@@ -317,6 +319,14 @@ class AmqpBackend(Backend):
     def _refusal(self, reply: Any) -> BaseException | None:
         if reply is None or isinstance(reply, spec.Basic.Ack):
             return None
+        if isinstance(reply, DeliveredMessage):  # returned: no queue took it
+            key = reply.routing_key or ""
+            # Someone deleted the queue under the running App: declare it on the next use.
+            self._declared.discard(self._declared_names.get(key, ""))
+            return BrokerError(
+                f"RabbitMQ had no queue for the job (routing key {key!r}; deleted while the "
+                "App ran?); it is declared again on the next enqueue"
+            )
         if isinstance(reply, aiormq.exceptions.DeliveryError):
             limit = self.settings.max_length
             bound = f" (max_length={limit})" if limit else ""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import aiormq
@@ -53,9 +53,10 @@ class Outgoing(NamedTuple):
 @lru_cache(maxsize=4096)
 def _method_frame(channel: int, exchange: str, routing_key: str) -> bytes:
     # The same for every message to one destination, so it is encoded once.
-    return pamqp_frame.marshal(
-        spec.Basic.Publish(exchange=exchange, routing_key=routing_key), channel
-    )
+    # Mandatory: a message no queue takes (its queue was deleted) comes back as a return
+    # instead of vanishing, and its publish fails.
+    method = spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
+    return pamqp_frame.marshal(method, channel)
 
 
 def encode_message(channel: int, message: Outgoing, max_body_frame: int) -> bytes:
@@ -85,11 +86,17 @@ def encode_message(channel: int, message: Outgoing, max_body_frame: int) -> byte
     return b"".join(parts)
 
 
+def _forget_return(returns: dict[str, int], message_id: str, tag: int, _: object) -> None:
+    if returns.get(message_id) == tag:
+        del returns[message_id]
+
+
 async def publish(
     channel: aiormq.Channel, messages: Sequence[Outgoing]
 ) -> list[asyncio.Future[object]]:
     """Write ``messages`` to ``channel`` (in confirm mode) in one go; return one future per
-    message that resolves with the broker's Ack or fails with its Nack."""
+    message that resolves with the broker's Ack (or, for a message no queue took, the
+    returned message) or fails with its Nack."""
     if not channel.publisher_confirms:
         raise RuntimeError("publish() needs a channel in confirm mode")
     number, limit = channel.number, channel.max_content_size
@@ -99,13 +106,16 @@ async def publish(
         if channel.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
         tag = channel.delivery_tag
-        for _ in encoded:
+        returns = channel.message_id_delivery_tag
+        for message in messages:
             tag += 1
+            returns[message.message_id] = tag  # how aiormq matches a return to its publish
             # The channel's own future, as aiormq's basic_publish makes it: the channel fails
             # it when it closes (an error the broker closed it with, a lost connection). A
             # plain loop future would be left pending until the caller's timeout.
             future: asyncio.Future[object] = channel.create_future()
             channel.confirmations[tag] = future
+            future.add_done_callback(partial(_forget_return, returns, message.message_id, tag))
             futures.append(future)
         channel.delivery_tag = tag
         await channel.write_queue.put(ChannelFrame(payload=b"".join(encoded), should_close=False))

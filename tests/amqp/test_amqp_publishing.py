@@ -115,3 +115,27 @@ async def test_publish_to_an_exchange_deleted_under_the_app_fails_at_once(prefix
     assert took < 5, f"failed only after {took:.1f} s"
     message = str(caught.value)
     assert "NOT_FOUND" in message and f"'{prefix}.wait.32768'" in message, message
+
+
+async def test_publish_to_a_queue_deleted_under_the_app_fails_and_redeclares(prefix: str) -> None:
+    # Publishes are mandatory: with its work queue deleted by an operator, a job has nowhere
+    # to go, and RabbitMQ returns it instead of dropping it. The enqueue fails, leaves no
+    # record, and the next one declares the queue again.
+    app = asyncq.App(amqp_url(prefix), shutdown_timeout=2.0)
+
+    @app.task
+    async def work() -> None:
+        pass
+
+    async with app:
+        await work.enqueue()
+        async with await aio_pika.connect(services.AMQP_URL) as operator:
+            channel = await operator.channel()
+            await channel.queue_delete(f"{prefix}.default")
+        before = await record_keys(prefix)
+        with pytest.raises(asyncq.BrokerError, match="no queue for the job"):
+            await work.enqueue()
+        assert await record_keys(prefix) == before
+        again = await work.enqueue()
+        assert await again.status() is JobStatus.QUEUED
+        assert (await app.queue_stats([app.default_queue]))[app.default_queue].pending == 1

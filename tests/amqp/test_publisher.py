@@ -17,7 +17,9 @@ def pamqp_frames(channel: int, message: Outgoing, max_body_frame: int) -> bytes:
         delivery_mode=2,
         message_id=message.message_id,
     )
-    method = spec.Basic.Publish(exchange=message.exchange, routing_key=message.routing_key)
+    method = spec.Basic.Publish(
+        exchange=message.exchange, routing_key=message.routing_key, mandatory=True
+    )
     out = frame.marshal(method, channel)
     out += frame.marshal(ContentHeader(0, len(message.body), properties), channel)
     for start in range(0, len(message.body), max_body_frame):
