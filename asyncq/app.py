@@ -336,9 +336,10 @@ class App:
         try:
             msg = Message.decode(dead.body, self.serializer)
         except DecodeError:
-            return Envelope(dead.id, dead.queue, dead.body, dead.task)
+            return Envelope(dead.id, dead.queue, dead.body, dead.task, replay=True)
         fresh = replace(msg, attempt=1, eta=None)  # a fresh retry budget, runnable now
-        return Envelope(msg.id, msg.queue, fresh.encode(self.serializer), msg.task, None, msg.key)
+        body = fresh.encode(self.serializer)
+        return Envelope(msg.id, msg.queue, body, msg.task, None, msg.key, replay=True)
 
     async def purge_dead(
         self, queue: str | None = None, *, ids: Sequence[str] | None = None, task: str | None = None

@@ -76,6 +76,9 @@ class Envelope:
     """Idempotency key, scoped to the queue: while a job with this key is queued, running or
     succeeded (within the result TTL), enqueueing the key again returns that job's id and
     stores nothing."""
+    replay: bool = False
+    """A dead (or cancelled) job sent again under its own id: its old record is replaced.
+    Any other envelope with the id of a job the broker knows stores nothing."""
 
 
 @dataclass(slots=True)

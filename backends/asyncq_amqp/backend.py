@@ -352,9 +352,9 @@ class AmqpBackend(Backend):
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
         with self._errors("declaring queues"):
             await self._declare(sorted({e.queue for e in envelopes}))
-        if any(env.key is not None for env in envelopes):
-            # A key must be claimed before anything is published: it decides whether the
-            # job is new at all.
+        if any(env.key is not None or env.replay for env in envelopes):
+            # A key must be claimed (a replay's record replaced) before anything is
+            # published: that decides whether the job is sent at all.
             decided = await self.records.enqueue(envelopes)
             todo = [env for env, (_, new) in zip(envelopes, decided, strict=True) if new]
             failures = await self._publish_jobs(todo)

@@ -37,15 +37,16 @@ from asyncq.records import JobInfo, WorkerInfo
 __all__ = ["Admission", "RecordStore"]
 
 ENQUEUE = """
--- KEYS: scheduled. ARGV: base, now, then per job: id, task, eta ('' = now), key ('' = none).
--- Returns per job {id, publish}: a key already held returns its holder's id and 0; a job
--- stored anew returns 1. A record that exists already (the same enqueue sent twice, or a
--- worker that saw the message first) is left as it is.
+-- KEYS: scheduled. ARGV: base, now, then per job: id, task, eta ('' = now), key ('' = none),
+-- replay (0/1). Returns per job {id, publish}: a key already held returns its holder's id
+-- and 0; a job stored anew returns 1. A record that exists already is left as it is (the
+-- same enqueue sent twice, or a worker that saw the message first and may even have
+-- finished it), unless the job is a replay of a dead or cancelled one.
 local scheduled = KEYS[1]
 local base, now = ARGV[1], ARGV[2]
 local out = {}
-for i = 3, #ARGV, 4 do
-    local id, task, eta, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for i = 3, #ARGV, 5 do
+    local id, task, eta, key, replay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
     local existing = false
     if key ~= '' then
         local kk = base .. ':key:' .. key
@@ -58,7 +59,7 @@ for i = 3, #ARGV, 4 do
     local status = redis.call('HGET', jk, 'status')
     if existing then
         table.insert(out, {existing, 0})
-    elseif status and status ~= 'dead' and status ~= 'cancelled' then
+    elseif status and (replay == '0' or (status ~= 'dead' and status ~= 'cancelled')) then
         redis.call('HSETNX', jk, 'task', task)
         table.insert(out, {id, 0})
     else
@@ -330,7 +331,7 @@ class RecordStore:
                 for i in chunk:
                     env = envelopes[i]
                     eta = "" if env.eta is None else repr(env.eta)
-                    args += [env.id, env.task, eta, env.key or ""]
+                    args += [env.id, env.task, eta, env.key or "", 1 if env.replay else 0]
                 calls.append(("ENQUEUE", [keys.scheduled], args))
                 order.append(chunk)
         new_queues = [q for q in by_queue if q not in self._known_queues]
