@@ -55,6 +55,9 @@ __all__ = ["AmqpBackend", "QueueFull"]
 log = logging.getLogger("asyncq.amqp")
 
 
+_RETRY_WAIT_MS = 1024  # how long a delayed job refused by a full work queue waits to retry
+
+
 class QueueFull(BrokerError):
     """RabbitMQ refused a publish: the queue is at its ``max_length`` (or a policy's)."""
 
@@ -293,7 +296,12 @@ class AmqpBackend(Backend):
             return "", work
         ms, last = next_wait(remaining)
         await self._declare_wait(ms)
-        return self.names.wait(ms), work if last else self.names.delayed(queue)
+        # A bounded work queue refuses what does not fit, and a message dead-lettered into
+        # it would then be dropped, not refused: with max_length the last wait ends in
+        # q.delayed too, whose mover publishes with a confirm and can wait and try again.
+        if last and self.settings.max_length is None:
+            return self.names.wait(ms), work
+        return self.names.wait(ms), self.names.delayed(queue)
 
     async def _publish(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
         """Publish and wait for every confirm at once; per message, None or why it failed."""
@@ -684,17 +692,27 @@ class AmqpBackend(Backend):
             raw_eta = headers.get("x-eta-ms")
             eta = raw_eta / 1000 if isinstance(raw_eta, int) else None
             headers.pop("x-death", None)  # RabbitMQ's record of the waits so far
+            job_id = message.message_id or ""
             try:
                 with self._errors("moving a delayed job"):
                     exchange, key = await self._route(queue, eta)
-                    job_id = message.message_id or ""
-                    hop = Outgoing(exchange, key, message.body, job_id, headers or None)
-                    (failure,) = await self._publish([hop])
+                    moved = Outgoing(exchange, key, message.body, job_id, headers or None)
+                    (failure,) = await self._publish([moved])
+                    if failure is not None:
+                        # Refused (its work queue is full): it waits a second and comes
+                        # back here to try again.
+                        log.warning("delayed job %s waits: %s", job_id, failure)
+                        await self._declare_wait(_RETRY_WAIT_MS)
+                        wait = self.names.wait(_RETRY_WAIT_MS)
+                        back = self.names.delayed(queue)
+                        again = Outgoing(wait, back, message.body, job_id, moved.headers)
+                        (failure,) = await self._publish([again])
                 if failure is not None:
                     raise failure
                 await message.ack()
             except (BrokerError, aiormq.exceptions.AMQPError) as exc:
-                log.warning("moving delayed job %s failed, will retry: %s", message.message_id, exc)
+                log.warning("moving delayed job %s failed, will retry in 1 s: %s", job_id, exc)
+                await anyio.sleep(1.0)  # back off from a broker that refuses everything
                 if not message.channel.is_closed:
                     await message.nack(requeue=True)
 

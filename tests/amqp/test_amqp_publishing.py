@@ -5,10 +5,12 @@ broker answers by closing the channel fails at once, as a BrokerError."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
 import aio_pika
+import anyio
 import pytest
 import redis.asyncio as aioredis
 import services
@@ -139,3 +141,54 @@ async def test_publish_to_a_queue_deleted_under_the_app_fails_and_redeclares(pre
         again = await work.enqueue()
         assert await again.status() is JobStatus.QUEUED
         assert (await app.queue_stats([app.default_queue]))[app.default_queue].pending == 1
+
+
+class _Heard(logging.Handler):
+    """Sets an event when a log record containing ``text`` is emitted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = anyio.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if self.text in message:
+            self.messages.append(message)
+            self.event.set()
+
+
+async def test_delayed_job_due_while_its_queue_is_full_waits_for_room(prefix: str) -> None:
+    # RabbitMQ drops a message dead-lettered into a full queue. With max_length a delayed
+    # job's last wait therefore ends where a worker publishes it with a confirm: refused,
+    # it waits a second and tries again, until there is room.
+    app = asyncq.App(amqp_url(prefix, max_length=1), shutdown_timeout=2.0)
+    blocking, release = anyio.Event(), anyio.Event()
+
+    @app.task
+    async def hold() -> None:
+        blocking.set()
+        await release.wait()
+
+    @app.task
+    async def later() -> str:
+        return "ran"
+
+    heard = _Heard("waits")
+    logging.getLogger("asyncq.amqp").addHandler(heard)
+    async with app, app.worker(concurrency=1, prefetch=0):
+        await hold.enqueue()
+        with anyio.fail_after(5):
+            await blocking.wait()  # the worker holds it; the next job fills the queue
+        filler = await hold.enqueue()
+        delayed = await later.options(delay=0.05).enqueue()
+        try:
+            with anyio.fail_after(5):
+                await heard.event.wait()  # the full queue refused the due job
+        finally:
+            logging.getLogger("asyncq.amqp").removeHandler(heard)
+            release.set()
+        await filler.result(timeout=5)
+        assert await delayed.result(timeout=10) == "ran"
+    assert heard.messages[0].startswith(f"delayed job {delayed.id} waits")
