@@ -18,13 +18,16 @@ W3  enqueue-to-start latency at ``--rate`` jobs/s for ``--duration`` seconds; p5
 W4  ``--sleep-jobs`` jobs of a 10 ms sleep (``asyncio.sleep`` in asyncq and taskiq,
     ``time.sleep`` in the thread-based dramatiq and celery), timed like W2.
 
-asyncq runs on its ``amqp`` backend, and is reported as skipped until one is installed.
+asyncq runs on its ``amqp`` backend, its job records in Redis (``--records-db``, 12 by
+default), its queues and keys under a prefix made fresh for each run, ``asyncq-bench-<hex>``;
+the keys under it are deleted before each workload and at the end, like the virtual host.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -35,6 +38,7 @@ from typing import Any
 
 import amqp_peers
 import anyio
+import redis.asyncio as aioredis
 import redis_compare as rc
 from amqp_peers.common import VHOST
 
@@ -42,6 +46,7 @@ AMQP_HOST = "127.0.0.1"
 AMQP_PORT = 5672
 AMQP_USER = "guest"
 AMQP_PASSWORD = "guest"
+ADD_VHOST_ATTEMPTS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +55,26 @@ class Config(rc.WorkloadConfig):
 
     confirms: bool
     taskiq_queue_type: str
+    records_db: int
+    asyncq_prefix: str
+    amqp_port: int
+    rabbitmq_node: str | None
 
     @property
     def amqp_url(self) -> str:
-        return f"amqp://{AMQP_USER}:{AMQP_PASSWORD}@{AMQP_HOST}:{AMQP_PORT}/{VHOST}"
+        return f"amqp://{AMQP_USER}:{AMQP_PASSWORD}@{AMQP_HOST}:{self.amqp_port}/{VHOST}"
+
+    @property
+    def records_url(self) -> str:
+        """Where asyncq's AMQP backend keeps its job records."""
+        return f"redis://{rc.REDIS_HOST}:{rc.REDIS_PORT}/{self.records_db}"
 
 
 # -- the virtual host --------------------------------------------------------------------------
-async def rabbitmqctl(*args: str, check: bool = True) -> str:
+async def rabbitmqctl(cfg: Config, *args: str, check: bool = True) -> str:
+    node = ["-n", cfg.rabbitmq_node] if cfg.rabbitmq_node else []
     result = await anyio.run_process(
-        ["rabbitmqctl", "-q", *args], check=False, stdin=subprocess.DEVNULL
+        ["rabbitmqctl", *node, "-q", *args], check=False, stdin=subprocess.DEVNULL
     )
     if check and result.returncode != 0:
         raise rc.WorkloadError(
@@ -69,11 +84,45 @@ async def rabbitmqctl(*args: str, check: bool = True) -> str:
     return result.stdout.decode(errors="replace").strip()
 
 
-async def reset_vhost() -> None:
+async def reset_vhost(cfg: Config) -> None:
     """Delete the benchmark's virtual host with every queue in it, and create it again."""
-    await rabbitmqctl("delete_vhost", VHOST, check=False)  # fails only if it is missing
-    await rabbitmqctl("add_vhost", VHOST)
-    await rabbitmqctl("set_permissions", "-p", VHOST, AMQP_USER, ".*", ".*", ".*")
+    await rabbitmqctl(cfg, "delete_vhost", VHOST, check=False)  # fails only if it is missing
+    # On a busy node, add_vhost now and then fails at once claiming that the 'rabbit' app is
+    # not running; it succeeds when tried again a moment later.
+    for attempt in range(ADD_VHOST_ATTEMPTS):
+        try:
+            await rabbitmqctl(cfg, "add_vhost", VHOST)
+            break
+        except rc.WorkloadError:
+            if attempt == ADD_VHOST_ATTEMPTS - 1:
+                raise
+            await anyio.sleep(0.5)
+    await rabbitmqctl(cfg, "set_permissions", "-p", VHOST, AMQP_USER, ".*", ".*", ".*")
+
+
+async def delete_records(cfg: Config) -> int:
+    """Delete asyncq's job records of this run: every key under its prefix, nothing else."""
+    deleted = 0
+    redis = aioredis.Redis(host=rc.REDIS_HOST, port=rc.REDIS_PORT, db=cfg.records_db)
+    try:
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(match=f"{cfg.asyncq_prefix}:*", count=1_000):
+            batch.append(key)
+            if len(batch) == 1_000:
+                deleted += await redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += await redis.unlink(*batch)
+    finally:
+        await redis.aclose()
+    return deleted
+
+
+async def reset(cfg: Config) -> None:
+    """The clean slate before each workload and after the last: an empty virtual host, and
+    none of asyncq's records left."""
+    await reset_vhost(cfg)
+    await delete_records(cfg)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -82,13 +131,21 @@ async def run_all(cfg: Config, results: list[rc.Result], meta: dict[str, Any]) -
     if shutil.which("rabbitmqctl") is None:
         raise SystemExit("rabbitmqctl is not on PATH: it creates and resets the virtual host")
     try:
-        stream = await anyio.connect_tcp(AMQP_HOST, AMQP_PORT)
+        stream = await anyio.connect_tcp(AMQP_HOST, cfg.amqp_port)
     except OSError as exc:
-        raise SystemExit(f"RabbitMQ is not answering at {AMQP_HOST}:{AMQP_PORT}: {exc}") from None
+        raise SystemExit(
+            f"RabbitMQ is not answering at {AMQP_HOST}:{cfg.amqp_port}: {exc}"
+        ) from None
     await stream.aclose()
-    meta["rabbitmq"] = await rabbitmqctl("version", check=False) or "?"
-    run_one = partial(rc.run_library, load=amqp_peers.load, reset=reset_vhost)
-    await rc.run_all(cfg, results, meta, run_one)
+    meta["rabbitmq"] = await rabbitmqctl(cfg, "version", check=False) or "?"
+    run_one = partial(rc.run_library, load=amqp_peers.load, reset=partial(reset, cfg))
+    try:
+        await rc.run_all(cfg, results, meta, run_one)
+    finally:
+        # An interrupted or failed run leaves no records behind either (the virtual host is
+        # deleted at the next run's first workload).
+        with anyio.CancelScope(shield=True):
+            await delete_records(cfg)
 
 
 def parse_args() -> tuple[Config, str | None]:
@@ -106,11 +163,36 @@ def parse_args() -> tuple[Config, str | None]:
         help="taskiq's queue type (default %(default)s, as the others'; taskiq-aio-pika's "
         "own default is quorum)",
     )
+    parser.add_argument(
+        "--records-db",
+        type=int,
+        default=12,
+        help="Redis database 1-15 for asyncq's job records; only the keys under this run's "
+        "prefix are deleted, before each workload and at the end (default %(default)s)",
+    )
+    parser.add_argument(
+        "--amqp-port",
+        type=int,
+        default=AMQP_PORT,
+        help="RabbitMQ's port on 127.0.0.1 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rabbitmq-node",
+        metavar="NAME",
+        help="the node rabbitmqctl manages (rabbitmqctl -n), for a broker other than the "
+        "default node, e.g. one of its own on another --amqp-port",
+    )
     args = parser.parse_args()
+    if not 0 < args.records_db < 16:
+        parser.error("--records-db must be between 1 and 15")
     cfg = Config(
         **rc.common_settings(parser, args, amqp_peers.LIBRARIES),
         confirms=args.confirms,
         taskiq_queue_type=args.taskiq_queue_type,
+        records_db=args.records_db,
+        amqp_port=args.amqp_port,
+        rabbitmq_node=args.rabbitmq_node,
+        asyncq_prefix=f"asyncq-bench-{secrets.token_hex(4)}",
         log_dir=Path(tempfile.mkdtemp(prefix="amqp-compare-")),
     )
     return cfg, args.json
@@ -124,13 +206,15 @@ def main() -> None:
     os.environ["BENCH_CONCURRENCY"] = str(cfg.concurrency)
     os.environ["BENCH_AMQP_CONFIRMS"] = "1" if cfg.confirms else "0"
     os.environ["BENCH_TASKIQ_QUEUE_TYPE"] = cfg.taskiq_queue_type
+    os.environ["BENCH_ASYNCQ_RECORDS"] = cfg.records_url
+    os.environ["BENCH_ASYNCQ_PREFIX"] = cfg.asyncq_prefix
     meta: dict[str, Any] = {"rabbitmq": "?", "redis": "?"}
 
     def broker() -> str:
         return (
             f"Python {meta['python']}, {meta['system']}, {meta['cpus']} CPUs, RabbitMQ "
-            f"{meta['rabbitmq']} at {AMQP_HOST}:{AMQP_PORT}/{VHOST} (probe: Redis "
-            f"{meta['redis']}, db {cfg.db})"
+            f"{meta['rabbitmq']} at {AMQP_HOST}:{cfg.amqp_port}/{VHOST} (probe: Redis "
+            f"{meta['redis']}, db {cfg.db}; asyncq's records: db {cfg.records_db})"
         )
 
     rc.run_and_report(cfg, meta, run_all, broker, json_path)

@@ -6,6 +6,10 @@ nothing outside it is touched). The async libraries (asyncq, taskiq) use
 :data:`peers.common.probe` as the Redis harness does; dramatiq and celery run their handlers
 in threads, with no event loop, so they use :data:`sync_probe`: the same keys and the same
 single Redis command per job, through a blocking ``redis`` client (hiredis parser).
+
+asyncq's AMQP backend keeps its job records in Redis too: :func:`asyncq_url` names the
+records' database (``$BENCH_ASYNCQ_RECORDS``) and the prefix of its queues and keys
+(``$BENCH_ASYNCQ_PREFIX``), which the driver makes fresh for every run.
 """
 
 from __future__ import annotations
@@ -17,15 +21,34 @@ import time
 import redis
 from peers.common import COUNTER, DONE, LATENCIES, READY, SLEEP_SECONDS, redis_url
 
-__all__ = ["VHOST", "SyncProbe", "amqp_url", "publisher_confirms", "sync_probe"]
+__all__ = [
+    "ASYNCQ_RECORDS",
+    "VHOST",
+    "SyncProbe",
+    "amqp_url",
+    "asyncq_url",
+    "publisher_confirms",
+    "sync_probe",
+]
 
 VHOST = "asyncq-bench"
 """The RabbitMQ virtual host every library works in; never the default one."""
+
+ASYNCQ_RECORDS = "redis://127.0.0.1:6379/12"
+"""Where asyncq keeps its job records unless ``$BENCH_ASYNCQ_RECORDS`` says otherwise."""
 
 
 def amqp_url() -> str:
     """The broker every library uses: ``$BENCH_AMQP_URL``."""
     return os.environ.get("BENCH_AMQP_URL", f"amqp://guest:guest@127.0.0.1:5672/{VHOST}")
+
+
+def asyncq_url() -> str:
+    """asyncq's broker: :func:`amqp_url` with its job records in Redis
+    (``$BENCH_ASYNCQ_RECORDS``) and its queues and keys under ``$BENCH_ASYNCQ_PREFIX``."""
+    records = os.environ.get("BENCH_ASYNCQ_RECORDS", ASYNCQ_RECORDS)
+    prefix = os.environ.get("BENCH_ASYNCQ_PREFIX", "asyncq-bench")
+    return f"{amqp_url()}?records={records}&prefix={prefix}"
 
 
 def publisher_confirms() -> bool:
