@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from . import tracing
 from .backend import Delivery, Outcome, Settlement
 from .errors import ErrorInfo, Reject, Retry
 from .job import set_current_job
@@ -51,7 +52,7 @@ class Running:
 async def execute(app: App, running: Running) -> Settlement:
     """Run the job and say how it ended. A cancelled job comes back CANCELLED; the worker
     turns that into the outcome its cause calls for."""
-    delivery, scope = running.delivery, running.scope
+    delivery = running.delivery
     try:
         msg = Message.decode(delivery.body, app.serializer)
     except DecodeError as exc:
@@ -63,6 +64,24 @@ async def execute(app: App, running: Running) -> Settlement:
         log.error("dead-lettering job %s: %s", msg.id, reason)
         return _dead(delivery, msg, ErrorInfo("UnknownTask", reason))
     set_current_job(msg, delivery.redelivered)
+    system = app.backend.system
+    with tracing.process_span(
+        system, msg.queue, msg.task, msg.id, msg.attempt, msg.headers
+    ) as span:
+        settlement = await _run(app, running, msg, task, span)
+        if span is not None:
+            if settlement.outcome is Outcome.RETRY:
+                tracing.outcome(span, "retry", **{"asyncq.retry.eta": settlement.eta})
+            elif settlement.outcome is Outcome.DEAD:
+                error = settlement.error
+                tracing.outcome(span, "dead_lettered", **{"error.type": error and error.type})
+        return settlement
+
+
+async def _run(
+    app: App, running: Running, msg: Message, task: Task[Any, Any], span: Any
+) -> Settlement:
+    delivery, scope = running.delivery, running.scope
     if task.timeout is not None:
         scope.deadline = anyio.current_time() + task.timeout
     result: Any = None
@@ -73,15 +92,19 @@ async def execute(app: App, running: Running) -> Settlement:
         return _failed(app, delivery, msg, task, error_info(exc), exc.delay)
     except Reject as exc:
         log.warning("job %s (%s) rejected: %s", msg.id, msg.task, exc.reason)
+        tracing.exception(span, exc)
         return _dead(delivery, msg, ErrorInfo("Reject", exc.reason))
     except _BadArguments as exc:
         log.error("dead-lettering job %s: %s", msg.id, exc)
+        tracing.exception(span, exc)
         return _dead(delivery, msg, ErrorInfo("BadArguments", str(exc)))
     except Exception as exc:
+        tracing.exception(span, exc)
         return _failed(app, delivery, msg, task, error_info(exc), None)
     if scope.cancelled_caught:
         if running.cause is None:  # no one asked: the deadline passed
             error = ErrorInfo("TimeoutError", f"job timed out after {task.timeout} s")
+            tracing.exception(span, TimeoutError(error.message))
             return _failed(app, delivery, msg, task, error, None)
         return Settlement(delivery, Outcome.CANCELLED, task=msg.task, attempt=msg.attempt)
     try:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from . import tracing
 from .backend import Envelope
 from .job import Job
 from .retry import Backoff
@@ -139,40 +140,72 @@ class TaskCall(Generic[P, R]):
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         app = self.task.app
-        envelope = self._envelope(args, kwargs)
-        (job_id,) = await app.backend_for_enqueue().enqueue([envelope])
+        backend = app.backend_for_enqueue()
+        if not tracing.active():
+            envelope = self._envelope(args, kwargs)
+            (job_id,) = await backend.enqueue([envelope])
+            return Job(app, job_id, envelope.queue)
+        task, opts = self.task, self.options
+        queue, headers = opts.queue or task.queue, dict(opts.headers)
+        with tracing.send_span(backend.system, queue, task.name, headers) as span:
+            envelope = self._envelope(args, kwargs, headers=headers)
+            span.set_attribute("messaging.message.id", envelope.id)
+            (job_id,) = await backend.enqueue([envelope])
         return Job(app, job_id, envelope.queue)
 
     async def enqueue_many(
         self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
     ) -> list[Job[R]]:
+        calls = list(calls)
+        if self.options.key is not None and len(calls) > 1:
+            raise ValueError("one idempotency key cannot name several jobs")
+        app = self.task.app
+        backend = app.backend_for_enqueue()
+        task, opts = self.task, self.options
+        spans = None
+        if tracing.active():
+            spans = tracing.batch_spans(backend.system, opts.queue or task.queue, task.name)
         envelopes = []
         now = time.time()  # one enqueue time for the batch: it is one call
         for call in calls:
+            args: tuple[Any, ...]
+            kwargs: dict[str, Any]
             if isinstance(call, tuple):
-                envelopes.append(self._envelope(call, {}, now))
+                args, kwargs = call, {}
             elif isinstance(call, Mapping):
-                envelopes.append(self._envelope((), dict(call), now))
+                args, kwargs = (), dict(call)
             else:
                 raise TypeError(
                     f"enqueue_many takes tuples (positional) or mappings (keyword), "
                     f"got {type(call).__name__}"
                 )
+            if spans is None:
+                envelopes.append(self._envelope(args, kwargs, now))
+            else:
+                job_id, headers = new_job_id(), dict(opts.headers)
+                spans.create(job_id, headers)
+                envelopes.append(self._envelope(args, kwargs, now, headers, job_id))
         if not envelopes:
             return []
-        if self.options.key is not None and len(envelopes) > 1:
-            raise ValueError("one idempotency key cannot name several jobs")
-        app = self.task.app
-        ids = await app.backend_for_enqueue().enqueue(envelopes)
+        if spans is None:
+            ids = await backend.enqueue(envelopes)
+        else:
+            with spans.send():
+                ids = await backend.enqueue(envelopes)
         queue = envelopes[0].queue  # one options object: one queue for the whole batch
         return [Job(app, job_id, queue) for job_id in ids]
 
     def _envelope(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], now: float | None = None
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        now: float | None = None,
+        headers: dict[str, str] | None = None,
+        job_id: str | None = None,
     ) -> Envelope:
         task, opts = self.task, self.options
         queue = opts.queue or task.queue
-        job_id = new_job_id()
+        job_id = job_id or new_job_id()
         enqueued_at = time.time() if now is None else now
         try:
             body = encode_job(
@@ -182,7 +215,7 @@ class TaskCall(Generic[P, R]):
                 queue,
                 args,
                 kwargs,
-                opts.headers,
+                opts.headers if headers is None else headers,
                 1,
                 enqueued_at,
                 opts.eta,
