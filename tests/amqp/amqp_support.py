@@ -9,26 +9,19 @@ named ``conftest``, the fixtures live in the test modules, built from the helper
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
 import subprocess
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import anyio
+import harness
 import pytest
 import services
-from anyio.abc import ByteReceiveStream
-from anyio.streams.buffered import BufferedByteReceiveStream
-
-import asyncq
-from asyncq.backend import Backend, Outcome, Settlement
 
 HERE = Path(__file__).parent
 
@@ -74,117 +67,9 @@ def module_prefixes() -> Iterator[Prefixes]:
 
 def worker_env() -> dict[str, str]:
     """The environment of a worker subprocess: the modules of this directory importable."""
-    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
+    return harness.worker_env(HERE)
 
 
-# -- waiting on what happened ----------------------------------------------------------------
-class _Watched:
-    """Something tests wait on until a condition holds; every change wakes the waiters."""
-
-    def __init__(self) -> None:
-        self._changed: anyio.Event | None = None
-
-    def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
-
-    async def wait_until(self, condition: Callable[[], bool], *, timeout: float) -> None:
-        with anyio.fail_after(timeout):
-            while not condition():
-                if self._changed is None:
-                    self._changed = anyio.Event()
-                await self._changed.wait()
-
-
-class Runs(_Watched):
-    """Every run of a handler in this process, by job id."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.by_job: Counter[str] = Counter()
-        self.total = 0
-
-    def record(self, job_id: str) -> None:
-        self.by_job[job_id] += 1
-        self.total += 1
-        self._notify()
-
-    async def reached(self, total: int, *, timeout: float) -> None:
-        await self.wait_until(lambda: self.total >= total, timeout=timeout)
-
-    @property
-    def duplicates(self) -> int:
-        """Runs beyond the first of each job."""
-        return sum(n - 1 for n in self.by_job.values())
-
-
-class Settled(_Watched):
-    """The settlements the real backend made, by job id. Wraps the backend object's own
-    ``settle``: the backend still does all the work, this only takes note once it is done."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, backend: Backend) -> None:
-        super().__init__()
-        self.outcomes: defaultdict[str, list[Outcome]] = defaultdict(list)
-        self.succeeded: set[str] = set()
-        real = backend.settle
-
-        async def settle(settlements: Sequence[Settlement]) -> None:
-            await real(settlements)
-            for s in settlements:
-                self.outcomes[s.delivery.id].append(s.outcome)
-                if s.outcome is Outcome.SUCCEEDED:
-                    self.succeeded.add(s.delivery.id)
-            self._notify()
-
-        monkeypatch.setattr(backend, "settle", settle)
-
-    async def all_succeeded(self, job_ids: Sequence[str], *, timeout: float) -> None:
-        wanted = set(job_ids)
-        await self.wait_until(lambda: wanted <= self.succeeded, timeout=timeout)
-
-
-async def statuses(app: asyncq.App, jobs: Sequence[asyncq.Job[Any]]) -> Counter[asyncq.JobStatus]:
-    """How many of ``jobs`` are in each status, read through the public API."""
-    found: Counter[asyncq.JobStatus] = Counter()
-    limiter = anyio.CapacityLimiter(32)
-
-    async def read(job: asyncq.Job[Any]) -> None:
-        async with limiter:
-            found[await job.status()] += 1
-
-    async with anyio.create_task_group() as tg:
-        for job in jobs:
-            tg.start_soon(read, job)
-    return found
-
-
-class Lines:
-    """The lines of a child's output, read as they arrive (never waited for by a sleep)."""
-
-    def __init__(self, stream: ByteReceiveStream | None) -> None:
-        assert stream is not None
-        self._buffered = BufferedByteReceiveStream(stream)
-        self.seen: list[str] = []
-
-    async def expect(self, condition: Callable[[str], bool], *, timeout: float) -> str:
-        """Read lines until one meets ``condition``; fail at end of output or timeout."""
-        with anyio.fail_after(timeout):
-            while True:
-                try:
-                    raw = await self._buffered.receive_until(b"\n", 1 << 20)
-                except (anyio.IncompleteRead, anyio.EndOfStream) as exc:
-                    seen = "\n".join(self.seen)
-                    raise AssertionError(f"output ended before the expected line:\n{seen}") from exc
-                line = raw.decode(errors="replace").rstrip("\r")
-                self.seen.append(line)
-                if condition(line):
-                    return line
-
-
-# -- rabbitmqctl -----------------------------------------------------------------------------
-@functools.cache
 def _rabbitmqctl() -> tuple[str | None, str]:
     """rabbitmqctl's path, or None and why it cannot be used (checked once per session)."""
     path = shutil.which("rabbitmqctl")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from amqp_support import HERE, Lines, Prefixes, amqp_url, module_prefixes, worker_env
+from amqp_support import HERE, Prefixes, amqp_url, module_prefixes, worker_env
+from harness import Lines
 
 import asyncq
 from asyncq import JobStatus, current_job

@@ -11,16 +11,8 @@ import aio_pika
 import anyio
 import pytest
 import services
-from amqp_support import (
-    Prefixes,
-    Runs,
-    Settled,
-    amqp_url,
-    module_prefixes,
-    rabbitmqctl,
-    require_rabbitmqctl,
-    statuses,
-)
+from amqp_support import Prefixes, amqp_url, module_prefixes, rabbitmqctl, require_rabbitmqctl
+from harness import Runs, Settled, statuses
 
 import asyncq
 from asyncq import JobStatus, current_job

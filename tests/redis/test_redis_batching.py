@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 import services
 from asyncq_redis import scripts
 from asyncq_redis.settings import QueueKeys
+from harness import Runs, Settled, statuses
 from redis.asyncio.connection import AbstractConnection
-from redis_support import Runs, Settled, claimed_prefix, redis_client, redis_url, statuses
+from redis_support import claimed_prefix, redis_client, redis_url
 
 import asyncq
 from asyncq import JobStatus, current_job

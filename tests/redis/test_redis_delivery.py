@@ -14,7 +14,8 @@ from typing import Any
 
 import anyio
 import pytest
-from redis_support import HERE, Lines, claimed_prefix, redis_client, redis_url, worker_env
+from harness import Lines
+from redis_support import HERE, claimed_prefix, redis_client, redis_url, worker_env
 
 import asyncq
 from asyncq import JobStatus, current_job

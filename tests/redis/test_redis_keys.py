@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import pytest
 import redis.asyncio as aioredis
 import services
+from harness import Settled
 from redis.crc import key_slot
-from redis_support import Settled, claimed_prefix, redis_url
+from redis_support import claimed_prefix, redis_url
 
 import asyncq
 from asyncq import JobStatus

@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 import services
 from asyncq_redis import RedisBackend, RedisSettings
-from redis_support import PrivateRedis, Runs, Settled, claimed_prefix, redis_url, statuses
+from harness import Runs, Settled, statuses
+from redis_support import PrivateRedis, claimed_prefix, redis_url
 
 import asyncq
 from asyncq import JobStatus, current_job
