@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from asyncq_redis import codec
 from asyncq_redis.connection import open_client, redis_errors
 from asyncq_redis.heartbeats import Heartbeats
-from asyncq_redis.notifications import Notifications
+from asyncq_redis.notifications import Notifications, listen
 from asyncq_redis.scripts import FINISH
 from redis import exceptions as rx
 
@@ -403,18 +403,7 @@ class RecordStore:
         return bool(reply)
 
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._cancel_channel)
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        on_cancel(message["data"].decode())
-            except (rx.RedisError, OSError):
-                await anyio.sleep(1.0)  # resubscribe once Redis is back
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listen(self.client, self._cancel_channel, on_cancel)
 
     # -- reading ---------------------------------------------------------------------------
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
@@ -423,17 +412,13 @@ class RecordStore:
         return codec.job_info(job_id, queue, [x for pair in record.items() for x in pair])
 
     async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        info: JobInfo | None = None
-
-        async def finished() -> bool:
-            nonlocal info
-            info = await self.job_info(job_id, queue)
-            return info is None or info.status.finished
-
         assert self._notifications is not None, "the record store is not connected"
+        channel = self.keys(queue).done_prefix + job_id
+        # The deadline outside the error mapping: its TimeoutError is the caller's answer.
         with anyio.fail_after(timeout), self.errors("waiting for a job"):
-            await self._notifications.wait(self.keys(queue).done_prefix + job_id, finished)
-        return info
+            return await self._notifications.wait_finished(
+                channel, lambda: self.job_info(job_id, queue)
+            )
 
     async def counts(self, queues: Sequence[str]) -> list[tuple[int, int]]:
         """(scheduled, running) per queue."""

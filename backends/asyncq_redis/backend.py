@@ -31,7 +31,7 @@ from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 from . import codec, scripts
 from .connection import open_client, redis_errors
 from .heartbeats import Heartbeats
-from .notifications import Notifications
+from .notifications import Notifications, listen
 from .settings import QueueKeys, RedisSettings
 
 __all__ = ["RedisBackend"]
@@ -349,19 +349,7 @@ class RedisBackend(Backend):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._cancel_channel)
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        on_cancel(message["data"].decode())
-            except (rx.RedisError, OSError) as exc:
-                log.warning("cancellation watch lost Redis, resubscribing in 1 s: %s", exc)
-                await anyio.sleep(1.0)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listen(self.client, self._cancel_channel, on_cancel)
 
     # -- job records -----------------------------------------------------------------------
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
@@ -371,17 +359,13 @@ class RedisBackend(Backend):
         return codec.job_info(job_id, queue, flat)
 
     async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        info: JobInfo | None = None
-
-        async def finished() -> bool:
-            nonlocal info
-            info = await self.job_info(job_id, queue)
-            return info is None or info.status.finished
-
         assert self._notifications is not None, "the Redis backend is not connected"
+        channel = self._k(queue).done_prefix + job_id
+        # The deadline outside the error mapping: its TimeoutError is the caller's answer.
         with anyio.fail_after(timeout), self._errors("waiting for a job"):
-            await self._notifications.wait(self._k(queue).done_prefix + job_id, finished)
-        return info
+            return await self._notifications.wait_finished(
+                channel, lambda: self.job_info(job_id, queue)
+            )
 
     async def cancel(self, job_id: str, queue: str) -> bool:
         keys = self._k(queue)

@@ -10,6 +10,7 @@ seat, whichever comes first. No background task is needed, so nothing outlives a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +18,11 @@ import anyio
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-__all__ = ["Notifications"]
+from asyncq.records import JobInfo
+
+__all__ = ["Notifications", "listen"]
+
+log = logging.getLogger("asyncq.redis")
 
 _LISTEN = 5.0  # seconds a seat holder reads before it re-checks (a lost message costs this)
 
@@ -60,6 +65,21 @@ class Notifications:
                         async with self._commands:
                             await pubsub.unsubscribe(channel)
 
+    async def wait_finished(
+        self, channel: str, read: Callable[[], Awaitable[JobInfo | None]]
+    ) -> JobInfo | None:
+        """Wait until the job that ``read`` reads is finished (or unknown); its record.
+        ``channel`` is where its finish is announced."""
+        info: JobInfo | None = None
+
+        async def finished() -> bool:
+            nonlocal info
+            info = await read()
+            return info is None or info.status.finished
+
+        await self.wait(channel, finished)
+        return info
+
     async def close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
@@ -98,3 +118,21 @@ class Notifications:
     def _wake(self, channel: bytes) -> None:
         for event in self._waiters.get(channel, ()):
             event.set()
+
+
+async def listen(client: aioredis.Redis, channel: str, on_message: Callable[[str], None]) -> None:
+    """Call ``on_message`` with each message on ``channel``, until cancelled; a lost
+    connection is resubscribed a second later (what was published meanwhile is missed)."""
+    while True:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(channel)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    on_message(message["data"].decode())
+        except (RedisError, OSError) as exc:
+            log.warning("lost Redis listening on %s, resubscribing in 1 s: %s", channel, exc)
+            await anyio.sleep(1.0)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
