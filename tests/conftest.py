@@ -1,10 +1,15 @@
-"""Fixtures shared by every test: the anyio backend and unique names."""
+"""Fixtures shared by the tests: the anyio backend, unique names, RabbitMQ prefixes."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from amqp_support import Prefixes
 
 
 @pytest.fixture
@@ -17,3 +22,26 @@ def anyio_backend() -> str:
 def unique() -> str:
     """A name no other test uses: for memory:// brokers, key prefixes, queue names."""
     return f"t{os.urandom(6).hex()}"
+
+
+# -- tests/amqp -------------------------------------------------------------------------------
+# Here rather than in a conftest of their own, which mypy would take for a second module
+# named "conftest"; amqp_support is importable once a test of tests/amqp is collected.
+@pytest.fixture(scope="module")
+def prefixes() -> Iterator[Prefixes]:
+    """The prefixes of one module's RabbitMQ tests; their queues and exchanges are deleted
+    when the module is done."""
+    from amqp_support import Prefixes
+
+    prefixes = Prefixes()
+    try:
+        yield prefixes
+    finally:
+        prefixes.delete_entities()
+
+
+@pytest.fixture
+def prefix(prefixes: Prefixes, unique: str) -> Iterator[str]:
+    """This test's prefix for queue names and record keys; its Redis keys go when it ends."""
+    with prefixes.claim(unique) as prefix:
+        yield prefix

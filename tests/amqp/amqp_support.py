@@ -56,15 +56,6 @@ class Prefixes:
             services.delete_amqp_entities(pattern)
 
 
-@contextmanager
-def module_prefixes() -> Iterator[Prefixes]:
-    prefixes = Prefixes()
-    try:
-        yield prefixes
-    finally:
-        prefixes.delete_entities()
-
-
 def worker_env() -> dict[str, str]:
     """The environment of a worker subprocess: the modules of this directory importable."""
     return harness.worker_env(HERE)

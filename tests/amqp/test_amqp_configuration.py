@@ -5,11 +5,10 @@ that says what to change: a missing ``records`` option, an unknown option, a bad
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 import services
-from amqp_support import Prefixes, amqp_url, module_prefixes
+from amqp_support import amqp_url
 
 import asyncq
 from asyncq.backend import resolve_backend
@@ -17,18 +16,6 @@ from asyncq.backend import resolve_backend
 pytestmark = pytest.mark.anyio
 
 BASE = services.AMQP_URL
-
-
-@pytest.fixture(scope="module")
-def prefixes() -> Iterator[Prefixes]:
-    with module_prefixes() as prefixes:
-        yield prefixes
-
-
-@pytest.fixture
-def prefix(prefixes: Prefixes, unique: str) -> Iterator[str]:
-    with prefixes.claim(unique) as prefix:
-        yield prefix
 
 
 def test_missing_records_says_to_add_a_redis_url() -> None:

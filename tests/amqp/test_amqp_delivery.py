@@ -7,30 +7,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
-from amqp_support import HERE, Prefixes, amqp_url, module_prefixes, worker_env
+from amqp_support import HERE, amqp_url, worker_env
 from harness import Lines
 
 import asyncq
 from asyncq import JobStatus, current_job
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def prefixes() -> Iterator[Prefixes]:
-    with module_prefixes() as prefixes:
-        yield prefixes
-
-
-@pytest.fixture
-def prefix(prefixes: Prefixes, unique: str) -> Iterator[str]:
-    with prefixes.claim(unique) as prefix:
-        yield prefix
 
 
 async def test_job_of_a_sigkilled_worker_is_redelivered_at_once_to_a_running_worker(

@@ -5,13 +5,12 @@ jobs that finished while the broker was down are not lost either."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import aio_pika
 import anyio
 import pytest
 import services
-from amqp_support import Prefixes, amqp_url, module_prefixes, rabbitmqctl, require_rabbitmqctl
+from amqp_support import amqp_url, rabbitmqctl, require_rabbitmqctl
 from harness import Runs, Settled, statuses
 
 import asyncq
@@ -24,18 +23,6 @@ HOLD_FROM = 1_000
 """Jobs from this number on wait, once started, until the broker is down: so the outage
 always hits while most of the jobs are still to run, however fast the machine."""
 CONCURRENCY = 50
-
-
-@pytest.fixture(scope="module")
-def prefixes() -> Iterator[Prefixes]:
-    with module_prefixes() as prefixes:
-        yield prefixes
-
-
-@pytest.fixture
-def prefix(prefixes: Prefixes, unique: str) -> Iterator[str]:
-    with prefixes.claim(unique) as prefix:
-        yield prefix
 
 
 async def wait_until_rabbitmq_answers(*, timeout: float) -> float:

@@ -7,32 +7,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 import aio_pika
 import anyio
 import pytest
 import redis.asyncio as aioredis
 import services
-from amqp_support import Prefixes, amqp_url, module_prefixes
+from amqp_support import amqp_url
 from asyncq_amqp import QueueFull
 
 import asyncq
 from asyncq import JobStatus
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def prefixes() -> Iterator[Prefixes]:
-    with module_prefixes() as prefixes:
-        yield prefixes
-
-
-@pytest.fixture
-def prefix(prefixes: Prefixes, unique: str) -> Iterator[str]:
-    with prefixes.claim(unique) as prefix:
-        yield prefix
 
 
 async def record_keys(prefix: str) -> list[str]:

@@ -5,10 +5,9 @@ queue."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-from amqp_support import Prefixes, amqp_url, module_prefixes, queue_types, require_rabbitmqctl
+from amqp_support import amqp_url, queue_types, require_rabbitmqctl
 
 import asyncq
 from asyncq import JobStatus, current_job
@@ -16,18 +15,6 @@ from asyncq import JobStatus, current_job
 pytestmark = pytest.mark.anyio
 
 FAST_BACKOFF = asyncq.Backoff(base=0.01, cap=0.05)
-
-
-@pytest.fixture(scope="module")
-def prefixes() -> Iterator[Prefixes]:
-    with module_prefixes() as prefixes:
-        yield prefixes
-
-
-@pytest.fixture
-def prefix(prefixes: Prefixes, unique: str) -> Iterator[str]:
-    with prefixes.claim(unique) as prefix:
-        yield prefix
 
 
 async def test_results_delays_retries_and_dead_letters_on_quorum_queues(prefix: str) -> None:
