@@ -27,8 +27,8 @@ from asyncq_redis import codec
 from asyncq_redis.connection import open_client, redis_errors
 from asyncq_redis.heartbeats import Heartbeats
 from asyncq_redis.notifications import Notifications, listen
+from asyncq_redis.scripting import Call, Scripts
 from asyncq_redis.scripts import FINISH
-from redis import exceptions as rx
 
 from asyncq.backend import Envelope, Outcome, Settlement, redact_url
 from asyncq.errors import BrokerError
@@ -242,7 +242,7 @@ class RecordStore:
         self._ttl_ms = max(int(result_ttl * 1000), 1)
         self._client: aioredis.Redis | None = None
         self._notifications: Notifications | None = None
-        self._shas: dict[str, str] = {}
+        self._scripts = Scripts(_SCRIPTS)
         self._keys: dict[str, _QueueKeys] = {}
         self._queues_key = f"{prefix}:queues"
         self._known_queues: set[str] = set()
@@ -255,7 +255,7 @@ class RecordStore:
         self._notifications = Notifications(self._client)
         with self.errors("connecting to the record store"):
             await self._client.ping()
-            await self._load_scripts()
+            await self._scripts.load(self._client)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -274,39 +274,10 @@ class RecordStore:
     def errors(self, action: str) -> AbstractContextManager[None]:
         return redis_errors(self._where, action)
 
-    async def _load_scripts(self) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for source in _SCRIPTS.values():
-            pipe.script_load(source)
-        self._shas.update(zip(_SCRIPTS, await pipe.execute(), strict=True))
-
-    async def _run(
-        self, calls: Sequence[tuple[str, list[Any], list[Any]]], *, new_queues: Sequence[str] = ()
-    ) -> list[Any]:
-        """Run scripts in one round trip, reloading them once if Redis lost its cache."""
-        if len(calls) == 1 and not new_queues:  # the common case, without a pipeline's cost
-            name, keys, args = calls[0]
-            try:
-                return [await self.client.evalsha(self._shas[name], len(keys), *keys, *args)]
-            except rx.NoScriptError:
-                await self._load_scripts()
-                return [await self.client.evalsha(self._shas[name], len(keys), *keys, *args)]
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            if new_queues:
-                pipe.sadd(self._queues_key, *new_queues)
-            for name, keys, args in calls:
-                pipe.evalsha(self._shas[name], len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
-            if new_queues:
-                replies = replies[1:]
-            if not any(isinstance(r, rx.NoScriptError) for r in replies) or attempt:
-                for reply in replies:
-                    if isinstance(reply, Exception):
-                        raise reply
-                return replies
-            await self._load_scripts()
-        raise AssertionError("unreachable")
+    async def _run(self, calls: Sequence[Call], *, new_queues: Sequence[str] = ()) -> list[Any]:
+        """Run scripts in one round trip; ``new_queues`` join the registry of queues in it."""
+        register = (self._queues_key, new_queues) if new_queues else None
+        return await self._scripts.run(self.client, calls, register=register)
 
     def keys(self, queue: str) -> _QueueKeys:
         keys = self._keys.get(queue)

@@ -32,6 +32,7 @@ from . import codec, scripts
 from .connection import open_client, redis_errors
 from .heartbeats import Heartbeats
 from .notifications import Notifications, listen
+from .scripting import Call, Scripts
 from .settings import QueueKeys, RedisSettings
 
 __all__ = ["RedisBackend"]
@@ -53,7 +54,8 @@ class RedisBackend(Backend):
         self._ttl_ms = max(int(settings.result_ttl * 1000), 1)
         self._client: aioredis.Redis | None = None
         self._notifications: Notifications | None = None
-        self._shas: dict[str, str] = {}
+        names = ("ENQUEUE", "TAKE", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS", "INFO")
+        self._scripts = Scripts({name: getattr(scripts, name) for name in names})
         self._keys: dict[str, QueueKeys] = {}
         self._groups: set[str] = set()
         self._known_queues: set[str] = set()
@@ -77,7 +79,7 @@ class RedisBackend(Backend):
         self._notifications = Notifications(self._client)
         with self._errors("connecting"):
             await self._client.ping()
-            await self._load_scripts()
+            await self._scripts.load(self._client)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -96,54 +98,12 @@ class RedisBackend(Backend):
     def _errors(self, action: str) -> AbstractContextManager[None]:
         return redis_errors(self._where, action)
 
-    async def _load_scripts(self) -> None:
-        names = ("ENQUEUE", "TAKE", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS", "INFO")
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.script_load(getattr(scripts, name))
-        shas = await pipe.execute()
-        self._shas.update(zip(names, shas, strict=True))
-
     async def _run_scripts(
-        self, calls: Sequence[tuple[str, list[Any], list[Any]]], *, new_queues: Sequence[str] = ()
+        self, calls: Sequence[Call], *, new_queues: Sequence[str] = ()
     ) -> list[Any]:
-        """Run scripts in one pipelined round trip; reload them if Redis lost its cache (a
-        restart) and run again only the calls that were refused for it. ``new_queues`` are
-        added to the registry of queues in the same round trip."""
-        if len(calls) == 1 and not new_queues:  # one job: skip the pipeline's own overhead
-            name, keys, args = calls[0]
-            try:
-                return [await self.client.evalsha(self._shas[name], len(keys), *keys, *args)]
-            except rx.NoScriptError:
-                await self._load_scripts()
-                return [await self.client.evalsha(self._shas[name], len(keys), *keys, *args)]
-        results: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for _ in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            if new_queues:
-                pipe.sadd(self._queues_key, *new_queues)
-            for i in todo:
-                name, keys, args = calls[i]
-                pipe.evalsha(self._shas[name], len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
-            if new_queues:
-                if isinstance(replies[0], Exception):
-                    raise replies[0]
-                replies, new_queues = replies[1:], ()
-            missing = []
-            for i, reply in zip(todo, replies, strict=True):
-                if isinstance(reply, rx.NoScriptError):
-                    missing.append(i)
-                elif isinstance(reply, Exception):
-                    raise reply
-                else:
-                    results[i] = reply
-            if not missing:
-                return results
-            await self._load_scripts()
-            todo = missing
-        raise BrokerError("Redis keeps refusing asyncq's scripts (NOSCRIPT)")
+        """Run scripts in one round trip; ``new_queues`` join the registry of queues in it."""
+        register = (self._queues_key, new_queues) if new_queues else None
+        return await self._scripts.run(self.client, calls, register=register)
 
     def _k(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
