@@ -236,6 +236,13 @@ def positive_float(raw: str) -> float:
     return value
 
 
+def positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be an integer >= 1")
+    return value
+
+
 def redact_url(url: str) -> str:
     """The URL with its password replaced, for error messages and logs."""
     parts = urlsplit(url)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from asyncq.backend import parse_url_options, positive_float, redact_url
+from asyncq.backend import parse_url_options, positive_float, positive_int, redact_url
 from asyncq.errors import ConfigurationError
 
 __all__ = ["AmqpSettings"]
@@ -24,13 +24,6 @@ def _queue_type(raw: str) -> str:
     return raw
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be an integer >= 1")
-    return value
-
-
 def _records_url(raw: str) -> str:
     if urlsplit(raw).scheme not in ("redis", "rediss"):
         raise ValueError("must be a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379/0")
@@ -42,7 +35,7 @@ _OPTIONS = {
     "prefix": _name,
     "queue_type": _queue_type,
     "result_ttl": positive_float,
-    "max_length": _positive_int,
+    "max_length": positive_int,
     "publish_timeout": positive_float,
 }
 

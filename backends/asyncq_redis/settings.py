@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from asyncq.backend import parse_url_options, positive_float
+from asyncq.backend import parse_url_options, positive_float, positive_int
 from asyncq.errors import ConfigurationError
 
 __all__ = ["QueueKeys", "RedisSettings"]
@@ -17,18 +17,11 @@ def _prefix(raw: str) -> str:
     return raw
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be an integer >= 1")
-    return value
-
-
 _OPTIONS = {
     "prefix": _prefix,
     "visibility_timeout": positive_float,
     "result_ttl": positive_float,
-    "max_connections": _positive_int,
+    "max_connections": positive_int,
 }
 
 
