@@ -536,39 +536,38 @@ class AmqpBackend(Backend):
         self._arrived.set()
 
     async def _admit(self, taken: Sequence[tuple[str, DeliveredMessage]]) -> list[Delivery]:
-        by_queue: dict[str, list[tuple[str, int, bool]]] = {}
-        candidates: list[tuple[str, str, DeliveredMessage, int]] = []
+        # Grouped by queue (START runs per queue); the verdicts come back in this order.
+        by_queue: dict[str, list[Delivery]] = {}
         for q, message in taken:
-            props = message.header.properties
-            headers = props.headers or {}
-            attempt = headers.get("x-attempt", 1)
-            if not isinstance(attempt, int):
-                attempt = 1
-            tag = message.delivery.delivery_tag  # type: ignore[union-attr]
+            props, delivery = message.header.properties, message.delivery
+            assert isinstance(delivery, spec.Basic.Deliver)
+            attempt = (props.headers or {}).get("x-attempt", 1)
+            tag = delivery.delivery_tag or 0
+            receipt = _Receipt(message.channel, tag, attempt if isinstance(attempt, int) else 1)
             job_id = props.message_id or f"amqp-{q}-{tag}"
-            redelivered = bool(message.delivery.redelivered)  # type: ignore[union-attr]
-            by_queue.setdefault(q, []).append((job_id, attempt, redelivered))
-            candidates.append((q, job_id, message, attempt))
+            redelivered = bool(delivery.redelivered)
+            by_queue.setdefault(q, []).append(
+                Delivery(job_id, q, message.body, receipt, redelivered)
+            )
+        batches = [
+            (q, [(d.id, d.receipt.attempt, d.redelivered) for d in ds])
+            for q, ds in by_queue.items()
+        ]
         try:
-            verdicts = await self.records.start(list(by_queue.items()))
+            verdicts = await self.records.start(batches)
         except BrokerError:
             # Not admitted: give them back so nothing sits unseen in this worker's buffer.
             for item in reversed(taken):
                 self._buffer.appendleft(item)
             raise
-        # START answered per queue in the order given; match the answers up the same way.
-        order = {q: i for i, q in enumerate(by_queue)}
-        ranked = sorted(range(len(candidates)), key=lambda i: order[candidates[i][0]])
         deliveries, skipped = [], []
-        for verdict, i in zip(verdicts, ranked, strict=True):
-            q, job_id, message, attempt = candidates[i]
-            tag = message.delivery.delivery_tag  # type: ignore[union-attr]
-            receipt = _Receipt(message.channel, tag or 0, attempt)
+        grouped = (d for ds in by_queue.values() for d in ds)
+        for verdict, d in zip(verdicts, grouped, strict=True):
             if verdict == Admission.SKIP:
-                skipped.append(receipt)
+                skipped.append(d.receipt)
             else:
-                redelivered = verdict == Admission.RUN_REDELIVERED
-                deliveries.append(Delivery(job_id, q, message.body, receipt, redelivered))
+                d.redelivered = verdict == Admission.RUN_REDELIVERED
+                deliveries.append(d)
         if skipped:
             self._ack(skipped)
         return deliveries
