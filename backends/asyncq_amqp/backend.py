@@ -674,6 +674,8 @@ class AmqpBackend(Backend):
         with self._errors("declaring queues"):
             await self._declare(queues)
             channel = await self.connection.channel(publisher_confirms=False)
+        moving = _InFlight()
+        consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
         try:
             await channel.set_qos(prefetch_count=100)
             for q in queues:
@@ -682,15 +684,26 @@ class AmqpBackend(Backend):
                     durable=True,
                     arguments=queue_arguments(self.settings.queue_type),
                 )
-                await queue.consume(self._make_hop(q))
+                consumers.append((queue, await queue.consume(self._make_hop(q, moving))))
             await anyio.sleep_forever()
         finally:
             with anyio.CancelScope(shield=True):
+                # Take no more, and let the moves under way finish: a move cut off between
+                # its publish and its ack would move the job twice.
+                if not channel.is_closed:
+                    for consumer, tag in consumers:
+                        await consumer.cancel(tag)
+                with anyio.move_on_after(5):
+                    await moving.idle()
                 if not channel.is_closed:
                     await channel.close()
 
-    def _make_hop(self, queue: str) -> Callable[[AbstractIncomingMessage], Any]:
+    def _make_hop(self, queue: str, moving: _InFlight) -> Callable[[AbstractIncomingMessage], Any]:
         async def hop(message: AbstractIncomingMessage) -> None:
+            with moving:
+                await move(message)
+
+        async def move(message: AbstractIncomingMessage) -> None:
             headers = dict(message.headers or {})
             raw_eta = headers.get("x-eta-ms")
             eta = raw_eta / 1000 if isinstance(raw_eta, int) else None
@@ -710,9 +723,9 @@ class AmqpBackend(Backend):
                         back = self.names.delayed(queue)
                         again = Outgoing(wait, back, message.body, job_id, moved.headers)
                         (failure,) = await self._publish([again])
-                if failure is not None:
-                    raise failure
-                await message.ack()
+                    if failure is not None:
+                        raise failure
+                    await message.ack()
             except (BrokerError, aiormq.exceptions.AMQPError) as exc:
                 log.warning("moving delayed job %s failed, will retry in 1 s: %s", job_id, exc)
                 await anyio.sleep(1.0)  # back off from a broker that refuses everything
@@ -846,6 +859,28 @@ class AmqpBackend(Backend):
 
     async def workers(self) -> list[WorkerInfo]:
         return await self.records.workers()
+
+
+class _InFlight:
+    """Counts the delayed-job moves under way, so a shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    def __enter__(self) -> None:
+        if not self._count:
+            self._idle = anyio.Event()
+        self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._count -= 1
+        if not self._count:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
 
 
 class _Browse:
