@@ -15,13 +15,16 @@ import anyio
 from .backend import Backend, Envelope, redact_url, resolve_backend
 from .errors import ConfigurationError, TaskNotFound
 from .job import Job
-from .records import DeadLetter, QueueStats
+from .records import DeadLetter, DeadLetterFilter, QueueStats
 from .retry import Backoff
 from .serializer import DecodeError, Message, OrjsonSerializer, Serializer
 from .task import Task, _check_queue
 from .worker import Worker
 
 __all__ = ["App", "State"]
+
+# Dead letters are read this many at a time.
+_DLQ_PAGE = 500
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -276,17 +279,25 @@ class App:
         return {s.queue: s for s in sorted(stats, key=lambda s: s.queue)}
 
     async def dead_letters(
-        self, queue: str | None = None, *, limit: int = 100, task: str | None = None
+        self,
+        queue: str | None = None,
+        *,
+        limit: int = 100,
+        task: str | None = None,
+        older_than: float | None = None,
+        newer_than: float | None = None,
     ) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``queue`` (default: the default queue),
-        optionally only one task's."""
+        optionally only one task's, or only those that died more (``older_than``) or less
+        (``newer_than``) than so many seconds ago."""
         queue = queue or self.default_queue
+        match = DeadLetterFilter(task=task, older_than=older_than, newer_than=newer_than)
         found: list[DeadLetter] = []
         after: str | None = None
         while len(found) < limit:
-            page = await self.backend.dead_letters(queue, limit=500, after=after)
-            found.extend(d for d in page if task is None or d.task == task)
-            if len(page) < 500:
+            page = await self.backend.dead_letters(queue, limit=_DLQ_PAGE, after=after)
+            found.extend(d for d in page if match(d))
+            if len(page) < _DLQ_PAGE:
                 break
             after = page[-1].cursor
         return found[:limit]
@@ -297,38 +308,74 @@ class App:
         *,
         ids: Sequence[str] | None = None,
         task: str | None = None,
+        older_than: float | None = None,
+        newer_than: float | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> int:
         """Send dead letters back to their queue with a fresh retry budget (attempt 1), then
-        remove them from the dead-letter queue; returns how many were replayed.
+        remove them from the dead-letter queue; returns how many were replayed. The filters
+        are those of ``dead_letters``, plus ``ids``; ``on_progress`` hears the running total
+        after each page.
 
         The enqueue comes before the removal, so a crash in between can duplicate a job but
         never lose one."""
+        match = DeadLetterFilter(ids, task, older_than, newer_than)
+
+        async def replay(chosen: list[DeadLetter]) -> set[str]:
+            job_ids = await self.backend.enqueue([self._replay_envelope(d) for d in chosen])
+            # A job whose idempotency key a live job holds now was not enqueued again
+            # (its id came back as the live job's): it stays in the dead-letter queue.
+            return {d.id for d, job_id in zip(chosen, job_ids, strict=True) if job_id == d.id}
+
+        return await self._each_dead_page(queue or self.default_queue, match, replay, on_progress)
+
+    async def purge_dead(
+        self,
+        queue: str | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        task: str | None = None,
+        older_than: float | None = None,
+        newer_than: float | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete dead letters: all of the queue, or those the filters of ``replay_dead``
+        choose. Returns how many were deleted."""
         queue = queue or self.default_queue
-        wanted = set(ids) if ids is not None else None
-        replayed = 0
+        match = DeadLetterFilter(ids, task, older_than, newer_than)
+        if match.by_id_only:  # no need to read them first
+            return await self.backend.purge_dead(queue, ids)
+
+        async def remove_all(chosen: list[DeadLetter]) -> set[str]:
+            return {d.id for d in chosen}
+
+        return await self._each_dead_page(queue, match, remove_all, on_progress)
+
+    async def _each_dead_page(
+        self,
+        queue: str,
+        match: DeadLetterFilter,
+        act: Callable[[list[DeadLetter]], Coroutine[Any, Any, set[str]]],
+        on_progress: Callable[[int], None] | None,
+    ) -> int:
+        """Page through ``queue``'s dead letters; ``act`` on the matching ones of each page
+        says which to remove, and those are purged. Returns how many were removed."""
+        removed = 0
         after: str | None = None
         while True:
-            page = await self.backend.dead_letters(queue, limit=500, after=after)
-            chosen = [
-                d
-                for d in page
-                if (wanted is None or d.id in wanted) and (task is None or d.task == task)
-            ]
-            sent: set[str] = set()
+            page = await self.backend.dead_letters(queue, limit=_DLQ_PAGE, after=after)
+            chosen = [d for d in page if match(d)]
+            gone: set[str] = set()
             if chosen:
-                job_ids = await self.backend.enqueue([self._replay_envelope(d) for d in chosen])
-                # A job whose idempotency key a live job holds now was not enqueued again
-                # (its id came back as the live job's): it stays in the dead-letter queue.
-                sent = {d.id for d, job_id in zip(chosen, job_ids, strict=True) if job_id == d.id}
-                await self.backend.purge_dead(queue, list(sent))
-                replayed += len(sent)
+                gone = await act(chosen)
+                if gone:
+                    removed += await self.backend.purge_dead(queue, list(gone))
                 if on_progress is not None:
-                    on_progress(replayed)
-            if len(page) < 500:
-                return replayed
-            # Page on from the last entry that is still there: replayed ones are gone.
-            kept = [d for d in page if d.id not in sent]
+                    on_progress(removed)
+            if len(page) < _DLQ_PAGE:
+                return removed
+            # Page on from the last entry that is still there: removed ones are gone.
+            kept = [d for d in page if d.id not in gone]
             if kept:
                 after = kept[-1].cursor
 
@@ -340,18 +387,3 @@ class App:
         fresh = replace(msg, attempt=1, eta=None)  # a fresh retry budget, runnable now
         body = fresh.encode(self.serializer)
         return Envelope(msg.id, msg.queue, body, msg.task, None, msg.key, replay=True)
-
-    async def purge_dead(
-        self, queue: str | None = None, *, ids: Sequence[str] | None = None, task: str | None = None
-    ) -> int:
-        """Delete dead letters: all of the queue, the given ids, or one task's.
-
-        Returns how many were deleted."""
-        queue = queue or self.default_queue
-        if task is None:
-            return await self.backend.purge_dead(queue, ids)
-        chosen = [d.id for d in await self.dead_letters(queue, limit=2**31, task=task)]
-        if ids is not None:
-            wanted = set(ids)
-            chosen = [i for i in chosen if i in wanted]
-        return await self.backend.purge_dead(queue, chosen) if chosen else 0

@@ -206,8 +206,10 @@ class Backend(abc.ABC):
     async def deregister(self, worker_id: str) -> None: ...
 
     @abc.abstractmethod
-    async def workers(self) -> list[WorkerInfo]:
-        """Workers whose last heartbeat is younger than its TTL."""
+    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
+        """Workers whose last heartbeat is younger than its TTL; with ``include_gone``, also
+        those whose heartbeat expired within ``GONE_RETENTION`` (``gone=True``) and that did
+        not deregister."""
 
 
 def parse_url_options(url: str, allowed: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from .backend import (
     positive_float,
 )
 from .errors import ErrorInfo
-from .records import DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInfo
+from .records import GONE_RETENTION, DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInfo
 
 __all__ = ["MemoryBackend"]
 
@@ -432,9 +432,14 @@ class MemoryBackend(Backend):
     async def deregister(self, worker_id: str) -> None:
         self._broker.workers.pop(worker_id, None)
 
-    async def workers(self) -> list[WorkerInfo]:
+    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
         now = time.time()
-        live = self._broker.workers
-        for worker_id in [w for w, (_, expires) in live.items() if expires <= now]:
-            del live[worker_id]
-        return [info for info, _ in live.values()]
+        known = self._broker.workers
+        for worker_id in [
+            w for w, (_, expires) in known.items() if expires + GONE_RETENTION <= now
+        ]:
+            del known[worker_id]
+        found = [
+            info if expires > now else replace(info, gone=True) for info, expires in known.values()
+        ]
+        return [w for w in found if include_gone or not w.gone]

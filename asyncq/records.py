@@ -4,11 +4,22 @@ worker heartbeats. Plain frozen dataclasses, shared by every backend and the CLI
 from __future__ import annotations
 
 import enum
+import math
+import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from .errors import ErrorInfo
 
-__all__ = ["DeadLetter", "JobInfo", "JobStatus", "QueueStats", "WorkerInfo"]
+__all__ = [
+    "GONE_RETENTION",
+    "DeadLetter",
+    "DeadLetterFilter",
+    "JobInfo",
+    "JobStatus",
+    "QueueStats",
+    "WorkerInfo",
+]
 
 
 class JobStatus(enum.StrEnum):
@@ -87,6 +98,37 @@ class DeadLetter:
     """The entry's position in the dead-letter queue, for paging (``after=``)."""
 
 
+class DeadLetterFilter:
+    """Which dead letters an operation applies to: every one, unless limited to some job
+    ids, one task, or an age (seconds since they died, counted from when it is made)."""
+
+    __slots__ = ("_died_after", "_died_before", "by_id_only", "ids", "task")
+
+    def __init__(
+        self,
+        ids: Collection[str] | None = None,
+        task: str | None = None,
+        older_than: float | None = None,
+        newer_than: float | None = None,
+    ) -> None:
+        for name, value in (("older_than", older_than), ("newer_than", newer_than)):
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        now = time.time()
+        self.ids = frozenset(ids) if ids is not None else None
+        self.task = task
+        self._died_before = now - older_than if older_than is not None else math.inf
+        self._died_after = now - newer_than if newer_than is not None else -math.inf
+        self.by_id_only = task is None and older_than is None and newer_than is None
+
+    def __call__(self, dead: DeadLetter) -> bool:
+        return (
+            (self.ids is None or dead.id in self.ids)
+            and (self.task is None or dead.task == self.task)
+            and self._died_after <= dead.died_at <= self._died_before
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
     """A worker's heartbeat."""
@@ -100,3 +142,11 @@ class WorkerInfo:
     started_at: float = 0.0
     last_seen: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
+    gone: bool = False
+    """No heartbeat within its TTL: the worker died or hangs (one that stops cleanly
+    deregisters). The broker reclaims its jobs; it is listed as gone for ``GONE_RETENTION``."""
+
+
+GONE_RETENTION = 3600.0
+"""Seconds a worker that stopped heartbeating stays listed as gone, for whoever looks into
+why it died."""

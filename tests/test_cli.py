@@ -581,19 +581,61 @@ def test_dlq_filters_by_task_and_id(broker_url: str) -> None:
     assert stats(broker_url)["default"] == {"pending": 2, "scheduled": 0, "running": 0, "dead": 0}
 
 
-def test_workers_lists_live_heartbeats(broker_url: str) -> None:
+def test_dlq_filters_by_age(broker_url: str) -> None:
+    ids = [
+        invoke(broker_url, "enqueue", "always_fails", "--args", f'["{n}"]').stdout.strip()
+        for n in range(3)
+    ]
+    run_burst_worker()
+    # They all died moments ago: none is older than an hour, all are newer than one.
+    older = ["--older-than", "1h"]
+    assert json.loads(invoke(broker_url, "dlq list", "--json", *older).stdout) == []
+    assert invoke(broker_url, "dlq purge", "--yes", *older).stdout == "purged 0 dead letter(s)\n"
+    assert invoke(broker_url, "dlq purge", *older).stdout.startswith("no dead letters match")
+    assert invoke(broker_url, "dlq replay", *older).stdout == "replayed 0 dead letter(s)\n"
+    newer = json.loads(invoke(broker_url, "dlq list", "--json", "--newer-than", "3600").stdout)
+    assert sorted(d["id"] for d in newer) == sorted(ids)
+    purged = invoke(broker_url, "dlq purge", "--newer-than", "60m", "--id", ids[0], stdin="y\n")
+    assert "Permanently delete 1 dead letter(s)" in purged.stdout
+    replayed = invoke(broker_url, "dlq replay", "--newer-than", "1d", "--task", "always_fails")
+    assert replayed.stdout == "replayed 2 dead letter(s)\n"
+    assert stats(broker_url)["default"] == {"pending": 2, "scheduled": 0, "running": 0, "dead": 0}
+
+    bad = invoke(broker_url, "dlq list", "--older-than", "soon", code=2)
+    assert "'soon' is not an age such as 90, 30s, 15m, 2h or 7d" in bad.output
+
+
+def test_workers_lists_live_heartbeats_then_gone_ones(broker_url: str) -> None:
     info = asyncq.WorkerInfo(
         id="host:1:abcd", host="host", pid=1, queues=("default",), concurrency=5, in_flight=2
     )
+    silent = asyncq.WorkerInfo(
+        id="host:2:dead", host="host", pid=2, queues=("emails",), concurrency=1
+    )
+    stopped = asyncq.WorkerInfo(id="host:3:stop", host="host", pid=3, queues=(), concurrency=1)
 
     async def beat() -> None:
         async with inproc.app:
-            await inproc.app.backend.heartbeat(info, ttl=60.0)
+            backend = inproc.app.backend
+            await backend.heartbeat(info, ttl=60.0)
+            await backend.heartbeat(stopped, ttl=0.001)
+            await backend.deregister(stopped.id)  # a clean stop: never listed as gone
+            await backend.heartbeat(silent, ttl=0.001)
+            await anyio.sleep(0.01)  # what is under test is a TTL running out: time itself
 
     anyio.run(beat, backend="asyncio")
     listed = json.loads(invoke(broker_url, "workers", "--json").stdout)
-    assert [(w["id"], w["queues"], w["concurrency"], w["in_flight"]) for w in listed] == [
-        ("host:1:abcd", ["default"], 5, 2)
+    assert [
+        (w["id"], w["queues"], w["concurrency"], w["in_flight"], w["gone"]) for w in listed
+    ] == [
+        ("host:1:abcd", ["default"], 5, 2, False),
+        ("host:2:dead", ["emails"], 1, 0, True),
     ]
-    table = invoke(broker_url, "workers").stdout.splitlines()
-    assert table[1].split()[:4] == ["host:1:abcd", "default", "5", "2"]
+    shown = invoke(broker_url, "workers")
+    table = shown.stdout.splitlines()
+    assert table[0].split()[:3] == ["WORKER", "STATE", "QUEUES"]
+    assert table[1].split()[:5] == ["host:1:abcd", "live", "default", "5", "2"]
+    assert table[2].split()[:3] == ["host:2:dead", "gone", "emails"]
+    assert "1 live, 1 gone" in shown.stderr
+    live = json.loads(invoke(broker_url, "workers", "--live", "--json").stdout)
+    assert [w["id"] for w in live] == ["host:1:abcd"]

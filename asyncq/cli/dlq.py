@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import partial
@@ -32,6 +32,44 @@ _queue_filter = click.option(
     "--queue", metavar="QUEUE", help="Only this queue (default: every queue that has dead letters)."
 )
 _task_filter = click.option("--task", metavar="TASK", help="Only dead letters of this task.")
+
+
+class Age(click.ParamType[float]):
+    """A duration: seconds, or a number with s, m, h or d (``90``, ``15m``, ``2h``, ``7d``)."""
+
+    name = "AGE"
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        scale = self._UNITS.get(text[-1:], None)
+        number = text[:-1] if scale is not None else text
+        try:
+            seconds = float(number) * (scale or 1)
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0 or seconds == float("inf"):
+            self.fail(f"{value!r} is not an age such as 90, 30s, 15m, 2h or 7d", param, ctx)
+        return seconds
+
+
+def _age_filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--newer-than",
+        type=Age(),
+        metavar="AGE",
+        help="Only those that died less than AGE ago (90, 30s, 15m, 2h, 7d).",
+    )(command)
+    return click.option(
+        "--older-than",
+        type=Age(),
+        metavar="AGE",
+        help="Only those that died more than AGE ago (90, 30s, 15m, 2h, 7d).",
+    )(command)
+
+
 _id_filter = click.option(
     "--id", "ids", metavar="ID", multiple=True, help="Only this job id; repeat for several."
 )
@@ -48,6 +86,7 @@ def dlq() -> None:
 @app_argument
 @_queue_filter
 @_task_filter
+@_age_filters
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -61,6 +100,8 @@ def dlq_list(
     app_spec: str,
     queue: str | None,
     task: str | None,
+    older_than: float | None,
+    newer_than: float | None,
     limit: int,
     as_json: bool,
     broker: str | None,
@@ -72,7 +113,13 @@ def dlq_list(
         found: list[DeadLetter] = []
         async with app:
             for name in await _dead_letter_queues(app, queue):
-                found += await app.dead_letters(name, limit=limit - len(found), task=task)
+                found += await app.dead_letters(
+                    name,
+                    limit=limit - len(found),
+                    task=task,
+                    older_than=older_than,
+                    newer_than=newer_than,
+                )
                 if len(found) >= limit:
                     break
         return found
@@ -102,10 +149,17 @@ def dlq_list(
 @app_argument
 @_queue_filter
 @_task_filter
+@_age_filters
 @_id_filter
 @broker_option
 def dlq_replay(
-    app_spec: str, queue: str | None, task: str | None, ids: tuple[str, ...], broker: str | None
+    app_spec: str,
+    queue: str | None,
+    task: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+    ids: tuple[str, ...],
+    broker: str | None,
 ) -> None:
     """Send dead letters back to their queue as attempt 1 (a fresh retry budget), then
     remove them from the dead-letter queue. Prints how many were replayed."""
@@ -115,9 +169,14 @@ def dlq_replay(
         total = 0
         async with app:
             for name in await _dead_letter_queues(app, queue):
-                progress = partial(_echo_progress, total)
+                progress = partial(_echo_progress, "replayed", total)
                 total += await app.replay_dead(
-                    name, ids=ids or None, task=task, on_progress=progress
+                    name,
+                    ids=ids or None,
+                    task=task,
+                    older_than=older_than,
+                    newer_than=newer_than,
+                    on_progress=progress,
                 )
         return total
 
@@ -126,15 +185,16 @@ def dlq_replay(
     _warn_missing(ids, count)
 
 
-def _echo_progress(earlier: int, done: int) -> None:
+def _echo_progress(verb: str, earlier: int, done: int) -> None:
     if earlier + done >= _PROGRESS_FROM:
-        click.echo(f"... {earlier + done} replayed so far", err=True)
+        click.echo(f"... {earlier + done} {verb} so far", err=True)
 
 
 @dlq.command("purge", short_help="Delete dead letters.")
 @app_argument
 @_queue_filter
 @_task_filter
+@_age_filters
 @_id_filter
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @broker_option
@@ -142,6 +202,8 @@ def dlq_purge(
     app_spec: str,
     queue: str | None,
     task: str | None,
+    older_than: float | None,
+    newer_than: float | None,
     ids: tuple[str, ...],
     yes: bool,
     broker: str | None,
@@ -149,8 +211,9 @@ def dlq_purge(
     """Delete dead letters for good. Asks first, unless --yes is given."""
     app = load_app(app_spec, broker)
     queues: list[str] | None = None
+    ages = {"older_than": older_than, "newer_than": newer_than}
     if not yes:
-        queues, count = run_async(partial(_count_dead, app, queue, task, ids))
+        queues, count = run_async(partial(_count_dead, app, queue, task, ids, ages))
         if count == 0:
             click.echo("no dead letters match; nothing to purge")
             return
@@ -167,7 +230,10 @@ def dlq_purge(
             names = queues if queues is not None else await _dead_letter_queues(app, queue)
             total = 0
             for name in names:
-                total += await app.purge_dead(name, ids=ids or None, task=task)
+                progress = partial(_echo_progress, "purged", total)
+                total += await app.purge_dead(
+                    name, ids=ids or None, task=task, on_progress=progress, **ages
+                )
             return total
 
     count = run_async(purge)
@@ -176,16 +242,20 @@ def dlq_purge(
 
 
 async def _count_dead(
-    app: App, queue: str | None, task: str | None, ids: Sequence[str]
+    app: App,
+    queue: str | None,
+    task: str | None,
+    ids: Sequence[str],
+    ages: dict[str, float | None],
 ) -> tuple[list[str], int]:
     async with app:
         queues = await _dead_letter_queues(app, queue)
-        if task is None and not ids:
+        if task is None and not ids and all(age is None for age in ages.values()):
             stats = await app.queue_stats(queues) if queues else {}
             return queues, sum(s.dead for s in stats.values())
         count = 0
         for name in queues:
-            letters = await app.dead_letters(name, limit=2**31, task=task)
+            letters = await app.dead_letters(name, limit=2**31, task=task, **ages)
             count += sum(1 for d in letters if not ids or d.id in ids)
         return queues, count
 

@@ -151,19 +151,23 @@ def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | 
     echo_table(("QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD"), rows, numeric={1, 2, 3, 4})
 
 
-@click.command(short_help="List live workers.")
+@click.command(short_help="List live workers, and those gone.")
 @app_argument
+@click.option("--live", "live_only", is_flag=True, help="Only the live workers.")
 @json_option
 @broker_option
-def workers(app_spec: str, as_json: bool, broker: str | None) -> None:
-    """List the live workers: those whose last heartbeat has not expired."""
+def workers(app_spec: str, live_only: bool, as_json: bool, broker: str | None) -> None:
+    """List the workers: the live ones (their last heartbeat has not expired), then those
+    gone within the last hour (killed, crashed or hung: they missed their heartbeats and did
+    not deregister, as a stopping worker does). The broker hands a gone worker's jobs to
+    the others."""
     app = load_app(app_spec, broker)
 
     async def fetch() -> list[WorkerInfo]:
         async with app:
-            return await app.backend.workers()
+            return await app.backend.workers(include_gone=not live_only)
 
-    found = sorted(run_async(fetch), key=lambda w: w.started_at)
+    found = sorted(run_async(fetch), key=lambda w: (w.gone, w.started_at))
     if as_json:
         echo_json([asdict(w) for w in found])
         return
@@ -174,6 +178,7 @@ def workers(app_spec: str, as_json: bool, broker: str | None) -> None:
     rows = [
         (
             w.id,
+            "gone" if w.gone else "live",
             ",".join(w.queues),
             w.concurrency,
             w.in_flight,
@@ -182,8 +187,10 @@ def workers(app_spec: str, as_json: bool, broker: str | None) -> None:
         )
         for w in found
     ]
-    headers = ("WORKER", "QUEUES", "CONCURRENCY", "IN FLIGHT", "UP", "LAST SEEN")
-    echo_table(headers, rows, numeric={2, 3})
+    headers = ("WORKER", "STATE", "QUEUES", "CONCURRENCY", "IN FLIGHT", "UP", "LAST SEEN")
+    echo_table(headers, rows, numeric={3, 4})
+    live = sum(not w.gone for w in found)
+    click.echo(f"{live} live, {len(found) - live} gone", err=True)
 
 
 def _without(data: dict[str, Any], key: str) -> dict[str, Any]:

@@ -857,8 +857,8 @@ class AmqpBackend(Backend):
     async def deregister(self, worker_id: str) -> None:
         await self.records.deregister(worker_id)
 
-    async def workers(self) -> list[WorkerInfo]:
-        return await self.records.workers()
+    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
+        return await self.records.workers(include_gone=include_gone)
 
 
 class _InFlight:

@@ -411,9 +411,9 @@ class RecordStore:
         with self.errors("deregistering a worker"):
             await self._heartbeats.remove(self.client, worker_id)
 
-    async def workers(self) -> list[WorkerInfo]:
+    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
         with self.errors("listing workers"):
-            return await self._heartbeats.live(self.client)
+            return await self._heartbeats.known(self.client, include_gone=include_gone)
 
 
 def _settle_args(s: Settlement) -> list[Any]:

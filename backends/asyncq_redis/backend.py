@@ -389,6 +389,6 @@ class RedisBackend(Backend):
         with self._errors("deregistering a worker"):
             await self._heartbeats.remove(self.client, worker_id)
 
-    async def workers(self) -> list[WorkerInfo]:
+    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
         with self._errors("listing workers"):
-            return await self._heartbeats.live(self.client)
+            return await self._heartbeats.known(self.client, include_gone=include_gone)

@@ -66,7 +66,7 @@ class DownBackend(asyncq.Backend):
     async def deregister(self, worker_id: str) -> None:
         _down()
 
-    async def workers(self) -> list[asyncq.WorkerInfo]:
+    async def workers(self, *, include_gone: bool = False) -> list[asyncq.WorkerInfo]:
         _down()
 
 
