@@ -36,12 +36,16 @@ CANCELLED = "cancelled"
 class Running:
     """A job in flight: its delivery and the scope that cancels it, with the reason."""
 
-    __slots__ = ("cause", "delivery", "scope")
+    __slots__ = ("cause", "delivery", "message", "scope", "trace_id")
 
     def __init__(self, delivery: Delivery, scope: anyio.CancelScope) -> None:
         self.delivery = delivery
         self.scope = scope
         self.cause: str | None = None
+        self.message: Message | None = None
+        """The decoded job, once its handler is about to run."""
+        self.trace_id: str | None = None
+        """The attempt's trace id (hex), when it is traced."""
 
     def cancel(self, cause: str) -> None:
         if self.cause is None:
@@ -63,6 +67,7 @@ async def execute(app: App, running: Running) -> Settlement:
         reason = f"no task named {msg.task!r} is registered on this worker's App"
         log.error("dead-lettering job %s: %s", msg.id, reason)
         return _dead(delivery, msg, ErrorInfo("UnknownTask", reason))
+    running.message = msg
     set_current_job(msg, delivery.redelivered)
     system = app.backend.system
     with tracing.process_span(

@@ -27,6 +27,7 @@ import signal
 import socket
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -35,6 +36,8 @@ from anyio.abc import TaskStatus
 from .backend import Outcome, Settlement
 from .errors import BrokerError
 from .execution import CANCELLED, SHUTDOWN, Running, error_info, execute
+from .joblog import job_finished
+from .metrics import WorkerMetrics, configured_provider
 from .records import WorkerInfo
 
 if TYPE_CHECKING:
@@ -65,6 +68,8 @@ class Worker:
         handle_signals: bool = False,
         heartbeat_interval: float = 10.0,
         fetch_timeout: float = 5.0,
+        meter_provider: Any = None,
+        metrics_interval: float = 5.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -85,6 +90,11 @@ class Worker:
         self.handle_signals = handle_signals
         self.heartbeat_interval = heartbeat_interval
         self.fetch_timeout = fetch_timeout
+        # Metrics go to this OpenTelemetry MeterProvider, or to the global one when an SDK
+        # has set it; with neither, nothing is recorded.
+        self.meter_provider = meter_provider
+        self.metrics_interval = metrics_interval
+        self._metrics: WorkerMetrics | None = None
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self.started_at = 0.0
         self.processed = 0
@@ -142,6 +152,11 @@ class Worker:
             services.start_soon(app.backend.maintain, self.queues)
             if app.backend.lease_renewal_interval:
                 services.start_soon(self._renew_loop, app.backend.lease_renewal_interval)
+            provider = self.meter_provider or configured_provider()
+            if provider is not None:
+                self._metrics = WorkerMetrics(provider, self._held_queues)
+                stats = partial(app.backend.queue_stats, self.queues)
+                services.start_soon(self._metrics.poll_depths, stats, self.metrics_interval)
             self._serving = True
             log.info(
                 "worker %s started: queues=%s concurrency=%d",
@@ -174,6 +189,8 @@ class Worker:
                     with anyio.move_on_after(self.shutdown_timeout + 5):
                         await self._settled.wait()
                     await self._deregister()
+                    if self._metrics is not None:
+                        self._metrics.close()
                 services.cancel_scope.cancel()
         log.info("worker %s stopped after %d job(s)", self.id, self.processed)
 
@@ -257,6 +274,7 @@ class Worker:
 
     async def _run_one(self, running: Running) -> None:
         delivery = running.delivery
+        started = time.time()
         try:
             if self._stopping:  # prefetched, not started: back to the queue as it was
                 running.cause = SHUTDOWN
@@ -284,10 +302,28 @@ class Worker:
                 settlement = Settlement(
                     delivery, Outcome.CANCELLED, task=settlement.task, attempt=settlement.attempt
                 )
+        self._finished(running, settlement, started)
         self.processed += 1
         self._unsettled += 1
         assert self._settle_send is not None
         self._settle_send.send_nowait(settlement)
+
+    def _finished(self, running: Running, settlement: Settlement, started: float) -> None:
+        """Count and log one attempt's outcome."""
+        message = running.message
+        duration = time.time() - started
+        task = settlement.task or (message.task if message is not None else "")
+        queue = running.delivery.queue
+        job_finished(settlement, task, message is not None, duration, running.trace_id)
+        metrics = self._metrics
+        if metrics is not None:
+            if message is not None:
+                ready_at = max(message.enqueued_at, message.eta or 0.0)
+                metrics.started(queue, task, started - ready_at)
+            metrics.finished(queue, task, settlement.outcome, duration)
+
+    def _held_queues(self) -> list[str]:
+        return [r.delivery.queue for r in list(self._running.values())]
 
     def _on_cancel_request(self, job_id: str) -> None:
         running = self._running.get(job_id)

@@ -17,6 +17,7 @@ import click
 from ..app import App
 from ..errors import AsyncqError, BrokerUnavailable, ConfigurationError
 from ..importer import import_app
+from ..joblog import JsonFormatter
 
 T = TypeVar("T")
 
@@ -178,10 +179,14 @@ def _as_failure(exc: BaseException) -> click.ClickException | None:
     return None
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr, as text or one JSON object per line (``--log-format json``)."""
     # A logging set-up made by the app's own module wins (basicConfig then does nothing);
     # either way, --log-level decides how much asyncq itself says.
-    logging.basicConfig(format=_LOG_FORMAT, level=level.upper(), stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(_LOG_FORMAT)
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("asyncq").setLevel(level.upper())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from functools import partial
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +22,9 @@ from .common import (
     load_app,
     run_async,
 )
+
+if TYPE_CHECKING:
+    from ..metrics import PrometheusServer
 
 # Named for the command, not the module, so log lines read the same wherever the code lives.
 log = logging.getLogger("asyncq.cli")
@@ -74,6 +78,46 @@ log = logging.getLogger("asyncq.cli")
     show_default=True,
     help="Least severe log level written to stderr.",
 )
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the worker reports that it is alive. After three missed beats, "
+    "`asyncq workers` shows it as gone.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, each job outcome with its job_id, task, queue, "
+    "attempt, outcome, duration_ms and trace_id as fields, for log pipelines.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics (needs asyncq[otel]): job "
+    "outcomes, durations, queue wait, in-flight jobs, and queue depths such as "
+    "queue_depth_pending{queue=...} and queue_dlq_depth{queue=...}.",
+)
+@click.option(
+    "--metrics-address",
+    default="0.0.0.0",
+    show_default=True,
+    metavar="ADDRESS",
+    help="The address --metrics-port listens on.",
+)
+@click.option(
+    "--metrics-interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the queue depth gauges are read from the broker.",
+)
 def run(
     app_spec: str,
     concurrency: int,
@@ -84,6 +128,11 @@ def run(
     processes: int,
     shutdown_timeout: float | None,
     log_level: str,
+    heartbeat_interval: float,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_address: str,
+    metrics_interval: float,
 ) -> None:
     """Run a worker: fetch jobs from the app's queues and run them until stopped.
 
@@ -97,8 +146,13 @@ def run(
     """
     if prefetch is not None and prefetch > concurrency:
         raise UsageFailure(f"--prefetch ({prefetch}) may not exceed --concurrency ({concurrency})")
+    if metrics_port is not None and processes > 1:
+        raise UsageFailure(
+            "--metrics-port serves one process's metrics: use it with --processes 1 "
+            "(in Kubernetes, one worker process per pod)"
+        )
     app = load_app(app_spec, broker)
-    configure_logging(log_level)
+    configure_logging(log_level, log_format.lower())
     if shutdown_timeout is None:
         shutdown_timeout = app.shutdown_timeout
     log.info(
@@ -113,6 +167,8 @@ def run(
         command = _worker_command(
             app_spec, concurrency, prefetch, queues, burst, broker, shutdown_timeout, log_level
         )
+        command += ["--log-format", log_format.lower()]
+        command += ["--heartbeat-interval", repr(heartbeat_interval)]
         _supervise(command, processes, shutdown_timeout)
         return
     worker = partial(
@@ -123,8 +179,37 @@ def run(
         burst=burst,
         shutdown_timeout=shutdown_timeout,
         handle_signals=True,
+        metrics_interval=metrics_interval,
+        heartbeat_interval=heartbeat_interval,
     )
-    run_async(worker)
+    if metrics_port is None:
+        run_async(worker)
+        return
+    server = _serve_metrics(metrics_port, metrics_address)
+    try:
+        run_async(partial(worker, meter_provider=server.provider))
+    finally:
+        server.stop()
+
+
+def _serve_metrics(port: int, address: str) -> PrometheusServer:
+    try:
+        from opentelemetry import metrics as otel_metrics
+
+        from ..metrics import configured_provider, serve_prometheus
+
+        server = serve_prometheus(port, address)
+    except ImportError as exc:
+        raise UsageFailure(
+            f"--metrics-port needs the OpenTelemetry extra: pip install 'asyncq[otel]' ({exc})"
+        ) from None
+    except OSError as exc:
+        raise UsageFailure(f"--metrics-port: cannot listen on {address}:{port}: {exc}") from None
+    if configured_provider() is None:
+        # No provider of the app's own: the handlers' metrics are served on /metrics too.
+        otel_metrics.set_meter_provider(server.provider)
+    log.info("serving Prometheus metrics on http://%s:%d/metrics", address, server.port)
+    return server
 
 
 def _worker_command(

@@ -1,0 +1,238 @@
+"""OpenTelemetry metrics of a worker, and what ``asyncq run --metrics-port`` serves.
+
+Instruments (OpenTelemetry name, then the Prometheus name the exporter gives it):
+
+* ``asyncq.jobs`` (``asyncq_jobs_total``): attempts finished; queue, task, outcome.
+* ``asyncq.job.duration`` (``asyncq_job_duration_seconds``): how long an attempt ran;
+  queue, task, outcome.
+* ``asyncq.job.queue_wait`` (``asyncq_job_queue_wait_seconds``): time in the queue; queue,
+  task.
+* ``asyncq.jobs.in_flight`` (``asyncq_jobs_in_flight``): jobs workers hold; queue.
+* ``queue_depth_pending``, ``queue_depth_scheduled``, ``queue_depth_running`` and
+  ``queue_dlq_depth`` (the same names in Prometheus): the queue's depth; queue.
+
+Outcomes are ``succeeded``, ``retried``, ``dead``, ``cancelled`` and ``released`` (handed
+back to the queue unstarted or unfinished by a stopping worker). Queue wait is the time from
+when a job could first run (enqueued, or its delay or retry backoff over) until a worker
+started it. The depth gauges are the backend's ``queue_stats`` of the worker's queues,
+polled every ``metrics_interval`` seconds (a worker option), so a scrape reads the last
+poll and costs the broker nothing.
+
+The queue depth names carry no ``asyncq_`` prefix and no unit suffix: they are what
+autoscalers and alert rules are written against (see ``examples/deploy``), so they stay
+short and stable.
+
+Only the OpenTelemetry API is used. Without a configured MeterProvider, a worker builds no
+instruments and records nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .backend import Outcome
+from .errors import BrokerError
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+
+    from .records import QueueStats
+
+try:
+    from opentelemetry import metrics as otel_metrics
+except ImportError:  # the otel extra is not installed: metrics stay off
+    otel_metrics = None  # type: ignore[assignment]
+
+__all__ = [
+    "OUTCOMES",
+    "PrometheusServer",
+    "WorkerMetrics",
+    "configured_provider",
+    "serve_prometheus",
+]
+
+log = logging.getLogger("asyncq.metrics")
+
+OUTCOMES = {
+    Outcome.SUCCEEDED: "succeeded",
+    Outcome.RETRY: "retried",
+    Outcome.DEAD: "dead",
+    Outcome.CANCELLED: "cancelled",
+    Outcome.RELEASE: "released",
+}
+
+# Seconds: from a no-op job (sub-millisecond) to a report that takes minutes. The SDK's
+# default buckets are shaped for milliseconds.
+_DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+)  # fmt: skip
+_WAIT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    900.0, 3600.0,
+)  # fmt: skip
+
+_DEPTHS = (
+    ("queue_depth_pending", "pending", "Jobs ready to run, waiting for a worker."),
+    ("queue_depth_scheduled", "scheduled", "Jobs delayed or waiting for a retry."),
+    ("queue_depth_running", "running", "Jobs held by workers and not yet acknowledged."),
+    ("queue_dlq_depth", "dead", "Jobs in the dead-letter queue."),
+)
+
+
+def configured_provider() -> MeterProvider | None:
+    """The global MeterProvider, if an SDK (or any real provider) has been set."""
+    if otel_metrics is None:
+        return None
+    provider = otel_metrics.get_meter_provider()
+    if type(provider).__name__ in ("_ProxyMeterProvider", "NoOpMeterProvider"):
+        return None
+    return provider
+
+
+class _Instruments:
+    """The instruments of one MeterProvider, shared by every worker of the process that
+    records through it (an SDK warns about, and ignores, a second instrument of a name)."""
+
+    def __init__(self, provider: MeterProvider) -> None:
+        from . import __version__
+
+        meter: Meter = provider.get_meter("asyncq", __version__)
+        self.workers: set[WorkerMetrics] = set()
+        self.jobs = meter.create_counter(
+            "asyncq.jobs", unit="{job}", description="Job attempts finished, by outcome."
+        )
+        self.duration = meter.create_histogram(
+            "asyncq.job.duration",
+            unit="s",
+            description="How long an attempt ran, by outcome.",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+        self.wait = meter.create_histogram(
+            "asyncq.job.queue_wait",
+            unit="s",
+            description="How long a job waited in its queue after it could have run.",
+            explicit_bucket_boundaries_advisory=_WAIT_BUCKETS,
+        )
+        meter.create_observable_gauge(
+            "asyncq.jobs.in_flight",
+            [self._observe_in_flight],
+            unit="{job}",
+            description="Jobs held by workers: running, or prefetched and waiting to start.",
+        )
+        for name, field, description in _DEPTHS:
+            meter.create_observable_gauge(
+                name, [self._depth_callback(field)], description=description
+            )
+
+    def _observe_in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
+        counts: Counter[str] = Counter()
+        for worker in list(self.workers):
+            counts.update(worker.in_flight())
+        return [Observation(n, {"queue": queue}) for queue, n in counts.items()]
+
+    def _depth_callback(self, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            from opentelemetry.metrics import Observation
+
+            # Workers of one process that share a queue saw the same depth: one series each.
+            depths = {q: s for worker in list(self.workers) for q, s in worker.depths.items()}
+            return [Observation(getattr(s, field), {"queue": q}) for q, s in depths.items()]
+
+        return observe
+
+
+_instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
+
+
+class WorkerMetrics:
+    """What one worker records: ``started`` and ``finished`` once per job, and the depths of
+    its queues, polled by ``poll_depths``. ``close`` when the worker stops."""
+
+    def __init__(self, provider: MeterProvider, in_flight: Callable[[], Iterable[str]]) -> None:
+        instruments = _instruments.get(provider)
+        if instruments is None:
+            instruments = _instruments[provider] = _Instruments(provider)
+        self._instruments = instruments
+        self.in_flight = in_flight
+        """The queue of each job the worker holds."""
+        self.depths: dict[str, QueueStats] = {}
+        # The attribute sets repeat for every job of a task: build each once.
+        self._labels_cache: dict[tuple[str, str, Outcome | None], dict[str, str]] = {}
+        instruments.workers.add(self)
+
+    def close(self) -> None:
+        self._instruments.workers.discard(self)
+
+    def _labels(self, queue: str, task: str, outcome: Outcome | None) -> dict[str, str]:
+        key = (queue, task, outcome)
+        labels = self._labels_cache.get(key)
+        if labels is None:
+            labels = {"queue": queue, "task": task or "?"}
+            if outcome is not None:
+                labels["outcome"] = OUTCOMES[outcome]
+            self._labels_cache[key] = labels
+        return labels
+
+    def started(self, queue: str, task: str, waited: float) -> None:
+        self._instruments.wait.record(max(waited, 0.0), self._labels(queue, task, None))
+
+    def finished(self, queue: str, task: str, outcome: Outcome, duration: float) -> None:
+        labels = self._labels(queue, task, outcome)
+        self._instruments.jobs.add(1, labels)
+        self._instruments.duration.record(duration, labels)
+
+    async def poll_depths(self, stats: Callable[[], Any], interval: float) -> None:
+        """Keep the depth gauges fresh: ask the backend every ``interval`` seconds."""
+        while True:
+            try:
+                found: Sequence[QueueStats] = await stats()
+            except BrokerError as exc:
+                log.warning("could not read queue depths for metrics: %s", exc)
+            else:
+                self.depths = {s.queue: s for s in found}
+            await anyio.sleep(interval)  # a gauge is sampled on a clock
+
+
+@dataclass(frozen=True)
+class PrometheusServer:
+    """A MeterProvider whose metrics are served as Prometheus text on ``/metrics``."""
+
+    provider: MeterProvider
+    port: int
+    """The port it listens on (the one the system chose, when asked for port 0)."""
+    stop: Callable[[], None]
+
+
+def serve_prometheus(port: int, address: str) -> PrometheusServer:
+    """Serve a new MeterProvider's metrics on ``http://address:port/metrics``, from a
+    thread of its own. Raises ``OSError`` when the port cannot be bound, ``ImportError``
+    without ``asyncq[otel]``."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from prometheus_client import REGISTRY, start_http_server
+
+    server, thread = start_http_server(port, address, registry=REGISTRY)
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the service when set.
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "asyncq-worker"}
+    resource = Resource.create(attributes)
+    provider = SdkMeterProvider(metric_readers=[PrometheusMetricReader()], resource=resource)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        provider.shutdown()
+
+    return PrometheusServer(provider, server.server_port, stop)
