@@ -7,7 +7,6 @@ this module decides what its outcome is.
 
 from __future__ import annotations
 
-import logging
 import time
 import traceback
 from collections.abc import Sequence
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
     from .task import Task
 
 __all__ = ["CANCELLED", "SHUTDOWN", "Running", "error_info", "execute"]
-
-log = logging.getLogger("asyncq.worker")
 
 SHUTDOWN = "shutdown"
 CANCELLED = "cancelled"
@@ -60,12 +57,10 @@ async def execute(app: App, running: Running) -> Settlement:
     try:
         msg = Message.decode(delivery.body, app.serializer)
     except DecodeError as exc:
-        log.error("dead-lettering undecodable message %s: %s", delivery.id, exc)
         return Settlement(delivery, Outcome.DEAD, error=ErrorInfo("DecodeError", str(exc)))
     task = app.tasks.get(msg.task)
     if task is None:
         reason = f"no task named {msg.task!r} is registered on this worker's App"
-        log.error("dead-lettering job %s: %s", msg.id, reason)
         return _dead(delivery, msg, ErrorInfo("UnknownTask", reason))
     running.message = msg
     set_current_job(msg, delivery.redelivered)
@@ -96,11 +91,9 @@ async def _run(
     except Retry as exc:
         return _failed(app, delivery, msg, task, error_info(exc), exc.delay)
     except Reject as exc:
-        log.warning("job %s (%s) rejected: %s", msg.id, msg.task, exc.reason)
         tracing.exception(span, exc)
         return _dead(delivery, msg, ErrorInfo("Reject", exc.reason))
     except _BadArguments as exc:
-        log.error("dead-lettering job %s: %s", msg.id, exc)
         tracing.exception(span, exc)
         return _dead(delivery, msg, ErrorInfo("BadArguments", str(exc)))
     except Exception as exc:
@@ -117,7 +110,6 @@ async def _run(
     except TypeError as exc:
         # Running it again would give the same unserialisable value: no retry.
         return _dead(delivery, msg, ErrorInfo("ResultNotSerializable", str(exc)))
-    log.debug("job %s (%s) succeeded", msg.id, msg.task)
     return Settlement(delivery, Outcome.SUCCEEDED, result=body, task=msg.task, attempt=msg.attempt)
 
 
@@ -152,25 +144,10 @@ def _failed(
     delay: float | None,
 ) -> Settlement:
     if msg.attempt > task.retries:
-        log.warning(
-            "job %s (%s) failed on attempt %d, retries exhausted: %s",
-            msg.id,
-            msg.task,
-            msg.attempt,
-            error,
-        )
         return _dead(delivery, msg, error)
     if delay is None:
         delay = task.backoff.delay(msg.attempt)
     eta = time.time() + delay
-    log.info(
-        "job %s (%s) failed on attempt %d, retrying in %.2f s: %s",
-        msg.id,
-        msg.task,
-        msg.attempt,
-        delay,
-        error,
-    )
     return Settlement(
         delivery,
         Outcome.RETRY,

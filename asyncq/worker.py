@@ -314,7 +314,9 @@ class Worker:
         duration = time.time() - started
         task = settlement.task or (message.task if message is not None else "")
         queue = running.delivery.queue
-        job_finished(settlement, task, message is not None, duration, running.trace_id)
+        # Only a prefetched job handed back at shutdown never started.
+        started_at_all = message is not None or settlement.outcome is not Outcome.RELEASE
+        job_finished(settlement, task, started_at_all, duration, running.trace_id)
         metrics = self._metrics
         if metrics is not None:
             if message is not None:

@@ -11,6 +11,7 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -55,6 +56,10 @@ async def cli(url: str, *args: str) -> str:
     return done.stdout.decode()
 
 
+def contains(part: str, text: str) -> bool:
+    return part in text
+
+
 def scrape(port: int) -> dict[str, float]:
     """The samples of ``/metrics``, as ``'name{labels}': value``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -91,16 +96,26 @@ async def enqueue(url: str, task_name: str, count: int) -> list[str]:
     return [job.id for job in jobs]
 
 
-async def test_metrics_port_serves_queue_and_dead_letter_depths(url: str) -> None:
-    await enqueue(url, "refuse", 2)
+async def test_metrics_port_serves_queue_and_dead_letter_depths_and_logs_are_json(url: str) -> None:
+    refused = await enqueue(url, "refuse", 2)
     await enqueue(url, "hold", 5)
     options = ["--concurrency", "1", "--prefetch", "0", "--metrics-interval", "0.2"]
-    options += ["--metrics-port", "0", "--metrics-address", "127.0.0.1"]
+    options += ["--metrics-port", "0", "--metrics-address", "127.0.0.1", "--log-format", "json"]
     async with worker(url, *options) as (_, lines):
         line = await lines.expect(lambda text: "/metrics" in text, timeout=30)
-        found = re.search(r":(\d+)/metrics", line)
+        found = re.search(r":(\d+)/metrics", json.loads(line)["message"])
         assert found is not None
         port = int(found.group(1))
+        # Each refusal is one JSON log line with the job's fields.
+        for job_id in refused:
+            entry = json.loads(await lines.expect(partial(contains, job_id), timeout=30))
+            assert (entry["level"], entry["logger"], entry["outcome"]) == (
+                "error",
+                "asyncq.job",
+                "dead",
+            )
+            assert (entry["task"], entry["queue"], entry["attempt"]) == ("refuse", "default", 1)
+            assert (entry["error_type"], entry["error"]) == ("Reject", "refused on purpose")
         # Two refusals die, then one hold runs for good and four wait behind it. The
         # depths are polled every 0.2 s: scrape until a poll has seen all that.
         names = ("queue_depth_pending", "queue_depth_running", "queue_dlq_depth")
