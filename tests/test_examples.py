@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import REGISTRY, generate_latest
 
+import asyncq
 from examples import fastapi_app
 from examples.fastapi_app import api
 
@@ -120,3 +128,181 @@ async def test_bad_input_is_rejected_before_enqueue(unique: str) -> None:
         posted = await client.post("/jobs/add", json={"a": "one", "b": 1})
         assert posted.status_code == 422
         assert "detail" in posted.json()
+
+
+def test_otel_console_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "otel_console.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[-1] == "done"
+    assert "resize -> cat.png@320px" in out
+    summary = re.compile(
+        r"span '(?P<name>[^']+)' +kind=(?P<kind>\w+) +trace=(?P<trace>[0-9a-f]{32}) "
+        r"id=(?P<id>[0-9a-f]{16}) parent=(?P<parent>[0-9a-f]{16}|-)$"
+    )
+    spans = {m["name"]: m for m in map(summary.match, out) if m}
+    assert sorted(spans) == ["handle request", "process default", "send default"]
+    request, send, process = (
+        spans["handle request"],
+        spans["send default"],
+        spans["process default"],
+    )
+    assert request["trace"] == send["trace"] == process["trace"]
+    assert (request["kind"], send["kind"], process["kind"]) == ("SERVER", "PRODUCER", "CONSUMER")
+    assert request["parent"] == "-"
+    assert send["parent"] == request["id"]
+    assert process["parent"] == send["id"]
+    # The SDK's console exporter printed the spans themselves too.
+    assert done.stdout.count('"name": "process default"') == 1
+
+
+DEPLOY = EXAMPLES / "deploy"
+# What looks like one of asyncq's metric names in examples/deploy: in PromQL, rule fields or
+# comments alike.
+METRIC_NAME = re.compile(r"\b(?:asyncq_[a-z_]+|queue_[a-z_]+)\b")
+
+
+def exposed_names(text: str) -> set[str]:
+    """The metric and sample names in Prometheus text: a histogram's name and its
+    ``_bucket``, ``_count`` and ``_sum`` series, a counter's name and ``_total``."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            names.add(name)
+            if kind == "histogram":
+                names.update(f"{name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+# The exporter puts its otel_scope_* labels before the instrument's own.
+RUNNING_ONE = re.compile(r'^queue_depth_running\{[^}]*queue="default"[^}]*\} 1\.0$', re.M)
+
+
+async def exported_metric_names(broker: str, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The names a worker exports through the Prometheus exporter, as ``asyncq run
+    --metrics-port`` serves them: scraped once while a job runs (queue depths, jobs in
+    flight) and once after the worker stopped (job outcomes, durations, queue wait)."""
+    app = asyncq.App(broker)
+    started, release, polled = anyio.Event(), anyio.Event(), anyio.Event()
+
+    @app.task
+    async def hold() -> str:
+        started.set()
+        await release.wait()
+        return "held"
+
+    # The depth gauges show the worker's last poll of the broker (one every 0.05 s): note
+    # when a poll that began once the job was running has finished.
+    read = app.backend.queue_stats
+
+    async def queue_stats(queues: Sequence[str] | None = None) -> list[asyncq.QueueStats]:
+        job_running = started.is_set()
+        found = await read(queues)
+        if job_running:
+            polled.set()
+        return found
+
+    monkeypatch.setattr(app.backend, "queue_stats", queue_stats)
+
+    def scrape() -> str:
+        return generate_latest(REGISTRY).decode()
+
+    # The reader registers itself with prometheus_client's REGISTRY, as in serve_prometheus.
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader()])
+    try:
+        async with app, app.worker(meter_provider=provider, metrics_interval=0.05):
+            job = await hold.enqueue()
+            with anyio.fail_after(10):
+                await started.wait()
+                await polled.wait()
+                running = scrape()
+                release.set()
+                assert await job.result(timeout=10) == "held"
+        stopped = scrape()
+    finally:
+        provider.shutdown()  # also takes the reader out of REGISTRY
+    assert RUNNING_ONE.search(running), running
+    return exposed_names(running) | exposed_names(stopped)
+
+
+def test_exposed_names_of_prometheus_text() -> None:
+    text = """# HELP a_seconds Time.
+# TYPE a_seconds histogram
+a_seconds_bucket{le="1.0"} 1.0
+a_seconds_count 1.0
+a_seconds_sum 0.5
+# TYPE b counter
+b_total{queue="default"} 2.0
+"""
+    assert exposed_names(text) == {
+        "a_seconds",
+        "a_seconds_bucket",
+        "a_seconds_count",
+        "a_seconds_sum",
+        "b",
+        "b_total",
+    }
+
+
+@pytest.mark.anyio
+async def test_deploy_files_name_exported_metrics(
+    unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = sorted(DEPLOY.glob("*.yaml"))
+    assert {f.name for f in files} >= {
+        "worker.yaml",
+        "hpa.yaml",
+        "prometheus-adapter.yaml",
+        "prometheus.yaml",
+        "alerts.yaml",
+    }
+    referenced = {(f.name, name) for f in files for name in METRIC_NAME.findall(f.read_text())}
+    referenced |= {
+        ("README.md", name) for name in METRIC_NAME.findall((DEPLOY / "README.md").read_text())
+    }
+    # The names the autoscaler and the alerts depend on are there at all.
+    assert {name for _, name in referenced} >= {
+        "queue_depth_pending",
+        "queue_dlq_depth",
+        "asyncq_jobs_total",
+    }
+
+    exported = await exported_metric_names(f"memory://{unique}", monkeypatch)
+    # Every name asyncq/metrics.py documents is in the scrape, so the check below is
+    # against all of them.
+    assert exported >= {
+        "asyncq_jobs_total",
+        "asyncq_job_duration_seconds",
+        "asyncq_job_queue_wait_seconds",
+        "asyncq_jobs_in_flight",
+        "queue_depth_pending",
+        "queue_depth_scheduled",
+        "queue_depth_running",
+        "queue_dlq_depth",
+    }
+    unknown = sorted((file, name) for file, name in referenced if name not in exported)
+    assert not unknown, f"names no worker exports: {unknown}"
+
+
+def test_deploy_files_parse() -> None:
+    files = sorted(DEPLOY.glob("*.yaml"))
+    assert files
+    if importlib.util.find_spec("yaml") is None:
+        # PyYAML is not a dependency: without it, only check there is something there.
+        for f in files:
+            assert f.read_text().strip(), f"{f.name} is empty"
+        return
+    yaml = importlib.import_module("yaml")
+    for f in files:
+        documents = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
+        assert documents, f"{f.name} holds no YAML document"
+        assert all(isinstance(d, dict) for d in documents), f.name
