@@ -68,6 +68,8 @@ async def execute(app: App, running: Running) -> Settlement:
     with tracing.process_span(
         system, msg.queue, msg.task, msg.id, msg.attempt, msg.headers
     ) as span:
+        if span is not None:
+            running.trace_id = tracing.trace_id(span)
         settlement = await _run(app, running, msg, task, span)
         if span is not None:
             if settlement.outcome is Outcome.RETRY:

@@ -20,35 +20,67 @@ no header, no cost beyond that one check.
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
+    from opentelemetry.trace import Span, Tracer
 
 try:
-    from opentelemetry import propagate, trace
+    from opentelemetry import context, propagate, trace
     from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 except ImportError:  # the otel extra is not installed: tracing stays off
     trace = None  # type: ignore[assignment]
 
-__all__ = ["active", "batch_spans", "exception", "outcome", "process_span", "send_span"]
+__all__ = [
+    "active",
+    "batch_spans",
+    "exception",
+    "outcome",
+    "process_span",
+    "send_span",
+    "trace_id",
+]
 
 _SCOPE = "asyncq"
+
+# The last provider seen and its asyncq tracer (None for a no-op provider). The SDK's
+# get_tracer costs about as much as the span it makes (a warnings filter, two scope
+# objects, a lock), so it runs once per provider, not once per job; keyed on the
+# provider's identity, a provider set or swapped later is still the one used.
+_cached: tuple[object, Tracer | None] | None = None
+
+_OFF = nullcontext(None)  # stateless, so one serves every untraced job
+
+
+def _tracer() -> Tracer | None:
+    """The current provider's asyncq tracer, or None while no real provider is set."""
+    global _cached
+    if trace is None:
+        return None
+    provider = trace.get_tracer_provider()
+    cached = _cached
+    if cached is not None and cached[0] is provider:
+        return cached[1]
+    tracer = None
+    if not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        from . import __version__
+
+        tracer = provider.get_tracer(_SCOPE, __version__)
+    _cached = (provider, tracer)
+    return tracer
 
 
 def active() -> bool:
     """Whether an OpenTelemetry SDK (or any real tracer provider) is configured."""
-    if trace is None:
-        return False
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return _tracer() is not None
 
 
-def _tracer() -> Any:
-    from . import __version__
-
-    return trace.get_tracer(_SCOPE, __version__)
+def _tracer_or_noop() -> Tracer:
+    """For spans a caller decided on after ``active()``: should the provider have been
+    unset since, they are no-ops rather than an error."""
+    return _tracer() or trace.NoOpTracer()
 
 
 def _attributes(system: str, queue: str, task: str, operation: str) -> dict[str, Any]:
@@ -67,7 +99,7 @@ def send_span(
 ) -> Iterator[Span]:
     """The PRODUCER span of one enqueue; its context is injected into ``headers``."""
     attributes = _attributes(system, queue, task, "send")
-    with _tracer().start_as_current_span(
+    with _tracer_or_noop().start_as_current_span(
         f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
     ) as span:
         propagate.inject(headers)
@@ -80,12 +112,13 @@ class BatchSpans:
 
     def __init__(self, system: str, queue: str, task: str) -> None:
         self._system, self._queue, self._task = system, queue, task
+        self._tracer = _tracer_or_noop()  # one call, one tracer for all its spans
         self._links: list[Any] = []
 
     def create(self, job_id: str, headers: MutableMapping[str, str]) -> None:
         attributes = _attributes(self._system, self._queue, self._task, "create")
         attributes["messaging.message.id"] = job_id
-        span = _tracer().start_span(
+        span = self._tracer.start_span(
             f"create {self._queue}", kind=SpanKind.PRODUCER, attributes=attributes
         )
         propagate.inject(headers, context=trace.set_span_in_context(span))
@@ -96,7 +129,7 @@ class BatchSpans:
     def send(self) -> Iterator[Span]:
         attributes = _attributes(self._system, self._queue, self._task, "send")
         attributes["messaging.batch.message_count"] = len(self._links)
-        with _tracer().start_as_current_span(
+        with self._tracer.start_as_current_span(
             f"send {self._queue}", kind=SpanKind.PRODUCER, attributes=attributes, links=self._links
         ) as span:
             yield span
@@ -108,22 +141,60 @@ def batch_spans(system: str, queue: str, task: str) -> BatchSpans:
 
 def process_span(
     system: str, queue: str, task: str, job_id: str, attempt: int, headers: dict[str, str]
-) -> Any:
-    """The CONSUMER span of one attempt, a child of the context in the job's headers; a
-    do-nothing context manager when tracing is off."""
-    if not active():
-        return nullcontext(None)
-    attributes = _attributes(system, queue, task, "process")
-    attributes["messaging.message.id"] = job_id
-    attributes["asyncq.attempt"] = attempt
-    return _tracer().start_as_current_span(
+) -> AbstractContextManager[Span | None]:
+    """The CONSUMER span of one attempt, a child of the context in the job's headers,
+    started now and current inside the ``with`` that must follow; a do-nothing context
+    manager when tracing is off."""
+    tracer = _tracer()
+    if tracer is None:
+        return _OFF
+    span = tracer.start_span(
         f"process {queue}",
         context=propagate.extract(headers),
         kind=SpanKind.CONSUMER,
-        attributes=attributes,
+        attributes={
+            "messaging.system": system,
+            "messaging.destination.name": queue,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "asyncq.task": task,
+            "messaging.message.id": job_id,
+            "asyncq.attempt": attempt,
+        },
         record_exception=False,  # recorded where the handler's exception is caught
-        set_status_on_exception=True,
     )
+    return _Current(span)
+
+
+class _Current:
+    """What ``start_as_current_span`` does once its span is started (``use_span`` with
+    ``end_on_exit``): the span is current inside the block, an Exception escaping it sets
+    the ERROR status, and it ends on exit. One plain object, as the two nested generator
+    context managers doing it there cost each job some 10 us more."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def __enter__(self) -> Span:
+        self._token = context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        context.detach(self._token)
+        span = self._span
+        # Not BaseException: a cancellation or GeneratorExit is no error (as use_span).
+        if isinstance(exc, Exception) and span.is_recording():
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
+
+
+def trace_id(span: Span) -> str:
+    """The span's trace id as 32 hex digits, as log lines and trace viewers show it."""
+    return trace.format_trace_id(span.get_span_context().trace_id)
 
 
 def exception(span: Span | None, exc: BaseException) -> None:

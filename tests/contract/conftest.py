@@ -16,6 +16,10 @@ from urllib.parse import urlencode
 import anyio
 import pytest
 import services
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import asyncq
 from asyncq.backend import Backend, Outcome, Settlement
@@ -138,3 +142,15 @@ class SettleLog:
 def settled(app: asyncq.App, monkeypatch: pytest.MonkeyPatch) -> SettleLog:
     """The settlements of ``app``'s backend, to wait on."""
     return SettleLog(app.backend, monkeypatch)
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """An SDK tracer provider for this test only (the global one can be set once per
+    process), recording into memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    yield exporter
+    provider.shutdown()

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import asyncq
 from asyncq.joblog import JsonFormatter
@@ -71,6 +72,22 @@ async def test_one_line_per_outcome_with_the_jobs_fields(app: asyncq.App, record
     text = records.records[-1].getMessage()
     assert text.startswith(f"job {failing.id} broken on default attempt 2 failed in ")
     assert text.endswith("dead-lettered: ValueError: no luck")
+
+
+async def test_a_traced_attempt_logs_its_trace_id(
+    app: asyncq.App, records: Records, spans: InMemorySpanExporter
+) -> None:
+    @app.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with app, app.worker(concurrency=1):
+        assert await (await add.enqueue(1, 2)).result(timeout=10) == 3
+    (logged,) = records.jobs()
+    (process,) = [s for s in spans.get_finished_spans() if s.name == "process default"]
+    assert process.context is not None
+    assert logged["trace_id"] == f"{process.context.trace_id:032x}"
+    assert records.records[-1].getMessage().endswith(f"(trace {logged['trace_id']})")
 
 
 def test_json_formatter_puts_the_jobs_fields_at_the_top_level() -> None:
