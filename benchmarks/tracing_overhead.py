@@ -1,7 +1,9 @@
 """What tracing costs a Redis worker's drain of no-op jobs: with no OpenTelemetry SDK
 configured (asyncq checks once per job and does nothing else), and with the SDK and a
 batch span processor exporting to nowhere. Each mode runs in a fresh process, alternating,
-and the median of the repeats is printed.
+and the median of the repeats is printed. Last comes the floor of the SDK mode: what the
+SDK alone takes for the one span a job needs (extract its parent, start, make current,
+end into the batch processor), against the time an untraced job takes.
 
     .venv/bin/python benchmarks/tracing_overhead.py                # 20,000 jobs, 3 repeats
     .venv/bin/python benchmarks/tracing_overhead.py --jobs 5000 --repeat 1
@@ -28,28 +30,29 @@ URL = "redis://127.0.0.1:6379/12"
 MODES = ("untraced", "no-sdk", "sdk")
 
 
+def sdk() -> None:
+    """Set the global tracer provider: the SDK's, batching spans to an exporter to nowhere."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Nowhere(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Nowhere()))
+    trace.set_tracer_provider(provider)
+
+
 def drain(mode: str, jobs: int) -> float:
     """Enqueue ``jobs`` no-op jobs, drain them with one worker; jobs per second."""
     from asyncq import tracing
 
     if mode == "untraced":  # the code path with tracing compiled out, for the baseline
-        tracing.active = lambda: False
+        tracing._tracer = lambda: None  # what active() and process_span() ask
     elif mode == "sdk":
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import (
-            BatchSpanProcessor,
-            SpanExporter,
-            SpanExportResult,
-        )
-
-        class Nowhere(SpanExporter):
-            def export(self, spans: Sequence[object]) -> SpanExportResult:  # type: ignore[override]
-                return SpanExportResult.SUCCESS
-
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(Nowhere()))
-        trace.set_tracer_provider(provider)
+        sdk()
     prefix = f"bench-tracing-{os.urandom(4).hex()}"
     app = asyncq.App(f"{URL}?prefix={prefix}")
 
@@ -74,29 +77,70 @@ def drain(mode: str, jobs: int) -> float:
                 client.delete(*names)
 
 
+def floor(spans: int) -> float:
+    """Seconds the SDK itself takes per job span, called directly with no asyncq code:
+    the least any tracing of a job can cost with this SDK and processor."""
+    from opentelemetry import context, propagate, trace
+    from opentelemetry.trace import SpanKind
+
+    sdk()
+    tracer = trace.get_tracer("floor")
+    headers: dict[str, str] = {}
+    with tracer.start_as_current_span("send"):
+        propagate.inject(headers)
+    attributes = {f"attribute.{i}": "value" for i in range(7)}  # as many as a job's span
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter()
+        for _ in range(spans):
+            span = tracer.start_span(
+                "process", propagate.extract(headers), SpanKind.CONSUMER, attributes
+            )
+            token = context.attach(trace.set_span_in_context(span))
+            context.detach(token)
+            span.end()
+        best = min(best, (time.perf_counter() - began) / spans)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one child run
+    parser.add_argument("--mode", choices=(*MODES, "floor"), help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
+    if args.mode == "floor":
+        print(floor(args.jobs))
+        return
     if args.mode:
         print(drain(args.mode, args.jobs))
         return
     rates: dict[str, list[float]] = {mode: [] for mode in MODES}
     for _ in range(args.repeat):
         for mode in MODES:
-            out = subprocess.run(
-                [sys.executable, __file__, "--mode", mode, "--jobs", str(args.jobs)],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            rates[mode].append(float(out.strip().splitlines()[-1]))
+            rates[mode].append(float(child(mode, args.jobs)))
     base = statistics.median(rates["untraced"])
     for mode in MODES:
         rate = statistics.median(rates[mode])
-        print(f"{mode:>9}: {rate:>8,.0f} jobs/s  ({(1 - rate / base) * 100:+.1f}% cost)")
+        runs = ", ".join(f"{r:,.0f}" for r in rates[mode])
+        print(f"{mode:>9}: {rate:>8,.0f} jobs/s  ({(1 - rate / base) * 100:+.1f}% cost)  [{runs}]")
+    span = float(child("floor", args.jobs))
+    job = 1 / base
+    print(
+        f"    floor: {span * 1e6:.1f} us of SDK per span, {job * 1e6:.1f} us per untraced job: "
+        f"no less than {span / (job + span) * 100:.1f}% cost in sdk mode"
+    )
+
+
+def child(mode: str, jobs: int) -> str:
+    """The last line a fresh process running one mode prints."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--mode", mode, "--jobs", str(jobs)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.strip().splitlines()[-1]
 
 
 if __name__ == "__main__":
