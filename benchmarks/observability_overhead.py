@@ -1,12 +1,22 @@
-"""What tracing costs a Redis worker's drain of no-op jobs: with no OpenTelemetry SDK
-configured (asyncq checks once per job and does nothing else), and with the SDK and a
-batch span processor exporting to nowhere. Each mode runs in a fresh process, alternating,
-and the median of the repeats is printed. Last comes the floor of the SDK mode: what the
-SDK alone takes for the one span a job needs (extract its parent, start, make current,
-end into the batch processor), against the time an untraced job takes.
+"""What observability costs a Redis worker's drain of no-op jobs, each mode against
+``untraced`` (the tracing calls stubbed out, no metrics, no log handler):
 
-    .venv/bin/python benchmarks/tracing_overhead.py                # 20,000 jobs, 3 repeats
-    .venv/bin/python benchmarks/tracing_overhead.py --jobs 5000 --repeat 1
+* ``no-sdk``: asyncq as installed, with no OpenTelemetry SDK configured (asyncq checks
+  once per job and does nothing else);
+* ``sdk``: the tracing SDK with a batch span processor exporting to nowhere;
+* ``metrics``: the metrics SDK with the Prometheus reader ``asyncq run --metrics-port``
+  uses (recording only: nothing scrapes it);
+* ``logs``: the job outcome line of every job, formatted as ``asyncq run`` does, written
+  to /dev/null;
+* ``all``: sdk + metrics + logs as JSON (``--log-format json``).
+
+Each mode runs in a fresh process, alternating, and the median of the repeats is printed.
+Last comes the floor of the ``sdk`` mode: what the SDK alone takes for the one span a job
+needs (extract its parent, start, make current, end into the batch processor), against
+the time an untraced job takes.
+
+    .venv/bin/python benchmarks/observability_overhead.py          # 20,000 jobs, 3 repeats
+    .venv/bin/python benchmarks/observability_overhead.py --jobs 5000 --repeat 1 --modes sdk
 
 Uses Redis at 127.0.0.1:6379, db 12, under a prefix of its own that it deletes after.
 """
@@ -27,7 +37,7 @@ import redis
 import asyncq
 
 URL = "redis://127.0.0.1:6379/12"
-MODES = ("untraced", "no-sdk", "sdk")
+MODES = ("untraced", "no-sdk", "sdk", "metrics", "logs", "all")
 
 
 def sdk() -> None:
@@ -45,14 +55,35 @@ def sdk() -> None:
     trace.set_tracer_provider(provider)
 
 
+def meters() -> None:
+    """Set the global meter provider: the SDK's, read by the Prometheus exporter."""
+    from opentelemetry import metrics
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+
+
+def job_logs(log_format: str) -> None:
+    """Log what ``asyncq run --log-format FORMAT`` logs, to /dev/null."""
+    from asyncq.cli.common import configure_logging
+
+    sys.stderr = open(os.devnull, "w")  # for the rest of this one-mode process
+    configure_logging("info", log_format)
+
+
 def drain(mode: str, jobs: int) -> float:
     """Enqueue ``jobs`` no-op jobs, drain them with one worker; jobs per second."""
     from asyncq import tracing
 
     if mode == "untraced":  # the code path with tracing compiled out, for the baseline
         tracing._tracer = lambda: None  # what active() and process_span() ask
-    elif mode == "sdk":
+    if mode in ("sdk", "all"):
         sdk()
+    if mode in ("metrics", "all"):
+        meters()
+    if mode in ("logs", "all"):
+        job_logs("json" if mode == "all" else "text")
     prefix = f"bench-tracing-{os.urandom(4).hex()}"
     app = asyncq.App(f"{URL}?prefix={prefix}")
 
@@ -107,6 +138,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES[1:]),
+        help="comma-separated modes to compare with untraced (default: all of them)",
+    )
     parser.add_argument("--mode", choices=(*MODES, "floor"), help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.mode == "floor":
@@ -115,15 +151,21 @@ def main() -> None:
     if args.mode:
         print(drain(args.mode, args.jobs))
         return
-    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    modes = ["untraced", *(m for m in args.modes.split(",") if m and m != "untraced")]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(args.repeat):
-        for mode in MODES:
+        for mode in modes:
             rates[mode].append(float(child(mode, args.jobs)))
     base = statistics.median(rates["untraced"])
-    for mode in MODES:
+    for mode in modes:
         rate = statistics.median(rates[mode])
         runs = ", ".join(f"{r:,.0f}" for r in rates[mode])
         print(f"{mode:>9}: {rate:>8,.0f} jobs/s  ({(1 - rate / base) * 100:+.1f}% cost)  [{runs}]")
+    if "sdk" not in modes:
+        return
     span = float(child("floor", args.jobs))
     job = 1 / base
     print(
