@@ -46,11 +46,6 @@ if TYPE_CHECKING:
 
     from .records import QueueStats
 
-try:
-    from opentelemetry import metrics as otel_metrics
-except ImportError:  # the otel extra is not installed: metrics stay off
-    otel_metrics = None  # type: ignore[assignment]
-
 __all__ = [
     "OUTCOMES",
     "PrometheusServer",
@@ -90,7 +85,9 @@ _DEPTHS = (
 
 def configured_provider() -> MeterProvider | None:
     """The global MeterProvider, if an SDK (or any real provider) has been set."""
-    if otel_metrics is None:
+    try:  # imported here, once a worker starts: no command that runs none pays for it
+        from opentelemetry import metrics as otel_metrics
+    except ImportError:  # the otel extra is not installed: metrics stay off
         return None
     provider = otel_metrics.get_meter_provider()
     if type(provider).__name__ in ("_ProxyMeterProvider", "NoOpMeterProvider"):
