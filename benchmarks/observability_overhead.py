@@ -4,6 +4,8 @@
 * ``no-sdk``: asyncq as installed, with no OpenTelemetry SDK configured (asyncq checks
   once per job and does nothing else);
 * ``sdk``: the tracing SDK with a batch span processor exporting to nowhere;
+* ``sampled``: the same, keeping one trace in ten (``ParentBased(TraceIdRatioBased(0.1))``,
+  as a busy deployment would configure it);
 * ``metrics``: the metrics SDK with the Prometheus reader ``asyncq run --metrics-port``
   uses (recording only: nothing scrapes it);
 * ``logs``: the job outcome line of every job, formatted as ``asyncq run`` does, written
@@ -37,20 +39,22 @@ import redis
 import asyncq
 
 URL = "redis://127.0.0.1:6379/12"
-MODES = ("untraced", "no-sdk", "sdk", "metrics", "logs", "all")
+MODES = ("untraced", "no-sdk", "sdk", "sampled", "metrics", "logs", "all")
 
 
-def sdk() -> None:
-    """Set the global tracer provider: the SDK's, batching spans to an exporter to nowhere."""
+def sdk(ratio: float = 1.0) -> None:
+    """Set the global tracer provider: the SDK's, batching spans to an exporter to nowhere,
+    keeping ``ratio`` of the traces."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     class Nowhere(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
     provider.add_span_processor(BatchSpanProcessor(Nowhere()))
     trace.set_tracer_provider(provider)
 
@@ -80,6 +84,8 @@ def drain(mode: str, jobs: int) -> float:
         tracing._tracer = lambda: None  # what active() and process_span() ask
     if mode in ("sdk", "all"):
         sdk()
+    if mode == "sampled":
+        sdk(0.1)
     if mode in ("metrics", "all"):
         meters()
     if mode in ("logs", "all"):
