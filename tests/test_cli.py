@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -180,6 +181,12 @@ MISTAKES = {
     "timeout without wait": (["enqueue", "apps.good:app", "add", "--timeout", "1"], 2, "--wait"),
     "bad concurrency": (["run", "apps.good:app", "--concurrency", "0"], 2, "'--concurrency'"),
     "empty queue name": (["run", "apps.good:app", "--queues", "a,,b"], 2, "queue names"),
+    "metrics port with processes": (
+        ["run", "apps.good:app", "--processes", "2", "--metrics-port", "9464"],
+        2,
+        "--metrics-port serves one process's metrics: use it with --processes 1",
+    ),
+    "bad log format": (["run", "apps.good:app", "--log-format", "xml"], 2, "'--log-format'"),
     "unknown command": (["no-such-command"], 2, "No such command"),
 }
 
@@ -195,6 +202,19 @@ def test_user_mistake_is_one_error_line(args: list[str], code: int, message: str
     # Only `run` logs before it fails; every other command says nothing but the error.
     if args[0] != "run":
         assert done.stderr.splitlines() == errors
+
+
+def test_a_metrics_port_in_use_is_one_error_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli(
+            "run", "apps.good:app", "--metrics-port", str(port), "--metrics-address", "127.0.0.1"
+        )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"error: --metrics-port: cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
 # -- memory:// in a separate process: an empty broker ----------------------------------------
