@@ -101,7 +101,8 @@ log = logging.getLogger("asyncq.cli")
     metavar="PORT",
     help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics (needs asyncq[otel]): job "
     "outcomes, durations, queue wait, in-flight jobs, and queue depths such as "
-    "queue_depth_pending{queue=...} and queue_dlq_depth{queue=...}.",
+    "queue_depth_pending{queue=...} and queue_dlq_depth{queue=...}. Port 0 takes any free "
+    "port and logs it.",
 )
 @click.option(
     "--metrics-address",
