@@ -25,16 +25,17 @@ from examples.fastapi_app import api
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def test_quickstart_runs() -> None:
+def run_example(name: str) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/NAME`` as a user would; it must exit 0."""
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "quickstart.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    out = done.stdout.splitlines()
+    return done
+
+
+def test_quickstart_runs() -> None:
+    out = run_example("quickstart.py").stdout.splitlines()
     assert out[-1] == "done"
     assert any(line.startswith("add(2, 3) = 5 ") for line in out)
     assert any("10 adds -> [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]" in line for line in out)
@@ -131,14 +132,7 @@ async def test_bad_input_is_rejected_before_enqueue(unique: str) -> None:
 
 
 def test_otel_console_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "otel_console.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example("otel_console.py")
     out = done.stdout.splitlines()
     assert out[-1] == "done"
     assert "resize -> cat.png@320px" in out
