@@ -79,6 +79,10 @@ class Worker:
             raise ValueError("prefetch must be between 0 and concurrency")
         if shutdown_timeout < 0:
             raise ValueError("shutdown_timeout must be >= 0")
+        if not heartbeat_interval > 0:
+            raise ValueError("heartbeat_interval must be > 0 seconds")
+        if not metrics_interval > 0:
+            raise ValueError("metrics_interval must be > 0 seconds")
         self.app = app
         self.queues = tuple(queues) if queues else app.queues
         if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
