@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
 import anyio
 from anyio.abc import Process, TaskGroup
@@ -37,6 +37,8 @@ class Supervisor:
     restarted after ``restart_delay`` seconds, doubling up to ``max_restart_delay`` while
     it keeps dying within ``stable_after`` seconds of its start. A child exiting with one of
     ``fatal_exit_codes`` (a configuration error, which a restart cannot fix) stops them all.
+    ``slot_arguments(slot)`` gives the arguments added to the command of the child in slot
+    1 to ``processes``, the same for every child that slot restarts (its own metrics port).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Supervisor:
         max_restart_delay: float = 30.0,
         stable_after: float = 30.0,
         fatal_exit_codes: Collection[int] = (),
+        slot_arguments: Callable[[int], Sequence[str]] | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be >= 1")
@@ -61,6 +64,7 @@ class Supervisor:
         self.max_restart_delay = max_restart_delay
         self.stable_after = stable_after
         self.fatal_exit_codes = frozenset(fatal_exit_codes)
+        self.slot_arguments = slot_arguments
         self._children: dict[int, Process] = {}
         self._exit_codes: dict[int, int] = {}
         self._stop_requested = anyio.Event()
@@ -128,8 +132,9 @@ class Supervisor:
 
     async def _run_child(self, slot: int) -> tuple[int, int]:
         """Start one child and wait for it; return its pid and exit code."""
+        extra = self.slot_arguments(slot) if self.slot_arguments is not None else ()
         async with await anyio.open_process(
-            self.command,
+            [*self.command, *extra],
             stdin=subprocess.DEVNULL,
             stdout=None,
             stderr=None,

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -181,10 +182,10 @@ MISTAKES = {
     "timeout without wait": (["enqueue", "apps.good:app", "add", "--timeout", "1"], 2, "--wait"),
     "bad concurrency": (["run", "apps.good:app", "--concurrency", "0"], 2, "'--concurrency'"),
     "empty queue name": (["run", "apps.good:app", "--queues", "a,,b"], 2, "queue names"),
-    "metrics port with processes": (
-        ["run", "apps.good:app", "--processes", "2", "--metrics-port", "9464"],
+    "metrics ports beyond 65535": (
+        ["run", "apps.good:app", "--processes", "3", "--metrics-port", "65534"],
         2,
-        "--metrics-port serves one process's metrics: use it with --processes 1",
+        "the worker processes take ports 65534 to 65536, beyond 65535",
     ),
     "bad log format": (["run", "apps.good:app", "--log-format", "xml"], 2, "'--log-format'"),
     "unknown command": (["no-such-command"], 2, "No such command"),
@@ -393,6 +394,41 @@ async def test_second_sigterm_exits_at_once() -> None:
     assert code == 0, worker.transcript()
     assert worker.lines("finished") == []
     assert "Traceback" not in "".join(worker.stderr)
+
+
+@pytest.mark.anyio
+async def test_each_worker_process_serves_its_own_metrics() -> None:
+    args = ["run", "apps.good:app", "--processes", "2", "--metrics-interval", "0.1"]
+    args += ["--metrics-port", "0", "--metrics-address", "127.0.0.1"]
+    async with spawn(*args) as supervisor:
+        ports: list[int] = []
+
+        def serving(line: str) -> bool:
+            found = re.search(r"serving Prometheus metrics on http://127.0.0.1:(\d+)/", line)
+            return found is not None and int(found.group(1)) not in ports
+
+        for _ in range(2):
+            line = await supervisor.expect(serving, stream="stderr")
+            ports.append(int(line.rsplit(":", 1)[1].split("/")[0]))
+        for port in ports:
+            # Served from the start; the depths once that process's worker has read them.
+            url = f"http://127.0.0.1:{port}/metrics"
+            with anyio.fail_after(30):
+                while "queue_depth_pending{" not in (
+                    text := await anyio.to_thread.run_sync(partial(_fetch, url))
+                ):
+                    pass
+            assert 'queue="emails"' in text
+        supervisor.process.send_signal(signal.SIGTERM)
+        code = await supervisor.finish()
+    assert code == 0, supervisor.transcript()
+    assert len(set(ports)) == 2
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: bytes = response.read()
+        return body.decode()
 
 
 @pytest.mark.anyio

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -99,7 +100,8 @@ log = logging.getLogger("asyncq.cli")
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     metavar="PORT",
-    help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics (needs asyncq[otel]): job "
+    help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics (needs asyncq[otel]); with "
+    "--processes N, worker process i serves on PORT+i-1. Job "
     "outcomes, durations, queue wait, in-flight jobs, and queue depths such as "
     "queue_depth_pending{queue=...} and queue_dlq_depth{queue=...}. Port 0 takes any free "
     "port and logs it.",
@@ -147,10 +149,11 @@ def run(
     """
     if prefetch is not None and prefetch > concurrency:
         raise UsageFailure(f"--prefetch ({prefetch}) may not exceed --concurrency ({concurrency})")
-    if metrics_port is not None and processes > 1:
+    if metrics_port and metrics_port + processes - 1 > 65535:
         raise UsageFailure(
-            "--metrics-port serves one process's metrics: use it with --processes 1 "
-            "(in Kubernetes, one worker process per pod)"
+            f"--metrics-port {metrics_port} with --processes {processes}: the worker "
+            f"processes take ports {metrics_port} to {metrics_port + processes - 1}, "
+            "beyond 65535"
         )
     app = load_app(app_spec, broker)
     configure_logging(log_level, log_format.lower())
@@ -170,7 +173,12 @@ def run(
         )
         command += ["--log-format", log_format.lower()]
         command += ["--heartbeat-interval", repr(heartbeat_interval)]
-        _supervise(command, processes, shutdown_timeout)
+        command += ["--metrics-interval", repr(metrics_interval)]
+        slot_arguments = None
+        if metrics_port is not None:
+            command += ["--metrics-address", metrics_address]
+            slot_arguments = partial(_slot_metrics_port, metrics_port)
+        _supervise(command, processes, shutdown_timeout, slot_arguments)
         return
     worker = partial(
         app.run_worker,
@@ -234,9 +242,24 @@ def _worker_command(
     return command
 
 
-def _supervise(command: list[str], processes: int, shutdown_timeout: float) -> None:
+def _slot_metrics_port(first: int, slot: int) -> list[str]:
+    """Worker process ``slot`` (from 1) serves its metrics on port ``first + slot - 1``;
+    with port 0, each on a free port of its own."""
+    return ["--metrics-port", str(first + slot - 1 if first else 0)]
+
+
+def _supervise(
+    command: list[str],
+    processes: int,
+    shutdown_timeout: float,
+    slot_arguments: Callable[[int], list[str]] | None,
+) -> None:
     supervisor = Supervisor(
-        command, processes, shutdown_timeout=shutdown_timeout, fatal_exit_codes={EXIT_USAGE}
+        command,
+        processes,
+        shutdown_timeout=shutdown_timeout,
+        fatal_exit_codes={EXIT_USAGE},
+        slot_arguments=slot_arguments,
     )
     code = run_async(supervisor.run)
     if code == EXIT_USAGE:
