@@ -113,7 +113,9 @@ def _carried(commands: list[tuple[Any, ...]]) -> set[str]:
 async def test_due_delayed_jobs_are_moved_exactly_once_by_racing_movers(
     prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    count, delay = 2_000, 0.3
+    # The delay leaves room to enqueue them all and check they wait before any falls due,
+    # even on a machine slowed by other work (0.3 s was once too short after tests/amqp).
+    count, delay = 2_000, 1.5
     url = redis_url(prefix)
     # Two workers (each runs the backend's mover in its task group), a third backend's
     # mover on its own, and four loops running the PROMOTE script directly.
