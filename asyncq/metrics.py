@@ -90,6 +90,8 @@ def configured_provider() -> MeterProvider | None:
     except ImportError:  # the otel extra is not installed: metrics stay off
         return None
     provider = otel_metrics.get_meter_provider()
+    # Until something sets one, the API hands out its own proxy, whose class it does not
+    # export: known by name, like the no-op one.
     if type(provider).__name__ in ("_ProxyMeterProvider", "NoOpMeterProvider"):
         return None
     return provider
