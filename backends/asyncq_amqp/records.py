@@ -18,20 +18,14 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
-import anyio
 import redis.asyncio as aioredis
 from asyncq_redis import codec
-from asyncq_redis.connection import open_client, redis_errors
-from asyncq_redis.heartbeats import Heartbeats
-from asyncq_redis.notifications import Notifications, listen
-from asyncq_redis.scripting import Call, Scripts
 from asyncq_redis.scripts import FINISH
+from asyncq_redis.store import RedisStore
 
-from asyncq.backend import Envelope, Outcome, Settlement, redact_url
-from asyncq.errors import BrokerError
+from asyncq.backend import Envelope, Outcome, Settlement
 from asyncq.records import JobInfo, WorkerInfo
 
 __all__ = ["Admission", "RecordStore"]
@@ -236,48 +230,26 @@ class RecordStore:
     """Job records, queue counters, cancellation requests and heartbeats in Redis."""
 
     def __init__(self, url: str, *, prefix: str, result_ttl: float) -> None:
-        self._url = url
-        self._where = redact_url(url)
         self._prefix = prefix
         self._ttl_ms = max(int(result_ttl * 1000), 1)
-        self._client: aioredis.Redis | None = None
-        self._notifications: Notifications | None = None
-        self._scripts = Scripts(_SCRIPTS)
+        self._store = RedisStore(
+            url, prefix=prefix, scripts=_SCRIPTS, max_connections=64, owner="the AMQP backend"
+        )
+        self.errors = self._store.errors
+        self._run = self._store.run
         self._keys: dict[str, _QueueKeys] = {}
-        self._queues_key = f"{prefix}:queues"
         self._known_queues: set[str] = set()
-        self._cancel_channel = f"{prefix}:cancel"
-        self._heartbeats = Heartbeats(prefix)
 
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
-        self._client = open_client(self._url, max_connections=64)
-        self._notifications = Notifications(self._client)
-        with self.errors("connecting to the record store"):
-            await self._client.ping()
-            await self._scripts.load(self._client)
+        await self._store.connect("connecting to the record store")
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        notifications, self._notifications = self._notifications, None
-        if notifications is not None:
-            await notifications.close()
-        if client is not None:
-            await client.aclose(close_connection_pool=True)
+        await self._store.close()
 
     @property
     def client(self) -> aioredis.Redis:
-        if self._client is None:
-            raise BrokerError("the AMQP backend is not connected: open the App first")
-        return self._client
-
-    def errors(self, action: str) -> AbstractContextManager[None]:
-        return redis_errors(self._where, action)
-
-    async def _run(self, calls: Sequence[Call], *, new_queues: Sequence[str] = ()) -> list[Any]:
-        """Run scripts in one round trip; ``new_queues`` join the registry of queues in it."""
-        register = (self._queues_key, new_queues) if new_queues else None
-        return await self._scripts.run(self.client, calls, register=register)
+        return self._store.client
 
     def keys(self, queue: str) -> _QueueKeys:
         keys = self._keys.get(queue)
@@ -324,12 +296,12 @@ class RecordStore:
         new = [q for q in queues if q not in self._known_queues]
         if new:
             with self.errors("registering queues"):
-                await self.client.sadd(self._queues_key, *new)
+                await self.client.sadd(self._store.queues_key, *new)
             self._known_queues.update(new)
 
     async def queues(self) -> list[str]:
         with self.errors("listing queues"):
-            members: Any = await self.client.smembers(self._queues_key)
+            members: Any = await self.client.smembers(self._store.queues_key)
         return sorted(m.decode() for m in members)
 
     async def start(
@@ -368,13 +340,13 @@ class RecordStore:
 
     async def cancel(self, job_id: str, queue: str) -> bool:
         keys = self.keys(queue)
-        args = [keys.base, job_id, repr(time.time()), self._ttl_ms, self._cancel_channel]
+        args = [keys.base, job_id, repr(time.time()), self._ttl_ms, self._store.cancel_channel]
         with self.errors("cancelling a job"):
             (reply,) = await self._run([("CANCEL", [keys.scheduled], args)])
         return bool(reply)
 
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        await listen(self.client, self._cancel_channel, on_cancel)
+        await self._store.watch_cancellations(on_cancel)
 
     # -- reading ---------------------------------------------------------------------------
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
@@ -383,13 +355,10 @@ class RecordStore:
         return codec.job_info(job_id, queue, [x for pair in record.items() for x in pair])
 
     async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        assert self._notifications is not None, "the record store is not connected"
         channel = self.keys(queue).done_prefix + job_id
-        # The deadline outside the error mapping: its TimeoutError is the caller's answer.
-        with anyio.fail_after(timeout), self.errors("waiting for a job"):
-            return await self._notifications.wait_finished(
-                channel, lambda: self.job_info(job_id, queue)
-            )
+        return await self._store.wait_finished(
+            channel, lambda: self.job_info(job_id, queue), timeout
+        )
 
     async def counts(self, queues: Sequence[str]) -> list[tuple[int, int]]:
         """(scheduled, running) per queue."""
@@ -404,16 +373,13 @@ class RecordStore:
 
     # -- heartbeats ------------------------------------------------------------------------
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        with self.errors("sending a heartbeat"):
-            await self._heartbeats.beat(self.client, worker, ttl)
+        await self._store.heartbeat(worker, ttl)
 
     async def deregister(self, worker_id: str) -> None:
-        with self.errors("deregistering a worker"):
-            await self._heartbeats.remove(self.client, worker_id)
+        await self._store.deregister(worker_id)
 
     async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
-        with self.errors("listing workers"):
-            return await self._heartbeats.known(self.client, include_gone=include_gone)
+        return await self._store.workers(include_gone=include_gone)
 
 
 def _settle_args(s: Settlement) -> list[Any]:

@@ -17,23 +17,19 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from typing import Any, Self
 
 import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 
-from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement, redact_url
+from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
 from asyncq.errors import BrokerError
 from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
 from . import codec, scripts
-from .connection import open_client, redis_errors
-from .heartbeats import Heartbeats
-from .notifications import Notifications, listen
-from .scripting import Call, Scripts
 from .settings import QueueKeys, RedisSettings
+from .store import RedisStore
 
 __all__ = ["RedisBackend"]
 
@@ -52,20 +48,22 @@ class RedisBackend(Backend):
         self.settings = settings
         self.lease_renewal_interval = settings.visibility_timeout / 3
         self._ttl_ms = max(int(settings.result_ttl * 1000), 1)
-        self._client: aioredis.Redis | None = None
-        self._notifications: Notifications | None = None
         names = ("ENQUEUE", "TAKE", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS", "INFO")
-        self._scripts = Scripts({name: getattr(scripts, name) for name in names})
+        self._store = RedisStore(
+            settings.connection_url,
+            prefix=settings.prefix,
+            scripts={name: getattr(scripts, name) for name in names},
+            max_connections=settings.max_connections,
+            owner="the Redis backend",
+        )
+        self._errors = self._store.errors
+        self._run_scripts = self._store.run
         self._keys: dict[str, QueueKeys] = {}
         self._groups: set[str] = set()
         self._known_queues: set[str] = set()
         self._reclaim_due: dict[str, float] = {}
         self._turn = 0
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
-        self._queues_key = f"{settings.prefix}:queues"
-        self._cancel_channel = f"{settings.prefix}:cancel"
-        self._heartbeats = Heartbeats(settings.prefix)
-        self._where = redact_url(settings.connection_url)
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -73,37 +71,14 @@ class RedisBackend(Backend):
 
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
-        self._client = open_client(
-            self.settings.connection_url, max_connections=self.settings.max_connections
-        )
-        self._notifications = Notifications(self._client)
-        with self._errors("connecting"):
-            await self._client.ping()
-            await self._scripts.load(self._client)
+        await self._store.connect()
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        notifications, self._notifications = self._notifications, None
-        if notifications is not None:
-            await notifications.close()
-        if client is not None:
-            await client.aclose(close_connection_pool=True)  # the pool was made here
+        await self._store.close()
 
     @property
     def client(self) -> aioredis.Redis:
-        if self._client is None:
-            raise BrokerError("the Redis backend is not connected: open the App first")
-        return self._client
-
-    def _errors(self, action: str) -> AbstractContextManager[None]:
-        return redis_errors(self._where, action)
-
-    async def _run_scripts(
-        self, calls: Sequence[Call], *, new_queues: Sequence[str] = ()
-    ) -> list[Any]:
-        """Run scripts in one round trip; ``new_queues`` join the registry of queues in it."""
-        register = (self._queues_key, new_queues) if new_queues else None
-        return await self._scripts.run(self.client, calls, register=register)
+        return self._store.client
 
     def _k(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
@@ -119,7 +94,7 @@ class RedisBackend(Backend):
         for q in new:
             # From id 0: jobs enqueued before any worker existed are delivered too.
             pipe.xgroup_create(self._k(q).stream, GROUP, id="0", mkstream=True)
-            pipe.sadd(self._queues_key, q)
+            pipe.sadd(self._store.queues_key, q)
         for reply in await pipe.execute(raise_on_error=False):
             if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
                 raise reply
@@ -309,7 +284,7 @@ class RedisBackend(Backend):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        await listen(self.client, self._cancel_channel, on_cancel)
+        await self._store.watch_cancellations(on_cancel)
 
     # -- job records -----------------------------------------------------------------------
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
@@ -319,17 +294,15 @@ class RedisBackend(Backend):
         return codec.job_info(job_id, queue, flat)
 
     async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        assert self._notifications is not None, "the Redis backend is not connected"
         channel = self._k(queue).done_prefix + job_id
-        # The deadline outside the error mapping: its TimeoutError is the caller's answer.
-        with anyio.fail_after(timeout), self._errors("waiting for a job"):
-            return await self._notifications.wait_finished(
-                channel, lambda: self.job_info(job_id, queue)
-            )
+        return await self._store.wait_finished(
+            channel, lambda: self.job_info(job_id, queue), timeout
+        )
 
     async def cancel(self, job_id: str, queue: str) -> bool:
         keys = self._k(queue)
-        args = [keys.base, job_id, repr(time.time()), self._ttl_ms, self._cancel_channel, GROUP]
+        channel = self._store.cancel_channel
+        args = [keys.base, job_id, repr(time.time()), self._ttl_ms, channel, GROUP]
         with self._errors("cancelling a job"):
             (reply,) = await self._run_scripts([("CANCEL", [keys.stream, keys.scheduled], args)])
         return bool(reply)
@@ -338,7 +311,7 @@ class RedisBackend(Backend):
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         with self._errors("reading queue stats"):
             if queues is None:
-                members: Any = await self.client.smembers(self._queues_key)
+                members: Any = await self.client.smembers(self._store.queues_key)
                 queues = sorted(m.decode() for m in members)
             calls = []
             for q in queues:
@@ -382,13 +355,10 @@ class RedisBackend(Backend):
             return int(await self.client.xdel(dead, *doomed)) if doomed else 0
 
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        with self._errors("sending a heartbeat"):
-            await self._heartbeats.beat(self.client, worker, ttl)
+        await self._store.heartbeat(worker, ttl)
 
     async def deregister(self, worker_id: str) -> None:
-        with self._errors("deregistering a worker"):
-            await self._heartbeats.remove(self.client, worker_id)
+        await self._store.deregister(worker_id)
 
     async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
-        with self._errors("listing workers"):
-            return await self._heartbeats.known(self.client, include_gone=include_gone)
+        return await self._store.workers(include_gone=include_gone)

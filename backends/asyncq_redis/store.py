@@ -1,0 +1,103 @@
+"""The Redis that keeps asyncq's state under one prefix: a client with asyncq's scripts
+loaded, the wake-ups of jobs that finish, the registry of queues, the cancellation channel
+and the workers' heartbeats. The Redis backend keeps everything there; the AMQP backend
+keeps its job records there. Each goes through one ``RedisStore``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+
+from asyncq.backend import redact_url
+from asyncq.errors import BrokerError
+from asyncq.records import JobInfo, WorkerInfo
+
+from .connection import open_client, redis_errors
+from .heartbeats import Heartbeats
+from .notifications import Notifications, listen
+from .scripting import Call, Scripts
+
+__all__ = ["RedisStore"]
+
+
+class RedisStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        scripts: Mapping[str, str],
+        max_connections: int,
+        owner: str,
+    ) -> None:
+        """``owner`` names what uses the store in errors ("the Redis backend")."""
+        self.where = redact_url(url)
+        self.queues_key = f"{prefix}:queues"
+        self.cancel_channel = f"{prefix}:cancel"
+        self._url = url
+        self._max_connections = max_connections
+        self._owner = owner
+        self._client: aioredis.Redis | None = None
+        self._notifications: Notifications | None = None
+        self._scripts = Scripts(scripts)
+        self._heartbeats = Heartbeats(prefix)
+
+    async def connect(self, action: str = "connecting") -> None:
+        self._client = open_client(self._url, max_connections=self._max_connections)
+        self._notifications = Notifications(self._client)
+        with self.errors(action):
+            await self._client.ping()
+            await self._scripts.load(self._client)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        notifications, self._notifications = self._notifications, None
+        if notifications is not None:
+            await notifications.close()
+        if client is not None:
+            await client.aclose(close_connection_pool=True)  # the pool was made here
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BrokerError(f"{self._owner} is not connected: open the App first")
+        return self._client
+
+    def errors(self, action: str) -> AbstractContextManager[None]:
+        """Map redis-py's errors to asyncq's, saying what was being done."""
+        return redis_errors(self.where, action)
+
+    async def run(self, calls: Sequence[Call], *, new_queues: Sequence[str] = ()) -> list[Any]:
+        """Run scripts in one round trip; ``new_queues`` join the registry of queues in it."""
+        register = (self.queues_key, new_queues) if new_queues else None
+        return await self._scripts.run(self.client, calls, register=register)
+
+    async def wait_finished(
+        self, channel: str, read: Callable[[], Awaitable[JobInfo | None]], timeout: float | None
+    ) -> JobInfo | None:
+        """Wait for a job's end (announced on ``channel``); ``read`` gives its record."""
+        if self._notifications is None:
+            raise BrokerError(f"{self._owner} is not connected: open the App first")
+        # The deadline outside the error mapping: its TimeoutError is the caller's answer.
+        with anyio.fail_after(timeout), self.errors("waiting for a job"):
+            return await self._notifications.wait_finished(channel, read)
+
+    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
+        await listen(self.client, self.cancel_channel, on_cancel)
+
+    # -- heartbeats ------------------------------------------------------------------------
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        with self.errors("sending a heartbeat"):
+            await self._heartbeats.beat(self.client, worker, ttl)
+
+    async def deregister(self, worker_id: str) -> None:
+        with self.errors("deregistering a worker"):
+            await self._heartbeats.remove(self.client, worker_id)
+
+    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
+        with self.errors("listing workers"):
+            return await self._heartbeats.known(self.client, include_gone=include_gone)
