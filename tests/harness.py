@@ -5,26 +5,55 @@ with a timeout, never by sleeping; and the environment of a worker subprocess.""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import ByteReceiveStream
+from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 import asyncq
 from asyncq.backend import Backend, Outcome, Settlement
 
-__all__ = ["Lines", "Runs", "Settled", "statuses", "worker_env"]
+__all__ = ["Lines", "Runs", "Settled", "statuses", "worker_env", "worker_process"]
+
+TESTS_DIR = Path(__file__).resolve().parent
 
 
 def worker_env(directory: Path) -> dict[str, str]:
     """The environment of a worker subprocess, with the modules of ``directory`` importable."""
     path = os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path}
+
+
+@asynccontextmanager
+async def worker_process(
+    app: str, url: str, *options: str, stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE
+) -> AsyncIterator[Process]:
+    """``asyncq run APP --broker URL OPTIONS`` in a child process, ``APP`` one of tests/
+    (``apps.observed:app``); killed on the way out if it still runs."""
+    argv = [sys.executable, "-m", "asyncq", "run", app, "--broker", url, *options]
+    process = await anyio.open_process(
+        argv,
+        cwd=TESTS_DIR,
+        env=worker_env(TESTS_DIR),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+    )
+    try:
+        yield process
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.aclose()
 
 
 class _Watched:

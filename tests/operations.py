@@ -14,31 +14,21 @@ import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 
 import anyio
 from anyio.abc import Process
-from harness import Lines, worker_env
+from harness import TESTS_DIR, Lines, worker_env, worker_process
 
 import asyncq
-
-TESTS_DIR = Path(__file__).resolve().parent
 
 
 @asynccontextmanager
 async def worker(url: str, *options: str) -> AsyncIterator[tuple[Process, Lines]]:
-    """An ``asyncq run`` process for apps.observed, killed on the way out if still running."""
-    argv = [sys.executable, "-m", "asyncq", "run", "apps.observed:app", "--broker", url]
-    process = await anyio.open_process(
-        [*argv, *options], cwd=TESTS_DIR, env=worker_env(TESTS_DIR), stdout=subprocess.DEVNULL
-    )
-    try:
+    """An ``asyncq run`` process for apps.observed, and the lines of its log."""
+    async with worker_process(
+        "apps.observed:app", url, *options, stdout=subprocess.DEVNULL
+    ) as process:
         yield process, Lines(process.stderr)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with anyio.move_on_after(10):
-            await process.wait()
 
 
 async def cli(url: str, *args: str) -> str:

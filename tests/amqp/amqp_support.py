@@ -15,15 +15,11 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlencode
 
 import anyio
-import harness
 import pytest
 import services
-
-HERE = Path(__file__).parent
 
 
 def amqp_url(prefix: str, **options: object) -> str:
@@ -54,11 +50,6 @@ class Prefixes:
         if self.claimed:
             pattern = "|".join(rf"{re.escape(p)}\." for p in self.claimed)
             services.delete_amqp_entities(pattern)
-
-
-def worker_env() -> dict[str, str]:
-    """The environment of a worker subprocess: the modules of this directory importable."""
-    return harness.worker_env(HERE)
 
 
 def _rabbitmqctl() -> tuple[str | None, str]:

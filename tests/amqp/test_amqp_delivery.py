@@ -4,15 +4,13 @@ for), flagged as redelivered, and runs exactly twice in all."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import anyio
 import pytest
-from amqp_support import HERE, amqp_url, worker_env
-from harness import Lines
+from amqp_support import amqp_url
+from harness import Lines, worker_process
 
 import asyncq
 from asyncq import JobStatus, current_job
@@ -30,7 +28,7 @@ async def test_job_of_a_sigkilled_worker_is_redelivered_at_once_to_a_running_wor
     restarted = anyio.Event()
     restarted_at = 0.0
 
-    @app.task(name="lost.work")  # the same task as the subprocess's amqp_lost_worker_app
+    @app.task(name="lost.work")  # the same task as the subprocess's apps.lost_worker
     async def work() -> str:
         nonlocal restarted_at
         restarted_at = time.monotonic()
@@ -46,15 +44,9 @@ async def test_job_of_a_sigkilled_worker_is_redelivered_at_once_to_a_running_wor
     async with app:
         job = await work.enqueue()
         # One slot and no prefetch: RabbitMQ hands the subprocess this one job, nothing more.
-        command = [
-            *(sys.executable, "-m", "asyncq", "run", "amqp_lost_worker_app:app"),
-            *("--broker", url, "--concurrency", "1", "--prefetch", "0"),
-        ]
+        options = ("--concurrency", "1", "--prefetch", "0")
         with (tmp_path / "worker.log").open("wb") as log:
-            process = await anyio.open_process(
-                command, cwd=HERE, env=worker_env(), stdin=subprocess.DEVNULL, stderr=log
-            )
-            try:
+            async with worker_process("apps.lost_worker:app", url, *options, stderr=log) as process:
                 stdout = Lines(process.stdout)
                 started = await stdout.expect(lambda line: line.startswith("started "), timeout=30)
                 assert started == f"started {job.id} attempt=1 redelivered=False"
@@ -76,11 +68,6 @@ async def test_job_of_a_sigkilled_worker_is_redelivered_at_once_to_a_running_wor
                         await restarted.wait()
                     assert await job.result(timeout=10) == "completed"
                     stats = (await app.queue_stats())["default"]
-            finally:
-                with anyio.CancelScope(shield=True):
-                    if process.returncode is None:
-                        process.kill()
-                    await process.aclose()
         assert await job.status() is JobStatus.SUCCEEDED
         assert await app.dead_letters() == []
     worker_log = (tmp_path / "worker.log").read_text()

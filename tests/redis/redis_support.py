@@ -19,15 +19,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import anyio
-import harness
 import services
 from anyio.abc import Process
 from asyncq_redis import RedisBackend
 from harness import Lines
 
 import asyncq
-
-HERE = Path(__file__).parent
 
 
 def redis_url(prefix: str, *, db: int = 15, port: int = 6379, **options: object) -> str:
@@ -50,11 +47,6 @@ def redis_client(app: asyncq.App) -> Any:
     backend = app.backend
     assert isinstance(backend, RedisBackend)
     return backend.client
-
-
-def worker_env() -> dict[str, str]:
-    """The environment of a worker subprocess: the modules of this directory importable."""
-    return harness.worker_env(HERE)
 
 
 def free_port() -> int:

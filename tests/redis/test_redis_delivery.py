@@ -5,8 +5,6 @@ blocked on the stream starts a new job within milliseconds."""
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +12,8 @@ from typing import Any
 
 import anyio
 import pytest
-from harness import Lines
-from redis_support import HERE, claimed_prefix, redis_client, redis_url, worker_env
+from harness import Lines, worker_process
+from redis_support import claimed_prefix, redis_client, redis_url
 
 import asyncq
 from asyncq import JobStatus, current_job
@@ -38,7 +36,7 @@ async def test_job_of_a_sigkilled_worker_completes_elsewhere_after_the_visibilit
     runs: list[tuple[int, bool]] = []
     reclaimed_at = 0.0
 
-    @app.task(name="lost.work")  # the same task as the subprocess's lost_worker_app
+    @app.task(name="lost.work")  # the same task as the subprocess's apps.lost_worker
     async def work() -> str:
         nonlocal reclaimed_at
         reclaimed_at = time.monotonic()
@@ -48,12 +46,8 @@ async def test_job_of_a_sigkilled_worker_completes_elsewhere_after_the_visibilit
 
     async with app:
         job = await work.enqueue()
-        command = [sys.executable, "-m", "asyncq", "run", "lost_worker_app:app", "--broker", url]
         with (tmp_path / "worker.log").open("wb") as log:
-            process = await anyio.open_process(
-                command, cwd=HERE, env=worker_env(), stdin=subprocess.DEVNULL, stderr=log
-            )
-            try:
+            async with worker_process("apps.lost_worker:app", url, stderr=log) as process:
                 stdout = Lines(process.stdout)
                 started = await stdout.expect(lambda line: line.startswith("started "), timeout=30)
                 assert started == f"started {job.id} attempt=1 redelivered=False"
@@ -62,11 +56,6 @@ async def test_job_of_a_sigkilled_worker_completes_elsewhere_after_the_visibilit
                 with anyio.fail_after(10):
                     assert await process.wait() == -9
                 lost_at = time.monotonic()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    if process.returncode is None:
-                        process.kill()
-                    await process.aclose()
         # Still the dead worker's: nobody settled or released it.
         assert await job.status() is JobStatus.RUNNING
         async with app.worker(concurrency=1):

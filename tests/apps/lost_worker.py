@@ -1,5 +1,5 @@
-"""The worker a test kills with SIGKILL: its one task announces the job it started on
-stdout, then never finishes. The test names the broker with ``--broker``."""
+"""The worker the delivery tests kill with SIGKILL: its one task announces the job it
+started on stdout, then never finishes. The test names the broker with ``--broker``."""
 
 from __future__ import annotations
 
