@@ -164,7 +164,7 @@ class TaskCall(Generic[P, R]):
         task, opts = self.task, self.options
         spans = None
         if tracing.active():
-            spans = tracing.batch_spans(backend.system, opts.queue or task.queue, task.name)
+            spans = tracing.BatchSpans(backend.system, opts.queue or task.queue, task.name)
         envelopes = []
         now = time.time()  # one enqueue time for the batch: it is one call
         for call in calls:

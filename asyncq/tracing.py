@@ -34,8 +34,8 @@ except ImportError:  # the otel extra is not installed: tracing stays off
     trace = None  # type: ignore[assignment]
 
 __all__ = [
+    "BatchSpans",
     "active",
-    "batch_spans",
     "exception",
     "outcome",
     "process_span",
@@ -133,10 +133,6 @@ class BatchSpans:
             f"send {self._queue}", kind=SpanKind.PRODUCER, attributes=attributes, links=self._links
         ) as span:
             yield span
-
-
-def batch_spans(system: str, queue: str, task: str) -> BatchSpans:
-    return BatchSpans(system, queue, task)
 
 
 def process_span(
