@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
 import subprocess
 import sys
@@ -14,6 +12,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+import yaml
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import REGISTRY, generate_latest
@@ -287,16 +286,31 @@ async def test_deploy_files_name_exported_metrics(
     assert not unknown, f"names no worker exports: {unknown}"
 
 
-def test_deploy_files_parse() -> None:
-    files = sorted(DEPLOY.glob("*.yaml"))
-    assert files
-    if importlib.util.find_spec("yaml") is None:
-        # PyYAML is not a dependency: without it, only check there is something there.
-        for f in files:
-            assert f.read_text().strip(), f"{f.name} is empty"
-        return
-    yaml = importlib.import_module("yaml")
-    for f in files:
-        documents = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
-        assert documents, f"{f.name} holds no YAML document"
-        assert all(isinstance(d, dict) for d in documents), f.name
+def test_deploy_files_parse_and_fit_together() -> None:
+    files = {f.name: list(yaml.safe_load_all(f.read_text())) for f in DEPLOY.glob("*.yaml")}
+    assert sorted(files) == [
+        "alerts.yaml",
+        "hpa.yaml",
+        "prometheus-adapter.yaml",
+        "prometheus.yaml",
+        "worker.yaml",
+    ]
+    (worker,) = files["worker.yaml"]
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    port = int(command[command.index("--metrics-port") + 1])
+    assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    annotations = worker["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+
+    (hpa,) = files["hpa.yaml"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["external"]["metric"]["name"] == "queue_depth_pending"
+    (adapter,) = files["prometheus-adapter.yaml"]
+    assert [r["name"]["as"] for r in adapter["externalRules"]] == ["queue_depth_pending"]
+
+    (alerts,) = files["alerts.yaml"]
+    rules = [rule for group in alerts["groups"] for rule in group["rules"]]
+    assert all(rule["alert"] and rule["expr"] for rule in rules)
+    assert any("queue_dlq_depth" in rule["expr"] for rule in rules)
