@@ -18,7 +18,7 @@ from .job import Job
 from .records import DeadLetter, DeadLetterFilter, QueueStats
 from .retry import Backoff
 from .serializer import DecodeError, Message, OrjsonSerializer, Serializer
-from .task import Task, _check_queue
+from .task import ExceptionClasses, Task, _check_queue
 from .worker import Worker
 
 __all__ = ["App", "State"]
@@ -147,6 +147,10 @@ class App:
         retries: int | None = None,
         timeout: float | None = None,
         backoff: Backoff | None = None,
+        retry_on: ExceptionClasses | None = None,
+        no_retry_on: ExceptionClasses = (),
+        result_ttl: float | None = None,
+        store_result: bool = True,
     ) -> TaskDecorator: ...
 
     def task(
@@ -158,11 +162,18 @@ class App:
         retries: int | None = None,
         timeout: float | None = None,
         backoff: Backoff | None = None,
+        retry_on: ExceptionClasses | None = None,
+        no_retry_on: ExceptionClasses = (),
+        result_ttl: float | None = None,
+        store_result: bool = True,
     ) -> Any:
         """Register a handler, as ``@app.task`` or ``@app.task(name=..., queue=..., ...)``.
 
         The name defaults to ``module.qualname``; it is what travels in the job, so keep it
-        stable across deploys.
+        stable across deploys. ``retry_on`` retries only those exceptions (others go to the
+        dead-letter queue at once), ``no_retry_on`` never retries those; ``result_ttl``
+        keeps this task's finished records for so many seconds instead of the broker's
+        default, and ``store_result=False`` records a success without its value.
         """
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
@@ -177,6 +188,10 @@ class App:
                 retries=self.retries if retries is None else retries,
                 timeout=self.timeout if timeout is None else timeout,
                 backoff=backoff or self.backoff,
+                retry_on=retry_on,
+                no_retry_on=no_retry_on,
+                result_ttl=result_ttl,
+                store_result=store_result,
             )
             self.tasks[task_name] = task
             return task

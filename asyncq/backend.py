@@ -118,6 +118,9 @@ class Settlement:
     """RETRY and DEAD: why the attempt failed."""
     task: str = ""
     attempt: int = 1
+    result_ttl: float | None = None
+    """SUCCEEDED, DEAD, CANCELLED: seconds to keep the job's record (and result), instead of
+    the backend's ``result_ttl``; the task's own ``result_ttl``."""
 
 
 B = TypeVar("B", bound="Backend")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import tracing
+from .arguments import BadArguments
 from .backend import Delivery, Outcome, Settlement
 from .errors import ErrorInfo, Reject, Retry
 from .job import set_current_job
@@ -61,7 +62,7 @@ async def execute(app: App, running: Running) -> Settlement:
     task = app.tasks.get(msg.task)
     if task is None:
         reason = f"no task named {msg.task!r} is registered on this worker's App"
-        return _dead(delivery, msg, ErrorInfo("UnknownTask", reason))
+        return _dead(delivery, msg, None, ErrorInfo("UnknownTask", reason))
     running.message = msg
     set_current_job(msg, delivery.redelivered)
     system = app.backend.system
@@ -84,8 +85,9 @@ async def _run(
     app: App, running: Running, msg: Message, task: Task[Any, Any], span: Any
 ) -> Settlement:
     delivery, scope = running.delivery, running.scope
-    if task.timeout is not None:
-        scope.deadline = anyio.current_time() + task.timeout
+    timeout = task.timeout if msg.timeout is None else msg.timeout
+    if timeout is not None:
+        scope.deadline = anyio.current_time() + timeout
     result: Any = None
     try:
         with scope:
@@ -94,47 +96,68 @@ async def _run(
         return _failed(app, delivery, msg, task, error_info(exc), exc.delay)
     except Reject as exc:
         tracing.exception(span, exc)
-        return _dead(delivery, msg, ErrorInfo("Reject", exc.reason))
-    except _BadArguments as exc:
+        return _dead(delivery, msg, task, ErrorInfo("Reject", exc.reason))
+    except BadArguments as exc:
         tracing.exception(span, exc)
-        return _dead(delivery, msg, ErrorInfo("BadArguments", str(exc)))
+        return _dead(delivery, msg, task, ErrorInfo("BadArguments", str(exc)))
     except Exception as exc:
         tracing.exception(span, exc)
+        if not task.retries_error(exc):
+            return _dead(delivery, msg, task, error_info(exc))
         return _failed(app, delivery, msg, task, error_info(exc), None)
     if scope.cancelled_caught:
         if running.cause is None:  # no one asked: the deadline passed
-            error = ErrorInfo("TimeoutError", f"job timed out after {task.timeout} s")
-            tracing.exception(span, TimeoutError(error.message))
+            expired = TimeoutError(f"job timed out after {timeout} s")
+            error = ErrorInfo("TimeoutError", str(expired))
+            tracing.exception(span, expired)
+            if not task.retries_error(expired):
+                return _dead(delivery, msg, task, error)
             return _failed(app, delivery, msg, task, error, None)
-        return Settlement(delivery, Outcome.CANCELLED, task=msg.task, attempt=msg.attempt)
+        return Settlement(
+            delivery,
+            Outcome.CANCELLED,
+            task=msg.task,
+            attempt=msg.attempt,
+            result_ttl=task.result_ttl,
+        )
     try:
-        body = app.serializer.dumps(result)
+        body = app.serializer.dumps(result) if task.store_result else None
     except TypeError as exc:
         # Running it again would give the same unserialisable value: no retry.
-        return _dead(delivery, msg, ErrorInfo("ResultNotSerializable", str(exc)))
-    return Settlement(delivery, Outcome.SUCCEEDED, result=body, task=msg.task, attempt=msg.attempt)
+        return _dead(delivery, msg, task, ErrorInfo("ResultNotSerializable", str(exc)))
+    return Settlement(
+        delivery,
+        Outcome.SUCCEEDED,
+        result=body,
+        task=msg.task,
+        attempt=msg.attempt,
+        result_ttl=task.result_ttl,
+    )
 
 
 async def _call(task: Task[Any, Any], msg: Message) -> Any:
+    args: Sequence[Any] = msg.args
+    kwargs = msg.kwargs
+    parameters = task.parameters
+    if parameters.converts_arguments:  # plain handlers skip the call
+        args, kwargs = parameters.decode(args, kwargs)
     if task.is_async:
         try:
-            coroutine = task.fn(*msg.args, **msg.kwargs)
+            coroutine = task.fn(*args, **kwargs)
         except TypeError as exc:
             # Binding fails before the body runs; re-check so a TypeError raised by a
             # wrapping decorator's own code still counts as an ordinary failure.
-            problem = task.bind_error(msg.args, msg.kwargs)
+            problem = task.bind_error(args, kwargs)
             if problem is not None:
-                raise _BadArguments(problem) from exc
+                raise BadArguments(problem) from exc
             raise
         return await coroutine
-    problem = task.bind_error(msg.args, msg.kwargs)
+    problem = task.bind_error(args, kwargs)
     if problem is not None:
-        raise _BadArguments(problem)
+        raise BadArguments(problem)
     # A thread cannot be cancelled: on timeout or shutdown the job is settled at once and
     # the thread is left to finish on its own.
-    return await anyio.to_thread.run_sync(
-        _call_sync, task.fn, msg.args, msg.kwargs, abandon_on_cancel=True
-    )
+    return await anyio.to_thread.run_sync(_call_sync, task.fn, args, kwargs, abandon_on_cancel=True)
 
 
 def _failed(
@@ -145,8 +168,9 @@ def _failed(
     error: ErrorInfo,
     delay: float | None,
 ) -> Settlement:
-    if msg.attempt > task.retries:
-        return _dead(delivery, msg, error)
+    retries = task.retries if msg.retries is None else msg.retries
+    if msg.attempt > retries:
+        return _dead(delivery, msg, task, error)
     if delay is None:
         delay = task.backoff.delay(msg.attempt)
     eta = time.time() + delay
@@ -161,12 +185,17 @@ def _failed(
     )
 
 
-def _dead(delivery: Delivery, msg: Message, error: ErrorInfo) -> Settlement:
-    return Settlement(delivery, Outcome.DEAD, error=error, task=msg.task, attempt=msg.attempt)
-
-
-class _BadArguments(Exception):
-    pass
+def _dead(
+    delivery: Delivery, msg: Message, task: Task[Any, Any] | None, error: ErrorInfo
+) -> Settlement:
+    return Settlement(
+        delivery,
+        Outcome.DEAD,
+        error=error,
+        task=msg.task,
+        attempt=msg.attempt,
+        result_ttl=task.result_ttl if task is not None else None,
+    )
 
 
 def _call_sync(fn: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:

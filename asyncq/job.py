@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import JobCancelled, JobFailed, JobNotFound
 from .records import JobInfo, JobStatus
@@ -38,33 +38,44 @@ class Job(Generic[R]):
         return hash(self.id)
 
     async def info(self) -> JobInfo:
-        """The job's full record: status, attempt, next run time, last error."""
+        """The job's full record: status, attempt, next run time, last error, and the
+        result of a succeeded job, decoded as :meth:`result` gives it."""
         info = await self._app.backend.job_info(self.id, self.queue)
         if info is None:
             raise JobNotFound(f"job {self.id} is unknown or its record expired", job_id=self.id)
-        return info
+        if info.raw_result is None:
+            return info
+        return replace(info, result=self._decode_result(info))
 
     async def status(self) -> JobStatus:
         return (await self.info()).status
 
     async def result(self, timeout: float | None = None) -> R:
-        """Wait until the job is finished and return its result.
+        """Wait until the job is finished and return its result, converted to the task's
+        return annotation (a dataclass, datetime, UUID, ...) when this App has the task.
 
         Raises :class:`JobFailed` if it ended in the dead-letter queue, :class:`JobCancelled`
-        if it was cancelled, and ``TimeoutError`` if ``timeout`` seconds pass first.
+        if it was cancelled, and ``TimeoutError`` if ``timeout`` seconds pass first. A task
+        registered with ``store_result=False`` gives None.
         """
         info = await self._app.backend.wait_finished(self.id, self.queue, timeout)
         if info is None:
             raise JobNotFound(f"job {self.id} is unknown or its record expired", job_id=self.id)
         if info.status is JobStatus.SUCCEEDED:
-            if info.result is None:
+            if info.raw_result is None:
                 return None  # type: ignore[return-value]
-            value: R = self._app.serializer.loads(info.result)
+            value: R = self._decode_result(info)
             return value
         if info.status is JobStatus.CANCELLED:
             raise JobCancelled(f"job {self.id} was cancelled", job_id=self.id)
         reason = f": {info.error}" if info.error else ""
         raise JobFailed(f"job {self.id} failed{reason}", job_id=self.id, error=info.error)
+
+    def _decode_result(self, info: JobInfo) -> Any:
+        assert info.raw_result is not None
+        value = self._app.serializer.loads(info.raw_result)
+        task = self._app.tasks.get(info.task)
+        return value if task is None else task.parameters.decode_result(value)
 
     async def cancel(self) -> bool:
         """Cancel the job: a queued one never runs, a running one has its scope cancelled.

@@ -59,6 +59,8 @@ class _Job:
     lease_until: float = 0.0
     redelivered: bool = False
     cancel_requested: bool = False
+    ttl: float | None = None
+    """How long its record is kept once finished, when its task says (else result_ttl)."""
 
 
 @dataclass(slots=True)
@@ -78,7 +80,8 @@ class _Broker:
         self.keys: dict[tuple[str, str], str] = {}
         """(queue, idempotency key) -> job id."""
         self.queues: dict[str, _Queue] = {}
-        self.expiries: deque[tuple[float, str]] = deque()
+        self.expiries: list[tuple[float, str]] = []
+        """A heap of (when, job id): finished records to drop."""
         self.finished: dict[str, anyio.Event] = {}
         self.cancel_watchers: list[Callable[[str], None]] = []
         self.workers: dict[str, tuple[WorkerInfo, float]] = {}
@@ -271,6 +274,7 @@ class MemoryBackend(Backend):
                     job.status = JobStatus.QUEUED
                 self._place(job)
             else:
+                job.ttl = s.result_ttl
                 if outcome is Outcome.SUCCEEDED:
                     job.status, job.result, job.error = JobStatus.SUCCEEDED, s.result, None
                 elif outcome is Outcome.DEAD:
@@ -296,7 +300,7 @@ class MemoryBackend(Backend):
             # frees it so the same work can be asked for again.
             if broker.keys.get((job.queue, job.key)) == job.id:
                 del broker.keys[job.queue, job.key]
-        broker.expiries.append((now + self.result_ttl, job.id))
+        heapq.heappush(broker.expiries, (now + self._ttl(job), job.id))
         event = broker.finished.pop(job.id, None)
         if event is not None:
             event.set()
@@ -304,13 +308,17 @@ class MemoryBackend(Backend):
     def _expire(self, now: float) -> None:
         broker = self._broker
         while broker.expiries and broker.expiries[0][0] <= now:
-            _, job_id = broker.expiries.popleft()
+            _, job_id = heapq.heappop(broker.expiries)
             job = broker.jobs.get(job_id)
             # A replayed job finished again later: its own, later expiry entry removes it.
-            if job is not None and job.status.finished and job.updated_at + self.result_ttl <= now:
-                del broker.jobs[job_id]
-                if job.key is not None and broker.keys.get((job.queue, job.key)) == job_id:
-                    del broker.keys[job.queue, job.key]
+            if job is None or not job.status.finished or job.updated_at + self._ttl(job) > now:
+                continue
+            del broker.jobs[job_id]
+            if job.key is not None and broker.keys.get((job.queue, job.key)) == job_id:
+                del broker.keys[job.queue, job.key]
+
+    def _ttl(self, job: _Job) -> float:
+        return self.result_ttl if job.ttl is None else job.ttl
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
         lease_until = time.time() + self.visibility_timeout
@@ -345,7 +353,7 @@ class MemoryBackend(Backend):
             queue=job.queue,
             attempt=job.attempt,
             eta=job.eta,
-            result=job.result,
+            raw_result=job.result,
             error=job.error,
             updated_at=job.updated_at,
         )

@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ErrorInfo
 
@@ -60,11 +61,15 @@ class JobInfo:
     attempt: int = 1
     eta: float | None = None
     """When a SCHEDULED or FAILED job runs next (epoch seconds)."""
-    result: bytes | None = None
-    """The serialized return value of a SUCCEEDED job."""
+    result: Any = None
+    """The return value of a SUCCEEDED job, decoded (as the task's return annotation names
+    it, when the App knows the task); None for other jobs and for tasks that do not store
+    results."""
     error: ErrorInfo | None = None
     """The last failure of a FAILED or DEAD job."""
     updated_at: float = 0.0
+    raw_result: bytes | None = None
+    """The return value as the broker stores it, serialized."""
 
 
 @dataclass(frozen=True, slots=True)

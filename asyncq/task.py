@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import tracing
+from .arguments import Parameters
 from .backend import Envelope
 from .job import Job
 from .retry import Backoff
@@ -23,6 +24,9 @@ __all__ = ["Task", "TaskCall"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
+ExceptionClasses = type[BaseException] | Sequence[type[BaseException]]
+"""One exception class or several, as ``retry_on=`` and ``no_retry_on=`` take them."""
+
 
 @dataclass(frozen=True, slots=True)
 class EnqueueOptions:
@@ -32,6 +36,8 @@ class EnqueueOptions:
     key: str | None = None
     queue: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    retries: int | None = None
+    timeout: float | None = None
 
 
 class Task(Generic[P, R]):
@@ -48,11 +54,15 @@ class Task(Generic[P, R]):
         retries: int,
         timeout: float | None,
         backoff: Backoff,
+        retry_on: ExceptionClasses | None = None,
+        no_retry_on: ExceptionClasses = (),
+        result_ttl: float | None = None,
+        store_result: bool = True,
     ) -> None:
-        if retries < 0:
-            raise ValueError("retries must be >= 0")
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be > 0 (or None for no timeout)")
+        _check_retries(retries)
+        _check_timeout(timeout)
+        if result_ttl is not None and not result_ttl > 0:
+            raise ValueError(f"result_ttl must be a number of seconds > 0, not {result_ttl!r}")
         _check_queue(queue)
         self.app = app
         self.fn = fn
@@ -61,8 +71,16 @@ class Task(Generic[P, R]):
         self.retries = retries
         self.timeout = timeout
         self.backoff = backoff
+        self.retry_on = _exception_classes("retry_on", retry_on)
+        """Only these exceptions are retried (None: any); others dead-letter at once."""
+        self.no_retry_on = _exception_classes("no_retry_on", no_retry_on) or ()
+        """These exceptions dead-letter at once, never retried."""
+        self.result_ttl = result_ttl
+        """Seconds this task's finished records and results are kept; None: the broker's."""
+        self.store_result = store_result
+        """False: a success records its status but not the returned value."""
         self.is_async = inspect.iscoroutinefunction(fn)
-        self._signature: inspect.Signature | None = None
+        self.parameters = Parameters(fn, name)
         self._plain = TaskCall(self, EnqueueOptions())  # no options: built once, not per job
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -86,9 +104,12 @@ class Task(Generic[P, R]):
         key: str | None = None,
         queue: str | None = None,
         headers: Mapping[str, str] | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
     ) -> TaskCall[P, R]:
         """Options for the next enqueue: ``delay`` seconds or ``at`` a time (an aware
-        datetime or epoch seconds), an idempotency ``key``, another ``queue``, headers."""
+        datetime or epoch seconds), an idempotency ``key``, another ``queue``, headers, and
+        ``retries`` and ``timeout`` for this job instead of the task's."""
         if delay is not None and at is not None:
             raise ValueError("give delay= or at=, not both")
         eta: float | None = None
@@ -106,7 +127,18 @@ class Task(Generic[P, R]):
             raise ValueError("key must be a non-empty string")
         if queue is not None:
             _check_queue(queue)
-        return TaskCall(self, EnqueueOptions(eta, key, queue, dict(headers or {})))
+        if retries is not None:
+            _check_retries(retries)
+        _check_timeout(timeout)
+        options = EnqueueOptions(eta, key, queue, dict(headers or {}), retries, timeout)
+        return TaskCall(self, options)
+
+    def retries_error(self, error: BaseException) -> bool:
+        """Whether a failure with this exception may be retried (``retry_on``,
+        ``no_retry_on``); a timeout counts as ``TimeoutError``."""
+        if isinstance(error, self.no_retry_on):
+            return False
+        return self.retry_on is None or isinstance(error, self.retry_on)
 
     async def enqueue_many(
         self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
@@ -117,16 +149,9 @@ class Task(Generic[P, R]):
 
     def bind_error(self, args: Any, kwargs: Any) -> str | None:
         """Why ``args``/``kwargs`` do not fit the handler's signature, or None if they do."""
-        if self._signature is None:
-            try:  # show `a: int`, not `a: 'int'`, for modules with postponed annotations
-                self._signature = inspect.signature(self.fn, eval_str=True)
-            except Exception:
-                self._signature = inspect.signature(self.fn)
-        try:
-            self._signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            return f"arguments do not fit {self.name}{self._signature}: {exc}"
-        return None
+        if self.parameters.fits(args, kwargs):
+            return None
+        return self.parameters.problem(args, kwargs)
 
 
 class TaskCall(Generic[P, R]):
@@ -141,6 +166,9 @@ class TaskCall(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         app = self.task.app
         backend = app.backend_for_enqueue()
+        parameters = self.task.parameters
+        if not parameters.fits(args, kwargs):
+            parameters.check(args, kwargs)  # raises TypeError, naming what does not fit
         if not tracing.active():
             envelope = self._envelope(args, kwargs)
             (job_id,) = await backend.enqueue([envelope])
@@ -156,29 +184,36 @@ class TaskCall(Generic[P, R]):
     async def enqueue_many(
         self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
     ) -> list[Job[R]]:
-        calls = list(calls)
-        if self.options.key is not None and len(calls) > 1:
-            raise ValueError("one idempotency key cannot name several jobs")
         app = self.task.app
         backend = app.backend_for_enqueue()
         task, opts = self.task, self.options
-        spans = None
-        if tracing.active():
-            spans = tracing.BatchSpans(backend.system, opts.queue or task.queue, task.name)
-        envelopes = []
-        now = time.time()  # one enqueue time for the batch: it is one call
-        for call in calls:
-            args: tuple[Any, ...]
-            kwargs: dict[str, Any]
+        fits = task.parameters.fits
+        split: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        for call in calls:  # every call is checked before anything is sent
             if isinstance(call, tuple):
                 args, kwargs = call, {}
             elif isinstance(call, Mapping):
                 args, kwargs = (), dict(call)
             else:
                 raise TypeError(
-                    f"enqueue_many takes tuples (positional) or mappings (keyword), "
-                    f"got {type(call).__name__}"
+                    f"enqueue_many takes tuples (positional) or mappings (keyword), got "
+                    f"{type(call).__name__} at item {len(split)}; nothing was sent"
                 )
+            if not fits(args, kwargs):
+                try:
+                    task.parameters.check(args, kwargs)
+                except TypeError as exc:
+                    message = f"enqueue_many item {len(split)}: {exc}; nothing was sent"
+                    raise TypeError(message) from None
+            split.append((args, kwargs))
+        if opts.key is not None and len(split) > 1:
+            raise ValueError("one idempotency key cannot name several jobs")
+        spans = None
+        if tracing.active():
+            spans = tracing.BatchSpans(backend.system, opts.queue or task.queue, task.name)
+        envelopes = []
+        now = time.time()  # one enqueue time for the batch: it is one call
+        for args, kwargs in split:
             if spans is None:
                 envelopes.append(self._envelope(args, kwargs, now))
             else:
@@ -220,12 +255,38 @@ class TaskCall(Generic[P, R]):
                 enqueued_at,
                 opts.eta,
                 opts.key,
+                opts.retries,
+                opts.timeout,
             )
         except TypeError as exc:  # nothing has been sent
             raise TypeError(
                 f"arguments of task {task.name!r} cannot be serialized: {exc}"
             ) from None
         return Envelope(job_id, queue, body, task.name, opts.eta, opts.key)
+
+
+def _check_retries(retries: int) -> None:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0, not {retries!r}")
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (
+        isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0
+    ):
+        raise ValueError(f"timeout must be a number of seconds > 0 (or None), not {timeout!r}")
+
+
+def _exception_classes(
+    name: str, classes: ExceptionClasses | None
+) -> tuple[type[BaseException], ...] | None:
+    if classes is None:
+        return None
+    found = (classes,) if isinstance(classes, type) else tuple(classes)
+    for cls in found:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(f"{name} takes exception classes, got {cls!r}")
+    return found
 
 
 def _check_queue(queue: str) -> None:

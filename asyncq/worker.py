@@ -304,7 +304,11 @@ class Worker:
                 settlement = Settlement(delivery, Outcome.RELEASE)
             else:
                 settlement = Settlement(
-                    delivery, Outcome.CANCELLED, task=settlement.task, attempt=settlement.attempt
+                    delivery,
+                    Outcome.CANCELLED,
+                    task=settlement.task,
+                    attempt=settlement.attempt,
+                    result_ttl=settlement.result_ttl,
                 )
         self._finished(running, settlement, started)
         self.processed += 1

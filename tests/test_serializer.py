@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import date
+from decimal import Decimal
+from pathlib import PurePosixPath
 from typing import Any
 
 import orjson
+import pydantic
 import pytest
 
 from asyncq import OrjsonSerializer
@@ -191,3 +195,44 @@ def test_job_ids_made_later_sort_later() -> None:
             pass
     assert sorted(ids) == ids
     assert len({int(i, 16) >> 80 for i in ids}) == 5
+
+
+def test_per_job_overrides_travel_only_when_set() -> None:
+    plain = orjson.loads(sample().encode(serializer))
+    assert "retries" not in plain and "timeout" not in plain
+    overridden = Message(**{**_fields(sample()), "retries": 0, "timeout": 2.5})
+    decoded = Message.decode(overridden.encode(serializer), serializer)
+    assert (decoded.retries, decoded.timeout) == (0, 2.5)
+    for bad in ({"retries": -1}, {"retries": "3"}, {"timeout": 0}, {"timeout": "1"}):
+        with pytest.raises(DecodeError, match="wrong type"):
+            Message.decode(orjson.dumps(wire(**bad)), serializer)
+
+
+def _fields(msg: Message) -> dict[str, Any]:
+    return {name: getattr(msg, name) for name in Message.__dataclass_fields__}
+
+
+def test_values_json_lacks_are_written_as_strings_and_arrays() -> None:
+    class Model(pydantic.BaseModel):
+        when: date
+
+    value = {
+        "price": Decimal("1.10"),
+        "path": PurePosixPath("/a/b"),
+        "tags": {"x"},
+        "frozen": frozenset({1}),
+        "model": Model(when=date(2026, 1, 2)),
+        "keyed": {date(2026, 1, 2): 1, 7: "seven", uuid.UUID(int=1): None},
+    }
+    assert orjson.loads(serializer.dumps(value)) == {
+        "price": "1.10",
+        "path": "/a/b",
+        "tags": ["x"],
+        "frozen": [1],
+        "model": {"when": "2026-01-02"},
+        "keyed": {"2026-01-02": 1, "7": "seven", "00000000-0000-0000-0000-000000000001": None},
+    }
+    with pytest.raises(TypeError, match="not JSON serializable: object"):
+        serializer.dumps({"x": object()})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        serializer.dumps({1: object()})

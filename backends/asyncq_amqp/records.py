@@ -135,11 +135,15 @@ SETTLE = (
     FINISH
     + """
 -- KEYS: scheduled, running. ARGV: base, now, ttl_ms, then per delivery: outcome, id,
--- result, eta, error, task, next attempt (empty strings where unused).
+-- result, eta, error, task, next attempt, ttl_ms of its task (empty strings where unused;
+-- an empty ttl is the store's).
 local scheduled, running = KEYS[1], KEYS[2]
-local base, now, ttl = ARGV[1], ARGV[2], ARGV[3]
-for i = 4, #ARGV, 7 do
-    local outcome, id, result, eta, err, task, attempt = unpack(ARGV, i, i + 6)
+local base, now, default_ttl = ARGV[1], ARGV[2], ARGV[3]
+for i = 4, #ARGV, 8 do
+    local outcome, id, result, eta, err, task, attempt, ttl = unpack(ARGV, i, i + 7)
+    if ttl == '' then
+        ttl = default_ttl
+    end
     local jk = base .. ':job:' .. id
     redis.call('SREM', running, id)
     if task ~= '' then
@@ -383,8 +387,9 @@ class RecordStore:
 
 
 def _settle_args(s: Settlement) -> list[Any]:
-    """outcome, id, result, eta, error, task, next attempt."""
+    """outcome, id, result, eta, error, task, next attempt, record TTL."""
     error = codec.error_to_json(s.error) if s.error is not None else b""
     eta = repr(s.eta) if s.eta is not None else "0"
     attempt = s.attempt + 1 if s.outcome is Outcome.RETRY else ""
-    return [s.outcome.value, s.delivery.id, s.result or b"", eta, error, s.task, attempt]
+    result = s.result or b""
+    return [s.outcome.value, s.delivery.id, result, eta, error, s.task, attempt, codec.ttl_ms(s)]

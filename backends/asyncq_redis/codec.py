@@ -18,13 +18,15 @@ __all__ = [
     "error_to_json",
     "job_info",
     "settle_args",
+    "ttl_ms",
     "worker_from_json",
     "worker_to_json",
 ]
 
 
 def settle_args(s: Settlement) -> list[Any]:
-    """One delivery's arguments to SETTLE: outcome, entry, id, body, result, eta, error, task."""
+    """One delivery's arguments to SETTLE: outcome, entry, id, body, result, eta, error,
+    task, and the record's TTL in ms ('' for the backend's)."""
     d = s.delivery
     outcome = s.outcome
     if outcome is Outcome.RETRY:
@@ -35,7 +37,12 @@ def settle_args(s: Settlement) -> list[Any]:
         body = b""
     error = error_to_json(s.error) if s.error is not None else b""
     eta = repr(s.eta) if s.eta is not None else "0"
-    return [outcome.value, d.receipt, d.id, body, s.result or b"", eta, error, s.task]
+    return [outcome.value, d.receipt, d.id, body, s.result or b"", eta, error, s.task, ttl_ms(s)]
+
+
+def ttl_ms(s: Settlement) -> int | str:
+    """The TTL a settlement's task asks for its record, in ms; '' for the default."""
+    return "" if s.result_ttl is None else max(int(s.result_ttl * 1000), 1)
 
 
 def job_info(job_id: str, queue: str, flat: list[bytes]) -> JobInfo | None:
@@ -52,7 +59,7 @@ def job_info(job_id: str, queue: str, flat: list[bytes]) -> JobInfo | None:
         queue=queue,
         attempt=int(raw.get(b"attempt", 1)),
         eta=float(eta) if eta else None,
-        result=raw.get(b"result"),
+        raw_result=raw.get(b"result") or None,
         error=_error_from_json(error) if error else None,
         updated_at=float(raw.get(b"updated", 0)),
     )

@@ -19,8 +19,11 @@ from __future__ import annotations
 # holds it for the result TTL) and tell whoever waits on it.
 FINISH = """
 local function finish(base, jk, id, status, ttl, now, result)
-    if result then
-        redis.call('HSET', jk, 'status', status, 'updated', now, 'result', result)
+    if result then  -- a success; '' when its task does not store results
+        redis.call('HSET', jk, 'status', status, 'updated', now)
+        if result ~= '' then
+            redis.call('HSET', jk, 'result', result)
+        end
         redis.call('HDEL', jk, 'entry', 'body', 'eta', 'cancel', 'error')
     else
         redis.call('HSET', jk, 'status', status, 'updated', now)
@@ -194,13 +197,17 @@ local function mine(stream, group, entry, consumer)
 end
 
 -- KEYS: stream, scheduled, dead. ARGV: group, consumer, base, now, ttl_ms, then per delivery:
--- outcome, entry, id, body, result, eta, error, task (empty strings where unused).
+-- outcome, entry, id, body, result, eta, error, task, ttl_ms of its task (empty strings
+-- where unused; an empty ttl is the backend's).
 -- Everything for one delivery happens in one step: a retry schedules the next attempt and
 -- acknowledges this one together, so a crash between the two cannot lose or double a job.
 local stream, scheduled, dead = KEYS[1], KEYS[2], KEYS[3]
-local group, consumer, base, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-for i = 6, #ARGV, 8 do
-    local outcome, entry, id, body, result, eta, err, task = unpack(ARGV, i, i + 7)
+local group, consumer, base, now, default_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+for i = 6, #ARGV, 9 do
+    local outcome, entry, id, body, result, eta, err, task, ttl = unpack(ARGV, i, i + 8)
+    if ttl == '' then
+        ttl = default_ttl
+    end
     local jk = base .. ':job:' .. id
     if outcome == 'succeeded' then
         -- A success always counts, even from a worker whose lease ran out: the job is done,

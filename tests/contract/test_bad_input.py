@@ -4,12 +4,15 @@ that reason, and the worker keeps running."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 
 import asyncq
 from asyncq import JobStatus, current_job
 from asyncq.backend import Envelope, Outcome
-from asyncq.serializer import new_job_id
+from asyncq.serializer import encode_job, new_job_id
 
 from .conftest import Broker, SettleLog
 
@@ -77,6 +80,44 @@ async def test_unknown_task_is_dead_lettered(broker: Broker, app: asyncq.App) ->
     assert "tasks.gone" in dead.error.message
 
 
+async def test_arguments_that_do_not_fit_are_a_type_error_at_enqueue_and_nothing_is_sent(
+    app: asyncq.App,
+) -> None:
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task
+    async def send(to: str, subject: str = "", *, cc: str | None = None) -> None:
+        pass
+
+    untyped: Any = add  # calls a type checker would refuse, as a caller without one makes
+    async with app:
+        with pytest.raises(TypeError, match=r"add\(a: int, b: int\).*too many"):
+            await untyped.enqueue(1, 2, 3)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'c'"):
+            await untyped.enqueue(1, 2, c=3)
+        with pytest.raises(TypeError, match=r"options such as delay= go in task.options"):
+            await untyped.enqueue(1, 2, delay=5)
+        with pytest.raises(TypeError, match="missing a required argument: 'b'"):
+            await untyped.options(delay=5).enqueue(1)
+        with pytest.raises(TypeError, match="multiple values for argument 'a'"):
+            await untyped.enqueue(1, a=2)
+        with pytest.raises(TypeError, match="missing a required argument: 'to'"):
+            await send.enqueue(cc="x")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="enqueue_many item 1: .*nothing was sent"):
+            await add.enqueue_many([(1, 2), (1, 2, 3), (3, 4)])
+        with pytest.raises(TypeError, match="enqueue_many item 0: .*'c'"):
+            await add.enqueue_many([{"a": 1, "b": 2, "c": 3}])
+        # What fits still goes: by position, by name, mixed, defaults and keyword-only.
+        await add.enqueue(1, b=2)
+        await send.enqueue("a@b.c", cc="d@e.f")
+        await send.enqueue(to="a@b.c", subject="hi")
+        await add.enqueue_many([(1, 2), {"a": 1, "b": 2}])
+        stats = (await app.queue_stats([app.default_queue]))[app.default_queue]
+    assert stats.pending == 5
+
+
 @pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_arguments_that_do_not_fit_are_dead_lettered_without_retry(
     app: asyncq.App, settled: SettleLog, kind: str
@@ -97,10 +138,13 @@ async def test_arguments_that_do_not_fit_are_dead_lettered_without_retry(
             calls.append(current_job().attempt)
             return a + b
 
-    add = app.tasks["add"]
     async with app, app.worker(concurrency=1):
-        # enqueue_many takes untyped calls, as a message from elsewhere would be.
-        bad, missing, good = await add.enqueue_many([{"a": 1, "c": 2}, (1,), (1, 2)])
+        # Messages from a producer whose handler had other parameters (another deploy).
+        bad, missing, good = (
+            await foreign_job(app, "add", kwargs={"a": 1, "c": 2}),
+            await foreign_job(app, "add", args=[1]),
+            await foreign_job(app, "add", args=[1, 2]),
+        )
         assert await good.result(timeout=5) == 3
         for job in (bad, missing):
             with pytest.raises(asyncq.JobFailed):
@@ -112,6 +156,31 @@ async def test_arguments_that_do_not_fit_are_dead_lettered_without_retry(
             assert await settled.wait(job.id) == [Outcome.DEAD]  # one delivery, no retry
         assert len(await app.dead_letters()) == 2
     assert calls == [1]
+
+
+async def foreign_job(
+    app: asyncq.App,
+    task: str,
+    args: list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> asyncq.Job[Any]:
+    """Enqueue a message as another producer would, bypassing this App's checks."""
+    job_id = new_job_id()
+    body = encode_job(
+        app.serializer,
+        job_id,
+        task,
+        app.default_queue,
+        args or [],
+        kwargs or {},
+        {},
+        1,
+        time.time(),
+        None,
+        None,
+    )
+    await app.backend.enqueue([Envelope(job_id, app.default_queue, body, task)])
+    return app.get_job(job_id)
 
 
 async def test_type_error_inside_the_handler_is_an_ordinary_failure(app: asyncq.App) -> None:
