@@ -135,6 +135,10 @@ class Backend(abc.ABC):
     lease_renewal_interval: float | None = None
     """Seconds between ``renew()`` calls for running jobs; None: the broker needs none."""
 
+    in_process: ClassVar[bool] = False
+    """True for a broker that lives inside one process (``memory://``): no other process
+    reaches it, so a command-line tool on it sees only what that one command did."""
+
     @classmethod
     @abc.abstractmethod
     def from_url(cls: type[B], url: str) -> B:

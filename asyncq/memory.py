@@ -108,6 +108,7 @@ class MemoryBackend(Backend):
     """All of asyncq's semantics, in this process's memory."""
 
     system = "memory"
+    in_process = True
 
     def __init__(
         self, name: str = "", *, visibility_timeout: float = 30.0, result_ttl: float = 86400.0

@@ -247,6 +247,42 @@ def test_dlq_list_of_an_empty_memory_broker() -> None:
     assert json.loads(done.stdout) == []
 
 
+IN_PROCESS_WARNING = "warning: memory://cli-good is an in-process broker: "
+
+
+@pytest.mark.parametrize(
+    ("args", "consequence"),
+    [
+        (["stats", "apps.good:app"], "this command sees only what it does itself"),
+        (["dlq", "list", "apps.good:app"], "this command sees only what it does itself"),
+        (["workers", "apps.good:app"], "this command sees only what it does itself"),
+        (["enqueue", "apps.good:app", "add", "--args", "[1, 2]"], "no worker can ever run"),
+        (["run", "apps.good:app", "--burst"], "runs only the jobs its own app enqueues"),
+    ],
+)
+def test_every_command_on_an_in_process_broker_says_so(args: list[str], consequence: str) -> None:
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    (warning,) = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(IN_PROCESS_WARNING)
+    assert consequence in warning
+    assert "--broker URL or $ASYNCQ_BROKER" in warning
+
+
+def test_enqueue_wait_on_an_in_process_broker_refuses_instead_of_hanging() -> None:
+    done = run_cli("enqueue", "apps.good:app", "add", "--args", "[1, 2]", "--wait", timeout=30)
+    assert done.returncode == 2
+    assert done.stdout == ""  # nothing was enqueued, so no id
+    assert "error: --wait on memory://cli-good would wait forever" in done.stderr
+
+
+def test_a_shared_broker_gets_no_in_process_warning() -> None:
+    services.require_redis()
+    done = run_cli("stats", "apps.good:app", "--broker", f"{services.REDIS_URL}?prefix=tnowarn")
+    assert done.returncode == 0, done.stderr
+    assert "warning:" not in done.stderr
+
+
 # -- asyncq run in a subprocess --------------------------------------------------------------
 def test_run_burst_runs_the_jobs_and_exits_0() -> None:
     done = run_cli("run", "apps.burst:app", "--burst")
@@ -509,9 +545,19 @@ async def test_supervisor_kills_a_child_that_ignores_sigterm(
 def broker_url(request: pytest.FixtureRequest, unique: str) -> Iterator[str]:
     """A broker of this test's own for the in-process app (the CLI's --broker points at it),
     on each backend: the operator commands read what the backend stores."""
-    if request.param == "memory":
+    yield from _broker_url(request.param, unique)
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def shared_broker_url(request: pytest.FixtureRequest, unique: str) -> Iterator[str]:
+    """As ``broker_url``, on the brokers processes share (``--wait`` refuses memory://)."""
+    yield from _broker_url(request.param, unique)
+
+
+def _broker_url(kind: str, unique: str) -> Iterator[str]:
+    if kind == "memory":
         url = f"memory://{unique}"
-    elif request.param == "redis":
+    elif kind == "redis":
         services.require_redis()
         url = f"{services.REDIS_URL}?prefix={unique}"
     else:
@@ -519,9 +565,9 @@ def broker_url(request: pytest.FixtureRequest, unique: str) -> Iterator[str]:
         url = f"{services.AMQP_URL}?records={services.REDIS_URL}&prefix={unique}"
     inproc.app.use_broker(url)
     yield url
-    if request.param != "memory":
+    if kind != "memory":
         services.delete_redis_keys(unique)
-    if request.param == "amqp":
+    if kind == "amqp":
         services.delete_amqp_entities(rf"{unique}\.")
 
 
@@ -560,7 +606,8 @@ def test_enqueue_then_a_worker_runs_it(broker_url: str) -> None:
     assert info.task == "add"
 
 
-def test_enqueue_wait_prints_the_json_result(broker_url: str) -> None:
+def test_enqueue_wait_prints_the_json_result(shared_broker_url: str) -> None:
+    broker_url = shared_broker_url
     first = invoke(broker_url, "enqueue", "add", "--args", "[20, 22]", "--key", "answer")
     run_burst_worker()
     # The key names the job that already succeeded: --wait returns its result at once.
@@ -570,7 +617,8 @@ def test_enqueue_wait_prints_the_json_result(broker_url: str) -> None:
     assert json.loads(result) == 42
 
 
-def test_enqueue_wait_times_out_with_exit_1(broker_url: str) -> None:
+def test_enqueue_wait_times_out_with_exit_1(shared_broker_url: str) -> None:
+    broker_url = shared_broker_url
     result = invoke(
         broker_url, "enqueue", "add", "--args", "[1, 2]", "--wait", "--timeout", "0.2", code=1
     )
@@ -611,7 +659,7 @@ def test_dlq_list_replay_and_purge(broker_url: str) -> None:
 
     declined = invoke(broker_url, "dlq purge", stdin="n\n", code=1)
     assert "Permanently delete 1 dead letter(s) from default?" in declined.stdout
-    assert declined.stderr.startswith("error: not confirmed; nothing was purged")
+    assert "error: not confirmed; nothing was purged" in declined.stderr
     assert stats(broker_url)["default"]["dead"] == 1
     purged = invoke(broker_url, "dlq purge", "--yes")
     assert purged.stdout == "purged 1 dead letter(s)\n"

@@ -135,7 +135,19 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 # -- loading the app and running it ----------------------------------------------------------
-def load_app(spec: str, broker: str | None) -> App:
+IN_PROCESS_NOTE = (
+    "warning: {url} is an in-process broker: {what}; name a shared broker with --broker URL "
+    "or $ASYNCQ_BROKER (e.g. redis://127.0.0.1:6379/0)"
+)
+
+
+def load_app(spec: str, broker: str | None, *, in_process_note: str | None = "") -> App:
+    """Import the App named by ``spec`` (on ``broker`` if given) and resolve its broker.
+
+    On an in-process broker (``memory://``) the command could only see or do what it does
+    itself, which is never what a user of the command line means: say so on stderr,
+    always (see :func:`note_in_process`); ``in_process_note`` says what this command
+    misses, and None leaves the note to the command, once it has checked its input."""
     # The console script's import path starts at its own directory; the user's module is
     # in the working directory (``python -m asyncq`` has it on the path already).
     cwd = os.getcwd()
@@ -148,7 +160,17 @@ def load_app(spec: str, broker: str | None) -> App:
         _ = app.backend  # resolve the URL now, so a bad one is reported before anything runs
     except ConfigurationError as exc:
         raise UsageFailure(str(exc)) from None
+    if in_process_note is not None:
+        note_in_process(app, in_process_note)
     return app
+
+
+def note_in_process(app: App, what: str = "") -> None:
+    """Warn on stderr when ``app``'s broker lives inside this process; ``what`` says what
+    that means for the command."""
+    if app.backend.in_process:
+        what = what or "this command sees only what it does itself"
+        click.echo(IN_PROCESS_NOTE.format(url=app.broker_url, what=what), err=True)
 
 
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:

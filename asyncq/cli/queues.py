@@ -24,6 +24,7 @@ from .common import (
     echo_table,
     json_option,
     load_app,
+    note_in_process,
     run_async,
 )
 
@@ -89,7 +90,7 @@ def enqueue(
     """
     if timeout is not None and not wait:
         raise click.UsageError("--timeout only applies with --wait")
-    app = load_app(app_spec, broker)
+    app = load_app(app_spec, broker, in_process_note=None)
     try:
         task = app.get_task(task_name)
     except TaskNotFound as exc:
@@ -101,6 +102,11 @@ def enqueue(
         call = task.options(delay=delay, key=key, queue=queue)
     except ValueError as exc:
         raise UsageFailure(str(exc)) from None
+    if wait and app.backend.in_process:
+        raise UsageFailure(
+            f"--wait on {app.broker_url} would wait forever: no worker shares this "
+            "command's in-process broker"
+        )
 
     async def send() -> None:
         async with app:
@@ -109,6 +115,7 @@ def enqueue(
             except TypeError as exc:  # unserialisable arguments; nothing was sent
                 raise UsageFailure(str(exc)) from None
             click.echo(job.id)
+            note_in_process(app, "no worker can ever run this job")
             if wait:
                 result = await _result(job, timeout)
                 click.echo(json.dumps(result, default=str))

@@ -155,7 +155,11 @@ def run(
             f"processes take ports {metrics_port} to {metrics_port + processes - 1}, "
             "beyond 65535"
         )
-    app = load_app(app_spec, broker)
+    app = load_app(
+        app_spec,
+        broker,
+        in_process_note="this worker runs only the jobs its own app enqueues in this process",
+    )
     configure_logging(log_level, log_format.lower())
     if shutdown_timeout is None:
         shutdown_timeout = app.shutdown_timeout
