@@ -151,6 +151,9 @@ class _Instruments:
 
         counts: Counter[str] = Counter()
         for worker in list(self.workers):
+            # Every queue a worker serves reads 0 while it holds none: a series that comes
+            # and goes with the load would read as "no data" in dashboards and alerts.
+            counts.update(dict.fromkeys(worker.queues, 0))
             counts.update(worker.in_flight())
         return [Observation(n, {"queue": queue}) for queue, n in counts.items()]
 
@@ -172,13 +175,20 @@ class WorkerMetrics:
     """What one worker records: ``started`` and ``finished`` once per job, and the depths of
     its queues, polled by ``poll_depths``. ``close`` when the worker stops."""
 
-    def __init__(self, provider: MeterProvider, in_flight: Callable[[], Iterable[str]]) -> None:
+    def __init__(
+        self,
+        provider: MeterProvider,
+        in_flight: Callable[[], Iterable[str]],
+        queues: Sequence[str] = (),
+    ) -> None:
         instruments = _instruments.get(provider)
         if instruments is None:
             instruments = _instruments[provider] = _Instruments(provider)
         self._instruments = instruments
         self.in_flight = in_flight
         """The queue of each job the worker holds."""
+        self.queues = tuple(queues)
+        """The queues the worker serves: each has an in-flight series from the start."""
         self.depths: dict[str, QueueStats] = {}
         # The attribute sets repeat for every job of a task: build each once.
         self._labels_cache: dict[tuple[str, str, Outcome | None], dict[str, str]] = {}

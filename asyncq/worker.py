@@ -158,7 +158,7 @@ class Worker:
                 services.start_soon(self._renew_loop, app.backend.lease_renewal_interval)
             provider = self.meter_provider or configured_provider()
             if provider is not None:
-                self._metrics = WorkerMetrics(provider, self._held_queues)
+                self._metrics = WorkerMetrics(provider, self._held_queues, self.queues)
                 stats = partial(app.backend.queue_stats, self.queues)
                 services.start_soon(self._metrics.poll_depths, stats, self.metrics_interval)
             self._serving = True

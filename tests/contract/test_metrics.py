@@ -133,3 +133,19 @@ async def test_no_meter_provider_means_no_instruments(app: asyncq.App) -> None:
     async with app, app.worker(concurrency=1) as worker:
         assert await (await add.enqueue(1, 1)).result(timeout=10) == 2
         assert worker._metrics is None
+
+
+async def test_in_flight_reads_zero_for_every_served_queue_before_any_job(
+    app: asyncq.App, meters: Meters
+) -> None:
+    @app.task(queue="emails")
+    async def send() -> None:
+        pass
+
+    async with (
+        app,
+        app.worker(concurrency=2, queues=["default", "emails"], meter_provider=meters.provider),
+    ):
+        found = points(meters.reader)
+    assert value(found, "asyncq.jobs.in_flight", queue="default").value == 0
+    assert value(found, "asyncq.jobs.in_flight", queue="emails").value == 0
