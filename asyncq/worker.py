@@ -384,23 +384,33 @@ class Worker:
                     log.warning("lease renewal failed: %s", exc)
 
     async def _heartbeat_loop(self) -> None:
+        """Beat every ``heartbeat_interval``, and also within a second of a change in the
+        jobs held, so what `asyncq workers` lists agrees with the queues' own counts."""
         backend = self.app.backend
         host, pid = socket.gethostname(), os.getpid()
+        sent: int | None = None
+        due = 0.0
         while True:
-            info = WorkerInfo(
-                id=self.id,
-                host=host,
-                pid=pid,
-                queues=self.queues,
-                concurrency=self.concurrency,
-                in_flight=len(self._running),
-                started_at=self.started_at,
-            )
-            try:
-                await backend.heartbeat(info, ttl=self.heartbeat_interval * 3)
-            except BrokerError as exc:
-                log.warning("heartbeat failed: %s", exc)
-            await anyio.sleep(self.heartbeat_interval)  # a liveness signal is periodic
+            held = len(self._running)
+            if held != sent or anyio.current_time() >= due:
+                info = WorkerInfo(
+                    id=self.id,
+                    host=host,
+                    pid=pid,
+                    queues=self.queues,
+                    concurrency=self.concurrency,
+                    in_flight=held,
+                    started_at=self.started_at,
+                )
+                try:
+                    await backend.heartbeat(info, ttl=self.heartbeat_interval * 3)
+                    sent = held
+                except BrokerError as exc:
+                    log.warning("heartbeat failed: %s", exc)
+                due = anyio.current_time() + self.heartbeat_interval
+            # A liveness signal is periodic; the one-second look at the count bounds both
+            # how stale the listing gets and how often a busy worker writes (once a second).
+            await anyio.sleep(min(1.0, self.heartbeat_interval))
 
     async def _deregister(self) -> None:
         try:

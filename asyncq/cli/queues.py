@@ -166,8 +166,8 @@ def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | 
 def workers(app_spec: str, live_only: bool, as_json: bool, broker: str | None) -> None:
     """List the workers: the live ones (their last heartbeat has not expired), then those
     gone within the last hour (killed, crashed or hung: they missed their heartbeats and did
-    not deregister, as a stopping worker does). The broker hands a gone worker's jobs to
-    the others."""
+    not deregister, as a stopping worker does; UP is then how long they ran). The broker
+    hands a gone worker's jobs to the others."""
     app = load_app(app_spec, broker)
 
     async def fetch() -> list[WorkerInfo]:
@@ -189,7 +189,8 @@ def workers(app_spec: str, live_only: bool, as_json: bool, broker: str | None) -
             ",".join(w.queues),
             w.concurrency,
             w.in_flight,
-            _duration(now - w.started_at),
+            # A gone worker was up from its start until its last heartbeat.
+            _duration((w.last_seen if w.gone else now) - w.started_at),
             f"{_duration(now - w.last_seen)} ago",
         )
         for w in found

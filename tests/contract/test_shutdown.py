@@ -124,3 +124,32 @@ async def test_worker_heartbeats_while_running_and_deregisters_when_stopped(
             assert info.concurrency == 3
             assert info.queues == ("default", "other")
         assert await app.backend.workers() == []
+
+
+async def test_the_worker_listing_follows_the_jobs_held_within_a_second(
+    app: asyncq.App,
+) -> None:
+    holding, release = anyio.Event(), anyio.Event()
+
+    @app.task
+    async def hold() -> None:
+        holding.set()
+        await release.wait()
+
+    async def listed_in_flight() -> int:
+        (info,) = await app.backend.workers()
+        return info.in_flight
+
+    async with app, app.worker(concurrency=2, heartbeat_interval=60.0):
+        job = await hold.enqueue()
+        with anyio.fail_after(5):
+            await holding.wait()
+            # A heartbeat is not announced anywhere: look until the listing shows it. The
+            # periodic beat is a minute away, so only the beat on a change can pass this.
+            while await listed_in_flight() != 1:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        release.set()
+        await job.result(timeout=5)
+        with anyio.fail_after(5):
+            while await listed_in_flight() != 0:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
