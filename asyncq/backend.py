@@ -135,6 +135,11 @@ class Backend(abc.ABC):
     lease_renewal_interval: float | None = None
     """Seconds between ``renew()`` calls for running jobs; None: the broker needs none."""
 
+    max_message_size: int | None = None
+    """The largest job message, in bytes, the broker accepts (known once connected, where it
+    depends on the server); a larger one is refused at enqueue with ``MessageTooLarge``
+    before anything is sent. None: no known limit."""
+
     in_process: ClassVar[bool] = False
     """True for a broker that lives inside one process (``memory://``): no other process
     reaches it, so a command-line tool on it sees only what that one command did."""

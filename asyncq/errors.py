@@ -7,6 +7,7 @@ The hierarchy::
     ├── BrokerError                the broker failed or refused an operation
     │   └── BrokerUnavailable      the broker cannot be reached
     ├── TaskNotFound               no task of that name is registered on the App
+    ├── MessageTooLarge            a job is larger than its broker accepts (nothing sent)
     └── JobError                   the outcome of a job, raised by ``Job.result()``
         ├── JobFailed              the job ended in the dead-letter queue
         ├── JobCancelled           the job was cancelled
@@ -34,6 +35,7 @@ __all__ = [
     "JobError",
     "JobFailed",
     "JobNotFound",
+    "MessageTooLarge",
     "Reject",
     "Retry",
     "TaskNotFound",
@@ -70,6 +72,18 @@ class BrokerUnavailable(BrokerError):
 
 class TaskNotFound(AsyncqError, LookupError):
     """No task of that name is registered on the App."""
+
+
+class MessageTooLarge(AsyncqError, ValueError):
+    """A job's message is larger than its broker accepts; nothing was sent.
+
+    ``size`` and ``limit`` are in bytes. Pass large payloads by reference (a key in object
+    storage, a database id) instead of by value."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class JobError(AsyncqError):

@@ -7,7 +7,9 @@ Nothing survives the process.
 
 Options (URL query): ``visibility_timeout`` (seconds, default 30): how long a delivered,
 unsettled job waits for its worker's lease renewal before it is delivered again;
-``result_ttl`` (seconds, default 86400): how long finished jobs' records and results stay.
+``result_ttl`` (seconds, default 86400): how long finished jobs' records and results stay;
+``max_message_size`` (bytes, default none): refuse larger jobs at enqueue, as a networked
+broker would.
 
 Every operation runs synchronously between awaits, so each is atomic with respect to the
 others: the event loop is the lock.
@@ -34,6 +36,7 @@ from .backend import (
     Settlement,
     parse_url_options,
     positive_float,
+    positive_int,
 )
 from .errors import ErrorInfo
 from .records import GONE_RETENTION, DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInfo
@@ -111,9 +114,17 @@ class MemoryBackend(Backend):
     in_process = True
 
     def __init__(
-        self, name: str = "", *, visibility_timeout: float = 30.0, result_ttl: float = 86400.0
+        self,
+        name: str = "",
+        *,
+        visibility_timeout: float = 30.0,
+        result_ttl: float = 86400.0,
+        max_message_size: int | None = None,
     ) -> None:
         self.name = name
+        # No limit of its own; a test can set a production broker's, to catch oversized
+        # jobs before they reach one.
+        self.max_message_size = max_message_size
         self.visibility_timeout = visibility_timeout
         self.result_ttl = result_ttl
         self.lease_renewal_interval = visibility_timeout / 3
@@ -124,7 +135,12 @@ class MemoryBackend(Backend):
     def from_url(cls, url: str) -> Self:
         parts = urlsplit(url)
         options = parse_url_options(
-            url, {"visibility_timeout": positive_float, "result_ttl": positive_float}
+            url,
+            {
+                "visibility_timeout": positive_float,
+                "result_ttl": positive_float,
+                "max_message_size": positive_int,
+            },
         )
         return cls(parts.netloc + parts.path.rstrip("/"), **options)
 

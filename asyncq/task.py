@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from . import tracing
 from .arguments import Parameters
 from .backend import Envelope
+from .errors import MessageTooLarge
 from .job import Job
 from .retry import Backoff
 from .serializer import encode_job, new_job_id
@@ -262,7 +263,23 @@ class TaskCall(Generic[P, R]):
             raise TypeError(
                 f"arguments of task {task.name!r} cannot be serialized: {exc}"
             ) from None
+        limit = task.app.backend.max_message_size
+        if limit is not None and len(body) > limit:
+            raise MessageTooLarge(
+                f"a job of task {task.name!r} is {_size(len(body))}, larger than the broker "
+                f"accepts ({_size(limit)}); nothing was sent: pass large data by reference "
+                "(a storage key, a database id) instead",
+                size=len(body),
+                limit=limit,
+            )
         return Envelope(job_id, queue, body, task.name, opts.eta, opts.key)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit} ({count:,} bytes)"
+    return f"{count:,} bytes"
 
 
 def _check_retries(retries: int) -> None:

@@ -32,6 +32,7 @@ PUBLIC_API = {
     "State",
     "Task",
     "TaskCall",
+    "MessageTooLarge",
     "TaskNotFound",
     "Worker",
     "WorkerInfo",
@@ -56,6 +57,8 @@ def test_errors_form_the_documented_hierarchy() -> None:
     assert issubclass(asyncq.BrokerUnavailable, asyncq.BrokerError)
     assert issubclass(asyncq.BrokerError, asyncq.AsyncqError)
     assert issubclass(asyncq.TaskNotFound, asyncq.AsyncqError)
+    assert issubclass(asyncq.MessageTooLarge, asyncq.AsyncqError)
+    assert issubclass(asyncq.MessageTooLarge, ValueError)
     for error in (asyncq.JobFailed, asyncq.JobCancelled, asyncq.JobNotFound):
         assert issubclass(error, asyncq.JobError)
         assert issubclass(error, asyncq.AsyncqError)

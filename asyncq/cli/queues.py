@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..errors import TaskNotFound
+from ..errors import MessageTooLarge, TaskNotFound
 from ..job import Job
 from ..records import QueueStats, WorkerInfo
 from .common import (
@@ -112,7 +112,7 @@ def enqueue(
         async with app:
             try:
                 job = await call.enqueue(*job_args, **job_kwargs)
-            except TypeError as exc:  # unserialisable arguments; nothing was sent
+            except (TypeError, MessageTooLarge) as exc:  # nothing was sent
                 raise UsageFailure(str(exc)) from None
             click.echo(job.id)
             note_in_process(app, "no worker can ever run this job")

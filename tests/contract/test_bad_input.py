@@ -35,6 +35,27 @@ async def test_unserialisable_argument_is_a_type_error_and_nothing_is_queued(
         assert (stats.pending, stats.scheduled, stats.running, stats.dead) == (0, 0, 0, 0)
 
 
+async def test_a_job_larger_than_the_broker_accepts_is_refused_and_nothing_is_sent(
+    broker: Broker,
+) -> None:
+    app = broker.app(max_message_size=4096)
+
+    @app.task
+    async def store(blob: str) -> None:
+        pass
+
+    async with app:
+        assert app.backend.max_message_size == 4096
+        with pytest.raises(asyncq.MessageTooLarge, match=r"larger than the broker accepts") as e:
+            await store.enqueue("x" * 5000)
+        assert e.value.limit == 4096 and e.value.size > 5000
+        with pytest.raises(asyncq.MessageTooLarge):
+            await store.enqueue_many([("small",), ("x" * 5000,)])
+        await store.enqueue("x" * 3000)  # what fits still goes
+        stats = (await app.queue_stats([app.default_queue]))[app.default_queue]
+    assert stats.pending == 1
+
+
 async def test_undecodable_message_is_dead_lettered_and_the_worker_goes_on(
     app: asyncq.App, settled: SettleLog
 ) -> None:
