@@ -45,6 +45,7 @@ from asyncq.errors import BrokerError, BrokerUnavailable, ConfigurationError, Er
 from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
 from . import publisher
+from .connection import open_connection
 from .publisher import Outgoing
 from .records import Admission, RecordStore
 from .settings import AmqpSettings
@@ -150,11 +151,15 @@ class AmqpBackend(Backend):
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
         await self.records.connect()
-        with self._errors("connecting"):
-            self._connection = await aio_pika.connect_robust(
-                self.settings.connection_url, timeout=10, reconnect_interval=0.5
-            )
-            self._publisher = await self._connection.channel(publisher_confirms=True)
+        try:
+            self._connection = await open_connection(self.settings)
+            with self._errors("connecting"):
+                self._publisher = await self._connection.channel(publisher_confirms=True)
+        except BaseException:
+            # The App is not open: what did connect (the records' Redis) must not leak.
+            with anyio.CancelScope(shield=True):
+                await self.close()
+            raise
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
