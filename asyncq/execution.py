@@ -16,6 +16,7 @@ import anyio
 
 from . import tracing
 from .backend import Delivery, Outcome, Settlement
+from .deadlines import time_limit
 from .errors import ErrorInfo, Reject, Retry
 from .job import set_current_job
 from .serializer import DecodeError, Message
@@ -33,11 +34,13 @@ CANCELLED = "cancelled"
 class Running:
     """A job in flight: its delivery and the scope that cancels it, with the reason."""
 
-    __slots__ = ("cause", "delivery", "message", "scope", "trace_id")
+    __slots__ = ("cause", "delivery", "message", "received", "scope", "trace_id")
 
     def __init__(self, delivery: Delivery, scope: anyio.CancelScope) -> None:
         self.delivery = delivery
         self.scope = scope
+        self.received = anyio.current_time()
+        """When the worker got the delivery: a broker's ack deadline counts from then."""
         self.cause: str | None = None
         self.message: Message | None = None
         """The decoded job, once its handler is about to run."""
@@ -84,8 +87,9 @@ async def _run(
     app: App, running: Running, msg: Message, task: Task[Any, Any], span: Any
 ) -> Settlement:
     delivery, scope = running.delivery, running.scope
-    if task.timeout is not None:
-        scope.deadline = anyio.current_time() + task.timeout
+    limit = time_limit(app.backend, task.timeout, running.received)
+    if limit.deadline is not None:
+        scope.deadline = limit.deadline
     result: Any = None
     try:
         with scope:
@@ -103,7 +107,7 @@ async def _run(
         return _failed(app, delivery, msg, task, error_info(exc), None)
     if scope.cancelled_caught:
         if running.cause is None:  # no one asked: the deadline passed
-            error = ErrorInfo("TimeoutError", f"job timed out after {task.timeout} s")
+            error = ErrorInfo("TimeoutError", limit.message)
             tracing.exception(span, TimeoutError(error.message))
             return _failed(app, delivery, msg, task, error, None)
         return Settlement(delivery, Outcome.CANCELLED, task=msg.task, attempt=msg.attempt)
