@@ -45,7 +45,8 @@ from asyncq.errors import BrokerError, BrokerUnavailable, ConfigurationError, Er
 from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
 from . import publisher
-from .connection import open_connection
+from .connection import open_connection, server_version
+from .consumer_timeout import consume_arguments, timed_out
 from .publisher import Outgoing
 from .records import Admission, RecordStore
 from .settings import AmqpSettings
@@ -118,9 +119,16 @@ class AmqpBackend(Backend):
 
     system = "rabbitmq"
     lease_renewal_interval = None  # RabbitMQ holds a delivery for as long as its channel lives
+    ack_deadline_name = "RabbitMQ's consumer_timeout"
 
     def __init__(self, settings: AmqpSettings) -> None:
         self.settings = settings
+        # ... up to its consumer timeout, though: see consumer_timeout.py.
+        self.ack_deadline = settings.consumer_timeout
+        self.ack_deadline_hint = (
+            "raise consumer_timeout (seconds) in the broker URL; RabbitMQ before 3.11.15 "
+            "applies only the consumer_timeout (ms) of its rabbitmq.conf, so raise that too"
+        )
         self.names = Names(settings.prefix)
         self.records = RecordStore(
             settings.records, prefix=f"{settings.prefix}:amqp", result_ttl=settings.result_ttl
@@ -485,6 +493,7 @@ class AmqpBackend(Backend):
         if self._consumer is None:
             self._consumer = await self.connection.channel(publisher_confirms=False)
             self._consumer.reopen_callbacks.add(self._on_reopen)
+            self._consumer.close_callbacks.add(self._on_consumer_closed)
         if self._stopped_consuming:  # a worker stopped, and another starts on this App
             self._stopped_consuming = False
             self._consuming.clear()
@@ -507,7 +516,16 @@ class AmqpBackend(Backend):
         tag = f"asyncq.{queue}.{os.urandom(6).hex()}"
         self._consumer_tags[tag] = queue
         _deliver_without_tasks(channel, self._consumer_tags, self._delivered)
-        await channel.basic_consume(self.names.work(queue), self._on_message, consumer_tag=tag)
+        await channel.basic_consume(
+            self.names.work(queue),
+            self._on_message,
+            consumer_tag=tag,
+            arguments=consume_arguments(self.settings),
+        )
+
+    def _on_consumer_closed(self, _: object, exc: BaseException | None, /) -> None:
+        connection = self._connection
+        timed_out(exc, self.settings, server_version(connection) if connection else None)
 
     async def _on_reopen(self, channel: AbstractRobustChannel | None, /) -> None:
         """The consumer channel came back after a lost connection: what it had delivered

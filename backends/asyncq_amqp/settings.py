@@ -71,6 +71,8 @@ _OPTIONS = {
     # asyncq keeps three channels open per connection (publishing, consuming, upkeep)
     # and opens one more for each stats or dead-letter call while it runs.
     "channel_max": _bounded_int(8, 65535, " (asyncq needs a few channels per connection)"),
+    # RabbitMQ takes milliseconds; below a second, no job would have time to finish.
+    "consumer_timeout": _bounded_float(1.0, 30 * 86400.0),
     "connection_attempts": _bounded_int(1, 1000),
     "retry_delay": _bounded_float(0.0, 3600.0),
 }
@@ -106,6 +108,11 @@ class AmqpSettings:
     """Seconds an enqueue waits for the broker's confirm (or for a lost connection to
     come back) before it fails with ``BrokerUnavailable``."""
 
+    consumer_timeout: float = 1800.0
+    """Seconds RabbitMQ lets a delivery stay unacknowledged before it takes it back from
+    its consumer, however alive (its ``consumer_timeout``; 30 minutes by default). asyncq
+    asks for it per consumer (RabbitMQ 3.11.15 and later; older ones apply only their
+    rabbitmq.conf, which this must then match) and stops jobs before it."""
     heartbeat: int = 60
     """Seconds between AMQP heartbeats; either side closes a connection that stays silent
     for about three of them. 0 turns them off."""
