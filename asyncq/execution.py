@@ -39,7 +39,7 @@ class Running:
     def __init__(self, delivery: Delivery, scope: anyio.CancelScope) -> None:
         self.delivery = delivery
         self.scope = scope
-        self.received = anyio.current_time()
+        self.received = time.monotonic()
         """When the worker got the delivery: a broker's ack deadline counts from then."""
         self.cause: str | None = None
         self.message: Message | None = None
@@ -107,7 +107,7 @@ async def _run(
         return _failed(app, delivery, msg, task, error_info(exc), None)
     if scope.cancelled_caught:
         if running.cause is None:  # no one asked: the deadline passed
-            error = ErrorInfo("TimeoutError", limit.message)
+            error = ErrorInfo("TimeoutError", limit.message())
             tracing.exception(span, TimeoutError(error.message))
             return _failed(app, delivery, msg, task, error, None)
         return Settlement(delivery, Outcome.CANCELLED, task=msg.task, attempt=msg.attempt)

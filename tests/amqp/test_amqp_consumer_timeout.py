@@ -103,6 +103,7 @@ async def test_a_task_whose_timeout_exceeds_the_consumer_timeout_is_refused_at_s
         await default.run_worker(burst=True)
 
 
+@pytest.mark.slow  # the private node boots in about 10 s
 async def test_a_job_without_timeout_is_stopped_before_rabbitmq_takes_it_back(
     node: PrivateNode, prefix: str, amqp_errors: ErrorLines, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -143,6 +144,7 @@ async def test_a_job_without_timeout_is_stopped_before_rabbitmq_takes_it_back(
     ]
 
 
+@pytest.mark.slow
 async def test_a_consumer_timeout_shorter_than_the_url_says_is_one_clear_error(
     node: PrivateNode, prefix: str, amqp_errors: ErrorLines
 ) -> None:
