@@ -46,7 +46,7 @@ from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
 from . import publisher
 from .connection import open_connection, server_version
-from .consumer_timeout import consume_arguments, timed_out
+from .consumer_timeout import RAISE_CONSUMER_TIMEOUT, consume_arguments, timed_out
 from .publisher import Outgoing
 from .records import Admission, RecordStore
 from .settings import AmqpSettings
@@ -125,10 +125,7 @@ class AmqpBackend(Backend):
         self.settings = settings
         # ... up to its consumer timeout, though: see consumer_timeout.py.
         self.ack_deadline = settings.consumer_timeout
-        self.ack_deadline_hint = (
-            "raise consumer_timeout (seconds) in the broker URL; RabbitMQ before 3.11.15 "
-            "applies only the consumer_timeout (ms) of its rabbitmq.conf, so raise that too"
-        )
+        self.ack_deadline_hint = RAISE_CONSUMER_TIMEOUT
         self.names = Names(settings.prefix)
         self.records = RecordStore(
             settings.records, prefix=f"{settings.prefix}:amqp", result_ttl=settings.result_ttl

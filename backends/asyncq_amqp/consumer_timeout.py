@@ -23,12 +23,18 @@ from pamqp.common import FieldTable
 
 from .settings import AmqpSettings
 
-__all__ = ["PER_CONSUMER_SINCE", "consume_arguments", "timed_out"]
+__all__ = ["PER_CONSUMER_SINCE", "RAISE_CONSUMER_TIMEOUT", "consume_arguments", "timed_out"]
 
 log = logging.getLogger("asyncq.amqp")
 
 PER_CONSUMER_SINCE = (3, 11, 15)
 """The first RabbitMQ that applies ``x-consumer-timeout`` to a consumer."""
+
+RAISE_CONSUMER_TIMEOUT = (
+    "raise consumer_timeout (seconds) in the broker URL; RabbitMQ before 3.11.15 applies only "
+    "the consumer_timeout (ms) of its rabbitmq.conf, so raise that too"
+)
+"""How to allow longer jobs, for the worker's errors (``Backend.ack_deadline_hint``)."""
 
 _TIMED_OUT = re.compile(r"delivery acknowledgement on channel \d+ timed out")
 _VALUE = re.compile(r"Timeout value used: (\d+) ms")
