@@ -16,6 +16,9 @@ round trip:
   broker must redeliver it if its worker goes away.
 * ``renew(deliveries)`` keeps the claim on long-running deliveries fresh; backends whose
   broker tracks consumer liveness itself (AMQP) leave ``lease_renewal_interval`` at None.
+  A broker that takes a delivery back after a fixed time whatever the worker does
+  (RabbitMQ's consumer timeout) says so in ``ack_deadline``; the worker stops attempts
+  before then.
 * ``watch_cancellations(on_cancel)`` calls ``on_cancel(job_id)`` when a user cancels a job,
   so the worker running it can cancel its scope.
 * ``maintain(queues)`` is the upkeep a broker needs from its workers (moving due delayed
@@ -143,6 +146,17 @@ class Backend(abc.ABC):
     in_process: ClassVar[bool] = False
     """True for a broker that lives inside one process (``memory://``): no other process
     reaches it, so a command-line tool on it sees only what that one command did."""
+
+    ack_deadline: float | None = None
+    """Seconds a delivery may stay unacknowledged before the broker takes it back from a
+    live worker and delivers it again; None: no such limit. The worker stops attempts
+    before then (see :mod:`asyncq.deadlines`)."""
+
+    ack_deadline_name: ClassVar[str] = "the broker's acknowledgement deadline"
+    """What the deadline is called, in error messages: "RabbitMQ's consumer_timeout"."""
+
+    ack_deadline_hint: str = "raise the broker's acknowledgement deadline"
+    """How to allow longer attempts, in error messages."""
 
     @classmethod
     @abc.abstractmethod

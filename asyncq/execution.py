@@ -17,6 +17,7 @@ import anyio
 from . import tracing
 from .arguments import BadArguments
 from .backend import Delivery, Outcome, Settlement
+from .deadlines import time_limit
 from .errors import ErrorInfo, Reject, Retry
 from .job import set_current_job
 from .serializer import DecodeError, Message
@@ -34,11 +35,13 @@ CANCELLED = "cancelled"
 class Running:
     """A job in flight: its delivery and the scope that cancels it, with the reason."""
 
-    __slots__ = ("cause", "delivery", "message", "scope", "trace_id")
+    __slots__ = ("cause", "delivery", "message", "received", "scope", "trace_id")
 
     def __init__(self, delivery: Delivery, scope: anyio.CancelScope) -> None:
         self.delivery = delivery
         self.scope = scope
+        self.received = time.monotonic()
+        """When the worker got the delivery: a broker's ack deadline counts from then."""
         self.cause: str | None = None
         self.message: Message | None = None
         """The decoded job, once its handler is about to run."""
@@ -86,8 +89,9 @@ async def _run(
 ) -> Settlement:
     delivery, scope = running.delivery, running.scope
     timeout = task.timeout if msg.timeout is None else msg.timeout
-    if timeout is not None:
-        scope.deadline = anyio.current_time() + timeout
+    limit = time_limit(app.backend, timeout, running.received)
+    if limit.deadline is not None:
+        scope.deadline = limit.deadline
     result: Any = None
     try:
         with scope:
@@ -107,7 +111,7 @@ async def _run(
         return _failed(app, delivery, msg, task, error_info(exc), None)
     if scope.cancelled_caught:
         if running.cause is None:  # no one asked: the deadline passed
-            expired = TimeoutError(f"job timed out after {timeout} s")
+            expired = TimeoutError(limit.message())
             error = ErrorInfo("TimeoutError", str(expired))
             tracing.exception(span, expired)
             if not task.retries_error(expired):

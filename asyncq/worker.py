@@ -34,6 +34,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .backend import Outcome, Settlement
+from .deadlines import check_timeouts
 from .errors import BrokerError
 from .execution import CANCELLED, SHUTDOWN, Running, error_info, execute
 from .joblog import job_finished
@@ -116,6 +117,7 @@ class Worker:
         self._settled = anyio.Event()
         self._stopping = False
         self._settle_send: MemoryObjectSendStream[Settlement] | None = None
+        self._time_limits: str | None = None
 
     @property
     def in_flight(self) -> int:
@@ -133,6 +135,10 @@ class Worker:
 
     async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped (or, in burst mode, until the queues are drained)."""
+        # Before anything starts: a task the broker's ack deadline does not allow is a
+        # configuration error, not a job run twice half an hour into the run.
+        served = [t for t in self.app.tasks.values() if t.queue in self.queues]
+        self._time_limits = check_timeouts(self.app.backend, served)
         async with anyio.create_task_group() as outer:
             # Signals are heard from the start, so one during the lifespan's start-up or
             # tear-down is a graceful stop too, not the default abrupt exit.
@@ -168,6 +174,8 @@ class Worker:
                 ",".join(self.queues),
                 self.concurrency,
             )
+            if self._time_limits is not None:
+                log.info("%s", self._time_limits)
             task_status.started(self)
             ready, ready_receive = anyio.create_memory_object_stream[Running](math.inf)
             try:

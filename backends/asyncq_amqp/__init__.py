@@ -8,7 +8,12 @@ has no store to look a job up in.
 URL options (query string): ``records`` (a Redis URL; required), ``prefix`` (default
 ``asyncq``), ``queue_type`` (``classic`` or ``quorum``), ``result_ttl`` (seconds, default
 86400), ``max_length`` (bound each work queue; a publish beyond it fails with
-``QueueFull``), ``publish_timeout`` (seconds, default 30). Needs RabbitMQ 3.10 or newer and
+``QueueFull``), ``publish_timeout`` (seconds, default 30), ``consumer_timeout``
+(seconds RabbitMQ lets a delivery stay unacknowledged, default 1800: asyncq asks for it per
+consumer and stops jobs before it, see consumer_timeout.py); for the connection,
+``heartbeat`` (seconds, default 60; 0 turns heartbeats off), ``channel_max`` (default: the
+broker's), ``connection_attempts`` (tries of the first connect, default 1) and
+``retry_delay`` (seconds between them, default 2). Needs RabbitMQ 3.10 or newer and
 ``pip install 'asyncq[amqp]'``.
 """
 

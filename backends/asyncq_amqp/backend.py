@@ -45,6 +45,8 @@ from asyncq.errors import BrokerError, BrokerUnavailable, ConfigurationError, Er
 from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
 from . import publisher
+from .connection import open_connection, server_version
+from .consumer_timeout import RAISE_CONSUMER_TIMEOUT, consume_arguments, timed_out
 from .publisher import Outgoing
 from .records import Admission, RecordStore
 from .settings import AmqpSettings
@@ -117,9 +119,13 @@ class AmqpBackend(Backend):
 
     system = "rabbitmq"
     lease_renewal_interval = None  # RabbitMQ holds a delivery for as long as its channel lives
+    ack_deadline_name = "RabbitMQ's consumer_timeout"
 
     def __init__(self, settings: AmqpSettings) -> None:
         self.settings = settings
+        # ... up to its consumer timeout, though: see consumer_timeout.py.
+        self.ack_deadline = settings.consumer_timeout
+        self.ack_deadline_hint = RAISE_CONSUMER_TIMEOUT
         self.names = Names(settings.prefix)
         self.records = RecordStore(
             settings.records, prefix=f"{settings.prefix}:amqp", result_ttl=settings.result_ttl
@@ -150,11 +156,15 @@ class AmqpBackend(Backend):
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
         await self.records.connect()
-        with self._errors("connecting"):
-            self._connection = await aio_pika.connect_robust(
-                self.settings.connection_url, timeout=10, reconnect_interval=0.5
-            )
-            self._publisher = await self._connection.channel(publisher_confirms=True)
+        try:
+            self._connection = await open_connection(self.settings)
+            with self._errors("connecting"):
+                self._publisher = await self._connection.channel(publisher_confirms=True)
+        except BaseException:
+            # The App is not open: what did connect (the records' Redis) must not leak.
+            with anyio.CancelScope(shield=True):
+                await self.close()
+            raise
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -480,6 +490,7 @@ class AmqpBackend(Backend):
         if self._consumer is None:
             self._consumer = await self.connection.channel(publisher_confirms=False)
             self._consumer.reopen_callbacks.add(self._on_reopen)
+            self._consumer.close_callbacks.add(self._on_consumer_closed)
         if self._stopped_consuming:  # a worker stopped, and another starts on this App
             self._stopped_consuming = False
             self._consuming.clear()
@@ -502,7 +513,16 @@ class AmqpBackend(Backend):
         tag = f"asyncq.{queue}.{os.urandom(6).hex()}"
         self._consumer_tags[tag] = queue
         _deliver_without_tasks(channel, self._consumer_tags, self._delivered)
-        await channel.basic_consume(self.names.work(queue), self._on_message, consumer_tag=tag)
+        await channel.basic_consume(
+            self.names.work(queue),
+            self._on_message,
+            consumer_tag=tag,
+            arguments=consume_arguments(self.settings),
+        )
+
+    def _on_consumer_closed(self, _: object, exc: BaseException | None, /) -> None:
+        connection = self._connection
+        timed_out(exc, self.settings, server_version(connection) if connection else None)
 
     async def _on_reopen(self, channel: AbstractRobustChannel | None, /) -> None:
         """The consumer channel came back after a lost connection: what it had delivered

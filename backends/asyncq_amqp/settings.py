@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +25,34 @@ def _queue_type(raw: str) -> str:
     return raw
 
 
+def _bounded_int(low: int, high: int, why: str = "") -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        message = f"must be an integer from {low} to {high}{why}"
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(message) from None
+        if not low <= value <= high:
+            raise ValueError(message)
+        return value
+
+    return parse
+
+
+def _bounded_float(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        message = f"must be a number of seconds from {low:g} to {high:g}"
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(message) from None
+        if not low <= value <= high:  # also refuses nan
+            raise ValueError(message)
+        return value
+
+    return parse
+
+
 def _records_url(raw: str) -> str:
     if urlsplit(raw).scheme not in ("redis", "rediss"):
         raise ValueError("must be a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379/0")
@@ -37,6 +66,15 @@ _OPTIONS = {
     "result_ttl": positive_float,
     "max_length": positive_int,
     "publish_timeout": positive_float,
+    # AMQP carries both in 16 bits; aiormq reads 65535 seconds as "no heartbeat".
+    "heartbeat": _bounded_int(0, 65534, " (seconds; 0 turns heartbeats off)"),
+    # asyncq keeps three channels open per connection (publishing, consuming, upkeep)
+    # and opens one more for each stats or dead-letter call while it runs.
+    "channel_max": _bounded_int(8, 65535, " (asyncq needs a few channels per connection)"),
+    # RabbitMQ takes milliseconds; below a second, no job would have time to finish.
+    "consumer_timeout": _bounded_float(1.0, 30 * 86400.0),
+    "connection_attempts": _bounded_int(1, 1000),
+    "retry_delay": _bounded_float(0.0, 3600.0),
 }
 
 _NEEDS_RECORDS = (
@@ -69,6 +107,23 @@ class AmqpSettings:
     publish_timeout: float = 30.0
     """Seconds an enqueue waits for the broker's confirm (or for a lost connection to
     come back) before it fails with ``BrokerUnavailable``."""
+
+    consumer_timeout: float = 1800.0
+    """Seconds RabbitMQ lets a delivery stay unacknowledged before it takes it back from
+    its consumer, however alive (its ``consumer_timeout``; 30 minutes by default). asyncq
+    asks for it per consumer (RabbitMQ 3.11.15 and later; older ones apply only their
+    rabbitmq.conf, which this must then match) and stops jobs before it."""
+    heartbeat: int = 60
+    """Seconds between AMQP heartbeats; either side closes a connection that stays silent
+    for about three of them. 0 turns them off."""
+    channel_max: int | None = None
+    """The most channels this client opens on a connection (at most the broker's own
+    limit); None takes the broker's."""
+    connection_attempts: int = 1
+    """How many times the first connect is tried before it fails (a lost connection is
+    retried without end, see the package docstring)."""
+    retry_delay: float = 2.0
+    """Seconds between two of those attempts."""
 
     @classmethod
     def from_url(cls, url: str) -> AmqpSettings:

@@ -1,0 +1,222 @@
+"""Opening the connection to RabbitMQ: the URL's connection options, the first connect's
+retries, and what a refused connect means to the user.
+
+aio-pika's robust connection reconnects by itself once it has been open; the first
+connect is asyncq's own loop of ``connection_attempts`` tries ``retry_delay`` apart, so a
+worker started before its broker can wait for it, and a mistake is reported at once:
+
+* a closed port or an unknown host is ``BrokerUnavailable`` (tried again, if asked);
+* wrong credentials (ACCESS_REFUSED) and a vhost the user may not open (NOT_ALLOWED) are
+  ``ConfigurationError``: no retry would change them.
+
+aiormq and aio-pika log each failed try themselves (an ERROR per refused TCP connect, an
+INFO per "reconnecting"), which would print two or three lines of their own before
+asyncq's one. Those lines say nothing asyncq's error does not, so they are held back
+while the first connect runs, and only then: once the connection is up, the same loggers
+are the record of a later outage and its reconnects, which asyncq does not log itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aio_pika
+import aiormq
+import anyio
+from aio_pika.abc import AbstractRobustConnection
+from aiormq.connection import TransportFactory
+from pamqp import commands as spec
+from pamqp import frame as pamqp_frame
+from yarl import URL
+
+from asyncq.backend import redact_url
+from asyncq.errors import BrokerUnavailable, ConfigurationError
+
+from .settings import AmqpSettings
+
+__all__ = ["open_connection", "server_version"]
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds one connect attempt may take (TCP, TLS and the AMQP handshake)."""
+
+RECONNECT_INTERVAL = 0.5
+"""Seconds between aio-pika's reconnects after a connection that was open is lost."""
+
+_PORTS = {"amqp": 5672, "amqps": 5671}
+
+_CONNECT_LOGGERS = ("aiormq.connection", "aio_pika.connection", "aio_pika.robust_connection")
+
+
+async def open_connection(settings: AmqpSettings) -> AbstractRobustConnection:
+    """Connect, trying ``connection_attempts`` times; asyncq's own error if it fails."""
+    where = redact_url(settings.connection_url)
+    # The name shows in `rabbitmqctl list_connections user_provided_name` and the
+    # management UI, so an operator can tell which app and process holds a connection.
+    name = f"asyncq {settings.prefix} {socket.gethostname()}:{os.getpid()}"
+    url = URL(settings.connection_url).update_query(heartbeat=settings.heartbeat, name=name)
+    attempts, delay = settings.connection_attempts, settings.retry_delay
+    with _quiet(_CONNECT_LOGGERS):
+        for attempt in range(1, attempts + 1):
+            connection = _Connection(
+                url, reconnect_interval=RECONNECT_INTERVAL, channel_max=settings.channel_max
+            )
+            try:
+                await connection.connect(timeout=CONNECT_TIMEOUT)
+                return connection
+            except BaseException as exc:
+                with anyio.CancelScope(shield=True):
+                    await connection.close()
+                refused = _refusal(exc, settings.connection_url)
+                if refused is not None:
+                    raise refused from exc
+                if not isinstance(exc, _UNREACHABLE):
+                    raise
+                if attempt == attempts:
+                    tries = f" ({attempts} attempts, {delay:g} s apart)" if attempts > 1 else ""
+                    raise BrokerUnavailable(
+                        f"RabbitMQ at {where} unreachable connecting{tries}: {_reason(exc)}"
+                    ) from exc
+            await anyio.sleep(delay)  # the broker is down: nothing to wait on but time
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+_UNREACHABLE = (aiormq.exceptions.AMQPConnectionError, ConnectionError, OSError, TimeoutError)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT:g} s"
+    return str(exc) or type(exc).__name__
+
+
+def _refusal(exc: BaseException, url: str) -> ConfigurationError | None:
+    """The one-line error for a connect RabbitMQ refused on account of the URL, or None.
+
+    RabbitMQ refuses a login with ACCESS_REFUSED (aiormq raises ProbableAuthenticationError),
+    and the opening of a vhost that does not exist or that the user has no permission on
+    with NOT_ALLOWED; aiormq 7 reports that one as an unexpected frame (a Connection.Close
+    where Connection.OpenOk was due), without the reply text.
+    """
+    parts = urlsplit(url)
+    user = unquote(parts.username or "guest")
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    where = redact_url(url)
+    login_refused = (
+        aiormq.exceptions.ProbableAuthenticationError,
+        aiormq.exceptions.AuthenticationError,
+    )
+    if isinstance(exc, login_refused):
+        return ConfigurationError(
+            f"RabbitMQ at {where} refused the connection: user {user!r} could not log in "
+            "(wrong user name or password?)"
+        )
+    closed = isinstance(exc, aiormq.exceptions.ConnectionNotAllowed) or (
+        isinstance(exc, aiormq.exceptions.InvalidFrameError)
+        and "Connection.OpenOk" in str(exc)
+        and "Connection.Close" in str(exc)
+    )
+    if closed:
+        return ConfigurationError(
+            f"RabbitMQ at {where} refused the connection: vhost {vhost!r} does not exist or "
+            f"user {user!r} may not use it"
+        )
+    return None
+
+
+@contextmanager
+def _quiet(names: tuple[str, ...]) -> Iterator[None]:
+    """Drop what the named loggers log in this block (see the module docstring)."""
+    drop = logging.Filter("\0")  # a name no logger has: the filter passes nothing
+    loggers = [logging.getLogger(name) for name in names]
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
+
+
+def server_version(connection: AbstractRobustConnection) -> tuple[int, ...] | None:
+    """The broker's version from the connection's server properties (e.g. (3, 12, 1))."""
+    transport = connection.transport
+    if transport is None:
+        return None
+    properties: Any = getattr(transport.connection, "server_properties", None) or {}
+    raw = properties.get("version")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+    numbers: list[int] = []
+    for part in text.split("."):
+        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers) or None
+
+
+class _Connection(aio_pika.RobustConnection):
+    """aio-pika's robust connection, with ``channel_max`` applied to the handshake."""
+
+    def __init__(self, url: URL, *, channel_max: int | None, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        if channel_max is not None:
+            # Handed to aiormq's Connection with the other connection arguments.
+            self.kwargs["transport_factory"] = _ChannelMaxTransport(channel_max)
+
+
+class _ChannelMaxTransport(TransportFactory):
+    """Opens the TCP (or TLS) stream like aiormq's own factories, with a writer that puts
+    this client's ``channel_max`` into the Connection.TuneOk it sends.
+
+    aiormq (7.2) answers the broker's Connection.Tune with the broker's own channel_max,
+    whatever the client wants; the TuneOk frame is the one place AMQP lets a client ask
+    for fewer, and RabbitMQ then holds the connection to that number.
+    """
+
+    def __init__(self, channel_max: int) -> None:
+        self.channel_max = channel_max
+
+    async def create(
+        self, url: URL, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        provider = kwargs.pop("ssl_context_provider", None)
+        ssl = await provider.get_context() if url.scheme == "amqps" and provider else None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: protocol,
+                url.host or "localhost",
+                url.port or _PORTS[url.scheme],
+                ssl=ssl,
+                **kwargs,
+            )
+        except OSError as exc:
+            raise aiormq.exceptions.AMQPConnectionError(*exc.args) from exc
+        writer = _TuneOkWriter(transport, protocol, reader, loop)
+        writer.channel_max = self.channel_max
+        return reader, writer
+
+
+class _TuneOkWriter(asyncio.StreamWriter):
+    channel_max = 0
+    _tuned = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        # Connection.TuneOk: a method frame on channel 0 of class 10, method 31.
+        if not self._tuned and bytes(data[:3]) == b"\x01\x00\x00" and data[7:11] == b"\0\n\0\x1f":
+            self._tuned = True
+            _, channel, frame = pamqp_frame.unmarshal(bytes(data))
+            if isinstance(frame, spec.Connection.TuneOk):
+                broker = frame.channel_max
+                frame.channel_max = min(broker, self.channel_max) if broker else self.channel_max
+                data = pamqp_frame.marshal(frame, channel)
+        super().write(data)
