@@ -266,8 +266,8 @@ class TaskCall(Generic[P, R]):
         limit = task.app.backend.max_message_size
         if limit is not None and len(body) > limit:
             raise MessageTooLarge(
-                f"a job of task {task.name!r} is {_size(len(body))}, larger than the broker "
-                f"accepts ({_size(limit)}); nothing was sent: pass large data by reference "
+                f"a job of task {task.name!r} is {_size(len(body))}, and the broker accepts "
+                f"at most {_size(limit)}; nothing was sent: pass large data by reference "
                 "(a storage key, a database id) instead",
                 size=len(body),
                 limit=limit,
@@ -278,7 +278,7 @@ class TaskCall(Generic[P, R]):
 def _size(count: int) -> str:
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if count >= scale:
-            return f"{count / scale:.1f} {unit} ({count:,} bytes)"
+            return f"{count:,} bytes ({count / scale:.1f} {unit})"
     return f"{count:,} bytes"
 
 

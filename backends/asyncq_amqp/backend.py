@@ -22,6 +22,7 @@ import asyncio
 import logging
 import math
 import os
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -41,7 +42,13 @@ from pamqp import commands as spec
 from pamqp.common import FieldTable
 
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement, redact_url
-from asyncq.errors import BrokerError, BrokerUnavailable, ConfigurationError, ErrorInfo
+from asyncq.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    ConfigurationError,
+    ErrorInfo,
+    MessageTooLarge,
+)
 from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
 from . import publisher
@@ -55,6 +62,18 @@ from .topology import Names, next_wait, queue_arguments
 __all__ = ["AmqpBackend", "QueueFull"]
 
 log = logging.getLogger("asyncq.amqp")
+
+
+# RabbitMQ's words when a publish is over its max_message_size (it closes the channel).
+_MESSAGE_SIZE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
+
+
+def default_max_message_size(version: tuple[int, ...] | None) -> int | None:
+    """RabbitMQ's default ``max_message_size`` for a server version: 128 MiB until 4.0
+    lowered it to 16 MiB. None for a broker that does not say its version."""
+    if version is None:
+        return None
+    return 16 * 1024 * 1024 if version >= (4,) else 128 * 1024 * 1024
 
 
 _RETRY_WAIT_MS = 1024  # how long a delayed job refused by a full work queue waits to retry
@@ -158,6 +177,9 @@ class AmqpBackend(Backend):
         await self.records.connect()
         try:
             self._connection = await open_connection(self.settings)
+            self.max_message_size = self.settings.max_message_size or default_max_message_size(
+                server_version(self._connection)
+            )
             with self._errors("connecting"):
                 self._publisher = await self._connection.channel(publisher_confirms=True)
         except BaseException:
@@ -194,6 +216,18 @@ class AmqpBackend(Backend):
         try:
             yield
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            too_large = _MESSAGE_SIZE.search(str(exc))
+            if too_large is not None:
+                # The broker's limit is lower than asyncq took it to be: say so, and how.
+                size, limit = (int(n) for n in too_large.groups())
+                raise MessageTooLarge(
+                    f"RabbitMQ refused a job {action}: it is {size:,} bytes, larger than the "
+                    f"broker's max_message_size of {limit:,}; nothing was sent. Pass large "
+                    f"data by reference, or set max_message_size={limit} in the broker URL so "
+                    "such jobs are refused before they are published",
+                    size=size,
+                    limit=limit,
+                ) from exc
             raise ConfigurationError(
                 f"RabbitMQ refused a declaration {action} ({exc}); a queue of that name "
                 "exists with other arguments (queue_type, max_length?): delete it or use "

@@ -73,6 +73,8 @@ _OPTIONS = {
     "channel_max": _bounded_int(8, 65535, " (asyncq needs a few channels per connection)"),
     # RabbitMQ takes milliseconds; below a second, no job would have time to finish.
     "consumer_timeout": _bounded_float(1.0, 30 * 86400.0),
+    # RabbitMQ's own ceiling for max_message_size is 512 MiB.
+    "max_message_size": _bounded_int(1, 512 * 1024 * 1024, " (bytes)"),
     "connection_attempts": _bounded_int(1, 1000),
     "retry_delay": _bounded_float(0.0, 3600.0),
 }
@@ -119,6 +121,11 @@ class AmqpSettings:
     channel_max: int | None = None
     """The most channels this client opens on a connection (at most the broker's own
     limit); None takes the broker's."""
+    max_message_size: int | None = None
+    """The largest job, in bytes, RabbitMQ accepts (its ``max_message_size``); a larger one
+    is refused at enqueue before anything is published. None: RabbitMQ's default for the
+    server's version (128 MiB before 4.0, 16 MiB since); give it when the broker's
+    setting differs."""
     connection_attempts: int = 1
     """How many times the first connect is tried before it fails (a lost connection is
     retried without end, see the package docstring)."""

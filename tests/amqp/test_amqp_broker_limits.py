@@ -1,11 +1,16 @@
-"""Long jobs and RabbitMQ's consumer timeout: RabbitMQ takes a delivery back from a live
-worker that holds it unacknowledged past ``consumer_timeout`` and delivers it again. A
-worker refuses a task whose timeout does not fit, stops a job without one before the
-broker acts, and says so clearly when the broker's timeout is shorter than the URL says.
+"""RabbitMQ's limits, on a broker configured with low ones.
+
+* Long jobs and the consumer timeout: RabbitMQ takes a delivery back from a live worker
+  that holds it unacknowledged past ``consumer_timeout`` and delivers it again. A worker
+  refuses a task whose timeout does not fit, stops a job without one before the broker
+  acts, and says so clearly when the broker's timeout is shorter than the URL says.
+* Message size: a job over the broker's ``max_message_size`` is refused as too large (not
+  as a queue declared with other arguments), before publishing when the URL says the limit.
 
 The broker of most of these tests is a private node (scripts/rabbitmq_node.sh) with
-``consumer_timeout = 3000`` (ms) and a channel tick of 500 ms (RabbitMQ 3.10 checks the
-timeout on each tick of a channel, every 60 s by default), so it acts within 3.5 s.
+``consumer_timeout = 3000`` (ms), a channel tick of 500 ms (RabbitMQ 3.10 checks the
+timeout on each tick of a channel, every 60 s by default), so it acts within 3.5 s, and
+``max_message_size = 1048576`` (1 MiB, where RabbitMQ 3.x defaults to 128 MiB).
 """
 
 from __future__ import annotations
@@ -26,13 +31,14 @@ from asyncq import current_job
 pytestmark = pytest.mark.anyio
 
 TIMEOUT_MS = 3000
+MAX_MESSAGE_SIZE = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateNode]:
     node = PrivateNode(
         tmp_path_factory.mktemp("rabbitmq"),
-        conf=f"consumer_timeout = {TIMEOUT_MS}",
+        conf=f"consumer_timeout = {TIMEOUT_MS}\nmax_message_size = {MAX_MESSAGE_SIZE}",
         advanced="[{rabbit, [{channel_tick_interval, 500}]}].",
     )
     node.start()
@@ -204,3 +210,40 @@ async def test_consumers_ask_for_the_url_consumer_timeout(prefix: str) -> None:
     ours = [line for line in listed.splitlines() if line.startswith(f"{prefix}.default\t")]
     assert len(ours) == 1, listed
     assert "x-consumer-timeout" in ours[0] and "1234500" in ours[0], ours
+
+
+async def test_a_job_over_the_broker_s_max_message_size_is_refused_as_too_large(
+    node: PrivateNode, prefix: str
+) -> None:
+    # The URL does not say the limit: asyncq assumes RabbitMQ 3.x's default of 128 MiB,
+    # so the broker itself refuses the 2 MiB job, and its refusal is reported as what it is.
+    app = asyncq.App(node_url(node, prefix))
+
+    @app.task
+    async def store(blob: str) -> None:
+        pass
+
+    async with app:
+        with pytest.raises(asyncq.MessageTooLarge, match="max_message_size of 1,048,576") as e:
+            await store.enqueue("x" * (2 * MAX_MESSAGE_SIZE))
+        assert e.value.limit == MAX_MESSAGE_SIZE
+        assert "set max_message_size=1048576 in the broker URL" in str(e.value)
+        job = await store.enqueue("small")  # the channel RabbitMQ closed is open again
+        assert (await app.queue_stats([app.default_queue]))[app.default_queue].pending == 1
+        assert await job.status() is asyncq.JobStatus.QUEUED
+
+    # Told the limit, asyncq refuses the job before publishing anything.
+    told = asyncq.App(node_url(node, prefix, max_message_size=MAX_MESSAGE_SIZE))
+    told.task(name=store.name)(store.fn)
+    async with told:
+        with pytest.raises(asyncq.MessageTooLarge, match="broker accepts at most 1,048,576"):
+            await told.tasks[store.name].enqueue("x" * (2 * MAX_MESSAGE_SIZE))
+        assert (await told.queue_stats([told.default_queue]))[told.default_queue].pending == 1
+
+
+def test_rabbitmq_s_default_max_message_size_follows_its_version() -> None:
+    from asyncq_amqp.backend import default_max_message_size
+
+    assert default_max_message_size((3, 10, 8)) == 128 * 1024 * 1024
+    assert default_max_message_size((4, 0, 1)) == 16 * 1024 * 1024
+    assert default_max_message_size(None) is None
