@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
+import anyio
 import click
 
 from .. import __version__
-from ..supervisor import Supervisor
+from ..supervisor import Supervisor, supervisor_gone
+from ..worker import Worker
 from .common import (
     EXIT_USAGE,
     Failure,
@@ -63,7 +66,8 @@ log = logging.getLogger("asyncq.cli")
     default=1,
     show_default=True,
     help="Worker processes. Above 1, a supervisor starts them, forwards SIGTERM/SIGINT to "
-    "them, and restarts any that dies.",
+    "them, and restarts any that dies; should the supervisor itself die, they stop "
+    "gracefully.",
 )
 @click.option(
     "--shutdown-timeout",
@@ -121,6 +125,13 @@ log = logging.getLogger("asyncq.cli")
     metavar="SECONDS",
     help="How often the queue depth gauges are read from the broker.",
 )
+@click.option(
+    "--lifeline",
+    type=click.IntRange(min=0),
+    hidden=True,
+    help="Given by the supervisor to each worker process: the file descriptor of the read "
+    "end of a pipe the supervisor holds open; the worker stops when it closes.",
+)
 def run(
     app_spec: str,
     concurrency: int,
@@ -136,6 +147,7 @@ def run(
     metrics_port: int | None,
     metrics_address: str,
     metrics_interval: float,
+    lifeline: int | None,
 ) -> None:
     """Run a worker: fetch jobs from the app's queues and run them until stopped.
 
@@ -155,6 +167,11 @@ def run(
             f"processes take ports {metrics_port} to {metrics_port + processes - 1}, "
             "beyond 65535"
         )
+    if lifeline is not None:
+        try:
+            os.fstat(lifeline)
+        except OSError as exc:
+            raise UsageFailure(f"--lifeline {lifeline}: {exc.strerror}") from None
     app = load_app(app_spec, broker)
     configure_logging(log_level, log_format.lower())
     if shutdown_timeout is None:
@@ -181,7 +198,8 @@ def run(
         _supervise(command, processes, shutdown_timeout, slot_arguments)
         return
     worker = partial(
-        app.run_worker,
+        Worker,
+        app,
         queues=queues,
         concurrency=concurrency,
         prefetch=prefetch,
@@ -192,13 +210,38 @@ def run(
         heartbeat_interval=heartbeat_interval,
     )
     if metrics_port is None:
-        run_async(worker)
+        run_async(partial(_work, worker, lifeline))
         return
     server = _serve_metrics(metrics_port, metrics_address)
     try:
-        run_async(partial(worker, meter_provider=server.provider))
+        run_async(partial(_work, partial(worker, meter_provider=server.provider), lifeline))
     finally:
         server.stop()
+
+
+async def _work(make_worker: Callable[[], Worker], lifeline: int | None) -> None:
+    """Run a worker until it stops; with a ``lifeline``, also until the supervisor is gone."""
+    # Built here, not by the caller: its events and scopes belong to this event loop.
+    worker = make_worker()
+    if lifeline is None:
+        await worker.run()
+        return
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_when_orphaned, worker, lifeline)
+        await worker.run()
+        tg.cancel_scope.cancel()
+
+
+async def _stop_when_orphaned(worker: Worker, lifeline: int) -> None:
+    await supervisor_gone(lifeline)
+    # Nobody is left to forward a signal or to restart this process: stop as on SIGTERM,
+    # so that jobs in flight finish or go back to their queue, instead of consuming on.
+    log.warning(
+        "the supervisor has exited: finishing %d in-flight job(s) within %g s, then exiting",
+        worker.in_flight,
+        worker.shutdown_timeout,
+    )
+    worker.stop()
 
 
 def _serve_metrics(port: int, address: str) -> PrometheusServer:
@@ -260,6 +303,7 @@ def _supervise(
         shutdown_timeout=shutdown_timeout,
         fatal_exit_codes={EXIT_USAGE},
         slot_arguments=slot_arguments,
+        lifeline_option="--lifeline",
     )
     code = run_async(supervisor.run)
     if code == EXIT_USAGE:
