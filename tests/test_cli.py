@@ -142,6 +142,11 @@ MISTAKES = {
         2,
         "unknown option 'bogus'",
     ),
+    "unknown broker URL option, waiting for the broker": (
+        ["run", "apps.good:app", "--broker", "memory://x?bogus=1", "--wait-for-broker", "30"],
+        2,
+        "unknown option 'bogus'",
+    ),
     "unreachable broker": (["stats", "apps.unreachable:app"], 1, "cannot reach the broker"),
     "unreachable broker, dlq": (
         ["dlq", "list", "apps.unreachable:app"],

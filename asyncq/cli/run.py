@@ -77,6 +77,16 @@ log = logging.getLogger("asyncq.cli")
     "returned to their queue (default: the app's, 30 s). A second signal returns them at once.",
 )
 @click.option(
+    "--wait-for-broker",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="At start, keep trying to reach the broker for up to this long, logging each failed "
+    "attempt, instead of exiting 1 at once: for a worker that may start before its broker. "
+    "With --processes N, each worker process waits.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
@@ -141,6 +151,7 @@ def run(
     broker: str | None,
     processes: int,
     shutdown_timeout: float | None,
+    wait_for_broker: float,
     log_level: str,
     heartbeat_interval: float,
     log_format: str,
@@ -191,6 +202,7 @@ def run(
         command += ["--log-format", log_format.lower()]
         command += ["--heartbeat-interval", repr(heartbeat_interval)]
         command += ["--metrics-interval", repr(metrics_interval)]
+        command += ["--wait-for-broker", repr(wait_for_broker)]
         slot_arguments = None
         if metrics_port is not None:
             command += ["--metrics-address", metrics_address]
@@ -208,6 +220,7 @@ def run(
         handle_signals=True,
         metrics_interval=metrics_interval,
         heartbeat_interval=heartbeat_interval,
+        wait_for_broker=wait_for_broker,
     )
     if metrics_port is None:
         run_async(partial(_work, worker, lifeline))

@@ -1,5 +1,6 @@
 """``asyncq run`` on Redis: the worker processes of a supervisor that is killed stop
-gracefully, finishing or returning their jobs."""
+gracefully, finishing or returning their jobs; ``--wait-for-broker`` keeps a worker trying
+a broker that is not there yet, and gives up after its time."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import signal
 import time
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import anyio
 import pytest
+import services
 from harness import Lines, exited, worker_process
-from redis_support import claimed_prefix, redis_url
+from redis_support import PrivateRedis, claimed_prefix, free_port, redis_url
 
 import asyncq
 from asyncq import JobStatus
@@ -21,6 +24,7 @@ from asyncq import JobStatus
 pytestmark = pytest.mark.anyio
 
 SUPERVISED = re.compile(r"worker process \d+ started \(pid (\d+)\)")
+ATTEMPT = re.compile(r"broker unreachable \(attempt (\d+)\)")
 
 
 @pytest.fixture
@@ -98,4 +102,76 @@ async def test_worker_processes_stop_gracefully_when_their_supervisor_is_killed(
     )
     log = "\n".join(stderr.seen)
     assert log.count("the supervisor has exited") == 2, log
+    assert "Traceback" not in log, log
+
+
+async def test_wait_for_broker_logs_each_attempt_then_gives_up_in_one_line(unique: str) -> None:
+    wait = 4.0  # a Redis connect retries for about 2.5 s before it fails: two attempts
+    url = redis_url(unique, port=free_port())  # a port nothing listens on
+    started = time.monotonic()
+    async with worker_process("apps.supervised:app", url, "--wait-for-broker", "4") as process:
+        lines = await Lines(process.stderr).rest(timeout=wait + 20)
+        with anyio.fail_after(5):
+            code = await process.wait()
+    took = time.monotonic() - started
+    print(f"--wait-for-broker {wait:g}: gave up after {took:.2f} s")
+    assert code == 1, lines
+    attempts = [int(found.group(1)) for line in lines if (found := ATTEMPT.search(line))]
+    assert attempts == list(range(1, len(attempts) + 1)) and attempts, lines
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]], lines
+    given_up = f"still unreachable after {len(attempts) + 1} attempt(s) over {wait:g} s: Redis"
+    assert lines[-1].startswith(f"error: cannot reach the broker: {given_up}"), lines
+    assert "Traceback" not in "\n".join(lines)
+    assert wait <= took < wait + 10
+
+
+async def test_a_worker_waiting_for_its_broker_stops_at_once_on_sigterm(unique: str) -> None:
+    url = redis_url(unique, port=free_port())  # a port nothing listens on
+    async with worker_process("apps.supervised:app", url, "--wait-for-broker", "60") as process:
+        stderr = Lines(process.stderr)
+        await stderr.expect(lambda line: ATTEMPT.search(line) is not None, timeout=30)
+        process.terminate()
+        # Nothing had started, so nothing is left to finish.
+        with anyio.fail_after(5):
+            assert await process.wait() == 0
+        lines = await stderr.rest(timeout=5)
+    assert not [line for line in lines if line.startswith("error:")], lines
+    assert "Traceback" not in "\n".join(stderr.seen)
+
+
+async def test_worker_processes_started_before_their_broker_wait_for_it(
+    unique: str, tmp_path: Path
+) -> None:
+    server = PrivateRedis(services.require_redis_server(), tmp_path)
+    url = f"{server.url}?prefix={unique}"
+    app, nap = producer(url)
+    options = ["--processes", "2", "--wait-for-broker", "20"]
+    stderr: Lines | None = None
+    try:
+        async with worker_process("apps.supervised:app", url, *options) as supervisor:
+            stdout, stderr = Lines(supervisor.stdout), Lines(supervisor.stderr)
+            await stderr.expect(lambda line: ATTEMPT.search(line) is not None, timeout=30)
+            await server.start()
+            for _ in range(2):
+                await stderr.expect(lambda line: " started: queues=" in line, timeout=30)
+            async with app:
+                job = await nap.enqueue(0.0)
+                await job.result(timeout=10)  # raises unless it succeeded
+            supervisor.terminate()
+            with anyio.fail_after(20):
+                assert await supervisor.wait() == 0
+            await stderr.rest(timeout=5)
+            await stdout.rest(timeout=5)
+    finally:
+        for line in stderr.seen if stderr is not None else []:
+            if found := SUPERVISED.search(line):
+                try:
+                    os.kill(int(found.group(1)), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        await server.kill()
+    assert f"finished {job.id}" in stdout.seen
+    log = "\n".join(stderr.seen)
+    # A child still waiting has not failed: the supervisor restarted none.
+    assert "unexpectedly" not in log, log
     assert "Traceback" not in log, log
