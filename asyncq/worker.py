@@ -131,7 +131,8 @@ class Worker:
 
     def stop(self, *, now: bool = False) -> None:
         """Stop fetching and let in-flight jobs finish within ``shutdown_timeout``; with
-        ``now=True`` cancel them at once. Either way unfinished jobs go back to the queue."""
+        ``now=True`` cancel them at once. Either way unfinished jobs go back to the queue.
+        A worker still waiting for its broker (``wait_for_broker``) stops waiting."""
         self._stopping = True
         self._fetch_scope.cancel()
         if self._waiting_for_broker:  # nothing has started: no need to wait any longer
