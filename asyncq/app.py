@@ -118,7 +118,14 @@ class App:
 
     async def __aenter__(self) -> Self:
         if self._opened == 0:
-            await self.backend.connect()
+            try:
+                await self.backend.connect()
+            except BaseException:
+                # A connect that failed part way may hold connections (AMQP's to its record
+                # store, with RabbitMQ down): release them, so a retry starts from nothing.
+                with anyio.CancelScope(shield=True):
+                    await self.backend.close()
+                raise
         self._opened += 1
         return self
 

@@ -10,11 +10,22 @@ once forwarded), which a worker would take as "exit now".
 Every child runs inside a task of the supervisor's task group, under ``async with`` on its
 process: if the supervisor itself fails, its children are killed and reaped before it
 returns, so no process, task or thread outlives it.
+
+A supervisor that cannot clean up (SIGKILL, the OOM killer) leaves its children to stop on
+their own: each holds the read end of a pipe, its *lifeline*, whose write end only the
+supervisor holds. The kernel closes that end when the supervisor dies, however it dies, and
+the child sees end-of-file (:func:`supervisor_gone`) and stops gracefully. A pipe rather
+than Linux's ``PR_SET_PDEATHSIG``: it works on every POSIX system; it needs no code between
+fork and exec (``preexec_fn``, unsafe in a threaded program); it fires on the death of the
+supervisor process, not of the thread that happened to start the child; and it has no race:
+a supervisor that died before the child looked is seen at once, since end-of-file stays. And
+the child is told, not signalled, so it chooses how to stop and can log why.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -22,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 import anyio
 from anyio.abc import Process, TaskGroup
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "supervisor_gone"]
 
 log = logging.getLogger("asyncq.supervisor")
 
@@ -39,6 +50,8 @@ class Supervisor:
     ``fatal_exit_codes`` (a configuration error, which a restart cannot fix) stops them all.
     ``slot_arguments(slot)`` gives the arguments added to the command of the child in slot
     1 to ``processes``, the same for every child that slot restarts (its own metrics port).
+    With ``lifeline_option`` (``--lifeline``), each child is also given that option and the
+    number of its lifeline's file descriptor, for :func:`supervisor_gone`.
     """
 
     def __init__(
@@ -53,6 +66,7 @@ class Supervisor:
         stable_after: float = 30.0,
         fatal_exit_codes: Collection[int] = (),
         slot_arguments: Callable[[int], Sequence[str]] | None = None,
+        lifeline_option: str | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be >= 1")
@@ -65,6 +79,8 @@ class Supervisor:
         self.stable_after = stable_after
         self.fatal_exit_codes = frozenset(fatal_exit_codes)
         self.slot_arguments = slot_arguments
+        self.lifeline_option = lifeline_option
+        self._lifeline: int | None = None
         self._children: dict[int, Process] = {}
         self._exit_codes: dict[int, int] = {}
         self._stop_requested = anyio.Event()
@@ -79,17 +95,28 @@ class Supervisor:
     async def run(self) -> int:
         """Run the children until they have all exited; return the exit code to use: 0 when
         each exited 0, a child's fatal exit code if one had one, else 1."""
-        with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
-            async with anyio.create_task_group() as services:
-                self._services = services
-                try:
-                    services.start_soon(self._handle_signals, signals)
-                    async with anyio.create_task_group() as slots:
-                        for slot in range(1, self.processes + 1):
-                            slots.start_soon(self._keep_running, slot)
-                    services.cancel_scope.cancel()
-                finally:
-                    self._services = None
+        # One pipe serves every child, restarted ones too. Its write end is never written:
+        # it only has to stay open while this process lives. Both ends are non-inheritable,
+        # so a child gets only the read end, which it is passed by number (pass_fds).
+        lifeline = os.pipe() if self.lifeline_option is not None else None
+        self._lifeline = lifeline[0] if lifeline is not None else None
+        try:
+            with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+                async with anyio.create_task_group() as services:
+                    self._services = services
+                    try:
+                        services.start_soon(self._handle_signals, signals)
+                        async with anyio.create_task_group() as slots:
+                            for slot in range(1, self.processes + 1):
+                                slots.start_soon(self._keep_running, slot)
+                        services.cancel_scope.cancel()
+                    finally:
+                        self._services = None
+        finally:
+            self._lifeline = None
+            if lifeline is not None:  # every child has exited: nobody needs it any more
+                for fd in lifeline:
+                    os.close(fd)
         if self._fatal_exit_code is not None:
             return self._fatal_exit_code
         return 0 if all(code == 0 for code in self._exit_codes.values()) else 1
@@ -132,13 +159,19 @@ class Supervisor:
 
     async def _run_child(self, slot: int) -> tuple[int, int]:
         """Start one child and wait for it; return its pid and exit code."""
-        extra = self.slot_arguments(slot) if self.slot_arguments is not None else ()
+        extra = list(self.slot_arguments(slot)) if self.slot_arguments is not None else []
+        pass_fds: list[int] = []
+        if self._lifeline is not None:
+            assert self.lifeline_option is not None
+            extra += [self.lifeline_option, str(self._lifeline)]
+            pass_fds.append(self._lifeline)
         async with await anyio.open_process(
             [*self.command, *extra],
             stdin=subprocess.DEVNULL,
             stdout=None,
             stderr=None,
             start_new_session=True,
+            pass_fds=pass_fds,
         ) as process:
             log.info("worker process %d started (pid %d)", slot, process.pid)
             self._children[slot] = process
@@ -176,6 +209,25 @@ class Supervisor:
                 self.shutdown_timeout + self.kill_grace,
             )
             _send(process, signal.SIGKILL)
+
+
+async def supervisor_gone(lifeline: int) -> None:
+    """In a supervised child: return once the supervisor is gone, told by end-of-file on
+    the read end of its lifeline pipe, file descriptor ``lifeline``, which this closes."""
+    try:
+        os.set_inheritable(lifeline, False)  # the processes a job starts need not hold it
+        # The flag belongs to the pipe, so this sets it for its other readers too: the
+        # other children, each watching it the same way.
+        os.set_blocking(lifeline, False)
+        while True:
+            await anyio.wait_readable(lifeline)
+            try:
+                if not os.read(lifeline, 512):
+                    return  # end-of-file: the only write end, the supervisor's, is closed
+            except BlockingIOError:
+                continue  # woken for nothing
+    finally:
+        os.close(lifeline)
 
 
 def _send(process: Process, signum: signal.Signals) -> None:

@@ -26,7 +26,8 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from anyio.abc import TaskStatus
 
 from .backend import Outcome, Settlement
 from .deadlines import check_timeouts
-from .errors import BrokerError
+from .errors import BrokerError, BrokerUnavailable
 from .execution import CANCELLED, SHUTDOWN, Running, error_info, execute
 from .joblog import job_finished
 from .metrics import WorkerMetrics, configured_provider
@@ -71,6 +72,7 @@ class Worker:
         fetch_timeout: float = 5.0,
         meter_provider: Any = None,
         metrics_interval: float = 5.0,
+        wait_for_broker: float = 0.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -84,6 +86,8 @@ class Worker:
             raise ValueError("heartbeat_interval must be > 0 seconds")
         if not metrics_interval > 0:
             raise ValueError("metrics_interval must be > 0 seconds")
+        if not wait_for_broker >= 0:
+            raise ValueError("wait_for_broker must be >= 0 seconds")
         self.app = app
         self.queues = tuple(queues) if queues else app.queues
         if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
@@ -99,6 +103,10 @@ class Worker:
         # has set it; with neither, nothing is recorded.
         self.meter_provider = meter_provider
         self.metrics_interval = metrics_interval
+        # At start, how long to keep trying a broker that cannot be reached (it may start
+        # after the worker); 0: fail at once.
+        self.wait_for_broker = wait_for_broker
+        self._waiting_for_broker = False
         self._metrics: WorkerMetrics | None = None
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self.started_at = 0.0
@@ -125,9 +133,12 @@ class Worker:
 
     def stop(self, *, now: bool = False) -> None:
         """Stop fetching and let in-flight jobs finish within ``shutdown_timeout``; with
-        ``now=True`` cancel them at once. Either way unfinished jobs go back to the queue."""
+        ``now=True`` cancel them at once. Either way unfinished jobs go back to the queue.
+        A worker still waiting for its broker (``wait_for_broker``) stops waiting."""
         self._stopping = True
         self._fetch_scope.cancel()
+        if self._waiting_for_broker:  # nothing has started: no need to wait any longer
+            self._run_scope.cancel()
         if now:
             self._drain_scope.cancel()
             if not self._serving:  # still starting: nothing is in flight, so just leave
@@ -152,7 +163,7 @@ class Worker:
 
     async def _serve(self, task_status: TaskStatus[Worker]) -> None:
         app = self.app
-        async with app, app.run_lifespan(), anyio.create_task_group() as services:
+        async with self._open_app(), app.run_lifespan(), anyio.create_task_group() as services:
             send, receive = anyio.create_memory_object_stream[Settlement](math.inf)
             self._settle_send = send
             self.started_at = time.time()
@@ -205,6 +216,51 @@ class Worker:
                         self._metrics.close()
                 services.cancel_scope.cancel()
         log.info("worker %s stopped after %d job(s)", self.id, self.processed)
+
+    @asynccontextmanager
+    async def _open_app(self) -> AsyncIterator[None]:
+        """``async with app``, trying again while the broker cannot be reached, for up to
+        ``wait_for_broker`` seconds: after 0.5 s, then twice as long each time, up to 5 s."""
+        wait = self.wait_for_broker
+        async with AsyncExitStack() as stack:
+            deadline = anyio.current_time() + wait if wait else math.inf
+            delay, attempt = 0.5, 1
+            error: BrokerUnavailable | None = None
+            # Nothing has started yet, so a stop need not wait for the broker.
+            self._waiting_for_broker = bool(wait)
+            if self._stopping and wait:
+                self._run_scope.cancel()
+            while True:
+                # The deadline bounds an attempt too: one connect may take seconds (a
+                # backend may retry a failed command for a while before it gives up).
+                with anyio.CancelScope(deadline=deadline):
+                    try:
+                        await stack.enter_async_context(self.app)
+                        break
+                    except BrokerUnavailable as exc:
+                        if not wait:
+                            raise
+                        error = exc
+                left = deadline - anyio.current_time()
+                if left <= 0:
+                    reason = error if error is not None else f"no answer within {wait:g} s"
+                    raise BrokerUnavailable(
+                        f"still unreachable after {attempt} attempt(s) over {wait:g} s: {reason}"
+                    ) from error
+                pause = min(delay, left)
+                log.warning(
+                    "broker unreachable (attempt %d); trying again in %.1f s, giving up in "
+                    "%.1f s: %s",
+                    attempt,
+                    pause,
+                    left,
+                    error,
+                )
+                await anyio.sleep(pause)
+                delay = min(delay * 2, 5.0)
+                attempt += 1
+            self._waiting_for_broker = False
+            yield
 
     # -- fetching --------------------------------------------------------------------------
     async def _fetch_loop(self, ready: MemoryObjectSendStream[Running]) -> None:

@@ -21,7 +21,15 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 import asyncq
 from asyncq.backend import Backend, Outcome, Settlement
 
-__all__ = ["Lines", "Runs", "Settled", "statuses", "worker_env", "worker_process"]
+__all__ = [
+    "Lines",
+    "Runs",
+    "Settled",
+    "exited",
+    "statuses",
+    "worker_env",
+    "worker_process",
+]
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -54,6 +62,26 @@ async def worker_process(
             if process.returncode is None:
                 process.kill()
             await process.aclose()
+
+
+async def exited(pid: int) -> None:
+    """Return once process ``pid`` has exited, whether or not its parent (for an orphan,
+    whatever process adopted it) has reaped it yet."""
+    if sys.platform != "linux":
+        while True:  # no pidfd: whether a pid is gone can only be polled (a zombie is not)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            await anyio.sleep(0.05)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await anyio.wait_readable(pidfd)  # a pidfd is readable once its process has exited
+    finally:
+        os.close(pidfd)
 
 
 class _Watched:
@@ -165,3 +193,17 @@ class Lines:
                 self.seen.append(line)
                 if condition(line):
                     return line
+
+    async def rest(self, *, timeout: float) -> list[str]:
+        """Read the lines left until the output ends, once every process writing to it has
+        closed it (exited); fail if that takes longer than ``timeout``."""
+        start = len(self.seen)
+        with anyio.fail_after(timeout):
+            while True:
+                try:
+                    raw = await self._buffered.receive_until(b"\n", 1 << 20)
+                except (anyio.IncompleteRead, anyio.EndOfStream):
+                    if self._buffered.buffer:
+                        self.seen.append(bytes(self._buffered.buffer).decode(errors="replace"))
+                    return self.seen[start:]
+                self.seen.append(raw.decode(errors="replace").rstrip("\r"))

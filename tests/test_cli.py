@@ -31,6 +31,7 @@ from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from apps import inproc
 from click.testing import CliRunner, Result
+from harness import exited
 
 import asyncq
 from asyncq.cli import cli
@@ -138,6 +139,11 @@ MISTAKES = {
     ),
     "unknown broker URL option": (
         ["stats", "apps.good:app", "--broker", "memory://x?bogus=1"],
+        2,
+        "unknown option 'bogus'",
+    ),
+    "unknown broker URL option, waiting for the broker": (
+        ["run", "apps.good:app", "--broker", "memory://x?bogus=1", "--wait-for-broker", "30"],
         2,
         "unknown option 'bogus'",
     ),
@@ -357,6 +363,16 @@ class CliProcess:
     def transcript(self) -> str:
         return "".join(["--- stdout\n", *self.stdout, "--- stderr\n", *self.stderr])
 
+    async def ready_worker(self) -> int:
+        """The pid of the next worker process of apps.multi to say it is ready; it is killed
+        at the end if it may still run."""
+        line = await self.expect(
+            lambda line: line.startswith("ready ") and int(line.split()[1]) not in self.worker_pids
+        )
+        pid = int(line.split()[1])
+        self.worker_pids.add(pid)
+        return pid
+
     def lines(self, prefix: str) -> list[str]:
         return [line.split()[1] for line in self.stdout if line.startswith(prefix + " ")]
 
@@ -470,26 +486,33 @@ def _fetch(url: str) -> str:
 @pytest.mark.anyio
 async def test_processes_are_supervised_restarted_and_stopped() -> None:
     async with spawn("run", "apps.multi:app", "--processes", "2") as supervisor:
-        ready: list[int] = []
-
-        async def next_worker() -> int:
-            line = await supervisor.expect(
-                lambda line: line.startswith("ready ") and int(line.split()[1]) not in ready
-            )
-            pid = int(line.split()[1])
-            ready.append(pid)
-            supervisor.worker_pids.add(pid)
-            return pid
-
-        first, second = await next_worker(), await next_worker()
+        first, second = await supervisor.ready_worker(), await supervisor.ready_worker()
         os.kill(first, signal.SIGKILL)
-        replacement = await next_worker()
+        replacement = await supervisor.ready_worker()
         supervisor.process.send_signal(signal.SIGTERM)
         code = await supervisor.finish()
     assert code == 0, supervisor.transcript()
     assert not any(_alive(pid) for pid in (first, second, replacement))
     log = "".join(supervisor.stderr)
     assert f"(pid {first}) was killed by SIGKILL unexpectedly; restarting it" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.anyio
+async def test_worker_processes_exit_when_their_supervisor_is_killed() -> None:
+    async with spawn("run", "apps.multi:app", "--processes", "2") as supervisor:
+        first, second = await supervisor.ready_worker(), await supervisor.ready_worker()
+        os.kill(first, signal.SIGKILL)
+        replacement = await supervisor.ready_worker()  # a restarted child must notice too
+        supervisor.process.kill()
+        # The supervisor's output ends once the last worker process writing to it exits.
+        code = await supervisor.finish(timeout=10)
+    assert code == -signal.SIGKILL
+    with anyio.fail_after(5):
+        for pid in (second, replacement):
+            await exited(pid)
+    log = "".join(supervisor.stderr)
+    assert log.count("the supervisor has exited") == 2, log
     assert "Traceback" not in log
 
 

@@ -15,6 +15,7 @@ BAD_OPTIONS = {
     "shutdown_timeout": ({"shutdown_timeout": -1}, "shutdown_timeout must be >= 0"),
     "heartbeat_interval": ({"heartbeat_interval": 0}, "heartbeat_interval must be > 0 seconds"),
     "metrics_interval": ({"metrics_interval": -2.5}, "metrics_interval must be > 0 seconds"),
+    "wait_for_broker": ({"wait_for_broker": -1}, "wait_for_broker must be >= 0 seconds"),
     "queues": ({"queues": ["a", ""]}, "queues must be non-empty queue names"),
 }
 

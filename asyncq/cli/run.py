@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
+import anyio
 import click
 
 from .. import __version__
-from ..supervisor import Supervisor
+from ..supervisor import Supervisor, supervisor_gone
+from ..worker import Worker
 from .common import (
     EXIT_USAGE,
     Failure,
@@ -63,7 +66,8 @@ log = logging.getLogger("asyncq.cli")
     default=1,
     show_default=True,
     help="Worker processes. Above 1, a supervisor starts them, forwards SIGTERM/SIGINT to "
-    "them, and restarts any that dies.",
+    "them, and restarts any that dies; should the supervisor itself die, they stop "
+    "gracefully.",
 )
 @click.option(
     "--shutdown-timeout",
@@ -71,6 +75,16 @@ log = logging.getLogger("asyncq.cli")
     metavar="SECONDS",
     help="After SIGTERM/SIGINT, how long in-flight jobs may take to finish before they are "
     "returned to their queue (default: the app's, 30 s). A second signal returns them at once.",
+)
+@click.option(
+    "--wait-for-broker",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="At start, keep trying to reach the broker for up to this long, logging each failed "
+    "attempt, instead of exiting 1 at once: for a worker that may start before its broker. "
+    "With --processes N, each worker process waits.",
 )
 @click.option(
     "--log-level",
@@ -121,6 +135,13 @@ log = logging.getLogger("asyncq.cli")
     metavar="SECONDS",
     help="How often the queue depth gauges are read from the broker.",
 )
+@click.option(
+    "--lifeline",
+    type=click.IntRange(min=0),
+    hidden=True,
+    help="Given by the supervisor to each worker process: the file descriptor of the read "
+    "end of a pipe the supervisor holds open; the worker stops when it closes.",
+)
 def run(
     app_spec: str,
     concurrency: int,
@@ -130,12 +151,14 @@ def run(
     broker: str | None,
     processes: int,
     shutdown_timeout: float | None,
+    wait_for_broker: float,
     log_level: str,
     heartbeat_interval: float,
     log_format: str,
     metrics_port: int | None,
     metrics_address: str,
     metrics_interval: float,
+    lifeline: int | None,
 ) -> None:
     """Run a worker: fetch jobs from the app's queues and run them until stopped.
 
@@ -155,6 +178,11 @@ def run(
             f"processes take ports {metrics_port} to {metrics_port + processes - 1}, "
             "beyond 65535"
         )
+    if lifeline is not None:
+        try:
+            os.fstat(lifeline)
+        except OSError as exc:
+            raise UsageFailure(f"--lifeline {lifeline}: {exc.strerror}") from None
     app = load_app(
         app_spec,
         broker,
@@ -178,6 +206,7 @@ def run(
         command += ["--log-format", log_format.lower()]
         command += ["--heartbeat-interval", repr(heartbeat_interval)]
         command += ["--metrics-interval", repr(metrics_interval)]
+        command += ["--wait-for-broker", repr(wait_for_broker)]
         slot_arguments = None
         if metrics_port is not None:
             command += ["--metrics-address", metrics_address]
@@ -185,7 +214,8 @@ def run(
         _supervise(command, processes, shutdown_timeout, slot_arguments)
         return
     worker = partial(
-        app.run_worker,
+        Worker,
+        app,
         queues=queues,
         concurrency=concurrency,
         prefetch=prefetch,
@@ -194,15 +224,41 @@ def run(
         handle_signals=True,
         metrics_interval=metrics_interval,
         heartbeat_interval=heartbeat_interval,
+        wait_for_broker=wait_for_broker,
     )
     if metrics_port is None:
-        run_async(worker)
+        run_async(partial(_work, worker, lifeline))
         return
     server = _serve_metrics(metrics_port, metrics_address)
     try:
-        run_async(partial(worker, meter_provider=server.provider))
+        run_async(partial(_work, partial(worker, meter_provider=server.provider), lifeline))
     finally:
         server.stop()
+
+
+async def _work(make_worker: Callable[[], Worker], lifeline: int | None) -> None:
+    """Run a worker until it stops; with a ``lifeline``, also until the supervisor is gone."""
+    # Built here, not by the caller: its events and scopes belong to this event loop.
+    worker = make_worker()
+    if lifeline is None:
+        await worker.run()
+        return
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_when_orphaned, worker, lifeline)
+        await worker.run()
+        tg.cancel_scope.cancel()
+
+
+async def _stop_when_orphaned(worker: Worker, lifeline: int) -> None:
+    await supervisor_gone(lifeline)
+    # Nobody is left to forward a signal or to restart this process: stop as on SIGTERM,
+    # so that jobs in flight finish or go back to their queue, instead of consuming on.
+    log.warning(
+        "the supervisor has exited: finishing %d in-flight job(s) within %g s, then exiting",
+        worker.in_flight,
+        worker.shutdown_timeout,
+    )
+    worker.stop()
 
 
 def _serve_metrics(port: int, address: str) -> PrometheusServer:
@@ -264,6 +320,7 @@ def _supervise(
         shutdown_timeout=shutdown_timeout,
         fatal_exit_codes={EXIT_USAGE},
         slot_arguments=slot_arguments,
+        lifeline_option="--lifeline",
     )
     code = run_async(supervisor.run)
     if code == EXIT_USAGE:
