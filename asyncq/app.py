@@ -23,8 +23,9 @@ from .worker import Worker
 
 __all__ = ["App", "State"]
 
-# Dead letters are read this many at a time.
+# Dead letters are read this many at a time; a queue is purged this many jobs a step.
 _DLQ_PAGE = 500
+_PURGE_BATCH = 1000
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -299,6 +300,47 @@ class App:
         else:
             stats = await self.backend.queue_stats(queues)
         return {s.queue: s for s in sorted(stats, key=lambda s: s.queue)}
+
+    async def purge_queue(
+        self, queue: str, *, on_progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Cancel every job waiting in ``queue``: queued, delayed, or waiting for a retry
+        (running jobs finish; dead letters stay, see ``purge_dead``). They never run, and
+        their records say CANCELLED. Returns how many; ``on_progress`` hears the running
+        total after each batch."""
+        _check_queue(queue)
+        purged = 0
+        while True:
+            batch = await self.backend.purge_queue(queue, limit=_PURGE_BATCH)
+            purged += batch
+            if batch and on_progress is not None:
+                on_progress(purged)
+            if batch < _PURGE_BATCH:
+                return purged
+
+    async def remove_queue(self, queue: str) -> None:
+        """Remove an unused queue from the broker: one with no jobs (pending, scheduled,
+        running or dead) that no live worker serves. Otherwise a ``ValueError`` says what
+        still uses it, and nothing is removed."""
+        _check_queue(queue)
+        (stats,) = await self.backend.queue_stats([queue])
+        held = {"pending": stats.pending, "scheduled": stats.scheduled}
+        held |= {"running": stats.running, "dead": stats.dead}
+        busy = ", ".join(f"{n} {what}" for what, n in held.items() if n)
+        if busy:
+            raise ValueError(f"queue {queue!r} is not empty ({busy}); nothing was removed")
+        serving = [w.id for w in await self.backend.workers() if queue in w.queues]
+        if serving:
+            raise ValueError(
+                f"queue {queue!r} is served by {len(serving)} live worker(s) "
+                f"({', '.join(serving)}); nothing was removed"
+            )
+        await self.backend.remove_queue(queue)
+
+    async def known_queues(self) -> list[str]:
+        """This App's queues and every queue the broker knows of, sorted."""
+        known = {s.queue for s in await self.backend.queue_stats(None)}
+        return sorted(known | set(self.queues))
 
     async def dead_letters(
         self,

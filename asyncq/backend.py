@@ -226,6 +226,19 @@ class Backend(abc.ABC):
         newer entry, which the replay's own purge must leave alone."""
 
     @abc.abstractmethod
+    async def purge_queue(self, queue: str, *, limit: int = 1000) -> int:
+        """Cancel up to ``limit`` of the queue's waiting jobs (queued, scheduled, or waiting
+        for a retry; not those running, not dead letters): they never run, their records
+        say CANCELLED and their idempotency keys are free. Returns how many; 0 once none
+        are left. The App calls it until then."""
+
+    @abc.abstractmethod
+    async def remove_queue(self, queue: str) -> None:
+        """Remove what the broker keeps for an empty queue (its stream or RabbitMQ queues,
+        its place among the known queues). The App checks first that it is empty and that
+        no live worker serves it."""
+
+    @abc.abstractmethod
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None: ...
 
     @abc.abstractmethod

@@ -450,6 +450,31 @@ class MemoryBackend(Backend):
             return count
         return sum(q.dead.pop(i, None) is not None for i in ids)
 
+    async def purge_queue(self, queue: str, *, limit: int = 1000) -> int:
+        q = self._broker.queues.get(queue)
+        if q is None:
+            return 0
+        now = time.time()
+        purged = 0
+        while q.ready and purged < limit:
+            job = self._broker.jobs.get(q.ready.popleft())
+            if job is not None and job.status is JobStatus.QUEUED:
+                purged += self._cancel_waiting(job, now)
+        for job_id in list(q.scheduled_ids)[: limit - purged]:
+            q.scheduled_ids.discard(job_id)  # its heap entry is skipped when it comes due
+            job = self._broker.jobs.get(job_id)
+            if job is not None:
+                purged += self._cancel_waiting(job, now)
+        return purged
+
+    def _cancel_waiting(self, job: _Job, now: float) -> int:
+        job.status, job.eta, job.updated_at = JobStatus.CANCELLED, None, now
+        self._finish(job, now)
+        return 1
+
+    async def remove_queue(self, queue: str) -> None:
+        self._broker.queues.pop(queue, None)
+
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
         now = time.time()
         self._broker.workers[worker.id] = (replace(worker, last_seen=now), now + ttl)

@@ -902,8 +902,42 @@ class AmqpBackend(Backend):
                             break
             return count
 
+    async def purge_queue(self, queue: str, *, limit: int = 1000) -> int:
+        # Ready messages are taken off the work queue (those a worker holds are running
+        # and stay), their records cancelled, and then they are acknowledged: a crash in
+        # between leaves a cancelled job's message, which admission drops.
+        taken: list[AbstractIncomingMessage] = []
+        with self._errors("purging a queue"):
+            async with self._browse_queue(self.names.work(queue)) as messages:
+                async for message in messages:
+                    taken.append(message)
+                    if len(taken) >= limit:
+                        break
+                ids = [m.message_id or "" for m in taken]
+                purged = await self.records.purge(queue, ids, limit - len(taken))
+                if taken:
+                    await taken[-1].ack(multiple=True)
+        return purged
+
+    async def remove_queue(self, queue: str) -> None:
+        names = self.names
+        with self._errors("removing a queue"):
+            channel = await self.connection.channel(publisher_confirms=False)
+            try:
+                for name in (names.work(queue), names.dead(queue), names.delayed(queue)):
+                    await channel.queue_delete(name)
+                    self._declared_names.pop(name, None)
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        self._declared.discard(queue)
+        await self.records.unregister(queue)
+
     def _browse(self, queue: str) -> _Browse:
-        return _Browse(self, self.names.dead(queue))
+        return self._browse_queue(self.names.dead(queue))
+
+    def _browse_queue(self, name: str) -> _Browse:
+        return _Browse(self, name)
 
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
         await self.records.heartbeat(worker, ttl)

@@ -199,12 +199,46 @@ return 1
 """
 )
 
+PURGE = (
+    FINISH
+    + """
+-- KEYS: scheduled, running. ARGV: base, now, ttl_ms, limit, then ids of messages taken off
+-- the work queue. Cancels those jobs (unless they already ended: a stale copy), then up to
+-- limit of the delayed or retrying ones, whose messages are dropped when they come due.
+-- Returns how many jobs were cancelled or dropped.
+local scheduled, running = KEYS[1], KEYS[2]
+local base, now, ttl, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local purged = 0
+local function cancel(id)
+    local jk = base .. ':job:' .. id
+    local status = redis.call('HGET', jk, 'status')
+    if status and status ~= 'succeeded' and status ~= 'dead' and status ~= 'cancelled' then
+        finish(base, jk, id, 'cancelled', ttl, now)
+    end
+    redis.call('SREM', running, id)
+    redis.call('SREM', scheduled, id)
+end
+for i = 5, #ARGV do
+    cancel(ARGV[i])
+    purged = purged + 1
+end
+if limit > 0 then
+    for _, id in ipairs(redis.call('SPOP', scheduled, limit)) do
+        cancel(id)
+        purged = purged + 1
+    end
+end
+return purged
+"""
+)
+
 _SCRIPTS = {
     "ENQUEUE": ENQUEUE,
     "FORGET": FORGET,
     "START": START,
     "SETTLE": SETTLE,
     "CANCEL": CANCEL,
+    "PURGE": PURGE,
 }
 _CHUNK = 200  # jobs per script call, so no single call stalls Redis for long
 
@@ -351,6 +385,20 @@ class RecordStore:
 
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
         await self._store.watch_cancellations(on_cancel)
+
+    async def purge(self, queue: str, taken: Sequence[str], limit: int) -> int:
+        """Cancel the jobs whose messages were ``taken`` off the work queue, and up to
+        ``limit`` delayed or retrying ones; how many in all."""
+        keys = self.keys(queue)
+        args: list[Any] = [keys.base, repr(time.time()), self._ttl_ms, limit, *taken]
+        with self.errors("purging a queue"):
+            (purged,) = await self._run([("PURGE", [keys.scheduled, keys.running], args)])
+        return int(purged)
+
+    async def unregister(self, queue: str) -> None:
+        with self.errors("removing a queue"):
+            await self.client.srem(self._store.queues_key, queue)
+        self._known_queues.discard(queue)
 
     # -- reading ---------------------------------------------------------------------------
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:

@@ -48,7 +48,17 @@ class RedisBackend(Backend):
         self.settings = settings
         self.lease_renewal_interval = settings.visibility_timeout / 3
         self._ttl_ms = max(int(settings.result_ttl * 1000), 1)
-        names = ("ENQUEUE", "TAKE", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS", "INFO")
+        names = (
+            "ENQUEUE",
+            "TAKE",
+            "SETTLE",
+            "PROMOTE",
+            "RENEW",
+            "CANCEL",
+            "STATS",
+            "INFO",
+            "PURGE",
+        )
         self._store = RedisStore(
             settings.connection_url,
             prefix=settings.prefix,
@@ -353,6 +363,23 @@ class RedisBackend(Backend):
                     break
                 start = f"({page[-1][0].decode()}"
             return int(await self.client.xdel(dead, *doomed)) if doomed else 0
+
+    async def purge_queue(self, queue: str, *, limit: int = 1000) -> int:
+        keys = self._k(queue)
+        args = [keys.base, GROUP, repr(time.time()), self._ttl_ms, limit]
+        with self._errors("purging a queue"):
+            (purged,) = await self._run_scripts([("PURGE", [keys.stream, keys.scheduled], args)])
+        return int(purged)
+
+    async def remove_queue(self, queue: str) -> None:
+        keys = self._k(queue)
+        with self._errors("removing a queue"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(keys.stream, keys.scheduled, keys.dead)
+            pipe.srem(self._store.queues_key, queue)
+            await pipe.execute()
+        self._groups.discard(queue)
+        self._known_queues.discard(queue)
 
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
         await self._store.heartbeat(worker, ttl)

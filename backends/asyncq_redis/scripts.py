@@ -352,3 +352,49 @@ if status and record[status] == 'queued' and entry then
 end
 return record
 """
+
+PURGE = (
+    FINISH
+    + """
+-- KEYS: stream, scheduled. ARGV: base, group, now, ttl_ms, limit.
+-- Cancel up to limit waiting jobs of the queue: stream entries no worker has been handed
+-- (after the group's last-delivered id: every earlier entry still in the stream is pending,
+-- so running) and jobs in the scheduled set (delayed, or waiting for a retry). Returns how
+-- many were cancelled.
+local stream, scheduled = KEYS[1], KEYS[2]
+local base, group, now, ttl, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local after = '-'
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+if ok then
+    for _, g in ipairs(groups) do
+        local fields = {}
+        for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
+        if fields['name'] == group then
+            after = '(' .. fields['last-delivered-id']
+        end
+    end
+end
+local purged = 0
+if redis.call('EXISTS', stream) == 1 then
+    for _, e in ipairs(redis.call('XRANGE', stream, after, '+', 'COUNT', limit)) do
+        local entry, fields, id = e[1], e[2], nil
+        for i = 1, #fields, 2 do
+            if fields[i] == 'id' then id = fields[i + 1] end
+        end
+        redis.call('XDEL', stream, entry)
+        if id then
+            finish(base, base .. ':job:' .. id, id, 'cancelled', ttl, now)
+        end
+        purged = purged + 1
+    end
+end
+if purged < limit then
+    for _, id in ipairs(redis.call('ZRANGE', scheduled, 0, limit - purged - 1)) do
+        redis.call('ZREM', scheduled, id)
+        finish(base, base .. ':job:' .. id, id, 'cancelled', ttl, now)
+        purged = purged + 1
+    end
+end
+return purged
+"""
+)

@@ -60,6 +60,12 @@ class DownBackend(asyncq.Backend):
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         _down()
 
+    async def purge_queue(self, queue: str, *, limit: int = 1000) -> int:
+        _down()
+
+    async def remove_queue(self, queue: str) -> None:
+        _down()
+
     async def heartbeat(self, worker: asyncq.WorkerInfo, ttl: float) -> None:
         _down()
 
