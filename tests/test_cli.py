@@ -18,23 +18,19 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 import services
 from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-from apps import inproc
-from click.testing import CliRunner, Result
 from harness import exited
 
 import asyncq
-from asyncq.cli import cli
 from asyncq.supervisor import Supervisor
 
 TESTS_DIR = Path(__file__).parent
@@ -104,6 +100,8 @@ def test_console_script_imports_the_app_from_the_working_directory() -> None:
         "SCHEDULED",
         "RUNNING",
         "DEAD",
+        "WORKERS",
+        "NOTE",
     ]
 
 
@@ -230,9 +228,9 @@ def test_stats_of_an_empty_memory_broker() -> None:
     assert done.returncode == 0, done.stderr
     rows = [line.split() for line in done.stdout.splitlines()]
     assert rows == [
-        ["QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD"],
-        ["default", "0", "0", "0", "0"],
-        ["emails", "0", "0", "0", "0"],
+        ["QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD", "WORKERS", "NOTE"],
+        ["default", "0", "0", "0", "0", "0"],
+        ["emails", "0", "0", "0", "0", "0"],
     ]
 
 
@@ -240,7 +238,7 @@ def test_stats_json_of_an_empty_memory_broker() -> None:
     done = run_cli("stats", "apps.good:app", "--json", "--queues", "emails")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
-        "emails": {"pending": 0, "scheduled": 0, "running": 0, "dead": 0}
+        "emails": {"pending": 0, "scheduled": 0, "running": 0, "dead": 0, "workers": 0}
     }
 
 
@@ -561,208 +559,3 @@ async def test_supervisor_kills_a_child_that_ignores_sigterm(
             supervisor.stop()
     assert codes == [1]  # killed, so not a clean exit
     assert "did not stop within 0.2 s; killing it" in caplog.text
-
-
-# -- in-process, with CliRunner --------------------------------------------------------------
-@pytest.fixture(params=["memory", "redis", "amqp"])
-def broker_url(request: pytest.FixtureRequest, unique: str) -> Iterator[str]:
-    """A broker of this test's own for the in-process app (the CLI's --broker points at it),
-    on each backend: the operator commands read what the backend stores."""
-    yield from _broker_url(request.param, unique)
-
-
-@pytest.fixture(params=["redis", "amqp"])
-def shared_broker_url(request: pytest.FixtureRequest, unique: str) -> Iterator[str]:
-    """As ``broker_url``, on the brokers processes share (``--wait`` refuses memory://)."""
-    yield from _broker_url(request.param, unique)
-
-
-def _broker_url(kind: str, unique: str) -> Iterator[str]:
-    if kind == "memory":
-        url = f"memory://{unique}"
-    elif kind == "redis":
-        services.require_redis()
-        url = f"{services.REDIS_URL}?prefix={unique}"
-    else:
-        services.require_rabbitmq_and_redis()
-        url = f"{services.AMQP_URL}?records={services.REDIS_URL}&prefix={unique}"
-    inproc.app.use_broker(url)
-    yield url
-    if kind != "memory":
-        services.delete_redis_keys(unique)
-    if kind == "amqp":
-        services.delete_amqp_entities(rf"{unique}\.")
-
-
-def invoke(url: str, command: str, *args: str, stdin: str | None = None, code: int = 0) -> Result:
-    """Run ``asyncq COMMAND apps.inproc:app ARGS --broker URL``; check its exit code."""
-    full = [*command.split(), "apps.inproc:app", *args, "--broker", url]
-    result = CliRunner().invoke(cli, full, input=stdin)
-    assert result.exit_code == code, (result.output, result.exception)
-    return result
-
-
-def run_burst_worker() -> None:
-    anyio.run(partial(inproc.app.run_worker, burst=True), backend="asyncio")
-
-
-def job_info(job_id: str) -> asyncq.JobInfo:
-    async def fetch() -> asyncq.JobInfo:
-        async with inproc.app:
-            return await inproc.app.get_job(job_id).info()
-
-    return anyio.run(fetch, backend="asyncio")
-
-
-def stats(url: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(invoke(url, "stats", "--json").stdout)
-    return data
-
-
-def test_enqueue_then_a_worker_runs_it(broker_url: str) -> None:
-    job_id = invoke(broker_url, "enqueue", "add", "--args", "[1]", "--kwargs", '{"b": 2}').stdout
-    job_id = job_id.strip()
-    assert job_info(job_id).status is asyncq.JobStatus.QUEUED
-    run_burst_worker()
-    info = job_info(job_id)
-    assert info.status is asyncq.JobStatus.SUCCEEDED
-    assert info.task == "add"
-
-
-def test_enqueue_wait_prints_the_json_result(shared_broker_url: str) -> None:
-    broker_url = shared_broker_url
-    first = invoke(broker_url, "enqueue", "add", "--args", "[20, 22]", "--key", "answer")
-    run_burst_worker()
-    # The key names the job that already succeeded: --wait returns its result at once.
-    again = invoke(broker_url, "enqueue", "add", "--args", "[20, 22]", "--key", "answer", "--wait")
-    job_id, result = again.stdout.splitlines()
-    assert job_id == first.stdout.strip()
-    assert json.loads(result) == 42
-
-
-def test_enqueue_wait_times_out_with_exit_1(shared_broker_url: str) -> None:
-    broker_url = shared_broker_url
-    result = invoke(
-        broker_url, "enqueue", "add", "--args", "[1, 2]", "--wait", "--timeout", "0.2", code=1
-    )
-    job_id = result.stdout.strip()
-    assert result.stderr == f"error: job {job_id} did not finish within 0.2 s; it is queued\n"
-
-
-def test_stats_json_counts_pending_scheduled_and_dead(broker_url: str) -> None:
-    invoke(broker_url, "enqueue", "always_fails", "--args", '["boom"]')
-    run_burst_worker()
-    invoke(broker_url, "enqueue", "add", "--args", "[1, 2]")
-    invoke(broker_url, "enqueue", "add", "--args", "[3, 4]", "--delay", "3600")
-    assert stats(broker_url) == {"default": {"pending": 1, "scheduled": 1, "running": 0, "dead": 1}}
-    table = invoke(broker_url, "stats").stdout.splitlines()
-    assert table[1].split() == ["default", "1", "1", "0", "1"]
-
-
-def test_dlq_list_replay_and_purge(broker_url: str) -> None:
-    job_id = invoke(broker_url, "enqueue", "always_fails", "--args", '["boom"]').stdout.strip()
-    run_burst_worker()
-    assert inproc.attempts[job_id] == [1, 2]
-
-    listed = json.loads(invoke(broker_url, "dlq list", "--json").stdout)
-    assert [(d["id"], d["task"], d["attempt"], d["args"]) for d in listed] == [
-        (job_id, "always_fails", 2, ["boom"])
-    ]
-    assert (listed[0]["error"]["type"], listed[0]["error"]["message"]) == ("ValueError", "boom")
-    table = invoke(broker_url, "dlq list").stdout
-    assert job_id in table and "ValueError: boom" in table
-
-    replayed = invoke(broker_url, "dlq replay", "--id", job_id)
-    assert replayed.stdout == "replayed 1 dead letter(s)\n"
-    info = job_info(job_id)
-    assert (info.status, info.attempt) == (asyncq.JobStatus.QUEUED, 1)
-    assert stats(broker_url)["default"]["dead"] == 0
-    run_burst_worker()
-    assert inproc.attempts[job_id] == [1, 2, 1, 2]  # a fresh retry budget
-
-    declined = invoke(broker_url, "dlq purge", stdin="n\n", code=1)
-    assert "Permanently delete 1 dead letter(s) from default?" in declined.stdout
-    assert "error: not confirmed; nothing was purged" in declined.stderr
-    assert stats(broker_url)["default"]["dead"] == 1
-    purged = invoke(broker_url, "dlq purge", "--yes")
-    assert purged.stdout == "purged 1 dead letter(s)\n"
-    assert json.loads(invoke(broker_url, "dlq list", "--json").stdout) == []
-
-
-def test_dlq_filters_by_task_and_id(broker_url: str) -> None:
-    ids = [
-        invoke(broker_url, "enqueue", "always_fails", "--args", f'["{n}"]').stdout.strip()
-        for n in range(3)
-    ]
-    run_burst_worker()
-    assert invoke(broker_url, "dlq list", "--task", "add").stdout.startswith("no dead letters")
-    listed = json.loads(invoke(broker_url, "dlq list", "--json", "--limit", "2").stdout)
-    assert len(listed) == 2 and {d["id"] for d in listed} < set(ids)
-
-    purged = invoke(broker_url, "dlq purge", "--id", ids[0], "--id", "not-a-job", stdin="y\n")
-    assert "Permanently delete 1 dead letter(s)" in purged.stdout
-    assert purged.stdout.endswith("purged 1 dead letter(s)\n")
-    assert "1 of the given ids are not dead letters here" in purged.stderr
-    replayed = invoke(broker_url, "dlq replay", "--task", "always_fails", "--queue", "default")
-    assert replayed.stdout == "replayed 2 dead letter(s)\n"
-    assert stats(broker_url)["default"] == {"pending": 2, "scheduled": 0, "running": 0, "dead": 0}
-
-
-def test_dlq_filters_by_age(broker_url: str) -> None:
-    ids = [
-        invoke(broker_url, "enqueue", "always_fails", "--args", f'["{n}"]').stdout.strip()
-        for n in range(3)
-    ]
-    run_burst_worker()
-    # They all died moments ago: none is older than an hour, all are newer than one.
-    older = ["--older-than", "1h"]
-    assert json.loads(invoke(broker_url, "dlq list", "--json", *older).stdout) == []
-    assert invoke(broker_url, "dlq purge", "--yes", *older).stdout == "purged 0 dead letter(s)\n"
-    assert invoke(broker_url, "dlq purge", *older).stdout.startswith("no dead letters match")
-    assert invoke(broker_url, "dlq replay", *older).stdout == "replayed 0 dead letter(s)\n"
-    newer = json.loads(invoke(broker_url, "dlq list", "--json", "--newer-than", "3600").stdout)
-    assert sorted(d["id"] for d in newer) == sorted(ids)
-    purged = invoke(broker_url, "dlq purge", "--newer-than", "60m", "--id", ids[0], stdin="y\n")
-    assert "Permanently delete 1 dead letter(s)" in purged.stdout
-    replayed = invoke(broker_url, "dlq replay", "--newer-than", "1d", "--task", "always_fails")
-    assert replayed.stdout == "replayed 2 dead letter(s)\n"
-    assert stats(broker_url)["default"] == {"pending": 2, "scheduled": 0, "running": 0, "dead": 0}
-
-    bad = invoke(broker_url, "dlq list", "--older-than", "soon", code=2)
-    assert "'soon' is not an age such as 90, 30s, 15m, 2h or 7d" in bad.output
-
-
-def test_workers_lists_live_heartbeats_then_gone_ones(broker_url: str) -> None:
-    info = asyncq.WorkerInfo(
-        id="host:1:abcd", host="host", pid=1, queues=("default",), concurrency=5, in_flight=2
-    )
-    silent = asyncq.WorkerInfo(
-        id="host:2:dead", host="host", pid=2, queues=("emails",), concurrency=1
-    )
-    stopped = asyncq.WorkerInfo(id="host:3:stop", host="host", pid=3, queues=(), concurrency=1)
-
-    async def beat() -> None:
-        async with inproc.app:
-            backend = inproc.app.backend
-            await backend.heartbeat(info, ttl=60.0)
-            await backend.heartbeat(stopped, ttl=0.001)
-            await backend.deregister(stopped.id)  # a clean stop: never listed as gone
-            await backend.heartbeat(silent, ttl=0.001)
-            await anyio.sleep(0.01)  # what is under test is a TTL running out: time itself
-
-    anyio.run(beat, backend="asyncio")
-    listed = json.loads(invoke(broker_url, "workers", "--json").stdout)
-    assert [
-        (w["id"], w["queues"], w["concurrency"], w["in_flight"], w["gone"]) for w in listed
-    ] == [
-        ("host:1:abcd", ["default"], 5, 2, False),
-        ("host:2:dead", ["emails"], 1, 0, True),
-    ]
-    shown = invoke(broker_url, "workers")
-    table = shown.stdout.splitlines()
-    assert table[0].split()[:3] == ["WORKER", "STATE", "QUEUES"]
-    assert table[1].split()[:5] == ["host:1:abcd", "live", "default", "5", "2"]
-    assert table[2].split()[:3] == ["host:2:dead", "gone", "emails"]
-    assert "1 live, 1 gone" in shown.stderr
-    live = json.loads(invoke(broker_url, "workers", "--live", "--json").stdout)
-    assert [w["id"] for w in live] == ["host:1:abcd"]

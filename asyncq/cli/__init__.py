@@ -6,8 +6,8 @@ its broker unless ``--broker`` names another. A user mistake is reported as one
 listed in ``asyncq --help``.
 
 The group is defined here; the commands live in :mod:`.run` (``run``), :mod:`.queues`
-(``enqueue``, ``stats``, ``workers``) and :mod:`.dlq` (``dlq``), and what they share in
-:mod:`.common`.
+(``enqueue``, ``stats``, ``workers``), :mod:`.dlq` (``dlq``), :mod:`.jobs` (``job``) and
+:mod:`.queue_ops` (``queue``), and what they share in :mod:`.common`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import dlq, queues, run
+from . import dlq, jobs, queue_ops, queues, run
 from .common import CliGroup
 
 __all__ = ["cli", "main"]
@@ -49,6 +49,8 @@ cli.add_command(queues.enqueue)
 cli.add_command(queues.stats)
 cli.add_command(queues.workers)
 cli.add_command(dlq.dlq)
+cli.add_command(jobs.job)
+cli.add_command(queue_ops.queue)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 import click
@@ -27,6 +28,38 @@ from .common import (
     note_in_process,
     run_async,
 )
+
+
+class Moment(click.ParamType[float]):
+    """A point in time: ISO 8601 with a time zone, or epoch seconds; as epoch seconds."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"{value!r} is neither an ISO 8601 time (2026-12-24T18:00:00+01:00) nor "
+                "epoch seconds",
+                param,
+                ctx,
+            )
+        if moment.tzinfo is None:
+            self.fail(
+                f"{value!r} has no time zone: add one (+01:00, or Z for UTC), so it means "
+                "the same on every machine",
+                param,
+                ctx,
+            )
+        return moment.timestamp()
 
 
 # -- asyncq enqueue --------------------------------------------------------------------------
@@ -56,6 +89,14 @@ from .common import (
     help="Run the job no earlier than this many seconds from now.",
 )
 @click.option(
+    "--at",
+    "at",
+    type=Moment(),
+    metavar="TIME",
+    help="Run the job no earlier than TIME: ISO 8601 with a time zone "
+    "(2026-12-24T18:00:00+01:00, or ...Z for UTC), or seconds since the epoch.",
+)
+@click.option(
     "--key",
     metavar="KEY",
     help="Idempotency key: while a job with this key is queued, running, or succeeded "
@@ -76,6 +117,7 @@ def enqueue(
     job_args: list[Any],
     job_kwargs: dict[str, Any],
     delay: float | None,
+    at: float | None,
     key: str | None,
     queue: str | None,
     wait: bool,
@@ -90,6 +132,8 @@ def enqueue(
     """
     if timeout is not None and not wait:
         raise click.UsageError("--timeout only applies with --wait")
+    if delay is not None and at is not None:
+        raise click.UsageError("give --delay or --at, not both")
     app = load_app(app_spec, broker, in_process_note=None)
     try:
         task = app.get_task(task_name)
@@ -99,7 +143,7 @@ def enqueue(
     if problem is not None:
         raise UsageFailure(problem)
     try:
-        call = task.options(delay=delay, key=key, queue=queue)
+        call = task.options(delay=delay, at=at, key=key, queue=queue)
     except ValueError as exc:
         raise UsageFailure(str(exc)) from None
     if wait and app.backend.in_process:
@@ -143,19 +187,45 @@ async def _result(job: Job[Any], timeout: float | None) -> Any:
 @broker_option
 def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | None) -> None:
     """Show each queue's depth: jobs pending, scheduled (delayed or awaiting a retry),
-    running, and dead (in the dead-letter queue)."""
+    running, and dead (in the dead-letter queue); and how many live workers serve it. A
+    queue with pending jobs and no live worker is marked: nothing will run them."""
     app = load_app(app_spec, broker)
 
-    async def fetch() -> dict[str, QueueStats]:
+    async def fetch() -> tuple[dict[str, QueueStats], list[WorkerInfo]]:
         async with app:
-            return await app.queue_stats(queues)
+            return await app.queue_stats(queues), await app.backend.workers()
 
-    found = run_async(fetch)
+    found, live = run_async(fetch)
+    serving = {name: sum(name in w.queues for w in live) for name in found}
+    unserved = [name for name, s in found.items() if s.pending and not serving[name]]
     if as_json:
-        echo_json({name: _without(asdict(s), "queue") for name, s in found.items()})
-        return
-    rows = [(s.queue, s.pending, s.scheduled, s.running, s.dead) for s in found.values()]
-    echo_table(("QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD"), rows, numeric={1, 2, 3, 4})
+        echo_json(
+            {
+                name: {**_without(asdict(s), "queue"), "workers": serving[name]}
+                for name, s in found.items()
+            }
+        )
+    else:
+        rows = [
+            (
+                s.queue,
+                s.pending,
+                s.scheduled,
+                s.running,
+                s.dead,
+                serving[s.queue],
+                "pending, no live worker" if s.queue in unserved else "",
+            )
+            for s in found.values()
+        ]
+        headers = ("QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD", "WORKERS", "NOTE")
+        echo_table(headers, rows, numeric={1, 2, 3, 4, 5})
+    for name in unserved:
+        click.echo(
+            f"warning: {name} has {found[name].pending} pending job(s) and no live worker "
+            "serving it",
+            err=True,
+        )
 
 
 @click.command(short_help="List live workers, and those gone.")
