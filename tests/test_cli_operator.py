@@ -352,3 +352,12 @@ def test_enqueue_at_a_time(broker_url: str) -> None:
     assert "give --delay or --at, not both" in both.stderr
     bad = invoke(broker_url, "enqueue", "add", "--at", "tomorrow", code=2)
     assert "neither an ISO 8601 time" in bad.stderr
+
+
+def test_dlq_with_a_task_the_app_does_not_have(broker_url: str) -> None:
+    refused = invoke(broker_url, "dlq replay", "--task", "nope", code=2)
+    assert "no task named 'nope' (known tasks: add, always_fails)" in refused.stderr
+    assert "asyncq dlq purge apps.inproc:app --task nope" in refused.stderr
+    listed = invoke(broker_url, "dlq list", "--task", "nope")
+    assert "note: the app has no task named 'nope'" in listed.stderr
+    assert listed.stdout == "no dead letters in any queue\n"

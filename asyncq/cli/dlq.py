@@ -15,6 +15,7 @@ from ..records import DeadLetter
 from ..serializer import DecodeError, Message
 from .common import (
     Failure,
+    UsageFailure,
     app_argument,
     broker_option,
     echo_json,
@@ -108,6 +109,7 @@ def dlq_list(
 ) -> None:
     """List dead letters, oldest first, with why each job died."""
     app = load_app(app_spec, broker)
+    _note_unknown_task(app, task)
 
     async def fetch() -> list[DeadLetter]:
         found: list[DeadLetter] = []
@@ -164,6 +166,13 @@ def dlq_replay(
     """Send dead letters back to their queue as attempt 1 (a fresh retry budget), then
     remove them from the dead-letter queue. Prints how many were replayed."""
     app = load_app(app_spec, broker)
+    if task is not None and task not in app.tasks:
+        known = ", ".join(sorted(app.tasks)) or "none"
+        raise UsageFailure(
+            f"{app_spec}: no task named {task!r} (known tasks: {known}); its jobs would die "
+            f"again as UnknownTask. To delete its dead letters: asyncq dlq purge {app_spec} "
+            f"--task {task}"
+        )
 
     async def replay() -> int:
         total = 0
@@ -183,6 +192,18 @@ def dlq_replay(
     count = run_async(replay)
     click.echo(f"replayed {count} dead letter(s)")
     _warn_missing(ids, count)
+
+
+def _note_unknown_task(app: App, task: str | None) -> None:
+    """A --task the app does not have may be a typo, or a task since removed whose dead
+    letters remain: say so, and match by the name anyway."""
+    if task is not None and task not in app.tasks:
+        known = ", ".join(sorted(app.tasks)) or "none"
+        click.echo(
+            f"note: the app has no task named {task!r} (known tasks: {known}); matching dead "
+            "letters by that name anyway",
+            err=True,
+        )
 
 
 def _echo_progress(verb: str, earlier: int, done: int) -> None:
@@ -210,6 +231,7 @@ def dlq_purge(
 ) -> None:
     """Delete dead letters for good. Asks first, unless --yes is given."""
     app = load_app(app_spec, broker)
+    _note_unknown_task(app, task)
     queues: list[str] | None = None
     ages = {"older_than": older_than, "newer_than": newer_than}
     if not yes:
