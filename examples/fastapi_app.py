@@ -1,5 +1,6 @@
 """A FastAPI service that enqueues asyncq jobs and serves their results.
 
+    pip install fastapi uvicorn   # beside asyncq (and asyncq[redis] or [amqp] for their brokers)
     uvicorn examples.fastapi_app:api
 
 The server's lifespan opens the asyncq App (the producer side) and, unless told not to,
@@ -34,6 +35,7 @@ Endpoints and their status codes:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -64,6 +66,10 @@ def inprocess_worker() -> bool:
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    # uvicorn gives only its own loggers a handler: without one on the root logger the
+    # worker's job lines (INFO on "asyncq.job") go nowhere, and warnings come out bare.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(app)
         if inprocess_worker():

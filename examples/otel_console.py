@@ -14,14 +14,20 @@ default, W3C trace context) for their spans to join up.
 
 from __future__ import annotations
 
+import sys
+
 import anyio
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import asyncq
+
+try:
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+except ImportError as exc:  # the extra is not installed: say what to install, not a traceback
+    sys.exit(f"this example needs the OpenTelemetry SDK: pip install 'asyncq[otel]' ({exc})")
 
 app = asyncq.App("memory://otel-console")
 

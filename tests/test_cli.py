@@ -559,3 +559,14 @@ async def test_supervisor_kills_a_child_that_ignores_sigterm(
             supervisor.stop()
     assert codes == [1]  # killed, so not a clean exit
     assert "did not stop within 0.2 s; killing it" in caplog.text
+
+
+def test_the_enqueue_help_example_names_a_task_as_default_naming_does() -> None:
+    app = asyncq.App("memory://help-example")
+
+    async def send_email(to: str) -> None: ...
+
+    send_email.__module__ = "shop.tasks"  # as if defined in shop/tasks.py
+    task = app.task(send_email)
+    done = run_cli("enqueue", "--help")
+    assert f"asyncq enqueue shop.tasks:app {task.name} --kwargs" in done.stdout

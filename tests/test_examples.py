@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -128,6 +129,23 @@ async def test_bad_input_is_rejected_before_enqueue(unique: str) -> None:
         posted = await client.post("/jobs/add", json={"a": "one", "b": 1})
         assert posted.status_code == 422
         assert "detail" in posted.json()
+
+
+def test_otel_console_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
+    # A stand-in package that fails to import, as OpenTelemetry does where it is missing.
+    hidden = tmp_path / "opentelemetry"
+    hidden.mkdir()
+    (hidden / "__init__.py").write_text('raise ImportError("No module named opentelemetry")\n')
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "otel_console.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "needs the OpenTelemetry SDK: pip install 'asyncq[otel]'" in done.stderr
 
 
 def test_otel_console_runs() -> None:

@@ -128,7 +128,10 @@ def enqueue(
 
     \b
     Example:
-      asyncq enqueue shop.tasks:app send_email --kwargs '{"to": "ada@example.com"}'
+      asyncq enqueue shop.tasks:app shop.tasks.send_email --kwargs '{"to": "ada@example.com"}'
+
+    TASK is the name the task was registered under: by default "module.function" (as
+    `shop.tasks.send_email` above), or the name= given to @app.task.
     """
     if timeout is not None and not wait:
         raise click.UsageError("--timeout only applies with --wait")

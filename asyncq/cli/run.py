@@ -114,7 +114,8 @@ log = logging.getLogger("asyncq.cli")
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     metavar="PORT",
-    help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics (needs asyncq[otel]); with "
+    help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics, on every interface unless "
+    "--metrics-address says otherwise (needs asyncq[otel]); with "
     "--processes N, worker process i serves on PORT+i-1. Job "
     "outcomes, durations, queue wait, in-flight jobs, and queue depths such as "
     "queue_depth_pending{queue=...} and queue_dlq_depth{queue=...}. Port 0 takes any free "
@@ -125,7 +126,9 @@ log = logging.getLogger("asyncq.cli")
     default="0.0.0.0",
     show_default=True,
     metavar="ADDRESS",
-    help="The address --metrics-port listens on.",
+    help="The address --metrics-port listens on; the default, 0.0.0.0, is every network "
+    "interface (what a Prometheus scraping a pod needs): use 127.0.0.1 to keep the metrics "
+    "on this host.",
 )
 @click.option(
     "--metrics-interval",
