@@ -566,7 +566,8 @@ def test_the_enqueue_help_example_names_a_task_as_default_naming_does() -> None:
 
     async def send_email(to: str) -> None: ...
 
-    send_email.__module__ = "shop.tasks"  # as if defined in shop/tasks.py
+    send_email.__module__ = "shop.tasks"  # as if defined at the top of shop/tasks.py
+    send_email.__qualname__ = "send_email"
     task = app.task(send_email)
     done = run_cli("enqueue", "--help")
     assert f"asyncq enqueue shop.tasks:app {task.name} --kwargs" in done.stdout
