@@ -27,6 +27,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Self, cast
 
 import aio_pika
@@ -54,6 +55,7 @@ from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 from . import publisher
 from .connection import open_connection, server_version
 from .consumer_timeout import RAISE_CONSUMER_TIMEOUT, consume_arguments, timed_out
+from .presence import Presence
 from .publisher import Outgoing
 from .records import Admission, RecordStore
 from .settings import AmqpSettings
@@ -146,6 +148,7 @@ class AmqpBackend(Backend):
         self.ack_deadline = settings.consumer_timeout
         self.ack_deadline_hint = RAISE_CONSUMER_TIMEOUT
         self.names = Names(settings.prefix)
+        self._presence = Presence(settings.prefix)
         self.records = RecordStore(
             settings.records, prefix=f"{settings.prefix}:amqp", result_ttl=settings.result_ttl
         )
@@ -940,13 +943,32 @@ class AmqpBackend(Backend):
         return _Browse(self, name)
 
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        with self._errors("announcing a worker"):
+            await self._presence.announce(self.publisher, worker.id)
         await self.records.heartbeat(worker, ttl)
 
     async def deregister(self, worker_id: str) -> None:
         await self.records.deregister(worker_id)
+        with self._errors("deregistering a worker"):
+            await self._presence.withdraw(self.publisher, worker_id)
 
     async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
-        return await self.records.workers(include_gone=include_gone)
+        """As the records list them, but a live-listed worker whose connection RabbitMQ
+        has closed is gone now, not once its heartbeats run out (see presence.py)."""
+        listed = await self.records.workers(include_gone=include_gone)
+        live = [w.id for w in listed if not w.gone]
+        if not live:
+            return listed
+        with self._errors("listing workers"):
+            connected = await self._presence.connected(self.connection, live)
+        found = []
+        for worker in listed:
+            if not worker.gone and worker.id not in connected:
+                if not include_gone:
+                    continue
+                worker = replace(worker, gone=True)
+            found.append(worker)
+        return found
 
 
 class _InFlight:
