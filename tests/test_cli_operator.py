@@ -6,7 +6,9 @@ The app is tests/apps/inproc.py; each test points it at a broker of its own with
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -61,6 +63,30 @@ def invoke(url: str, command: str, *args: str, stdin: str | None = None, code: i
     result = CliRunner().invoke(cli, full, input=stdin)
     assert result.exit_code == code, (result.output, result.exception)
     return result
+
+
+@contextmanager
+def heartbeating(url: str, *workers: asyncq.WorkerInfo) -> Iterator[None]:
+    """Workers that have beaten, from a connection of their own that stays open for the
+    block (on RabbitMQ a worker counts as live only while its connection is open)."""
+    beaten, done = threading.Event(), threading.Event()
+
+    async def beat() -> None:
+        app = asyncq.App(url)
+        async with app:
+            for worker in workers:
+                await app.backend.heartbeat(worker, ttl=60.0)
+            beaten.set()
+            await anyio.to_thread.run_sync(done.wait)
+
+    thread = threading.Thread(target=anyio.run, args=(beat,))
+    thread.start()
+    try:
+        assert beaten.wait(30), "the heartbeats were not sent"
+        yield
+    finally:
+        done.set()
+        thread.join(30)
 
 
 def run_burst_worker() -> None:
@@ -231,27 +257,28 @@ def test_workers_lists_live_heartbeats_then_gone_ones(broker_url: str) -> None:
     async def beat() -> None:
         async with inproc.app:
             backend = inproc.app.backend
-            await backend.heartbeat(info, ttl=60.0)
             await backend.heartbeat(stopped, ttl=0.001)
             await backend.deregister(stopped.id)  # a clean stop: never listed as gone
             await backend.heartbeat(silent, ttl=0.001)
             await anyio.sleep(0.01)  # what is under test is a TTL running out: time itself
 
     anyio.run(beat, backend="asyncio")
-    listed = json.loads(invoke(broker_url, "workers", "--json").stdout)
+    with heartbeating(broker_url, info):
+        listed = json.loads(invoke(broker_url, "workers", "--json").stdout)
+        shown = invoke(broker_url, "workers")
+        print("DEBUG", listed, shown.stdout, shown.stderr)
+        live = json.loads(invoke(broker_url, "workers", "--live", "--json").stdout)
     assert [
         (w["id"], w["queues"], w["concurrency"], w["in_flight"], w["gone"]) for w in listed
     ] == [
         ("host:1:abcd", ["default"], 5, 2, False),
         ("host:2:dead", ["emails"], 1, 0, True),
     ]
-    shown = invoke(broker_url, "workers")
     table = shown.stdout.splitlines()
     assert table[0].split()[:3] == ["WORKER", "STATE", "QUEUES"]
     assert table[1].split()[:5] == ["host:1:abcd", "live", "default", "5", "2"]
     assert table[2].split()[:3] == ["host:2:dead", "gone", "emails"]
     assert "1 live, 1 gone" in shown.stderr
-    live = json.loads(invoke(broker_url, "workers", "--live", "--json").stdout)
     assert [w["id"] for w in live] == ["host:1:abcd"]
 
 
@@ -261,15 +288,12 @@ def test_stats_counts_the_live_workers_serving_each_queue(broker_url: str) -> No
         id="host:9:beef", host="host", pid=9, queues=("default",), concurrency=1
     )
 
-    async def beat() -> None:
-        async with inproc.app:
-            await inproc.app.backend.heartbeat(serving, ttl=60.0)
-
-    anyio.run(beat, backend="asyncio")
-    shown = invoke(broker_url, "stats")
+    with heartbeating(broker_url, serving):
+        shown = invoke(broker_url, "stats")
+        counted = stats(broker_url)
     assert shown.stdout.splitlines()[1].split() == ["default", "1", "0", "0", "0", "1"]
     assert "no live worker" not in shown.stderr
-    assert stats(broker_url) == {"default": {**EMPTY, "pending": 1, "workers": 1}}
+    assert counted == {"default": {**EMPTY, "pending": 1, "workers": 1}}
 
 
 def test_job_show_result_and_cancel(broker_url: str) -> None:
