@@ -165,3 +165,19 @@ class Lines:
                 self.seen.append(line)
                 if condition(line):
                     return line
+
+    async def rest(self, *, timeout: float) -> list[str]:
+        """Read the remaining lines until the output ends (the child exited); return them."""
+        start = len(self.seen)
+        with anyio.fail_after(timeout):
+            while True:
+                try:
+                    raw = await self._buffered.receive_until(b"\n", 1 << 20)
+                except anyio.IncompleteRead:  # a last line without its newline
+                    tail = self._buffered.buffer
+                    if tail:
+                        self.seen.append(tail.decode(errors="replace"))
+                    return self.seen[start:]
+                except anyio.EndOfStream:
+                    return self.seen[start:]
+                self.seen.append(raw.decode(errors="replace").rstrip("\r"))

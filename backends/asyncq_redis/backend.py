@@ -27,7 +27,8 @@ from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
 from asyncq.errors import BrokerError
 from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
-from . import codec, scripts
+from . import blocking, codec, scripts
+from .connection import SOCKET_TIMEOUT
 from .settings import QueueKeys, RedisSettings
 from .store import RedisStore
 
@@ -197,13 +198,14 @@ class RedisBackend(Backend):
         if timeout is not None:
             wait = min(wait, timeout)
         streams = {self._k(q).stream: ">" for q in queues}
-        # redis-py's stubs type replies as unions of every shape; these are bytes here.
-        read: Any = await self.client.xreadgroup(
+        read = await blocking.read_group(
+            self.client,
             GROUP,
             self._consumer,
-            streams,  # type: ignore[arg-type]
+            streams,
             count=limit if len(queues) == 1 else 1,
-            block=max(int(wait * 1000), 1),
+            block=wait,
+            grace=SOCKET_TIMEOUT,
         )
         if not read:
             return []

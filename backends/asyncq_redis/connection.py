@@ -21,7 +21,13 @@ from redis.backoff import ExponentialBackoff
 
 from asyncq.errors import BrokerError, BrokerUnavailable
 
-__all__ = ["HiredisConnection", "HiredisSSLConnection", "open_client", "redis_errors"]
+__all__ = [
+    "SOCKET_TIMEOUT",
+    "HiredisConnection",
+    "HiredisSSLConnection",
+    "open_client",
+    "redis_errors",
+]
 
 
 def _pack(args: tuple[Any, ...]) -> list[bytes]:
@@ -42,8 +48,16 @@ class HiredisSSLConnection(SSLConnection):
         return _pack(args)
 
 
+SOCKET_TIMEOUT = 5.0
+"""Seconds a command waits for its reply, on every redis-py (8.x has 5 s of its own, earlier
+releases wait forever): long enough for any command asyncq sends, short enough that a dead
+connection is noticed and retried within seconds. A blocking read waits past it (see
+blocking.py), as do pub/sub waits, which pass a timeout of their own."""
+
+
 def open_client(url: str, *, max_connections: int) -> aioredis.Redis:
-    """A client on a blocking pool of hiredis-encoding connections.
+    """A client on a blocking pool of hiredis-encoding connections, its timeouts set here
+    whatever redis-py's defaults (they changed in 8.0).
 
     Commands that fail on a dropped connection are retried a few times with backoff (about
     1.5 s in all) before the error reaches the caller. A burst of concurrent calls beyond
@@ -56,6 +70,7 @@ def open_client(url: str, *, max_connections: int) -> aioredis.Redis:
         timeout=30,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6),
         retry_on_error=[rx.ConnectionError, rx.TimeoutError],
+        socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=5.0,
         health_check_interval=30,
     )
