@@ -28,7 +28,6 @@ from asyncq.errors import BrokerError
 from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
 from . import blocking, codec, scripts
-from .connection import SOCKET_TIMEOUT
 from .settings import QueueKeys, RedisSettings
 from .store import RedisStore
 
@@ -51,7 +50,7 @@ class RedisBackend(Backend):
         self._ttl_ms = max(int(settings.result_ttl * 1000), 1)
         names = ("ENQUEUE", "TAKE", "SETTLE", "PROMOTE", "RENEW", "CANCEL", "STATS", "INFO")
         self._store = RedisStore(
-            settings.connection_url,
+            settings.connection,
             prefix=settings.prefix,
             scripts={name: getattr(scripts, name) for name in names},
             max_connections=settings.max_connections,
@@ -205,7 +204,7 @@ class RedisBackend(Backend):
             streams,
             count=limit if len(queues) == 1 else 1,
             block=wait,
-            grace=SOCKET_TIMEOUT,
+            grace=self.settings.socket_timeout,
         )
         if not read:
             return []

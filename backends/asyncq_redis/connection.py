@@ -21,13 +21,9 @@ from redis.backoff import ExponentialBackoff
 
 from asyncq.errors import BrokerError, BrokerUnavailable
 
-__all__ = [
-    "SOCKET_TIMEOUT",
-    "HiredisConnection",
-    "HiredisSSLConnection",
-    "open_client",
-    "redis_errors",
-]
+from .settings import RedisConnection
+
+__all__ = ["HiredisConnection", "HiredisSSLConnection", "open_client", "redis_errors"]
 
 
 def _pack(args: tuple[Any, ...]) -> list[bytes]:
@@ -48,30 +44,31 @@ class HiredisSSLConnection(SSLConnection):
         return _pack(args)
 
 
-SOCKET_TIMEOUT = 5.0
-"""Seconds a command waits for its reply, on every redis-py (8.x has 5 s of its own, earlier
-releases wait forever): long enough for any command asyncq sends, short enough that a dead
-connection is noticed and retried within seconds. A blocking read waits past it (see
-blocking.py), as do pub/sub waits, which pass a timeout of their own."""
+def open_client(connection: RedisConnection, *, max_connections: int) -> aioredis.Redis:
+    """A client on a blocking pool of hiredis-encoding connections.
 
-
-def open_client(url: str, *, max_connections: int) -> aioredis.Redis:
-    """A client on a blocking pool of hiredis-encoding connections, its timeouts set here
-    whatever redis-py's defaults (they changed in 8.0).
-
-    Commands that fail on a dropped connection are retried a few times with backoff (about
-    1.5 s in all) before the error reaches the caller. A burst of concurrent calls beyond
-    the pool's size waits for a connection instead of failing.
+    Its timeouts are set here, whatever redis-py's defaults (they changed in 8.0). Commands
+    that fail on a dropped connection (or, with ``retry_on_timeout``, that time out) are
+    retried a few times with backoff, about 1.5 s in all, before the error reaches the
+    caller. A burst of concurrent calls beyond the pool's size waits for a connection
+    instead of failing.
     """
+    retried: tuple[type[rx.RedisError], ...] = (rx.ConnectionError,)
+    if connection.retry_on_timeout:
+        retried += (rx.TimeoutError,)
+    url = connection.url
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         connection_class=HiredisSSLConnection if url.startswith("rediss:") else HiredisConnection,
         max_connections=max_connections,
         timeout=30,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6),
-        retry_on_error=[rx.ConnectionError, rx.TimeoutError],
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=5.0,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6, supported_errors=retried),
+        # The retried errors are named here; redis-py's own retry_on_timeout would append
+        # to this list on every new connection.
+        retry_on_error=list(retried),
+        retry_on_timeout=False,
+        socket_timeout=connection.socket_timeout,
+        socket_connect_timeout=connection.socket_connect_timeout,
         health_check_interval=30,
     )
     return aioredis.Redis(connection_pool=pool)

@@ -20,6 +20,7 @@ from .connection import open_client, redis_errors
 from .heartbeats import Heartbeats
 from .notifications import Notifications, listen
 from .scripting import Call, Scripts
+from .settings import RedisConnection
 
 __all__ = ["RedisStore"]
 
@@ -27,18 +28,23 @@ __all__ = ["RedisStore"]
 class RedisStore:
     def __init__(
         self,
-        url: str,
+        connection: str | RedisConnection,
         *,
         prefix: str,
         scripts: Mapping[str, str],
         max_connections: int,
         owner: str,
     ) -> None:
-        """``owner`` names what uses the store in errors ("the Redis backend")."""
-        self.where = redact_url(url)
+        """``connection`` is a URL, which may carry the connection options
+        (``socket_timeout``, ``socket_connect_timeout``, ``retry_on_timeout``), or a
+        ``RedisConnection``; ``owner`` names what uses the store in errors ("the Redis
+        backend")."""
+        if isinstance(connection, str):
+            connection = RedisConnection.from_url(connection)
+        self.connection = connection
+        self.where = redact_url(connection.url)
         self.queues_key = f"{prefix}:queues"
         self.cancel_channel = f"{prefix}:cancel"
-        self._url = url
         self._max_connections = max_connections
         self._owner = owner
         self._client: aioredis.Redis | None = None
@@ -47,7 +53,7 @@ class RedisStore:
         self._heartbeats = Heartbeats(prefix)
 
     async def connect(self, action: str = "connecting") -> None:
-        self._client = open_client(self._url, max_connections=self._max_connections)
+        self._client = open_client(self.connection, max_connections=self._max_connections)
         self._notifications = Notifications(self._client)
         with self.errors(action):
             await self._client.ping()
