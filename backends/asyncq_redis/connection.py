@@ -44,6 +44,32 @@ class HiredisSSLConnection(SSLConnection):
         return _pack(args)
 
 
+class _Retry(Retry):
+    """redis-py's retry, except for refused credentials: redis-py counts those as a dropped
+    connection (AuthenticationError is a ConnectionError), but trying again cannot help, and
+    would only delay the error by the whole backoff."""
+
+    async def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        async def once() -> Any:
+            try:
+                return await do()
+            except rx.AuthenticationError as exc:
+                raise _Refused(exc) from exc
+
+        try:
+            return await super().call_with_retry(once, fail, *args, **kwargs)
+        except _Refused as refused:
+            raise refused.error from None
+
+
+class _Refused(Exception):
+    """Carries an AuthenticationError past the retry, which would otherwise catch it."""
+
+    def __init__(self, error: rx.AuthenticationError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def open_client(connection: RedisConnection, *, max_connections: int) -> aioredis.Redis:
     """A client on a blocking pool of hiredis-encoding connections.
 
@@ -62,7 +88,7 @@ def open_client(connection: RedisConnection, *, max_connections: int) -> aioredi
         connection_class=HiredisSSLConnection if url.startswith("rediss:") else HiredisConnection,
         max_connections=max_connections,
         timeout=30,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6, supported_errors=retried),
+        retry=_Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6, supported_errors=retried),
         # The retried errors are named here; redis-py's own retry_on_timeout would append
         # to this list on every new connection.
         retry_on_error=list(retried),

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
+from redis import exceptions as rx
 
 from asyncq.backend import redact_url
 from asyncq.errors import BrokerError
@@ -19,6 +20,7 @@ from asyncq.records import JobInfo, WorkerInfo
 from .connection import open_client, redis_errors
 from .heartbeats import Heartbeats
 from .notifications import Notifications, listen
+from .refusals import refused_url
 from .scripting import Call, Scripts
 from .settings import RedisConnection
 
@@ -56,7 +58,14 @@ class RedisStore:
         self._client = open_client(self.connection, max_connections=self._max_connections)
         self._notifications = Notifications(self._client)
         with self.errors(action):
-            await self._client.ping()
+            try:
+                await self._client.ping()
+            except rx.RedisError as exc:
+                # The first command is where a wrong password or db shows: say so.
+                refused = await refused_url(self.connection, self.where, exc)
+                if refused is not None:
+                    raise refused from None
+                raise
             await self._scripts.load(self._client)
 
     async def close(self) -> None:
