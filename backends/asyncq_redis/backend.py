@@ -4,8 +4,10 @@ delayed jobs and retries, a stream per dead-letter queue, a hash per job record.
 Delivery is XREADGROUP (blocking when idle, so a new job starts within milliseconds);
 acknowledgement is XACK + XDEL in the same script that stores the outcome, so the stream
 does not grow. A worker that dies leaves its entries pending; once they sit idle past the
-visibility timeout a live worker's fetch takes them over with XAUTOCLAIM. Live workers keep
-their entries fresh with XCLAIM ... JUSTID. Every state change is one Lua script (see
+visibility timeout a live worker's fetch takes them over with XAUTOCLAIM, looking every
+RECLAIM_INTERVAL while the group has pending entries (every visibility timeout while it has
+none), each look going on from where the last one stopped. Live workers keep their entries
+fresh with XCLAIM ... JUSTID. Every state change is one Lua script (see
 scripts.py), and batches travel as one pipelined round trip.
 """
 
@@ -27,7 +29,7 @@ from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
 from asyncq.errors import BrokerError
 from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
 
-from . import codec, scripts
+from . import blocking, codec, scripts
 from .settings import QueueKeys, RedisSettings
 from .store import RedisStore
 
@@ -37,6 +39,9 @@ log = logging.getLogger("asyncq.redis")
 
 GROUP = "asyncq"
 _SCRIPT_CHUNK = 200  # jobs per script call: keeps each script's run short (about 1 ms)
+RECLAIM_INTERVAL = 0.5
+"""Seconds between looks for abandoned entries while a queue has pending ones: a lost
+worker's job restarts within this of its lease running out."""
 
 
 class RedisBackend(Backend):
@@ -60,7 +65,7 @@ class RedisBackend(Backend):
             "PURGE",
         )
         self._store = RedisStore(
-            settings.connection_url,
+            settings.connection,
             prefix=settings.prefix,
             scripts={name: getattr(scripts, name) for name in names},
             max_connections=settings.max_connections,
@@ -71,7 +76,9 @@ class RedisBackend(Backend):
         self._keys: dict[str, QueueKeys] = {}
         self._groups: set[str] = set()
         self._known_queues: set[str] = set()
+        self._reclaim_idle_ms = str(max(int(settings.visibility_timeout * 1000), 1))
         self._reclaim_due: dict[str, float] = {}
+        self._reclaim_cursor: dict[str, str] = {}
         self._turn = 0
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
 
@@ -171,19 +178,14 @@ class RedisBackend(Backend):
 
     async def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         now, mono = repr(time.time()), time.monotonic()
-        settings = self.settings
         calls = []
         shares = self._shares(queues, limit)
         for q, count in shares:
             keys = self._k(q)
-            reclaim = ""
-            if mono >= self._reclaim_due.get(q, 0.0):
-                # Looking for abandoned entries scans the pending list; a few times per
-                # visibility timeout is enough to honour it.
-                self._reclaim_due[q] = mono + settings.visibility_timeout / 4
-                reclaim = str(int(settings.visibility_timeout * 1000))
-            args = [GROUP, self._consumer, count, keys.base, now, self._ttl_ms]
-            calls.append(("TAKE", [keys.stream], [*args, reclaim]))
+            reclaim = self._reclaim_idle_ms if mono >= self._reclaim_due.get(q, 0.0) else ""
+            cursor = self._reclaim_cursor.get(q, "0-0")
+            args = [GROUP, self._consumer, count, keys.base, now, self._ttl_ms, reclaim, cursor]
+            calls.append(("TAKE", [keys.stream], args))
         try:
             replies = await self._run_scripts(calls)
         except rx.ResponseError as exc:
@@ -192,28 +194,47 @@ class RedisBackend(Backend):
             self._groups.clear()  # Redis lost its data (a restart without persistence)
             await self._ensure_groups(queues)
             replies = await self._run_scripts(calls)
-        return [
-            Delivery(job_id.decode(), q, body, entry, bool(redelivered))
-            for (q, _), rows in zip(shares, replies, strict=True)
-            for entry, job_id, body, redelivered in rows
-        ]
+        deliveries = []
+        for (q, count), (cursor, pending, rows) in zip(shares, replies, strict=True):
+            if pending >= 0:  # this call looked for abandoned entries
+                self._reclaim_cursor[q] = cursor.decode()
+                self._reclaim_due[q] = mono + self._next_look(pending, rows, count)
+            deliveries += [
+                Delivery(job_id.decode(), q, body, entry, bool(redelivered))
+                for entry, job_id, body, redelivered in rows
+            ]
+        return deliveries
+
+    def _next_look(self, pending: int, rows: list[Any], count: int) -> float:
+        """Seconds until the next look for abandoned entries. While the group has pending
+        entries, any of them may be a lost worker's, idle past the visibility timeout at any
+        moment: look every RECLAIM_INTERVAL. With none pending, none can be reclaimable
+        before a whole visibility timeout has passed. A look that filled every free slot
+        may have left more: look again at once."""
+        if sum(1 for row in rows if row[3]) >= count:
+            return 0.0
+        return RECLAIM_INTERVAL if pending else self.settings.visibility_timeout
 
     async def _wait_and_take(
         self, queues: Sequence[str], limit: int, timeout: float | None
     ) -> list[Delivery]:
-        # Block until an entry arrives (XADD wakes us at once). The wait is capped so that
-        # abandoned entries, which arrive without any XADD, are still looked for in time.
-        wait = self.settings.visibility_timeout / 4
+        # Block until an entry arrives (XADD wakes us at once). The wait ends when the next
+        # look for abandoned entries is due, since those arrive without any XADD.
+        mono = time.monotonic()
+        wait = min(self._reclaim_due.get(q, mono) for q in queues) - mono
         if timeout is not None:
             wait = min(wait, timeout)
+        if wait <= 0:
+            return []
         streams = {self._k(q).stream: ">" for q in queues}
-        # redis-py's stubs type replies as unions of every shape; these are bytes here.
-        read: Any = await self.client.xreadgroup(
+        read = await blocking.read_group(
+            self.client,
             GROUP,
             self._consumer,
-            streams,  # type: ignore[arg-type]
+            streams,
             count=limit if len(queues) == 1 else 1,
-            block=max(int(wait * 1000), 1),
+            block=wait,
+            grace=self.settings.socket_timeout,
         )
         if not read:
             return []

@@ -21,6 +21,8 @@ from redis.backoff import ExponentialBackoff
 
 from asyncq.errors import BrokerError, BrokerUnavailable
 
+from .settings import RedisConnection
+
 __all__ = ["HiredisConnection", "HiredisSSLConnection", "open_client", "redis_errors"]
 
 
@@ -42,21 +44,57 @@ class HiredisSSLConnection(SSLConnection):
         return _pack(args)
 
 
-def open_client(url: str, *, max_connections: int) -> aioredis.Redis:
+class _Retry(Retry):
+    """redis-py's retry, except for refused credentials: redis-py counts those as a dropped
+    connection (AuthenticationError is a ConnectionError), but trying again cannot help, and
+    would only delay the error by the whole backoff."""
+
+    async def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        async def once() -> Any:
+            try:
+                return await do()
+            except rx.AuthenticationError as exc:
+                raise _Refused(exc) from exc
+
+        try:
+            return await super().call_with_retry(once, fail, *args, **kwargs)
+        except _Refused as refused:
+            raise refused.error from None
+
+
+class _Refused(Exception):
+    """Carries an AuthenticationError past the retry, which would otherwise catch it."""
+
+    def __init__(self, error: rx.AuthenticationError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def open_client(connection: RedisConnection, *, max_connections: int) -> aioredis.Redis:
     """A client on a blocking pool of hiredis-encoding connections.
 
-    Commands that fail on a dropped connection are retried a few times with backoff (about
-    1.5 s in all) before the error reaches the caller. A burst of concurrent calls beyond
-    the pool's size waits for a connection instead of failing.
+    Its timeouts are set here, whatever redis-py's defaults (they changed in 8.0). Commands
+    that fail on a dropped connection (or, with ``retry_on_timeout``, that time out) are
+    retried a few times with backoff, about 1.5 s in all, before the error reaches the
+    caller. A burst of concurrent calls beyond the pool's size waits for a connection
+    instead of failing.
     """
+    retried: tuple[type[rx.RedisError], ...] = (rx.ConnectionError,)
+    if connection.retry_on_timeout:
+        retried += (rx.TimeoutError,)
+    url = connection.url
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         connection_class=HiredisSSLConnection if url.startswith("rediss:") else HiredisConnection,
         max_connections=max_connections,
         timeout=30,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6),
-        retry_on_error=[rx.ConnectionError, rx.TimeoutError],
-        socket_connect_timeout=5.0,
+        retry=_Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6, supported_errors=retried),
+        # The retried errors are named here; redis-py's own retry_on_timeout would append
+        # to this list on every new connection.
+        retry_on_error=list(retried),
+        retry_on_timeout=False,
+        socket_timeout=connection.socket_timeout,
+        socket_connect_timeout=connection.socket_connect_timeout,
         health_check_interval=30,
     )
     return aioredis.Redis(connection_pool=pool)

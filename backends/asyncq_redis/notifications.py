@@ -127,8 +127,11 @@ async def listen(client: aioredis.Redis, channel: str, on_message: Callable[[str
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(channel)
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
+            while True:
+                # Each wait with a timeout of its own: before redis-py 8, listen() and
+                # get_message(timeout=None) fail once the socket timeout passes in silence.
+                message = await pubsub.get_message(timeout=_LISTEN)
+                if message is not None and message.get("type") == "message":
                     on_message(message["data"].decode())
         except (RedisError, OSError) as exc:
             log.warning("lost Redis listening on %s, resubscribing in 1 s: %s", channel, exc)

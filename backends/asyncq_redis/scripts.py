@@ -161,19 +161,43 @@ end
 TAKE = (
     _ADMIT
     + """
--- KEYS: stream. ARGV: group, consumer, count, base, now, ttl_ms, reclaim_idle_ms ('' = skip)
+-- KEYS: stream. ARGV: group, consumer, count, base, now, ttl_ms, reclaim_idle_ms ('' = skip),
+-- cursor (where the last look for abandoned entries stopped; '0-0' = the start).
 -- Reclaims entries whose worker stopped renewing them (idle past the visibility timeout),
--- then reads new ones, up to count in all.
+-- then reads new ones, up to count in all. Returns {cursor, pending, rows}: where this look
+-- stopped and whether the group has pending entries at all (1 or 0; -1: no look this time).
 local stream = KEYS[1]
-local group, consumer, count, base, now, ttl, idle = unpack(ARGV)
+local group, consumer, count, base, now, ttl, idle, cursor = unpack(ARGV)
 count = tonumber(count)
 local out = {}
+local pending = -1
 if idle ~= '' then
-    local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, idle, '0-0', 'COUNT', count)
-    admit(stream, group, base, claimed[2], 1, now, ttl, out)
-    -- Entries deleted while pending come back as ids only; their ack is all that is left.
-    for _, entry in ipairs(claimed[3] or {}) do
-        redis.call('XACK', stream, group, entry)
+    pending = 0
+    if #redis.call('XPENDING', stream, group, '-', '+', 1) == 1 then
+        pending = 1
+        -- XAUTOCLAIM looks at no more than ten entries for each one it may claim. Going on
+        -- from the last look's cursor (round to the start once), up to about 1,000 entries
+        -- a call, reaches abandoned entries behind any number of live ones.
+        local wrapped = cursor == '0-0'
+        local budget = 1000
+        while budget > 0 and #out < count do
+            local want = count - #out
+            local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, idle, cursor,
+                'COUNT', want)
+            cursor = claimed[1]
+            admit(stream, group, base, claimed[2], 1, now, ttl, out)
+            -- Entries deleted while pending come back as ids only; their ack is all that is left.
+            for _, entry in ipairs(claimed[3] or {}) do
+                redis.call('XACK', stream, group, entry)
+            end
+            budget = budget - 10 * want
+            if cursor == '0-0' then
+                if wrapped then
+                    break
+                end
+                wrapped = true
+            end
+        end
     end
 end
 if #out < count then
@@ -183,7 +207,7 @@ if #out < count then
         fresh(read[1][2], out)
     end
 end
-return out
+return {cursor, pending, out}
 """
 )
 

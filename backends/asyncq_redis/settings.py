@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from asyncq.backend import parse_url_options, positive_float, positive_int
+from asyncq.backend import parse_url_options, positive_float, positive_int, redact_url
 from asyncq.errors import ConfigurationError
 
-__all__ = ["QueueKeys", "RedisSettings"]
+__all__ = ["QueueKeys", "RedisConnection", "RedisSettings"]
+
+SOCKET_TIMEOUT = 5.0
+"""Seconds a command waits for its reply, on every redis-py (8.x has 5 s of its own, earlier
+releases wait forever): long enough for any command asyncq sends, short enough that a dead
+connection is noticed and retried within seconds. A blocking read waits past it (see
+blocking.py), as do pub/sub waits, which pass a timeout of their own."""
+SOCKET_CONNECT_TIMEOUT = 5.0
+RETRY_ON_TIMEOUT = True
+
+MAX_TIMEOUT = 300.0
+"""The largest socket timeout the URL takes. No command asyncq sends should take a second; a
+reply later than five minutes is a server in trouble, and a longer timeout would only hide a
+dead connection for longer. (The blocking fetch is not bounded by it: it waits for its block
+plus the socket timeout.)"""
+
+
+def _seconds(raw: str) -> float:
+    value = positive_float(raw)
+    if value > MAX_TIMEOUT:
+        raise ValueError(f"must be at most {MAX_TIMEOUT:g} seconds")
+    return value
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return lowered == "true"
 
 
 def _prefix(raw: str) -> str:
@@ -17,12 +47,56 @@ def _prefix(raw: str) -> str:
     return raw
 
 
+_CONNECTION_OPTIONS: Mapping[str, Callable[[str], Any]] = {
+    "socket_timeout": _seconds,
+    "socket_connect_timeout": _seconds,
+    "retry_on_timeout": _boolean,
+}
+
 _OPTIONS = {
     "prefix": _prefix,
     "visibility_timeout": positive_float,
     "result_ttl": positive_float,
     "max_connections": positive_int,
+    **_CONNECTION_OPTIONS,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConnection:
+    """How to reach Redis: the URL redis-py reads (host, port, db, user, password, TLS) and
+    the client's timeouts, as ``open_client`` applies them."""
+
+    url: str
+    socket_timeout: float = SOCKET_TIMEOUT
+    """Seconds a command waits for its reply before the connection counts as lost."""
+    socket_connect_timeout: float = SOCKET_CONNECT_TIMEOUT
+    """Seconds a new connection may take to open."""
+    retry_on_timeout: bool = RETRY_ON_TIMEOUT
+    """Whether a command that timed out is retried like one whose connection dropped."""
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisConnection:
+        """asyncq's connection options (``socket_timeout``, ``socket_connect_timeout``,
+        ``retry_on_timeout``) taken out of the URL's query; the rest of it is left for
+        redis-py, as given (how a job record store's ``records=`` URL is read)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigurationError(f"not a Redis URL: {parts.scheme}://")
+        options: dict[str, Any] = {}
+        rest = []
+        for name, raw in parse_qsl(parts.query, keep_blank_values=True):
+            convert = _CONNECTION_OPTIONS.get(name)
+            if convert is None:
+                rest.append((name, raw))
+                continue
+            try:
+                options[name] = convert(raw)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"bad value {raw!r} for option {name!r} in Redis URL {redact_url(url)!r}: {exc}"
+                ) from None
+        return cls(urlunsplit(parts._replace(query=urlencode(rest))), **options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +118,14 @@ class RedisSettings:
     max_connections: int = 64
     """Size of the connection pool; a worker holds one per blocking fetch and watcher, and
     calls beyond the size wait for a free connection."""
+    socket_timeout: float = SOCKET_TIMEOUT
+    """Seconds a command waits for its reply (at most 300). A worker's blocking fetch waits
+    for its block plus this, so an idle fetch never times out."""
+    socket_connect_timeout: float = SOCKET_CONNECT_TIMEOUT
+    """Seconds a new connection may take to open (at most 300)."""
+    retry_on_timeout: bool = RETRY_ON_TIMEOUT
+    """Whether a command that timed out is retried (with backoff, about 1.5 s in all) like
+    one whose connection dropped; false fails it at once."""
 
     @classmethod
     def from_url(cls, url: str) -> RedisSettings:
@@ -55,6 +137,15 @@ class RedisSettings:
         if path and not path.isdigit():
             raise ConfigurationError(f"the Redis db in the URL must be a number, got {path!r}")
         return cls(connection_url=urlunsplit(parts._replace(query="")), **options)
+
+    @property
+    def connection(self) -> RedisConnection:
+        return RedisConnection(
+            self.connection_url,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_connect_timeout,
+            retry_on_timeout=self.retry_on_timeout,
+        )
 
 
 class QueueKeys:

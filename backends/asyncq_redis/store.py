@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
+from redis import exceptions as rx
 
 from asyncq.backend import redact_url
 from asyncq.errors import BrokerError
@@ -19,7 +20,9 @@ from asyncq.records import JobInfo, WorkerInfo
 from .connection import open_client, redis_errors
 from .heartbeats import Heartbeats
 from .notifications import Notifications, listen
+from .refusals import refused_url
 from .scripting import Call, Scripts
+from .settings import RedisConnection
 
 __all__ = ["RedisStore"]
 
@@ -27,18 +30,23 @@ __all__ = ["RedisStore"]
 class RedisStore:
     def __init__(
         self,
-        url: str,
+        connection: str | RedisConnection,
         *,
         prefix: str,
         scripts: Mapping[str, str],
         max_connections: int,
         owner: str,
     ) -> None:
-        """``owner`` names what uses the store in errors ("the Redis backend")."""
-        self.where = redact_url(url)
+        """``connection`` is a URL, which may carry the connection options
+        (``socket_timeout``, ``socket_connect_timeout``, ``retry_on_timeout``), or a
+        ``RedisConnection``; ``owner`` names what uses the store in errors ("the Redis
+        backend")."""
+        if isinstance(connection, str):
+            connection = RedisConnection.from_url(connection)
+        self.connection = connection
+        self.where = redact_url(connection.url)
         self.queues_key = f"{prefix}:queues"
         self.cancel_channel = f"{prefix}:cancel"
-        self._url = url
         self._max_connections = max_connections
         self._owner = owner
         self._client: aioredis.Redis | None = None
@@ -47,10 +55,17 @@ class RedisStore:
         self._heartbeats = Heartbeats(prefix)
 
     async def connect(self, action: str = "connecting") -> None:
-        self._client = open_client(self._url, max_connections=self._max_connections)
+        self._client = open_client(self.connection, max_connections=self._max_connections)
         self._notifications = Notifications(self._client)
         with self.errors(action):
-            await self._client.ping()
+            try:
+                await self._client.ping()
+            except rx.RedisError as exc:
+                # The first command is where a wrong password or db shows: say so.
+                refused = await refused_url(self.connection, self.where, exc)
+                if refused is not None:
+                    raise refused from None
+                raise
             await self._scripts.load(self._client)
 
     async def close(self) -> None:

@@ -60,9 +60,11 @@ class PrivateRedis:
     """A redis-server of this test's own, persisting every write (AOF, fsync always) in
     ``directory``, so it can be stopped and started again without losing data."""
 
-    def __init__(self, executable: str, directory: Path) -> None:
+    def __init__(self, executable: str, directory: Path, *options: str) -> None:
+        """``options`` go on the server's command line (``--requirepass``, "secret")."""
         self.executable = executable
         self.directory = directory
+        self.options = options
         self.port = free_port()
         self.process: Process | None = None
         self.log: list[str] = []
@@ -78,6 +80,7 @@ class PrivateRedis:
             self.executable,
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)),
             *("--appendonly", "yes", "--appendfsync", "always", "--save", ""),
+            *self.options,
         ]
         self.process = await anyio.open_process(
             command, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncq_redis.blocking
 import pytest
 from harness import Lines, worker_process
-from redis_support import claimed_prefix, redis_client, redis_url
+from redis_support import claimed_prefix, redis_url
 
 import asyncq
 from asyncq import JobStatus, current_job
@@ -122,16 +123,14 @@ async def test_idle_worker_starts_a_new_job_within_milliseconds(
     async with app:
         # Note each time the worker's fetch goes into its blocking XREADGROUP (the real
         # command still runs: this only takes note).
-        client = redis_client(app)
-        real_xreadgroup = client.xreadgroup
+        real_read_group = asyncq_redis.blocking.read_group
         blocking = anyio.Event()
 
-        async def xreadgroup(*args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("block"):
-                blocking.set()
-            return await real_xreadgroup(*args, **kwargs)
+        async def read_group(*args: Any, **kwargs: Any) -> Any:
+            blocking.set()
+            return await real_read_group(*args, **kwargs)
 
-        monkeypatch.setattr(client, "xreadgroup", xreadgroup)
+        monkeypatch.setattr(asyncq_redis.blocking, "read_group", read_group)
         async with app.worker(concurrency=1):
             for _ in range(20):
                 with anyio.fail_after(10):

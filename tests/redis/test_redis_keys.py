@@ -120,10 +120,10 @@ def _resolve(url: str) -> asyncq.Backend:
     return asyncq.App(url).backend
 
 
-@pytest.mark.parametrize("option", ["bogus", "client_name", "socket_timeout", "db"])
+@pytest.mark.parametrize("option", ["bogus", "client_name", "health_check_interval", "db"])
 def test_an_unknown_url_option_is_an_error_naming_it(option: str) -> None:
-    # Options redis-py itself would take (client_name, socket_timeout, db) are refused too:
-    # the backend's settings are the whole of its configuration.
+    # Options redis-py itself would take (client_name, health_check_interval, db) are refused
+    # too: the backend's settings are the whole of its configuration.
     with pytest.raises(asyncq.ConfigurationError, match=f"unknown option '{option}'"):
         _resolve(f"redis://127.0.0.1:6379/15?prefix=p&{option}=1")
 
