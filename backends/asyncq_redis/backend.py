@@ -89,6 +89,11 @@ class RedisBackend(Backend):
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
         await self._store.connect()
+        # A job's body is one argument of a script call: the server refuses one larger
+        # than its proto-max-bulk-len, so that is the most the URL may ask for.
+        server = await self._store.bulk_limit()
+        asked = self.settings.max_message_size
+        self.max_message_size = server if asked is None else min(asked, server)
 
     async def close(self) -> None:
         await self._store.close()

@@ -58,6 +58,7 @@ _OPTIONS = {
     "visibility_timeout": positive_float,
     "result_ttl": positive_float,
     "max_connections": positive_int,
+    "max_message_size": positive_int,
     **_CONNECTION_OPTIONS,
 }
 
@@ -118,6 +119,9 @@ class RedisSettings:
     max_connections: int = 64
     """Size of the connection pool; a worker holds one per blocking fetch and watcher, and
     calls beyond the size wait for a free connection."""
+    max_message_size: int | None = None
+    """The largest job in bytes to send (a larger one raises ``MessageTooLarge`` at enqueue);
+    at most, and by default, the server's ``proto-max-bulk-len`` (512 MiB unless set)."""
     socket_timeout: float = SOCKET_TIMEOUT
     """Seconds a command waits for its reply (at most 300). A worker's blocking fetch waits
     for its block plus this, so an idle fetch never times out."""

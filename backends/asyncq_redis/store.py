@@ -24,7 +24,10 @@ from .refusals import refused_url
 from .scripting import Call, Scripts
 from .settings import RedisConnection
 
-__all__ = ["RedisStore"]
+__all__ = ["DEFAULT_BULK_LIMIT", "RedisStore"]
+
+DEFAULT_BULK_LIMIT = 512 * 1024 * 1024
+"""Redis's default ``proto-max-bulk-len``: the largest string argument of a command."""
 
 
 class RedisStore:
@@ -67,6 +70,19 @@ class RedisStore:
                     raise refused from None
                 raise
             await self._scripts.load(self._client)
+
+    async def bulk_limit(self) -> int:
+        """The largest string the server takes in a command (``proto-max-bulk-len``), or
+        Redis's default where CONFIG is refused (managed services often rename it)."""
+        try:
+            reply: Any = await self.client.config_get("proto-max-bulk-len")
+        except rx.RedisError:
+            return DEFAULT_BULK_LIMIT
+        value = reply.get("proto-max-bulk-len") or reply.get(b"proto-max-bulk-len")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return DEFAULT_BULK_LIMIT
 
     async def close(self) -> None:
         client, self._client = self._client, None

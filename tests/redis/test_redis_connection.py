@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,7 +16,7 @@ import services
 from asyncq_redis import RedisBackend
 from asyncq_redis.store import RedisStore
 from redis import exceptions as rx
-from redis_support import claimed_prefix, redis_client, redis_url
+from redis_support import PrivateRedis, claimed_prefix, redis_client, redis_url
 
 import asyncq
 
@@ -141,3 +142,31 @@ async def test_a_socket_timeout_shorter_than_the_block_never_fails_an_idle_fetch
             assert time.monotonic() - started >= 0.9
         # The connection the blocking reads used went back to the pool in working order.
         assert await redis_client(app).ping()
+
+
+@pytest.mark.anyio
+async def test_the_server_s_bulk_limit_is_the_largest_job(tmp_path: Path) -> None:
+    # proto-max-bulk-len caps each argument of a command, so a job's body: a server set to
+    # 1 MiB refuses larger ones, and asyncq refuses them first, sending nothing.
+    server = PrivateRedis(
+        services.require_redis_server(), tmp_path, "--proto-max-bulk-len", "1048576"
+    )
+    await server.start()
+    try:
+        app = asyncq.App(f"{server.url}?prefix=tbulk")
+
+        @app.task
+        async def store(blob: str) -> None:
+            pass
+
+        async with app:
+            assert app.backend.max_message_size == 1024 * 1024
+            with pytest.raises(asyncq.MessageTooLarge, match="accepts at most 1,048,576 bytes"):
+                await store.enqueue("x" * (2 * 1024 * 1024))
+            assert (await app.queue_stats([app.default_queue]))[app.default_queue].pending == 0
+        # A URL may ask for less than the server allows, not more.
+        for asked, limit in ((4096, 4096), (8 * 1024 * 1024, 1024 * 1024)):
+            async with asyncq.App(f"{server.url}?prefix=tbulk&max_message_size={asked}") as other:
+                assert other.backend.max_message_size == limit
+    finally:
+        await server.kill()
