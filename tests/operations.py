@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -147,3 +148,29 @@ async def workers_shows_a_worker_then_shows_it_gone_once_killed(url: str) -> Non
         assert worker_id not in [w["id"] for w in live]
         table = await cli(url, "workers")
         assert re.search(rf"^{re.escape(worker_id)}\s+gone\s+default\b", table, re.MULTILINE)
+
+
+async def a_killed_worker_is_gone_as_soon_as_its_connections_close(url: str) -> None:
+    """A SIGKILLed worker is listed as gone as soon as the broker sees its connections
+    close, long before its missed heartbeats would say so (one a minute here)."""
+    options = ["--heartbeat-interval", "60", "--queues", "default"]
+    async with worker(url, *options) as (process, lines):
+        line = await lines.expect(lambda text: "started: queues=" in text, timeout=30)
+        worker_id = line.split("worker ", 1)[1].split()[0]
+
+        async def listed() -> dict[str, dict[str, object]]:
+            return {w["id"]: w for w in json.loads(await cli(url, "workers", "--json"))}
+
+        with anyio.fail_after(30):  # the first heartbeat goes out as the worker starts
+            while worker_id not in (found := await listed()):
+                pass
+        assert found[worker_id]["gone"] is False
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        killed = time.monotonic()
+        with anyio.fail_after(10):  # the broker closes a dead peer's connections at once
+            while not (found := await listed())[worker_id]["gone"]:
+                pass
+        assert time.monotonic() - killed < 10  # its record lives on for three minutes
+        live = json.loads(await cli(url, "workers", "--json", "--live"))
+        assert worker_id not in [w["id"] for w in live]

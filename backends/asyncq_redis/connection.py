@@ -70,14 +70,16 @@ class _Refused(Exception):
         self.error = error
 
 
-def open_client(connection: RedisConnection, *, max_connections: int) -> aioredis.Redis:
+def open_client(
+    connection: RedisConnection, *, max_connections: int, client_name: str | None = None
+) -> aioredis.Redis:
     """A client on a blocking pool of hiredis-encoding connections.
 
     Its timeouts are set here, whatever redis-py's defaults (they changed in 8.0). Commands
     that fail on a dropped connection (or, with ``retry_on_timeout``, that time out) are
     retried a few times with backoff, about 1.5 s in all, before the error reaches the
     caller. A burst of concurrent calls beyond the pool's size waits for a connection
-    instead of failing.
+    instead of failing. ``client_name`` names every connection (``CLIENT SETNAME``).
     """
     retried: tuple[type[rx.RedisError], ...] = (rx.ConnectionError,)
     if connection.retry_on_timeout:
@@ -96,6 +98,7 @@ def open_client(connection: RedisConnection, *, max_connections: int) -> aioredi
         socket_timeout=connection.socket_timeout,
         socket_connect_timeout=connection.socket_connect_timeout,
         health_check_interval=30,
+        client_name=client_name,
     )
     return aioredis.Redis(connection_pool=pool)
 

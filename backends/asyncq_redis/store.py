@@ -5,8 +5,11 @@ keeps its job records there. Each goes through one ``RedisStore``."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -25,6 +28,9 @@ from .scripting import Call, Scripts
 from .settings import RedisConnection
 
 __all__ = ["DEFAULT_BULK_LIMIT", "RedisStore"]
+
+CLIENT_NAME = "redis_client"
+"""The key in a heartbeat's ``extra`` naming the connections of the worker's process."""
 
 DEFAULT_BULK_LIMIT = 512 * 1024 * 1024
 """Redis's default ``proto-max-bulk-len``: the largest string argument of a command."""
@@ -52,13 +58,20 @@ class RedisStore:
         self.cancel_channel = f"{prefix}:cancel"
         self._max_connections = max_connections
         self._owner = owner
+        # Every connection of this process's store carries this name, so whoever lists
+        # the workers can tell from CLIENT LIST whether a worker's process still holds a
+        # connection: a killed one holds none the moment its sockets close.
+        host = "".join(c if c.isalnum() or c in ".-_" else "_" for c in socket.gethostname())
+        self.client_name = f"asyncq:{host}:{os.getpid()}:{os.urandom(3).hex()}"
         self._client: aioredis.Redis | None = None
         self._notifications: Notifications | None = None
         self._scripts = Scripts(scripts)
         self._heartbeats = Heartbeats(prefix)
 
     async def connect(self, action: str = "connecting") -> None:
-        self._client = open_client(self.connection, max_connections=self._max_connections)
+        self._client = open_client(
+            self.connection, max_connections=self._max_connections, client_name=self.client_name
+        )
         self._notifications = Notifications(self._client)
         with self.errors(action):
             try:
@@ -122,6 +135,7 @@ class RedisStore:
 
     # -- heartbeats ------------------------------------------------------------------------
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        worker = replace(worker, extra={**worker.extra, CLIENT_NAME: self.client_name})
         with self.errors("sending a heartbeat"):
             await self._heartbeats.beat(self.client, worker, ttl)
 
@@ -130,5 +144,25 @@ class RedisStore:
             await self._heartbeats.remove(self.client, worker_id)
 
     async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
+        """As the heartbeats say, except that a live one whose process holds no connection
+        to Redis any more (killed, its host lost) is gone at once, not after three beats."""
         with self.errors("listing workers"):
-            return await self._heartbeats.known(self.client, include_gone=include_gone)
+            listed = await self._heartbeats.known(self.client, include_gone=True)
+            connected = await self._connected_names() if any(not w.gone for w in listed) else None
+        found = []
+        for worker in listed:
+            name = worker.extra.get(CLIENT_NAME)
+            if not worker.gone and connected is not None and name and name not in connected:
+                worker = replace(worker, gone=True)
+            if include_gone or not worker.gone:
+                found.append(worker)
+        return found
+
+    async def _connected_names(self) -> set[str] | None:
+        """The names of the server's open connections; None where CLIENT LIST is refused
+        (an ACL, a managed service), and then the heartbeats alone decide."""
+        try:
+            clients: Any = await self.client.client_list()
+        except rx.ResponseError:
+            return None
+        return {str(c.get("name", "")) for c in clients}
