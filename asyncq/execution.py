@@ -16,8 +16,8 @@ import anyio
 
 from . import tracing
 from .arguments import BadArguments
-from .backend import Delivery, Outcome, Settlement
-from .deadlines import time_limit
+from .backend import Backend, Delivery, Outcome, Settlement
+from .deadlines import TimeLimit, time_limit
 from .errors import ErrorInfo, Reject, Retry
 from .job import set_current_job
 from .serializer import DecodeError, Message
@@ -31,17 +31,20 @@ __all__ = ["CANCELLED", "SHUTDOWN", "Running", "error_info", "execute"]
 SHUTDOWN = "shutdown"
 CANCELLED = "cancelled"
 
+_UNLIMITED = TimeLimit(None)
+
 
 class Running:
     """A job in flight: its delivery and the scope that cancels it, with the reason."""
 
     __slots__ = ("cause", "delivery", "message", "received", "scope", "trace_id")
 
-    def __init__(self, delivery: Delivery, scope: anyio.CancelScope) -> None:
+    def __init__(self, delivery: Delivery, scope: anyio.CancelScope, received: float) -> None:
         self.delivery = delivery
         self.scope = scope
-        self.received = time.monotonic()
-        """When the worker got the delivery: a broker's ack deadline counts from then."""
+        self.received = received
+        """When the worker got the delivery (``time.monotonic()``): a broker's ack deadline
+        counts from then."""
         self.cause: str | None = None
         self.message: Message | None = None
         """The decoded job, once its handler is about to run."""
@@ -68,13 +71,14 @@ async def execute(app: App, running: Running) -> Settlement:
         return _dead(delivery, msg, None, ErrorInfo("UnknownTask", reason))
     running.message = msg
     set_current_job(msg, delivery.redelivered)
-    system = app.backend.system
+    backend = app.backend
+    system = backend.system
     with tracing.process_span(
         system, msg.queue, msg.task, msg.id, msg.attempt, msg.headers
     ) as span:
         if span is not None:
             running.trace_id = tracing.trace_id(span)
-        settlement = await _run(app, running, msg, task, span)
+        settlement = await _run(app, backend, running, msg, task, span)
         if span is not None:
             if settlement.outcome is Outcome.RETRY:
                 tracing.outcome(span, "retry", **{"asyncq.retry.eta": settlement.eta})
@@ -85,13 +89,20 @@ async def execute(app: App, running: Running) -> Settlement:
 
 
 async def _run(
-    app: App, running: Running, msg: Message, task: Task[Any, Any], span: Any
+    app: App,
+    backend: Backend,
+    running: Running,
+    msg: Message,
+    task: Task[Any, Any],
+    span: Any,
 ) -> Settlement:
     delivery, scope = running.delivery, running.scope
     timeout = task.timeout if msg.timeout is None else msg.timeout
-    limit = time_limit(app.backend, timeout, running.received)
-    if limit.deadline is not None:
-        scope.deadline = limit.deadline
+    limit = _UNLIMITED
+    if timeout is not None or backend.ack_deadline is not None:  # most jobs have neither
+        limit = time_limit(backend, timeout, running.received)
+        if limit.deadline is not None:
+            scope.deadline = limit.deadline
     result: Any = None
     try:
         with scope:

@@ -317,7 +317,8 @@ class MemoryBackend(Backend):
             # frees it so the same work can be asked for again.
             if broker.keys.get((job.queue, job.key)) == job.id:
                 del broker.keys[job.queue, job.key]
-        heapq.heappush(broker.expiries, (now + self._ttl(job), job.id))
+        ttl = self.result_ttl if job.ttl is None else job.ttl
+        heapq.heappush(broker.expiries, (now + ttl, job.id))
         event = broker.finished.pop(job.id, None)
         if event is not None:
             event.set()

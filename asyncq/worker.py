@@ -302,8 +302,10 @@ class Worker:
                 if self.burst and await self._drained():
                     return
                 continue
+            received = time.monotonic()  # one fetch, one moment: a clock read per batch
             for delivery in deliveries:
-                running = self._running[delivery.id] = Running(delivery, anyio.CancelScope())
+                running = Running(delivery, anyio.CancelScope(), received)
+                self._running[delivery.id] = running
                 # The next free runner takes it; slots bound what waits to concurrency + prefetch.
                 ready.send_nowait(running)
 
