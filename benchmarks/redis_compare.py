@@ -2,6 +2,11 @@
 
     .venv-bench/bin/python benchmarks/redis_compare.py [--quick] [--libs arq,saq] [--json]
 
+asyncq runs on the redis-py a plain ``pip install 'asyncq[redis]'`` gets, not on the peers'
+pin (arq needs redis-py < 6): its workloads run in a child process of this script under
+``--asyncq-python``, the interpreter of a virtualenv of its own (``.venv-bench-asyncq`` by
+default), and its results join the peers' in one report.
+
 Each library gets the same jobs, one worker process at ``--concurrency``, and a database of
 its own (``--db``, 14 by default) flushed before each workload, so no run sees another's
 keys. The workloads, in this order:
@@ -28,6 +33,7 @@ run the same way, a second one kills the workers at once.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -53,6 +59,8 @@ from redis.exceptions import RedisError
 T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
+ASYNCQ_PYTHON = HERE.parent / ".venv-bench-asyncq" / "bin" / "python"
+"""Where asyncq's own virtualenv is looked for when ``--asyncq-python`` names none."""
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 WARMUP_JOBS = 50
@@ -95,6 +103,8 @@ class WorkloadConfig:
 class Config(WorkloadConfig):
     arq_poll_delay: float | None
     taskiq_results: bool
+    asyncq_python: str
+    """The interpreter asyncq's workloads run under (this one's own: in this process)."""
 
 
 @dataclass(slots=True)
@@ -103,6 +113,8 @@ class Result:
 
     library: str
     version: str = ""
+    client: str = ""
+    """The Redis client the library ran on ("redis-py 8.1.0"), where the driver knows it."""
     skipped: str | None = None
     has_bulk: bool = False
     enqueue_rate: float | None = None
@@ -449,6 +461,70 @@ async def run_library(
 RunOne = Callable[[Result, aioredis.Redis, Any], Awaitable[None]]
 
 
+def _this_python(python: str) -> bool:
+    # Not resolved: every virtualenv's python links to the same interpreter.
+    return os.path.abspath(python) == os.path.abspath(sys.executable)
+
+
+async def run_redis_library(res: Result, redis: aioredis.Redis, cfg: Config) -> None:
+    """One library of this comparison: asyncq under ``cfg.asyncq_python`` when that is
+    another interpreter, everything else in this process (the peers' virtualenv)."""
+    if res.library == "asyncq" and not _this_python(cfg.asyncq_python):
+        await run_in_child(res, cfg)
+        return
+    import redis as redis_py
+
+    res.client = f"redis-py {redis_py.__version__}"
+    await run_library(res, redis, cfg)
+    if res.library == "asyncq" and not res.skipped and importlib.util.find_spec("arq"):
+        res.notes.append(
+            f"ran in the peers' virtualenv, on their pinned {res.client}: give "
+            "--asyncq-python the python of a virtualenv with a plain pip install -e "
+            "'.[redis]' to measure the redis-py a user gets"
+        )
+
+
+def child_arguments(cfg: Config) -> list[str]:
+    """The options that make a child run the same workloads as this process."""
+    return [
+        *("--db", str(cfg.db), "--concurrency", str(cfg.concurrency)),
+        *("--enqueue-jobs", str(cfg.enqueue_jobs), "--jobs", str(cfg.jobs)),
+        *("--rate", repr(cfg.rate), "--duration", repr(cfg.duration)),
+        *("--sleep-jobs", str(cfg.sleep_jobs), "--batch", str(cfg.batch)),
+        *("--stop-timeout", repr(cfg.stop_timeout)),
+    ]
+
+
+async def run_in_child(res: Result, cfg: Config) -> None:
+    """Run ``res.library``'s workloads with this script under ``cfg.asyncq_python`` and take
+    its results. Its progress shows on stderr; cancelled, it gets SIGTERM, which stops its
+    workers as it would stop ours."""
+    python = cfg.asyncq_python
+    out = cfg.log_dir / f"{res.library}-results.json"
+    argv = [python, str(HERE / "redis_compare.py"), "--libs", res.library]
+    argv += [*child_arguments(cfg), "--asyncq-python", python, "--json", str(out)]
+    # Its report goes nowhere: its results come back as JSON.
+    devnull = subprocess.DEVNULL
+    async with await anyio.open_process(argv, stdin=devnull, stdout=devnull, stderr=None) as proc:
+        try:
+            await proc.wait()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                proc.terminate()
+                with anyio.move_on_after(cfg.stop_timeout + 10):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+            raise
+    try:
+        (found,) = json.loads(out.read_text())["results"]
+    except (OSError, ValueError) as exc:
+        res.skipped = f"its run under {python} failed (exit {proc.returncode}): {exc}"
+        return
+    for name, value in found.items():
+        setattr(res, name, value)
+
+
 async def run_all(
     cfg: Any, results: list[Result], meta: dict[str, Any], run_one: RunOne = run_library
 ) -> None:
@@ -530,7 +606,7 @@ def table(results: list[Result], cfg: Config) -> str:
         rows.append(
             [
                 r.library,
-                r.version,
+                f"{r.version} ({r.client})" if r.client else r.version,
                 _rate(r.enqueue_rate),
                 _rate(r.bulk_rate) if r.has_bulk else "n/a",
                 _rate(r.drain_rate),
@@ -671,14 +747,29 @@ def parse_args() -> tuple[Config, str | None]:
         action="store_true",
         help="give taskiq a result backend (RedisAsyncResultBackend); by default it has none",
     )
+    parser.add_argument(
+        "--asyncq-python",
+        metavar="PATH",
+        help="the python of asyncq's own virtualenv (pip install -e '.[redis]'), so it runs "
+        "on the redis-py users get (default: .venv-bench-asyncq/bin/python where it exists, "
+        "else this interpreter)",
+    )
     args = parser.parse_args()
     settings = common_settings(parser, args, peers.LIBRARIES)
     if args.arq_poll_delay is not None and args.arq_poll_delay <= 0:
         parser.error("--arq-poll-delay must be > 0")
+    if args.asyncq_python is not None and not Path(args.asyncq_python).is_file():
+        parser.error(
+            f"--asyncq-python: no interpreter at {args.asyncq_python} (make one with: python3 "
+            "-m venv .venv-bench-asyncq && .venv-bench-asyncq/bin/pip install -e '.[redis]')"
+        )
     cfg = Config(
         **settings,
         arq_poll_delay=args.arq_poll_delay,
         taskiq_results=args.taskiq_results,
+        asyncq_python=os.path.abspath(
+            args.asyncq_python or (str(ASYNCQ_PYTHON) if ASYNCQ_PYTHON.exists() else sys.executable)
+        ),
         log_dir=Path(tempfile.mkdtemp(prefix="redis-compare-")),
     )
     return cfg, args.json
@@ -735,7 +826,10 @@ def main() -> None:
             f"{meta['redis']} at {REDIS_HOST}:{REDIS_PORT}/{cfg.db}"
         )
 
-    run_and_report(cfg, meta, run_all, broker, json_path)
+    async def run(cfg: Any, results: list[Result], meta: dict[str, Any]) -> None:
+        await run_all(cfg, results, meta, run_redis_library)
+
+    run_and_report(cfg, meta, run, broker, json_path)
 
 
 if __name__ == "__main__":
