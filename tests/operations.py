@@ -118,21 +118,30 @@ async def metrics_port_serves_depths_and_logs_are_json(url: str) -> None:
         assert sample(samples, "asyncq_job_queue_wait_seconds_count", task="refuse") == 2.0
 
 
+async def listed_workers(url: str) -> dict[str, dict[str, object]]:
+    """What `asyncq workers --json` lists, by worker id."""
+    return {w["id"]: w for w in json.loads(await cli(url, "workers", "--json"))}
+
+
+async def listed_once_started(url: str, lines: Lines) -> tuple[str, dict[str, dict[str, object]]]:
+    """The id of the worker whose log ``lines`` are, once `asyncq workers` lists it (live),
+    and that listing."""
+    line = await lines.expect(lambda text: "started: queues=" in text, timeout=30)
+    worker_id = line.split("worker ", 1)[1].split()[0]
+    with anyio.fail_after(30):  # the first heartbeat goes out as the worker starts
+        while worker_id not in (found := await listed_workers(url)):
+            pass
+    assert found[worker_id]["gone"] is False
+    return worker_id, found
+
+
 async def workers_shows_a_worker_then_shows_it_gone_once_killed(url: str) -> None:
     """`asyncq workers` lists a running worker process as live, then as gone (and not with
     `--live`) once it is SIGKILLed."""
     options = ["--heartbeat-interval", "0.2", "--queues", "default"]
     async with worker(url, *options) as (process, lines):
-        line = await lines.expect(lambda text: "started: queues=" in text, timeout=30)
-        worker_id = line.split("worker ", 1)[1].split()[0]
-
-        async def listed() -> dict[str, dict[str, object]]:
-            return {w["id"]: w for w in json.loads(await cli(url, "workers", "--json"))}
-
-        with anyio.fail_after(30):  # the first heartbeat goes out as the worker starts
-            while worker_id not in (found := await listed()):
-                pass
-        assert found[worker_id]["gone"] is False
+        worker_id, found = await listed_once_started(url, lines)
+        listed = partial(listed_workers, url)
         assert found[worker_id]["pid"] == process.pid
         assert found[worker_id]["queues"] == ["default"]
         table = await cli(url, "workers")
@@ -155,21 +164,13 @@ async def a_killed_worker_is_gone_as_soon_as_its_connections_close(url: str) -> 
     close, long before its missed heartbeats would say so (one a minute here)."""
     options = ["--heartbeat-interval", "60", "--queues", "default"]
     async with worker(url, *options) as (process, lines):
-        line = await lines.expect(lambda text: "started: queues=" in text, timeout=30)
-        worker_id = line.split("worker ", 1)[1].split()[0]
-
-        async def listed() -> dict[str, dict[str, object]]:
-            return {w["id"]: w for w in json.loads(await cli(url, "workers", "--json"))}
-
-        with anyio.fail_after(30):  # the first heartbeat goes out as the worker starts
-            while worker_id not in (found := await listed()):
-                pass
-        assert found[worker_id]["gone"] is False
+        worker_id, _ = await listed_once_started(url, lines)
+        listed = partial(listed_workers, url)
         process.send_signal(signal.SIGKILL)
         await process.wait()
         killed = time.monotonic()
         with anyio.fail_after(10):  # the broker closes a dead peer's connections at once
-            while not (found := await listed())[worker_id]["gone"]:
+            while not (await listed())[worker_id]["gone"]:
                 pass
         assert time.monotonic() - killed < 10  # its record lives on for three minutes
         live = json.loads(await cli(url, "workers", "--json", "--live"))
