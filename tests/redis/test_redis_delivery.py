@@ -13,8 +13,7 @@ from typing import Any
 import anyio
 import asyncq_redis.blocking
 import pytest
-from harness import Lines, worker_process
-from redis_support import claimed_prefix, redis_url
+from redis_support import claimed_prefix, kill_and_take_over, redis_url
 
 import asyncq
 from asyncq import JobStatus, current_job
@@ -33,47 +32,11 @@ async def test_job_of_a_sigkilled_worker_completes_elsewhere_after_the_visibilit
 ) -> None:
     visibility_timeout = 1.0
     url = redis_url(prefix, visibility_timeout=visibility_timeout)
-    app = asyncq.App(url, shutdown_timeout=2.0)
-    runs: list[tuple[int, bool]] = []
-    reclaimed_at = 0.0
-
-    @app.task(name="lost.work")  # the same task as the subprocess's apps.lost_worker
-    async def work() -> str:
-        nonlocal reclaimed_at
-        reclaimed_at = time.monotonic()
-        job = current_job()
-        runs.append((job.attempt, job.redelivered))
-        return "completed"
-
-    async with app:
-        job = await work.enqueue()
-        with (tmp_path / "worker.log").open("wb") as log:
-            async with worker_process("apps.lost_worker:app", url, stderr=log) as process:
-                stdout = Lines(process.stdout)
-                started = await stdout.expect(lambda line: line.startswith("started "), timeout=30)
-                assert started == f"started {job.id} attempt=1 redelivered=False"
-                assert await job.status() is JobStatus.RUNNING
-                process.kill()  # SIGKILL: nothing settled, nothing released
-                with anyio.fail_after(10):
-                    assert await process.wait() == -9
-                lost_at = time.monotonic()
-        # Still the dead worker's: nobody settled or released it.
-        assert await job.status() is JobStatus.RUNNING
-        async with app.worker(concurrency=1):
-            assert await job.result(timeout=10) == "completed"
-        assert await job.status() is JobStatus.SUCCEEDED
-        assert await app.dead_letters() == []
-    worker_log = (tmp_path / "worker.log").read_text()
-    assert "Traceback" not in worker_log, worker_log
-    # It ran twice in all: once in the killed worker (its one "started" line) and once here,
-    # flagged as the redelivery of a lost worker's job, on the same attempt.
-    assert [line for line in stdout.seen if line.startswith("started ")] == [started]
-    assert runs == [(1, True)]
+    waited = await kill_and_take_over(url, tmp_path, visibility_timeout=visibility_timeout)
+    print(f"SIGKILLed worker's job reclaimed {waited:.2f} s after the kill")
     # Not taken before the lease ran out (the dead worker renewed it every third of the
     # visibility timeout, so it had at least two thirds left: some slack for a late timer),
     # and taken soon after.
-    waited = reclaimed_at - lost_at
-    print(f"SIGKILLed worker's job reclaimed {waited:.2f} s after the kill")
     assert visibility_timeout / 2 <= waited <= visibility_timeout + 1.0, waited
 
 

@@ -7,7 +7,6 @@ logs nothing and keeps its connections, whatever redis-py's socket timeout."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +18,8 @@ import redis.asyncio as aioredis
 import services
 from asyncq_redis import RedisBackend
 from harness import Lines, worker_process
-from redis_support import PrivateRedis, claimed_prefix, redis_url
+from redis_support import PrivateRedis, claimed_prefix, kill_and_take_over, redis_url
 
-import asyncq
-from asyncq import current_job
 from asyncq.backend import Delivery, Envelope
 
 pytestmark = pytest.mark.anyio
@@ -34,44 +31,6 @@ def prefix(unique: str) -> Iterator[str]:
         yield prefix
 
 
-async def _kill_and_take_over(
-    url: str, tmp_path: Path, *, visibility_timeout: float, replacement_after: float = 0.0
-) -> float:
-    """A worker process starts the job and is SIGKILLed; ``replacement_after`` seconds later
-    a worker of this process starts. Seconds from the kill until the job started again."""
-    app = asyncq.App(url, shutdown_timeout=2.0)
-    runs: list[tuple[int, bool]] = []
-    restarted_at = 0.0
-
-    @app.task(name="lost.work")  # the same task as the subprocess's apps.lost_worker
-    async def work() -> str:
-        nonlocal restarted_at
-        restarted_at = time.monotonic()
-        job = current_job()
-        runs.append((job.attempt, job.redelivered))
-        return "completed"
-
-    async with app:
-        job = await work.enqueue()
-        with (tmp_path / "worker.log").open("wb") as log:
-            async with worker_process("apps.lost_worker:app", url, stderr=log) as process:
-                stdout = Lines(process.stdout)
-                await stdout.expect(lambda line: line.startswith("started "), timeout=30)
-                # Killed before its first lease renewal (a third of the visibility timeout
-                # after its start): the lease runs out one visibility timeout after delivery.
-                process.kill()
-                killed_at = time.monotonic()
-                with anyio.fail_after(10):
-                    await process.wait()
-        if replacement_after:
-            # The scenario, not a synchronisation: the worker that takes over comes up later.
-            await anyio.sleep(replacement_after)
-        async with app.worker(concurrency=1):
-            assert await job.result(timeout=visibility_timeout + 10) == "completed"
-    assert runs == [(1, True)]
-    return restarted_at - killed_at
-
-
 @pytest.mark.slow
 async def test_lost_workers_job_restarts_within_a_second_of_its_lease_running_out(
     prefix: str, tmp_path: Path
@@ -80,7 +39,7 @@ async def test_lost_workers_job_restarts_within_a_second_of_its_lease_running_ou
     # abandoned entries fall, one comes within a second of the lease running out.
     visibility_timeout = 6.0
     url = redis_url(prefix, visibility_timeout=visibility_timeout)
-    waited = await _kill_and_take_over(
+    waited = await kill_and_take_over(
         url, tmp_path, visibility_timeout=visibility_timeout, replacement_after=1.25
     )
     print(f"vt {visibility_timeout:g} s: the lost job restarted {waited:.2f} s after the kill")
@@ -92,7 +51,7 @@ async def test_lost_workers_job_restarts_within_a_second_of_the_default_lease(
     prefix: str, tmp_path: Path
 ) -> None:
     url = redis_url(prefix)  # visibility_timeout 30 s, every other setting a default too
-    waited = await _kill_and_take_over(url, tmp_path, visibility_timeout=30.0)
+    waited = await kill_and_take_over(url, tmp_path, visibility_timeout=30.0)
     print(f"defaults: the lost worker's job restarted {waited:.2f} s after the kill")
     assert 29.0 <= waited <= 31.0, waited
 
