@@ -35,8 +35,9 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .backend import Outcome, Settlement
+from .broker_wait import enter_when_reachable
 from .deadlines import check_timeouts
-from .errors import BrokerError, BrokerUnavailable
+from .errors import BrokerError
 from .execution import CANCELLED, SHUTDOWN, Running, error_info, execute
 from .joblog import job_finished
 from .metrics import WorkerMetrics, configured_provider
@@ -219,46 +220,15 @@ class Worker:
 
     @asynccontextmanager
     async def _open_app(self) -> AsyncIterator[None]:
-        """``async with app``, trying again while the broker cannot be reached, for up to
-        ``wait_for_broker`` seconds: after 0.5 s, then twice as long each time, up to 5 s."""
+        """``async with app``, waiting up to ``wait_for_broker`` for an unreachable broker
+        (see :mod:`asyncq.broker_wait`)."""
         wait = self.wait_for_broker
         async with AsyncExitStack() as stack:
-            deadline = anyio.current_time() + wait if wait else math.inf
-            delay, attempt = 0.5, 1
-            error: BrokerUnavailable | None = None
             # Nothing has started yet, so a stop need not wait for the broker.
             self._waiting_for_broker = bool(wait)
             if self._stopping and wait:
                 self._run_scope.cancel()
-            while True:
-                # The deadline bounds an attempt too: one connect may take seconds (a
-                # backend may retry a failed command for a while before it gives up).
-                with anyio.CancelScope(deadline=deadline):
-                    try:
-                        await stack.enter_async_context(self.app)
-                        break
-                    except BrokerUnavailable as exc:
-                        if not wait:
-                            raise
-                        error = exc
-                left = deadline - anyio.current_time()
-                if left <= 0:
-                    reason = error if error is not None else f"no answer within {wait:g} s"
-                    raise BrokerUnavailable(
-                        f"still unreachable after {attempt} attempt(s) over {wait:g} s: {reason}"
-                    ) from error
-                pause = min(delay, left)
-                log.warning(
-                    "broker unreachable (attempt %d); trying again in %.1f s, giving up in "
-                    "%.1f s: %s",
-                    attempt,
-                    pause,
-                    left,
-                    error,
-                )
-                await anyio.sleep(pause)
-                delay = min(delay * 2, 5.0)
-                attempt += 1
+            await enter_when_reachable(stack, self.app, wait)
             self._waiting_for_broker = False
             yield
 
