@@ -329,7 +329,7 @@ class App:
         busy = ", ".join(f"{n} {what}" for what, n in held.items() if n)
         if busy:
             raise ValueError(f"queue {queue!r} is not empty ({busy}); nothing was removed")
-        serving = [w.id for w in await self.backend.workers() if queue in w.queues]
+        serving = [w.id for w in await self.backend.store.workers() if queue in w.queues]
         if serving:
             raise ValueError(
                 f"queue {queue!r} is served by {len(serving)} live worker(s) "

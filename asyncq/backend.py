@@ -19,16 +19,13 @@ round trip:
   A broker that takes a delivery back after a fixed time whatever the worker does
   (RabbitMQ's consumer timeout) says so in ``ack_deadline``; the worker stops attempts
   before then.
-* ``watch_cancellations(on_cancel)`` calls ``on_cancel(job_id)`` when a user cancels a job,
-  so the worker running it can cancel its scope.
 * ``maintain(queues)`` is the upkeep a broker needs from its workers (moving due delayed
   jobs, reclaiming the jobs of lost workers); every worker runs it in its task group.
-* Job records (``job_info``, ``wait_finished``, ``cancel``), queue stats, the dead-letter
-  queue (``dead_letters``, ``purge_dead``; replay is enqueue + purge, done by the App) and
-  worker heartbeats (``heartbeat``, ``deregister``, ``workers``).
-
-A job belongs to its queue: its record and its idempotency key live with the queue (one
-Redis Cluster slot per queue), so the record calls name the queue as well as the job id.
+* Queue stats, ``list_jobs`` (a queue's jobs in one state, paged), the dead-letter queue
+  (``dead_letters``, ``purge_dead``; replay is enqueue + purge, done by the App), and a
+  queue's purge and removal.
+* ``store`` is the :class:`~asyncq.store.JobStore` that keeps job records, cancellations and
+  worker heartbeats: the backend itself serves it where the broker can keep records.
 
 Driver exceptions are mapped to :mod:`asyncq.errors` inside the backend and never reach
 users raw. Backends are found by URL scheme in the ``asyncq.backends`` entry-point group.
@@ -37,17 +34,18 @@ users raw. Backends are found by URL scheme in the ``asyncq.backends`` entry-poi
 from __future__ import annotations
 
 import abc
-import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 
-from .errors import ConfigurationError, ErrorInfo
-from .records import DeadLetter, JobInfo, QueueStats, WorkerInfo
+from .delivery import Delivery, Envelope
+from .errors import ConfigurationError
+from .records import DeadLetter, JobListing, JobStatus, QueueStats
+from .settlement import Outcome, Settlement
+from .store import JobStore
 
 __all__ = [
     "Backend",
@@ -60,70 +58,6 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "asyncq.backends"
-
-# Schemes whose integration needs an optional dependency, and the extra that brings it.
-_EXTRAS = {"redis": "redis", "rediss": "redis", "amqp": "amqp", "amqps": "amqp"}
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A job on its way into the broker: the encoded message and what the broker indexes."""
-
-    id: str
-    queue: str
-    body: bytes
-    task: str = ""
-    eta: float | None = None
-    """Epoch seconds before which the job must not run; None runs it at once."""
-    key: str | None = None
-    """Idempotency key, scoped to the queue: while a job with this key is queued, running or
-    succeeded (within the result TTL), enqueueing the key again returns that job's id and
-    stores nothing."""
-    replay: bool = False
-    """A dead (or cancelled) job sent again under its own id: its old record is replaced.
-    Any other envelope with the id of a job the broker knows stores nothing."""
-
-
-@dataclass(slots=True)
-class Delivery:
-    """A job handed to one worker, held until settled."""
-
-    id: str
-    queue: str
-    body: bytes
-    receipt: Any = None
-    """The backend's own handle (stream entry id, delivery tag, ...)."""
-    redelivered: bool = False
-    """True when an earlier delivery of this job went to a worker that was lost."""
-
-
-class Outcome(enum.Enum):
-    SUCCEEDED = "succeeded"
-    RETRY = "retry"
-    DEAD = "dead"
-    CANCELLED = "cancelled"
-    RELEASE = "release"
-
-
-@dataclass(slots=True)
-class Settlement:
-    """How one delivery ended; see the module docstring for what each outcome does."""
-
-    delivery: Delivery
-    outcome: Outcome
-    result: bytes | None = None
-    """SUCCEEDED: the serialized return value."""
-    retry_body: bytes | None = None
-    """RETRY: the next attempt's message (attempt + 1)."""
-    eta: float | None = None
-    """RETRY: when the next attempt may run."""
-    error: ErrorInfo | None = None
-    """RETRY and DEAD: why the attempt failed."""
-    task: str = ""
-    attempt: int = 1
-    result_ttl: float | None = None
-    """SUCCEEDED, DEAD, CANCELLED: seconds to keep the job's record (and result), instead of
-    the backend's ``result_ttl``; the task's own ``result_ttl``."""
 
 
 B = TypeVar("B", bound="Backend")
@@ -190,24 +124,6 @@ class Backend(abc.ABC):
         """Upkeep for ``queues`` that runs as long as a worker does; by default none."""
         await anyio.sleep_forever()
 
-    @abc.abstractmethod
-    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        """Call ``on_cancel(job_id)`` for each cancellation request, until cancelled."""
-
-    # -- job records -----------------------------------------------------------------------
-    @abc.abstractmethod
-    async def job_info(self, job_id: str, queue: str) -> JobInfo | None: ...
-
-    @abc.abstractmethod
-    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        """Wait, without polling, until the job is finished; None if it is unknown.
-
-        Raises ``TimeoutError`` when ``timeout`` passes first."""
-
-    @abc.abstractmethod
-    async def cancel(self, job_id: str, queue: str) -> bool:
-        """Cancel a queued, scheduled or running job; False if it had already finished."""
-
     # -- operations ------------------------------------------------------------------------
     @abc.abstractmethod
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
@@ -238,17 +154,20 @@ class Backend(abc.ABC):
         its place among the known queues). The App checks first that it is empty and that
         no live worker serves it."""
 
-    @abc.abstractmethod
-    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None: ...
+    async def list_jobs(
+        self, queue: str, status: JobStatus, *, limit: int = 100, after: str | None = None
+    ) -> list[JobListing]:
+        """Up to ``limit`` of the queue's jobs in ``status`` (one of
+        :data:`~asyncq.records.LISTABLE`), in the order the broker keeps them (the oldest or
+        soonest first); ``after`` is the ``cursor`` of the last job of the previous page.
+        A job that changes state between pages may be missed or listed twice."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list jobs yet")
 
+    # -- records ---------------------------------------------------------------------------
+    @property
     @abc.abstractmethod
-    async def deregister(self, worker_id: str) -> None: ...
-
-    @abc.abstractmethod
-    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
-        """Workers whose last heartbeat is younger than its TTL; with ``include_gone``, also
-        those whose heartbeat expired within ``GONE_RETENTION`` (``gone=True``) and that did
-        not deregister."""
+    def store(self) -> JobStore:
+        """Where this backend keeps job records, cancellations and heartbeats."""
 
 
 def parse_url_options(url: str, allowed: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
@@ -301,21 +220,66 @@ def resolve_backend(url: str) -> Backend:
             f"broker URL {redact_url(url)!r} has no scheme; expected e.g. 'memory://' "
             "or 'redis://127.0.0.1:6379/0'"
         )
-    extra = _EXTRAS.get(scheme)
-    hint = f"; install it with: pip install 'asyncq[{extra}]'" if extra else ""
     found = entry_points(group=ENTRY_POINT_GROUP, name=scheme)
     if not found:
         known = ", ".join(sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)))
         raise ConfigurationError(
-            f"no asyncq backend is installed for '{scheme}://' (installed: {known}){hint}"
+            f"no asyncq backend is installed for '{scheme}://' (installed: {known})"
         )
     entry = next(iter(found))
     try:
         cls = entry.load()
     except ImportError as exc:
+        hint = install_hint(entry, exc.name)
         raise ConfigurationError(
             f"the '{scheme}://' backend cannot be imported ({exc}){hint}"
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise ConfigurationError(f"entry point {entry.value!r} is not an asyncq Backend")
     return cls.from_url(url)
+
+
+def install_hint(entry: EntryPoint, missing: str | None) -> str:
+    """How to install what an entry point's backend lacks, read from the distribution that
+    registered it: the extra whose requirements name the missing module ("; install it with:
+    pip install 'asyncq[redis]'"); '' when no extra names it."""
+    dist = entry.dist
+    if dist is None:
+        return ""
+    name = dist.metadata["Name"]
+    wanted = _normalize(missing or "")
+    extras: dict[str, int] = {}  # extra -> how many requirements it has
+    naming: set[str] = set()  # the extras that require the missing module
+    for requirement in dist.requires or ():
+        project, _, marker = requirement.partition(";")
+        extra = _extra_of(marker)
+        if extra:
+            extras[extra] = extras.get(extra, 0) + 1
+            if wanted and _requirement_name(project) == wanted:
+                naming.add(extra)
+    if not naming:
+        return ""
+    # The narrowest extra that brings it: 'redis' rather than 'amqp' or 'dev', which
+    # bring it too.
+    extra = min(naming, key=lambda e: (extras[e], e))
+    return f"; install it with: pip install '{name}[{extra}]'"
+
+
+def _normalize(name: str) -> str:
+    # Module and project names differ in case and in '-', '_' and '.' (aio_pika, aio-pika).
+    return name.split(".")[0].lower().replace("-", "_").replace(".", "_")
+
+
+def _requirement_name(project: str) -> str:
+    for stop in "<>=!~[ (":
+        project = project.split(stop)[0]
+    return _normalize(project.strip())
+
+
+def _extra_of(marker: str) -> str | None:
+    """The extra a requirement's environment marker names (``extra == "redis"``)."""
+    if "extra" not in marker:
+        return None
+    _, _, rest = marker.partition("extra")
+    rest = rest.strip().removeprefix("==").strip()
+    return rest.strip("'\" ").split("'")[0].split('"')[0] or None

@@ -40,7 +40,7 @@ class Job(Generic[R]):
     async def info(self) -> JobInfo:
         """The job's full record: status, attempt, next run time, last error, and the
         result of a succeeded job, decoded as :meth:`result` gives it."""
-        info = await self._app.backend.job_info(self.id, self.queue)
+        info = await self._app.backend.store.job_info(self.id, self.queue)
         if info is None:
             raise JobNotFound(f"job {self.id} is unknown or its record expired", job_id=self.id)
         if info.raw_result is None:
@@ -58,7 +58,7 @@ class Job(Generic[R]):
         if it was cancelled, and ``TimeoutError`` if ``timeout`` seconds pass first. A task
         registered with ``store_result=False`` gives None.
         """
-        info = await self._app.backend.wait_finished(self.id, self.queue, timeout)
+        info = await self._app.backend.store.wait_finished(self.id, self.queue, timeout)
         if info is None:
             raise JobNotFound(f"job {self.id} is unknown or its record expired", job_id=self.id)
         if info.status is JobStatus.SUCCEEDED:
@@ -81,7 +81,7 @@ class Job(Generic[R]):
         """Cancel the job: a queued one never runs, a running one has its scope cancelled.
 
         Returns False if the job had already finished."""
-        return await self._app.backend.cancel(self.id, self.queue)
+        return await self._app.backend.store.cancel(self.id, self.queue)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,91 +20,22 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from typing import Self
 from urllib.parse import urlsplit
 
 import anyio
 
-from .backend import (
-    Backend,
-    Delivery,
-    Envelope,
-    Outcome,
-    Settlement,
-    parse_url_options,
-    positive_float,
-    positive_int,
-)
+from .backend import Backend, parse_url_options, positive_float, positive_int
+from .delivery import Delivery, Envelope
 from .errors import ErrorInfo
-from .records import GONE_RETENTION, DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInfo
+from .memory_broker import BROKERS, MemoryBroker, QueueState, StoredJob
+from .memory_store import MemoryStore
+from .records import DeadLetter, JobListing, JobStatus, QueueStats
+from .settlement import Outcome, Settlement
+from .store import JobStore
 
 __all__ = ["MemoryBackend"]
-
-
-@dataclass(slots=True)
-class _Job:
-    id: str
-    queue: str
-    task: str
-    body: bytes
-    key: str | None
-    status: JobStatus
-    eta: float | None = None
-    attempt: int = 1
-    result: bytes | None = None
-    error: ErrorInfo | None = None
-    updated_at: float = 0.0
-    receipt: int = 0
-    """Which delivery currently holds the job; a stale worker's settlement is ignored."""
-    lease_until: float = 0.0
-    redelivered: bool = False
-    cancel_requested: bool = False
-    ttl: float | None = None
-    """How long its record is kept once finished, when its task says (else result_ttl)."""
-
-
-@dataclass(slots=True)
-class _Queue:
-    ready: deque[str] = field(default_factory=deque)
-    scheduled: list[tuple[float, int, str]] = field(default_factory=list)
-    scheduled_ids: set[str] = field(default_factory=set)
-    running: set[str] = field(default_factory=set)
-    dead: dict[str, DeadLetter] = field(default_factory=dict)
-
-
-class _Broker:
-    """The state one ``memory://name`` URL names, shared by every backend built from it."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, _Job] = {}
-        self.keys: dict[tuple[str, str], str] = {}
-        """(queue, idempotency key) -> job id."""
-        self.queues: dict[str, _Queue] = {}
-        self.expiries: list[tuple[float, str]] = []
-        """A heap of (when, job id): finished records to drop."""
-        self.finished: dict[str, anyio.Event] = {}
-        self.cancel_watchers: list[Callable[[str], None]] = []
-        self.workers: dict[str, tuple[WorkerInfo, float]] = {}
-        self.receipts = itertools.count(1)
-        self.sequence = itertools.count()
-        self.changed: anyio.Event | None = None
-
-    def queue(self, name: str) -> _Queue:
-        q = self.queues.get(name)
-        if q is None:
-            q = self.queues[name] = _Queue()
-        return q
-
-    def notify(self) -> None:
-        if self.changed is not None:
-            self.changed.set()
-            self.changed = None
-
-
-_BROKERS: dict[str, _Broker] = {}
 
 
 class MemoryBackend(Backend):
@@ -128,8 +59,13 @@ class MemoryBackend(Backend):
         self.visibility_timeout = visibility_timeout
         self.result_ttl = result_ttl
         self.lease_renewal_interval = visibility_timeout / 3
-        self._broker = _BROKERS.setdefault(name, _Broker())
+        self._broker = BROKERS.setdefault(name, MemoryBroker())
+        self._store = MemoryStore(self._broker, result_ttl)
         self._turn = 0
+
+    @property
+    def store(self) -> JobStore:
+        return self._store
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -152,7 +88,7 @@ class MemoryBackend(Backend):
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
         broker = self._broker
         now = time.time()
-        self._expire(now)
+        self._broker.expire(now, self.result_ttl)
         ids: list[str] = []
         for env in envelopes:
             if env.key is not None:
@@ -162,7 +98,7 @@ class MemoryBackend(Backend):
                     continue
                 broker.keys[env.queue, env.key] = env.id
             delayed = env.eta is not None and env.eta > now
-            job = _Job(
+            job = StoredJob(
                 id=env.id,
                 queue=env.queue,
                 task=env.task,
@@ -178,7 +114,7 @@ class MemoryBackend(Backend):
         broker.notify()
         return ids
 
-    def _place(self, job: _Job) -> None:
+    def _place(self, job: StoredJob) -> None:
         q = self._broker.queue(job.queue)
         if job.eta is not None:
             heapq.heappush(q.scheduled, (job.eta, next(self._broker.sequence), job.id))
@@ -257,7 +193,7 @@ class MemoryBackend(Backend):
                 if job.cancel_requested:
                     # Cancelled while running on a worker that was lost before it settled.
                     job.status, job.updated_at = JobStatus.CANCELLED, now
-                    self._finish(job, now)
+                    self._broker.finish(job, now, self.result_ttl)
                     continue
                 job.status = JobStatus.RUNNING
                 job.receipt = next(broker.receipts)
@@ -307,36 +243,8 @@ class MemoryBackend(Backend):
                     )
                 else:
                     job.status = JobStatus.CANCELLED
-                self._finish(job, now)
+                self._broker.finish(job, now, self.result_ttl)
         broker.notify()
-
-    def _finish(self, job: _Job, now: float) -> None:
-        broker = self._broker
-        if job.key is not None and job.status is not JobStatus.SUCCEEDED:
-            # Only a success holds its key for the result TTL; a dead or cancelled job
-            # frees it so the same work can be asked for again.
-            if broker.keys.get((job.queue, job.key)) == job.id:
-                del broker.keys[job.queue, job.key]
-        ttl = self.result_ttl if job.ttl is None else job.ttl
-        heapq.heappush(broker.expiries, (now + ttl, job.id))
-        event = broker.finished.pop(job.id, None)
-        if event is not None:
-            event.set()
-
-    def _expire(self, now: float) -> None:
-        broker = self._broker
-        while broker.expiries and broker.expiries[0][0] <= now:
-            _, job_id = heapq.heappop(broker.expiries)
-            job = broker.jobs.get(job_id)
-            # A replayed job finished again later: its own, later expiry entry removes it.
-            if job is None or not job.status.finished or job.updated_at + self._ttl(job) > now:
-                continue
-            del broker.jobs[job_id]
-            if job.key is not None and broker.keys.get((job.queue, job.key)) == job_id:
-                del broker.keys[job.queue, job.key]
-
-    def _ttl(self, job: _Job) -> float:
-        return self.result_ttl if job.ttl is None else job.ttl
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
         lease_until = time.time() + self.visibility_timeout
@@ -346,71 +254,6 @@ class MemoryBackend(Backend):
             if job is not None and job.receipt == d.receipt:
                 job.lease_until = lease_until
 
-    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        watchers = self._broker.cancel_watchers
-        watchers.append(on_cancel)
-        try:
-            await anyio.sleep_forever()
-        finally:
-            watchers.remove(on_cancel)
-
-    # -- job records -----------------------------------------------------------------------
-    def _job(self, job_id: str, queue: str) -> _Job | None:
-        job = self._broker.jobs.get(job_id)
-        return job if job is not None and job.queue == queue else None
-
-    async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
-        self._expire(time.time())
-        job = self._job(job_id, queue)
-        if job is None:
-            return None
-        return JobInfo(
-            id=job.id,
-            status=job.status,
-            task=job.task,
-            queue=job.queue,
-            attempt=job.attempt,
-            eta=job.eta,
-            raw_result=job.result,
-            error=job.error,
-            updated_at=job.updated_at,
-        )
-
-    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        broker = self._broker
-        job = self._job(job_id, queue)
-        if job is not None and not job.status.finished:
-            event = broker.finished.get(job_id)
-            if event is None:
-                event = broker.finished[job_id] = anyio.Event()
-            with anyio.fail_after(timeout):
-                await event.wait()
-        return await self.job_info(job_id, queue)
-
-    async def cancel(self, job_id: str, queue: str) -> bool:
-        broker = self._broker
-        job = self._job(job_id, queue)
-        if job is None or job.status.finished:
-            return False
-        now = time.time()
-        q = broker.queue(job.queue)
-        if job.status is JobStatus.RUNNING:
-            # The worker holding it cancels its scope and settles it as CANCELLED; the flag
-            # covers a worker that is gone and will never settle it.
-            job.cancel_requested = True
-            for watcher in list(broker.cancel_watchers):
-                watcher(job_id)
-            return True
-        if job.status is JobStatus.QUEUED:
-            try:
-                q.ready.remove(job_id)
-            except ValueError:
-                pass
-        q.scheduled_ids.discard(job_id)  # its heap entry is skipped when it comes due
-        job.status, job.eta, job.updated_at = JobStatus.CANCELLED, None, now
-        self._finish(job, now)
-        return True
-
     # -- operations ------------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         broker = self._broker
@@ -418,7 +261,7 @@ class MemoryBackend(Backend):
         self._promote([n for n in names if n in broker.queues], time.time())
         stats = []
         for name in names:
-            q = broker.queues.get(name) or _Queue()
+            q = broker.queues.get(name) or QueueState()
             stats.append(
                 QueueStats(
                     queue=name,
@@ -468,29 +311,45 @@ class MemoryBackend(Backend):
                 purged += self._cancel_waiting(job, now)
         return purged
 
-    def _cancel_waiting(self, job: _Job, now: float) -> int:
+    def _cancel_waiting(self, job: StoredJob, now: float) -> int:
         job.status, job.eta, job.updated_at = JobStatus.CANCELLED, None, now
-        self._finish(job, now)
+        self._broker.finish(job, now, self.result_ttl)
         return 1
+
+    async def list_jobs(
+        self, queue: str, status: JobStatus, *, limit: int = 100, after: str | None = None
+    ) -> list[JobListing]:
+        broker = self._broker
+        q = broker.queues.get(queue)
+        if q is None:
+            return []
+        if status is JobStatus.DEAD:
+            return [
+                JobListing(d.id, queue, JobStatus.DEAD, d.task, cursor=d.cursor)
+                for d in await self.dead_letters(queue, limit=limit, after=after)
+            ]
+        ids: list[str]
+        if status is JobStatus.QUEUED:
+            ids = list(q.ready)
+        elif status is JobStatus.SCHEDULED:
+            ids = [i for _, _, i in sorted(q.scheduled) if i in q.scheduled_ids]
+        elif status is JobStatus.RUNNING:
+            ids = sorted(q.running, key=lambda i: broker.jobs[i].receipt)
+        else:
+            raise ValueError(f"jobs cannot be listed by status {status.value!r}")
+        # The cursor is the job's place in this listing; a page goes on after it.
+        start = int(after) + 1 if after is not None else 0
+        found = []
+        for place, job_id in enumerate(ids[start:], start):
+            job = broker.jobs.get(job_id)
+            if job is None:
+                continue
+            found.append(
+                JobListing(job.id, queue, job.status, job.task, job.attempt, job.eta, str(place))
+            )
+            if len(found) >= limit:
+                break
+        return found
 
     async def remove_queue(self, queue: str) -> None:
         self._broker.queues.pop(queue, None)
-
-    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        now = time.time()
-        self._broker.workers[worker.id] = (replace(worker, last_seen=now), now + ttl)
-
-    async def deregister(self, worker_id: str) -> None:
-        self._broker.workers.pop(worker_id, None)
-
-    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
-        now = time.time()
-        known = self._broker.workers
-        for worker_id in [
-            w for w, (_, expires) in known.items() if expires + GONE_RETENTION <= now
-        ]:
-            del known[worker_id]
-        found = [
-            info if expires > now else replace(info, gone=True) for info, expires in known.values()
-        ]
-        return [w for w in found if include_gone or not w.gone]

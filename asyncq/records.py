@@ -14,9 +14,11 @@ from .errors import ErrorInfo
 
 __all__ = [
     "GONE_RETENTION",
+    "LISTABLE",
     "DeadLetter",
     "DeadLetterFilter",
     "JobInfo",
+    "JobListing",
     "JobStatus",
     "QueueStats",
     "WorkerInfo",
@@ -70,6 +72,27 @@ class JobInfo:
     updated_at: float = 0.0
     raw_result: bytes | None = None
     """The return value as the broker stores it, serialized."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobListing:
+    """One job as a listing of a queue shows it (``Backend.list_jobs``): what the broker's
+    own structure for that state holds, without reading the job's record."""
+
+    id: str
+    queue: str
+    status: JobStatus
+    task: str = ""
+    attempt: int = 1
+    eta: float | None = None
+    """SCHEDULED (and FAILED, waiting for a retry): when it runs next."""
+    cursor: str = ""
+    """The job's place in the listing, for the next page (``after=``)."""
+
+
+LISTABLE = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RUNNING, JobStatus.DEAD)
+"""The states ``Backend.list_jobs`` lists; finished jobs are found by id. SCHEDULED
+includes jobs waiting for a retry (their status says FAILED)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,7 +170,7 @@ class Worker:
             self.started_at = time.time()
             services.start_soon(self._settle_loop, receive)
             services.start_soon(self._heartbeat_loop)
-            services.start_soon(app.backend.watch_cancellations, self._on_cancel_request)
+            services.start_soon(app.backend.store.watch_cancellations, self._on_cancel_request)
             services.start_soon(app.backend.maintain, self.queues)
             if app.backend.lease_renewal_interval:
                 services.start_soon(self._renew_loop, app.backend.lease_renewal_interval)
@@ -439,7 +439,7 @@ class Worker:
                     started_at=self.started_at,
                 )
                 try:
-                    await backend.heartbeat(info, ttl=self.heartbeat_interval * 3)
+                    await backend.store.heartbeat(info, ttl=self.heartbeat_interval * 3)
                     sent = held
                 except BrokerError as exc:
                     log.warning("heartbeat failed: %s", exc)
@@ -450,7 +450,7 @@ class Worker:
 
     async def _deregister(self) -> None:
         try:
-            await self.app.backend.deregister(self.id)
+            await self.app.backend.store.deregister(self.id)
         except BrokerError as exc:
             log.warning("could not deregister worker %s: %s", self.id, exc)
 

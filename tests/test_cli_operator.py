@@ -75,7 +75,7 @@ def heartbeating(url: str, *workers: asyncq.WorkerInfo) -> Iterator[None]:
         app = asyncq.App(url)
         async with app:
             for worker in workers:
-                await app.backend.heartbeat(worker, ttl=60.0)
+                await app.backend.store.heartbeat(worker, ttl=60.0)
             beaten.set()
             await anyio.to_thread.run_sync(done.wait)
 
@@ -245,9 +245,9 @@ def test_workers_lists_live_heartbeats_then_gone_ones(broker_url: str) -> None:
     async def beat() -> None:
         async with inproc.app:
             backend = inproc.app.backend
-            await backend.heartbeat(stopped, ttl=0.001)
-            await backend.deregister(stopped.id)  # a clean stop: never listed as gone
-            await backend.heartbeat(silent, ttl=0.001)
+            await backend.store.heartbeat(stopped, ttl=0.001)
+            await backend.store.deregister(stopped.id)  # a clean stop: never listed as gone
+            await backend.store.heartbeat(silent, ttl=0.001)
             await anyio.sleep(0.01)  # what is under test is a TTL running out: time itself
 
     anyio.run(beat, backend="asyncio")

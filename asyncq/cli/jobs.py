@@ -174,7 +174,7 @@ def job_cancel(app_spec: str, job_id: str, queue: str | None, broker: str | None
 async def _find(app: App, job_id: str, queue: str | None) -> JobInfo:
     queues = [queue] if queue is not None else await app.known_queues()
     for name in queues:
-        info = await app.backend.job_info(job_id, name)
+        info = await app.backend.store.job_info(job_id, name)
         if info is not None:
             return info
     where = f"queue {queue}" if queue is not None else f"any of {', '.join(queues)}"

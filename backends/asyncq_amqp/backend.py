@@ -27,7 +27,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any, Self, cast
 
 import aio_pika
@@ -50,11 +49,13 @@ from asyncq.errors import (
     ErrorInfo,
     MessageTooLarge,
 )
-from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
+from asyncq.records import DeadLetter, QueueStats
+from asyncq.store import JobStore
 
 from . import publisher
 from .connection import open_connection, server_version
 from .consumer_timeout import RAISE_CONSUMER_TIMEOUT, consume_arguments, timed_out
+from .jobstore import AmqpJobStore
 from .presence import Presence
 from .publisher import Outgoing
 from .records import Admission, RecordStore
@@ -170,6 +171,11 @@ class AmqpBackend(Backend):
         self._arrived = asyncio.Event()
         self._acks: dict[int, _Acks] = {}
         self._stopped_consuming = False
+        self._job_store = AmqpJobStore(self)
+
+    @property
+    def store(self) -> JobStore:
+        return self._job_store
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -791,30 +797,6 @@ class AmqpBackend(Backend):
 
         return hop
 
-    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        requests = self._cancel_requests
-
-        def note(job_id: str) -> None:
-            # Remembered for a while, for a job admitted but not yet handed to the worker.
-            now = time.monotonic()
-            if len(requests) > 10_000:
-                for old in [j for j, at in requests.items() if at < now - 60]:
-                    del requests[old]
-            requests[job_id] = now
-            on_cancel(job_id)
-
-        await self.records.watch_cancellations(note)
-
-    # -- job records -----------------------------------------------------------------------
-    async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
-        return await self.records.job_info(job_id, queue)
-
-    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        return await self.records.wait_finished(job_id, queue, timeout)
-
-    async def cancel(self, job_id: str, queue: str) -> bool:
-        return await self.records.cancel(job_id, queue)
-
     # -- operations ------------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         if queues is None:
@@ -941,34 +923,6 @@ class AmqpBackend(Backend):
 
     def _browse_queue(self, name: str) -> _Browse:
         return _Browse(self, name)
-
-    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        with self._errors("announcing a worker"):
-            await self._presence.announce(self.publisher, worker.id)
-        await self.records.heartbeat(worker, ttl)
-
-    async def deregister(self, worker_id: str) -> None:
-        await self.records.deregister(worker_id)
-        with self._errors("deregistering a worker"):
-            await self._presence.withdraw(self.publisher, worker_id)
-
-    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
-        """As the records list them, but a live-listed worker whose connection RabbitMQ
-        has closed is gone now, not once its heartbeats run out (see presence.py)."""
-        listed = await self.records.workers(include_gone=include_gone)
-        live = [w.id for w in listed if not w.gone]
-        if not live:
-            return listed
-        with self._errors("listing workers"):
-            connected = await self._presence.connected(self.connection, live)
-        found = []
-        for worker in listed:
-            if not worker.gone and worker.id not in connected:
-                if not include_gone:
-                    continue
-                worker = replace(worker, gone=True)
-            found.append(worker)
-        return found
 
 
 class _InFlight:

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Self
 
 import anyio
@@ -27,9 +27,11 @@ from redis import exceptions as rx
 
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
 from asyncq.errors import BrokerError
-from asyncq.records import DeadLetter, JobInfo, QueueStats, WorkerInfo
+from asyncq.records import DeadLetter, QueueStats
+from asyncq.store import JobStore
 
 from . import blocking, codec, scripts
+from .jobstore import GROUP, RedisJobStore
 from .settings import QueueKeys, RedisSettings
 from .store import RedisStore
 
@@ -37,7 +39,6 @@ __all__ = ["RedisBackend"]
 
 log = logging.getLogger("asyncq.redis")
 
-GROUP = "asyncq"
 _SCRIPT_CHUNK = 200  # jobs per script call: keeps each script's run short (about 1 ms)
 RECLAIM_INTERVAL = 0.5
 """Seconds between looks for abandoned entries while a queue has pending ones: a lost
@@ -81,6 +82,11 @@ class RedisBackend(Backend):
         self._reclaim_cursor: dict[str, str] = {}
         self._turn = 0
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self._job_store = RedisJobStore(self._store, self._k, self._ttl_ms)
+
+    @property
+    def store(self) -> JobStore:
+        return self._job_store
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -319,30 +325,6 @@ class RedisBackend(Backend):
             with anyio.CancelScope(shield=True):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        await self._store.watch_cancellations(on_cancel)
-
-    # -- job records -----------------------------------------------------------------------
-    async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
-        keys = self._k(queue)
-        with self._errors("reading a job"):
-            (flat,) = await self._run_scripts([("INFO", [keys.stream], [GROUP, keys.job(job_id)])])
-        return codec.job_info(job_id, queue, flat)
-
-    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        channel = self._k(queue).done_prefix + job_id
-        return await self._store.wait_finished(
-            channel, lambda: self.job_info(job_id, queue), timeout
-        )
-
-    async def cancel(self, job_id: str, queue: str) -> bool:
-        keys = self._k(queue)
-        channel = self._store.cancel_channel
-        args = [keys.base, job_id, repr(time.time()), self._ttl_ms, channel, GROUP]
-        with self._errors("cancelling a job"):
-            (reply,) = await self._run_scripts([("CANCEL", [keys.stream, keys.scheduled], args)])
-        return bool(reply)
-
     # -- operations ------------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         with self._errors("reading queue stats"):
@@ -406,12 +388,3 @@ class RedisBackend(Backend):
             await pipe.execute()
         self._groups.discard(queue)
         self._known_queues.discard(queue)
-
-    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        await self._store.heartbeat(worker, ttl)
-
-    async def deregister(self, worker_id: str) -> None:
-        await self._store.deregister(worker_id)
-
-    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
-        return await self._store.workers(include_gone=include_gone)

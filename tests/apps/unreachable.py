@@ -8,14 +8,44 @@ from typing import Any, NoReturn, Self
 
 import asyncq
 from asyncq.backend import Delivery, Envelope, Settlement
+from asyncq.store import JobStore
 
 
 def _down() -> NoReturn:
     raise asyncq.BrokerUnavailable("connection refused (down://127.0.0.1:1)")
 
 
+class DownStore(JobStore):
+    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
+        _down()
+
+    async def job_info(self, job_id: str, queue: str) -> asyncq.JobInfo | None:
+        _down()
+
+    async def wait_finished(
+        self, job_id: str, queue: str, timeout: float | None
+    ) -> asyncq.JobInfo | None:
+        _down()
+
+    async def cancel(self, job_id: str, queue: str) -> bool:
+        _down()
+
+    async def heartbeat(self, worker: asyncq.WorkerInfo, ttl: float) -> None:
+        _down()
+
+    async def deregister(self, worker_id: str) -> None:
+        _down()
+
+    async def workers(self, *, include_gone: bool = False) -> list[asyncq.WorkerInfo]:
+        _down()
+
+
 class DownBackend(asyncq.Backend):
     system = "down"
+
+    @property
+    def store(self) -> JobStore:
+        return DownStore()
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -35,20 +65,6 @@ class DownBackend(asyncq.Backend):
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         _down()
 
-    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        _down()
-
-    async def job_info(self, job_id: str, queue: str) -> asyncq.JobInfo | None:
-        _down()
-
-    async def wait_finished(
-        self, job_id: str, queue: str, timeout: float | None
-    ) -> asyncq.JobInfo | None:
-        _down()
-
-    async def cancel(self, job_id: str, queue: str) -> bool:
-        _down()
-
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[asyncq.QueueStats]:
         _down()
 
@@ -64,15 +80,6 @@ class DownBackend(asyncq.Backend):
         _down()
 
     async def remove_queue(self, queue: str) -> None:
-        _down()
-
-    async def heartbeat(self, worker: asyncq.WorkerInfo, ttl: float) -> None:
-        _down()
-
-    async def deregister(self, worker_id: str) -> None:
-        _down()
-
-    async def workers(self, *, include_gone: bool = False) -> list[asyncq.WorkerInfo]:
         _down()
 
 

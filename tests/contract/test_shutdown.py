@@ -106,24 +106,24 @@ async def test_worker_heartbeats_while_running_and_deregisters_when_stopped(
     app: asyncq.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     beat = anyio.Event()
-    real_heartbeat = app.backend.heartbeat
+    real_heartbeat = app.backend.store.heartbeat
 
     async def heartbeat(worker: WorkerInfo, ttl: float) -> None:
         await real_heartbeat(worker, ttl)
         beat.set()
 
-    monkeypatch.setattr(app.backend, "heartbeat", heartbeat)
+    monkeypatch.setattr(app.backend.store, "heartbeat", heartbeat)
 
     async with app:
-        assert await app.backend.workers() == []
+        assert await app.backend.store.workers() == []
         async with app.worker(concurrency=3, queues=["default", "other"]) as worker:
             with anyio.fail_after(5):
                 await beat.wait()
-            (info,) = await app.backend.workers()
+            (info,) = await app.backend.store.workers()
             assert info.id == worker.id
             assert info.concurrency == 3
             assert info.queues == ("default", "other")
-        assert await app.backend.workers() == []
+        assert await app.backend.store.workers() == []
 
 
 async def test_the_worker_listing_follows_the_jobs_held_within_a_second(
@@ -137,7 +137,7 @@ async def test_the_worker_listing_follows_the_jobs_held_within_a_second(
         await release.wait()
 
     async def listed_in_flight() -> int:
-        (info,) = await app.backend.workers()
+        (info,) = await app.backend.store.workers()
         return info.in_flight
 
     async with app, app.worker(concurrency=2, heartbeat_interval=60.0):

@@ -1,0 +1,41 @@
+"""What travels between the core and a backend: an ``Envelope`` into the broker, a
+``Delivery`` out of it to one worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Delivery", "Envelope"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A job on its way into the broker: the encoded message and what the broker indexes."""
+
+    id: str
+    queue: str
+    body: bytes
+    task: str = ""
+    eta: float | None = None
+    """Epoch seconds before which the job must not run; None runs it at once."""
+    key: str | None = None
+    """Idempotency key, scoped to the queue: while a job with this key is queued, running or
+    succeeded (within the result TTL), enqueueing the key again returns that job's id and
+    stores nothing."""
+    replay: bool = False
+    """A dead (or cancelled) job sent again under its own id: its old record is replaced.
+    Any other envelope with the id of a job the broker knows stores nothing."""
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A job handed to one worker, held until settled."""
+
+    id: str
+    queue: str
+    body: bytes
+    receipt: Any = None
+    """The backend's own handle (stream entry id, delivery tag, ...)."""
+    redelivered: bool = False
+    """True when an earlier delivery of this job went to a worker that was lost."""

@@ -1,0 +1,113 @@
+"""The state of ``memory://`` brokers: jobs, queues, keys and heartbeats, one
+:class:`MemoryBroker` per name and process, shared by the memory backend (delivery) and its
+store (records). Every change runs between awaits, so the event loop is the lock."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from .errors import ErrorInfo
+from .records import DeadLetter, JobStatus, WorkerInfo
+
+__all__ = ["BROKERS", "MemoryBroker", "QueueState", "StoredJob"]
+
+
+@dataclass(slots=True)
+class StoredJob:
+    id: str
+    queue: str
+    task: str
+    body: bytes
+    key: str | None
+    status: JobStatus
+    eta: float | None = None
+    attempt: int = 1
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    updated_at: float = 0.0
+    receipt: int = 0
+    """Which delivery currently holds the job; a stale worker's settlement is ignored."""
+    lease_until: float = 0.0
+    redelivered: bool = False
+    cancel_requested: bool = False
+    ttl: float | None = None
+    """How long its record is kept once finished, when its task says (else result_ttl)."""
+
+
+@dataclass(slots=True)
+class QueueState:
+    ready: deque[str] = field(default_factory=deque)
+    scheduled: list[tuple[float, int, str]] = field(default_factory=list)
+    scheduled_ids: set[str] = field(default_factory=set)
+    running: set[str] = field(default_factory=set)
+    dead: dict[str, DeadLetter] = field(default_factory=dict)
+
+
+class MemoryBroker:
+    """The state one ``memory://name`` URL names, shared by every backend built from it."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, StoredJob] = {}
+        self.keys: dict[tuple[str, str], str] = {}
+        """(queue, idempotency key) -> job id."""
+        self.queues: dict[str, QueueState] = {}
+        self.expiries: list[tuple[float, str]] = []
+        """A heap of (when, job id): finished records to drop."""
+        self.finished: dict[str, anyio.Event] = {}
+        self.cancel_watchers: list[Callable[[str], None]] = []
+        self.workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self.receipts = itertools.count(1)
+        self.sequence = itertools.count()
+        self.changed: anyio.Event | None = None
+
+    def queue(self, name: str) -> QueueState:
+        q = self.queues.get(name)
+        if q is None:
+            q = self.queues[name] = QueueState()
+        return q
+
+    def notify(self) -> None:
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
+
+    def finish(self, job: StoredJob, now: float, default_ttl: float) -> None:
+        """A job has ended (its status says how): free its key unless it succeeded, keep
+        its record for its TTL, wake whoever waits on it."""
+        if job.key is not None and job.status is not JobStatus.SUCCEEDED:
+            # Only a success holds its key for the result TTL; a dead or cancelled job
+            # frees it so the same work can be asked for again.
+            if self.keys.get((job.queue, job.key)) == job.id:
+                del self.keys[job.queue, job.key]
+        ttl = default_ttl if job.ttl is None else job.ttl
+        heapq.heappush(self.expiries, (now + ttl, job.id))
+        event = self.finished.pop(job.id, None)
+        if event is not None:
+            event.set()
+
+    def expire(self, now: float, default_ttl: float) -> None:
+        """Drop the records of finished jobs whose TTL has passed."""
+        while self.expiries and self.expiries[0][0] <= now:
+            _, job_id = heapq.heappop(self.expiries)
+            job = self.jobs.get(job_id)
+            # A replayed job finished again later: its own, later expiry entry removes it.
+            ttl = default_ttl if job is None or job.ttl is None else job.ttl
+            if job is None or not job.status.finished or job.updated_at + ttl > now:
+                continue
+            del self.jobs[job_id]
+            if job.key is not None and self.keys.get((job.queue, job.key)) == job_id:
+                del self.keys[job.queue, job.key]
+
+    def job(self, job_id: str, queue: str) -> StoredJob | None:
+        job = self.jobs.get(job_id)
+        return job if job is not None and job.queue == queue else None
+
+
+BROKERS: dict[str, MemoryBroker] = {}
+"""Each ``memory://name`` in this process, by name."""

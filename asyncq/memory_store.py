@@ -1,0 +1,102 @@
+"""The job records of a ``memory://`` broker: status, results, cancellation, heartbeats."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import anyio
+
+from .memory_broker import MemoryBroker
+from .records import GONE_RETENTION, JobInfo, JobStatus, WorkerInfo
+from .store import JobStore
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(JobStore):
+    """The records of one :class:`~asyncq.memory_broker.MemoryBroker`."""
+
+    def __init__(self, broker: MemoryBroker, result_ttl: float) -> None:
+        self._broker = broker
+        self._result_ttl = result_ttl
+
+    async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
+        self._broker.expire(time.time(), self._result_ttl)
+        job = self._broker.job(job_id, queue)
+        if job is None:
+            return None
+        return JobInfo(
+            id=job.id,
+            status=job.status,
+            task=job.task,
+            queue=job.queue,
+            attempt=job.attempt,
+            eta=job.eta,
+            raw_result=job.result,
+            error=job.error,
+            updated_at=job.updated_at,
+        )
+
+    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
+        broker = self._broker
+        job = broker.job(job_id, queue)
+        if job is not None and not job.status.finished:
+            event = broker.finished.get(job_id)
+            if event is None:
+                event = broker.finished[job_id] = anyio.Event()
+            with anyio.fail_after(timeout):
+                await event.wait()
+        return await self.job_info(job_id, queue)
+
+    async def cancel(self, job_id: str, queue: str) -> bool:
+        broker = self._broker
+        job = broker.job(job_id, queue)
+        if job is None or job.status.finished:
+            return False
+        now = time.time()
+        q = broker.queue(job.queue)
+        if job.status is JobStatus.RUNNING:
+            # The worker holding it cancels its scope and settles it as CANCELLED; the flag
+            # covers a worker that is gone and will never settle it.
+            job.cancel_requested = True
+            for watcher in list(broker.cancel_watchers):
+                watcher(job_id)
+            return True
+        if job.status is JobStatus.QUEUED:
+            try:
+                q.ready.remove(job_id)
+            except ValueError:
+                pass
+        q.scheduled_ids.discard(job_id)  # its heap entry is skipped when it comes due
+        job.status, job.eta, job.updated_at = JobStatus.CANCELLED, None, now
+        broker.finish(job, now, self._result_ttl)
+        return True
+
+    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
+        watchers = self._broker.cancel_watchers
+        watchers.append(on_cancel)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            watchers.remove(on_cancel)
+
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        now = time.time()
+        self._broker.workers[worker.id] = (replace(worker, last_seen=now), now + ttl)
+
+    async def deregister(self, worker_id: str) -> None:
+        self._broker.workers.pop(worker_id, None)
+
+    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
+        now = time.time()
+        known = self._broker.workers
+        for worker_id in [
+            w for w, (_, expires) in known.items() if expires + GONE_RETENTION <= now
+        ]:
+            del known[worker_id]
+        found = [
+            info if expires > now else replace(info, gone=True) for info, expires in known.values()
+        ]
+        return [w for w in found if include_gone or not w.gone]

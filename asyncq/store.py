@@ -1,0 +1,106 @@
+"""The JobStore contract: job records, cancellation and worker heartbeats.
+
+A :class:`~asyncq.backend.Backend` moves jobs; its ``store`` keeps what is known about them.
+Brokers that can keep records (memory, Redis) serve the store themselves; RabbitMQ cannot,
+so the AMQP backend composes with the store its ``records=`` URL names, and without one its
+``store`` is a :class:`MissingStore`, whose every call says which option to add.
+
+What a store does:
+
+* ``job_info``, ``wait_finished`` (without polling), ``cancel`` and ``watch_cancellations``
+  (how the worker running a cancelled job hears of it);
+* worker heartbeats: ``heartbeat``, ``deregister``, ``workers``.
+
+The primitives the next features need join here, each an atomic step on the store: claiming
+a key that outlives a job (periodic slots), taking and releasing a permit (rate and
+concurrency limits), and a running job's progress.
+
+A job belongs to its queue: its record and its idempotency key live with the queue (one
+Redis Cluster slot per queue), so the record calls name the queue as well as the job id.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import ClassVar, NoReturn
+
+from .errors import ConfigurationError
+from .records import JobInfo, WorkerInfo
+
+__all__ = ["JobStore", "MissingStore"]
+
+
+class JobStore(abc.ABC):
+    """Base class of job record stores. Subclasses implement every abstract method."""
+
+    available: ClassVar[bool] = True
+    """False for :class:`MissingStore`: the backend keeps no records, and what needs them
+    (results, status, cancellation, idempotency keys, the list of workers) is refused. The
+    worker runs without heartbeats then, and the contract suite skips the record tests."""
+
+    @abc.abstractmethod
+    async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
+        """The job's record; None when the store does not know it (or it expired)."""
+
+    @abc.abstractmethod
+    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
+        """Wait, without polling, until the job is finished; None if it is unknown.
+
+        Raises ``TimeoutError`` when ``timeout`` passes first."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str, queue: str) -> bool:
+        """Cancel a queued, scheduled or running job; False if it had already finished."""
+
+    @abc.abstractmethod
+    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
+        """Call ``on_cancel(job_id)`` for each cancellation request, until cancelled."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        """Record that ``worker`` is alive, for ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    async def deregister(self, worker_id: str) -> None:
+        """A worker's clean stop: it is not listed, not even as gone."""
+
+    @abc.abstractmethod
+    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
+        """Workers whose last heartbeat is younger than its TTL; with ``include_gone``, also
+        those whose heartbeat expired within ``GONE_RETENTION`` (``gone=True``) and that did
+        not deregister."""
+
+
+class MissingStore(JobStore):
+    """The store of a backend configured without one: every call raises
+    :class:`~asyncq.errors.ConfigurationError` with ``hint`` (which option to add)."""
+
+    available: ClassVar[bool] = False
+
+    def __init__(self, hint: str) -> None:
+        self.hint = hint
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise ConfigurationError(f"{what} needs a job record store: {self.hint}")
+
+    async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
+        self._refuse("reading a job's status or result")
+
+    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
+        self._refuse("waiting for a job's result")
+
+    async def cancel(self, job_id: str, queue: str) -> bool:
+        self._refuse("cancelling a job")
+
+    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
+        self._refuse("watching for cancellations")
+
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        self._refuse("a worker heartbeat")
+
+    async def deregister(self, worker_id: str) -> None:
+        self._refuse("deregistering a worker")
+
+    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
+        self._refuse("listing workers")
