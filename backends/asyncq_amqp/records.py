@@ -1,12 +1,13 @@
-"""The AMQP backend's job records, kept in Redis.
+"""The AMQP backend's job records, kept in Redis, built on the Redis record layer
+(:mod:`asyncq_redis.records`).
 
 RabbitMQ moves messages; it cannot look one up by id, hold a result, or say whether an
 idempotency key is taken. Those live here, one hash per job under
-``<prefix>:amqp:{queue}:job:<id>`` with the same fields as on the Redis backend (so its
-codec reads them), plus ``cancel`` while a cancellation waits for the running worker.
-Per queue, the sets ``:running`` and ``:scheduled`` count what RabbitMQ cannot report
-(unacknowledged and delayed jobs). Every change is one Lua script, atomic on its queue's
-keys, and a batch is one pipelined round trip.
+``<prefix>:amqp:{queue}:job:<id>`` with the same fields as on the Redis backend (so the
+layer's codec reads them), plus ``cancel`` while a cancellation waits for the running
+worker. Per queue, the sets ``:running`` and ``:scheduled`` count what RabbitMQ cannot
+report (unacknowledged and delayed jobs). Every change is one Lua script, atomic on its
+queue's keys, and a batch is one pipelined round trip.
 
 The records also make AMQP's redeliveries safe: a message whose job already ended, or
 that carries an older attempt than the record (a copy left behind by a connection lost
@@ -16,21 +17,34 @@ between a retry's publish and its ack), is acknowledged and skipped instead of r
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from asyncq_redis import codec
-from asyncq_redis.scripts import FINISH
-from asyncq_redis.store import RedisStore
+from asyncq_redis.records import (
+    CANCEL_RECORD,
+    CLAIM,
+    FINISH,
+    IS_FINISHED,
+    RELEASE_KEY,
+    SCRIPT_CHUNK,
+    Call,
+    QueueKeys,
+    RedisJobStore,
+    RedisStore,
+    define,
+    job_info,
+    settle_chunks,
+    settle_values,
+)
 
 from asyncq.backend import Envelope, Outcome, Settlement
-from asyncq.records import JobInfo, WorkerInfo
+from asyncq.records import JobInfo
 
 __all__ = ["Admission", "RecordStore"]
 
-ENQUEUE = """
+ENQUEUE = (
+    define(CLAIM)
+    + """
 -- KEYS: scheduled. ARGV: base, now, then per job: id, task, eta ('' = now), key ('' = none),
 -- replay (0/1). Returns per job {id, publish}: a key already held returns its holder's id
 -- and 0; a job stored anew returns 1. A record that exists already is left as it is (the
@@ -41,42 +55,28 @@ local base, now = ARGV[1], ARGV[2]
 local out = {}
 for i = 3, #ARGV, 5 do
     local id, task, eta, key, replay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-    local existing = false
-    if key ~= '' then
-        local kk = base .. ':key:' .. key
-        existing = redis.call('GET', kk)
-        if not existing then
-            redis.call('SET', kk, id)
-        end
-    end
     local jk = base .. ':job:' .. id
-    local status = redis.call('HGET', jk, 'status')
-    if existing then
-        table.insert(out, {existing, 0})
-    elseif status and (replay == '0' or (status ~= 'dead' and status ~= 'cancelled')) then
+    local claimed, got = claim(base, jk, id, key, replay == '1')
+    if claimed == 'known' then
         redis.call('HSETNX', jk, 'task', task)
-        table.insert(out, {id, 0})
-    else
-        if status then
-            redis.call('DEL', jk)  -- a replay: nothing of the dead job's record carries over
-        end
+    elseif claimed == 'new' then
+        local status = 'queued'
         if eta ~= '' and tonumber(eta) > tonumber(now) then
-            redis.call('HSET', jk, 'status', 'scheduled', 'task', task, 'attempt', 1, 'eta', eta,
-                'updated', now)
+            status = 'scheduled'
+            redis.call('HSET', jk, 'eta', eta)
             redis.call('SADD', scheduled, id)
-        else
-            redis.call('HSET', jk, 'status', 'queued', 'task', task, 'attempt', 1, 'updated', now)
         end
-        if key ~= '' then
-            redis.call('HSET', jk, 'key', key)
-        end
-        table.insert(out, {id, 1})
+        redis.call('HSET', jk, 'status', status, 'task', task, 'attempt', 1, 'updated', now)
     end
+    table.insert(out, {got, claimed == 'new' and 1 or 0})
 end
 return out
 """
+)
 
-FORGET = """
+FORGET = (
+    define(RELEASE_KEY)
+    + """
 -- KEYS: scheduled. ARGV: base, ids... Undo ENQUEUE for jobs the broker refused: their
 -- records and key claims go, as if they had never been enqueued.
 local base = ARGV[1]
@@ -84,17 +84,18 @@ for i = 2, #ARGV do
     local id = ARGV[i]
     local jk = base .. ':job:' .. id
     local key = redis.call('HGET', jk, 'key')
-    if key and redis.call('GET', base .. ':key:' .. key) == id then
-        redis.call('DEL', base .. ':key:' .. key)
+    if key then
+        release_key(base, key, id)
     end
     redis.call('DEL', jk)
     redis.call('SREM', KEYS[1], id)
 end
 return 1
 """
+)
 
 START = (
-    FINISH
+    define(FINISH, IS_FINISHED)
     + """
 -- KEYS: scheduled, running. ARGV: base, now, ttl_ms, then per delivery: id, attempt,
 -- redelivered (0/1). Returns per delivery 0 (skip: acknowledge it, do not run), 1 (run)
@@ -108,7 +109,7 @@ for i = 4, #ARGV, 3 do
     local state = redis.call('HMGET', jk, 'status', 'cancel', 'attempt')
     local status = state[1]
     local verdict = 1
-    if status == 'succeeded' or status == 'dead' or status == 'cancelled' then
+    if finished(status) then
         verdict = 0
     elseif state[3] and attempt < tonumber(state[3]) then
         verdict = 0  -- a stale copy of an attempt that already failed
@@ -132,11 +133,11 @@ return out
 )
 
 SETTLE = (
-    FINISH
+    define(FINISH)
     + """
--- KEYS: scheduled, running. ARGV: base, now, ttl_ms, then per delivery: outcome, id,
--- result, eta, error, task, next attempt, ttl_ms of its task (empty strings where unused;
--- an empty ttl is the store's).
+-- KEYS: scheduled, running. ARGV: base, now, ttl_ms, then per delivery the values
+-- settle_args() gives: outcome, id, result, eta, error, task, next attempt, ttl_ms of its
+-- task (empty strings where unused; an empty ttl is the store's).
 local scheduled, running = KEYS[1], KEYS[2]
 local base, now, default_ttl = ARGV[1], ARGV[2], ARGV[3]
 for i = 4, #ARGV, 8 do
@@ -176,7 +177,7 @@ return 1
 )
 
 CANCEL = (
-    FINISH
+    define(CANCEL_RECORD)
     + """
 -- KEYS: scheduled. ARGV: base, id, now, ttl_ms, cancel channel.
 -- Returns 1 if the job will not run (again), 0 if it had already finished or is unknown.
@@ -184,23 +185,16 @@ CANCEL = (
 -- the record cancelled and drops it.
 local base, id, now, ttl, channel = unpack(ARGV)
 local jk = base .. ':job:' .. id
-local status = redis.call('HGET', jk, 'status')
-if not status or status == 'succeeded' or status == 'dead' or status == 'cancelled' then
-    return 0
+local verdict = cancel_record(base, jk, id, redis.call('HGET', jk, 'status'), now, ttl, channel)
+if verdict == 'cancelled' then
+    redis.call('SREM', KEYS[1], id)
 end
-if status == 'running' then
-    redis.call('HSET', jk, 'cancel', 1)
-    redis.call('PUBLISH', channel, id)
-    return 1
-end
-redis.call('SREM', KEYS[1], id)
-finish(base, jk, id, 'cancelled', ttl, now)
-return 1
+return verdict == 'finished' and 0 or 1
 """
 )
 
 PURGE = (
-    FINISH
+    define(FINISH, IS_FINISHED)
     + """
 -- KEYS: scheduled, running. ARGV: base, now, ttl_ms, limit, then ids of messages taken off
 -- the work queue. Cancels those jobs (unless they already ended: a stale copy), then up to
@@ -212,7 +206,7 @@ local purged = 0
 local function cancel(id)
     local jk = base .. ':job:' .. id
     local status = redis.call('HGET', jk, 'status')
-    if status and status ~= 'succeeded' and status ~= 'dead' and status ~= 'cancelled' then
+    if status and not finished(status) then
         finish(base, jk, id, 'cancelled', ttl, now)
     end
     redis.call('SREM', running, id)
@@ -240,20 +234,6 @@ _SCRIPTS = {
     "CANCEL": CANCEL,
     "PURGE": PURGE,
 }
-_CHUNK = 200  # jobs per script call, so no single call stalls Redis for long
-
-
-class _QueueKeys:
-    __slots__ = ("base", "done_prefix", "running", "scheduled")
-
-    def __init__(self, prefix: str, queue: str) -> None:
-        self.base = f"{prefix}:{{{queue}}}"
-        self.scheduled = f"{self.base}:scheduled"
-        self.running = f"{self.base}:running"
-        self.done_prefix = f"{self.base}:done:"
-
-    def job(self, job_id: str) -> str:
-        return f"{self.base}:job:{job_id}"
 
 
 class Admission:
@@ -264,158 +244,111 @@ class Admission:
     RUN_REDELIVERED = 2
 
 
-class RecordStore:
+class RecordStore(RedisJobStore):
     """Job records, queue counters, cancellation requests and heartbeats in Redis."""
 
     def __init__(self, url: str, *, prefix: str, result_ttl: float) -> None:
-        self._prefix = prefix
-        self._ttl_ms = max(int(result_ttl * 1000), 1)
-        self._store = RedisStore(
+        redis = RedisStore(
             url, prefix=prefix, scripts=_SCRIPTS, max_connections=64, owner="the AMQP backend"
         )
-        self.errors = self._store.errors
-        self._run = self._store.run
-        self._keys: dict[str, _QueueKeys] = {}
-        self._known_queues: set[str] = set()
+        super().__init__(redis, prefix=prefix, ttl_ms=max(int(result_ttl * 1000), 1))
 
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
-        await self._store.connect("connecting to the record store")
+        await self.redis.connect("connecting to the record store")
 
     async def close(self) -> None:
-        await self._store.close()
-
-    @property
-    def client(self) -> aioredis.Redis:
-        return self._store.client
-
-    def keys(self, queue: str) -> _QueueKeys:
-        keys = self._keys.get(queue)
-        if keys is None:
-            keys = self._keys[queue] = _QueueKeys(self._prefix, queue)
-        return keys
+        await self.redis.close()
 
     # -- the life of a job -----------------------------------------------------------------
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[tuple[str, bool]]:
         """Store the jobs' records; per job, its id (the key holder's, if the key was taken)
         and whether its message is to be published."""
         now = repr(time.time())
-        by_queue: dict[str, list[int]] = defaultdict(list)
-        for i, env in enumerate(envelopes):
-            by_queue[env.queue].append(i)
-        calls, order = [], []
-        for q, indexes in by_queue.items():
-            keys = self.keys(q)
-            for start in range(0, len(indexes), _CHUNK):
-                chunk = indexes[start : start + _CHUNK]
-                args: list[Any] = [keys.base, now]
-                for i in chunk:
-                    env = envelopes[i]
-                    eta = "" if env.eta is None else repr(env.eta)
-                    args += [env.id, env.task, eta, env.key or "", 1 if env.replay else 0]
-                calls.append(("ENQUEUE", [keys.scheduled], args))
-                order.append(chunk)
-        new_queues = [q for q in by_queue if q not in self._known_queues]
-        with self.errors("storing job records"):
-            replies = await self._run(calls, new_queues=new_queues)
-        self._known_queues.update(new_queues)
-        out: list[tuple[str, bool]] = [("", False)] * len(envelopes)
-        for chunk, reply in zip(order, replies, strict=True):
-            for i, (job_id, publish) in zip(chunk, reply, strict=True):
-                out[i] = (job_id.decode(), bool(publish))
-        return out
+
+        def call(keys: QueueKeys, jobs: list[Envelope]) -> Call:
+            args: list[Any] = [keys.base, now]
+            for env in jobs:
+                eta = "" if env.eta is None else repr(env.eta)
+                args += [env.id, env.task, eta, env.key or "", 1 if env.replay else 0]
+            return ("ENQUEUE", [keys.scheduled], args)
+
+        with self.redis.errors("storing job records"):
+            return await self.redis.run_chunked(envelopes, self.keys, call, _stored)
 
     async def forget(self, queue: str, ids: Sequence[str]) -> None:
         keys = self.keys(queue)
-        with self.errors("undoing refused jobs"):
-            await self._run([("FORGET", [keys.scheduled], [keys.base, *ids])])
+        with self.redis.errors("undoing refused jobs"):
+            await self.redis.run([("FORGET", [keys.scheduled], [keys.base, *ids])])
 
     async def register(self, queues: Sequence[str]) -> None:
-        new = [q for q in queues if q not in self._known_queues]
-        if new:
-            with self.errors("registering queues"):
-                await self.client.sadd(self._store.queues_key, *new)
-            self._known_queues.update(new)
+        with self.redis.errors("registering queues"):
+            await self.redis.register(queues)
 
     async def queues(self) -> list[str]:
-        with self.errors("listing queues"):
-            members: Any = await self.client.smembers(self._store.queues_key)
-        return sorted(m.decode() for m in members)
+        with self.redis.errors("listing queues"):
+            return await self.redis.registered()
 
     async def start(
         self, batches: Sequence[tuple[str, Sequence[tuple[str, int, bool]]]]
     ) -> list[int]:
         """Admit deliveries, given per queue as (id, attempt, redelivered); returns an
         :class:`Admission` per delivery, in order."""
-        now, ttl = repr(time.time()), self._ttl_ms
+        now, ttl = repr(time.time()), self.ttl_ms
         calls = []
         for q, items in batches:
             keys = self.keys(q)
-            for start in range(0, len(items), _CHUNK):
+            for start in range(0, len(items), SCRIPT_CHUNK):
                 args: list[Any] = [keys.base, now, ttl]
-                for job_id, attempt, redelivered in items[start : start + _CHUNK]:
+                for job_id, attempt, redelivered in items[start : start + SCRIPT_CHUNK]:
                     args += [job_id, attempt, 1 if redelivered else 0]
                 calls.append(("START", [keys.scheduled, keys.running], args))
-        with self.errors("admitting jobs"):
-            replies = await self._run(calls)
+        with self.redis.errors("admitting jobs"):
+            replies = await self.redis.run(calls)
         return [int(v) for reply in replies for v in reply]
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
-        now, ttl = repr(time.time()), self._ttl_ms
-        by_queue: dict[str, list[Settlement]] = defaultdict(list)
-        for s in settlements:
-            by_queue[s.delivery.queue].append(s)
+        now, ttl = repr(time.time()), self.ttl_ms
         calls = []
-        for q, items in by_queue.items():
-            keys = self.keys(q)
-            for start in range(0, len(items), _CHUNK):
-                args: list[Any] = [keys.base, now, ttl]
-                for s in items[start : start + _CHUNK]:
-                    args += _settle_args(s)
-                calls.append(("SETTLE", [keys.scheduled, keys.running], args))
-        with self.errors("recording settled jobs"):
-            await self._run(calls)
+        for keys, chunk in settle_chunks(settlements, self.keys):
+            args: list[Any] = [keys.base, now, ttl]
+            for s in chunk:
+                args += settle_args(s)
+            calls.append(("SETTLE", [keys.scheduled, keys.running], args))
+        with self.redis.errors("recording settled jobs"):
+            await self.redis.run(calls)
 
     async def cancel(self, job_id: str, queue: str) -> bool:
         keys = self.keys(queue)
-        args = [keys.base, job_id, repr(time.time()), self._ttl_ms, self._store.cancel_channel]
-        with self.errors("cancelling a job"):
-            (reply,) = await self._run([("CANCEL", [keys.scheduled], args)])
+        args = [keys.base, job_id, repr(time.time()), self.ttl_ms, self.redis.cancel_channel]
+        with self.redis.errors("cancelling a job"):
+            (reply,) = await self.redis.run([("CANCEL", [keys.scheduled], args)])
         return bool(reply)
-
-    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        await self._store.watch_cancellations(on_cancel)
 
     async def purge(self, queue: str, taken: Sequence[str], limit: int) -> int:
         """Cancel the jobs whose messages were ``taken`` off the work queue, and up to
         ``limit`` delayed or retrying ones; how many in all."""
         keys = self.keys(queue)
-        args: list[Any] = [keys.base, repr(time.time()), self._ttl_ms, limit, *taken]
-        with self.errors("purging a queue"):
-            (purged,) = await self._run([("PURGE", [keys.scheduled, keys.running], args)])
+        args: list[Any] = [keys.base, repr(time.time()), self.ttl_ms, limit, *taken]
+        with self.redis.errors("purging a queue"):
+            (purged,) = await self.redis.run([("PURGE", [keys.scheduled, keys.running], args)])
         return int(purged)
 
     async def unregister(self, queue: str) -> None:
-        with self.errors("removing a queue"):
-            await self.client.srem(self._store.queues_key, queue)
-        self._known_queues.discard(queue)
+        with self.redis.errors("removing a queue"):
+            await self.redis.unregister(queue)
 
     # -- reading ---------------------------------------------------------------------------
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
-        with self.errors("reading a job"):
-            record: Any = await self.client.hgetall(self.keys(queue).job(job_id))
-        return codec.job_info(job_id, queue, [x for pair in record.items() for x in pair])
-
-    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        channel = self.keys(queue).done_prefix + job_id
-        return await self._store.wait_finished(
-            channel, lambda: self.job_info(job_id, queue), timeout
-        )
+        # A record's status is the whole truth here: the admission sets it to running.
+        with self.redis.errors("reading a job"):
+            record: Any = await self.redis.client.hgetall(self.keys(queue).job(job_id))
+        return job_info(job_id, queue, record)
 
     async def counts(self, queues: Sequence[str]) -> list[tuple[int, int]]:
         """(scheduled, running) per queue."""
-        with self.errors("reading queue counts"):
-            pipe = self.client.pipeline(transaction=False)
+        with self.redis.errors("reading queue counts"):
+            pipe = self.redis.client.pipeline(transaction=False)
             for q in queues:
                 keys = self.keys(q)
                 pipe.scard(keys.scheduled)
@@ -423,21 +356,16 @@ class RecordStore:
             replies = await pipe.execute()
         return [(int(replies[i]), int(replies[i + 1])) for i in range(0, len(replies), 2)]
 
-    # -- heartbeats ------------------------------------------------------------------------
-    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        await self._store.heartbeat(worker, ttl)
 
-    async def deregister(self, worker_id: str) -> None:
-        await self._store.deregister(worker_id)
-
-    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
-        return await self._store.workers(include_gone=include_gone)
+def _stored(reply: list[Any]) -> tuple[str, bool]:
+    """ENQUEUE's reply for one job: its id, and whether its message is to be published."""
+    job_id, publish = reply
+    return job_id.decode(), bool(publish)
 
 
-def _settle_args(s: Settlement) -> list[Any]:
-    """outcome, id, result, eta, error, task, next attempt, record TTL."""
-    error = codec.error_to_json(s.error) if s.error is not None else b""
-    eta = repr(s.eta) if s.eta is not None else "0"
+def settle_args(s: Settlement) -> list[Any]:
+    """One delivery's arguments to SETTLE: outcome, id, result, eta, error, task, next
+    attempt, and the record's TTL in ms ('' for the store's)."""
+    result, eta, error, ttl = settle_values(s)
     attempt = s.attempt + 1 if s.outcome is Outcome.RETRY else ""
-    result = s.result or b""
-    return [s.outcome.value, s.delivery.id, result, eta, error, s.task, attempt, codec.ttl_ms(s)]
+    return [s.outcome.value, s.delivery.id, result, eta, error, s.task, attempt, ttl]

@@ -7,8 +7,9 @@ does not grow. A worker that dies leaves its entries pending; once they sit idle
 visibility timeout a live worker's fetch takes them over with XAUTOCLAIM, looking every
 RECLAIM_INTERVAL while the group has pending entries (every visibility timeout while it has
 none), each look going on from where the last one stopped. Live workers keep their entries
-fresh with XCLAIM ... JUSTID. Every state change is one Lua script (see
-scripts.py), and batches travel as one pipelined round trip.
+fresh with XCLAIM ... JUSTID. Every state change is one Lua script (see scripts.py), and
+batches travel as one pipelined round trip. Job records, cancellations and heartbeats are
+kept through the record layer (records/; the backend's JobStore is jobstore.py).
 """
 
 from __future__ import annotations
@@ -30,16 +31,27 @@ from asyncq.errors import BrokerError
 from asyncq.records import DeadLetter, QueueStats
 from asyncq.store import JobStore
 
-from . import blocking, codec, scripts
-from .jobstore import GROUP, RedisJobStore
-from .settings import QueueKeys, RedisSettings
-from .store import RedisStore
+from . import blocking, jobstore, listing, scripts
+from .jobstore import GROUP, StreamJobStore
+from .records import Call, QueueKeys, RedisStore, settle_chunks
+from .settings import RedisSettings
 
 __all__ = ["RedisBackend"]
 
 log = logging.getLogger("asyncq.redis")
 
-_SCRIPT_CHUNK = 200  # jobs per script call: keeps each script's run short (about 1 ms)
+_SCRIPTS = {
+    "ENQUEUE": scripts.ENQUEUE,
+    "TAKE": scripts.TAKE,
+    "SETTLE": scripts.SETTLE,
+    "PROMOTE": scripts.PROMOTE,
+    "RENEW": scripts.RENEW,
+    "STATS": scripts.STATS,
+    "PURGE": scripts.PURGE,
+    "INFO": jobstore.INFO,
+    "CANCEL": jobstore.CANCEL,
+}
+
 RECLAIM_INTERVAL = 0.5
 """Seconds between looks for abandoned entries while a queue has pending ones: a lost
 worker's job restarts within this of its lease running out."""
@@ -54,39 +66,27 @@ class RedisBackend(Backend):
         self.settings = settings
         self.lease_renewal_interval = settings.visibility_timeout / 3
         self._ttl_ms = max(int(settings.result_ttl * 1000), 1)
-        names = (
-            "ENQUEUE",
-            "TAKE",
-            "SETTLE",
-            "PROMOTE",
-            "RENEW",
-            "CANCEL",
-            "STATS",
-            "INFO",
-            "PURGE",
-        )
-        self._store = RedisStore(
+        self._redis = RedisStore(
             settings.connection,
             prefix=settings.prefix,
-            scripts={name: getattr(scripts, name) for name in names},
+            scripts=_SCRIPTS,
             max_connections=settings.max_connections,
             owner="the Redis backend",
         )
-        self._errors = self._store.errors
-        self._run_scripts = self._store.run
-        self._keys: dict[str, QueueKeys] = {}
+        self._records = StreamJobStore(self._redis, prefix=settings.prefix, ttl_ms=self._ttl_ms)
+        self._errors = self._redis.errors
+        self._run_scripts = self._redis.run
+        self._k = self._records.keys
         self._groups: set[str] = set()
-        self._known_queues: set[str] = set()
         self._reclaim_idle_ms = str(max(int(settings.visibility_timeout * 1000), 1))
         self._reclaim_due: dict[str, float] = {}
         self._reclaim_cursor: dict[str, str] = {}
         self._turn = 0
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
-        self._job_store = RedisJobStore(self._store, self._k, self._ttl_ms)
 
     @property
     def store(self) -> JobStore:
-        return self._job_store
+        return self._records
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -94,25 +94,19 @@ class RedisBackend(Backend):
 
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
-        await self._store.connect()
+        await self._redis.connect()
         # A job's body is one argument of a script call: the server refuses one larger
         # than its proto-max-bulk-len, so that is the most the URL may ask for.
-        server = await self._store.bulk_limit()
+        server = await self._redis.bulk_limit()
         asked = self.settings.max_message_size
         self.max_message_size = server if asked is None else min(asked, server)
 
     async def close(self) -> None:
-        await self._store.close()
+        await self._redis.close()
 
     @property
     def client(self) -> aioredis.Redis:
-        return self._store.client
-
-    def _k(self, queue: str) -> QueueKeys:
-        keys = self._keys.get(queue)
-        if keys is None:
-            keys = self._keys[queue] = QueueKeys(self.settings.prefix, queue)
-        return keys
+        return self._redis.client
 
     async def _ensure_groups(self, queues: Sequence[str]) -> None:
         new = [q for q in queues if q not in self._groups]
@@ -122,7 +116,7 @@ class RedisBackend(Backend):
         for q in new:
             # From id 0: jobs enqueued before any worker existed are delivered too.
             pipe.xgroup_create(self._k(q).stream, GROUP, id="0", mkstream=True)
-            pipe.sadd(self._store.queues_key, q)
+            pipe.sadd(self._redis.queues_key, q)
         for reply in await pipe.execute(raise_on_error=False):
             if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
                 raise reply
@@ -130,37 +124,17 @@ class RedisBackend(Backend):
 
     # -- producing -------------------------------------------------------------------------
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
-        # One script per queue and chunk of jobs: a batch is one round trip, and each
-        # script stays short enough not to stall other clients.
         now = repr(time.time())
-        by_queue: dict[str, list[int]] = defaultdict(list)
-        if len(envelopes) == 1:  # the common one-job enqueue, without the grouping
-            by_queue[envelopes[0].queue] = [0]
-        else:
-            for i, env in enumerate(envelopes):
-                by_queue[env.queue].append(i)
-        calls, order = [], []
-        for q, indexes in by_queue.items():
-            keys = self._k(q)
-            for start in range(0, len(indexes), _SCRIPT_CHUNK):
-                chunk = indexes[start : start + _SCRIPT_CHUNK]
-                args: list[Any] = [keys.base, now]
-                for i in chunk:
-                    env = envelopes[i]
-                    eta = "" if env.eta is None else repr(env.eta)
-                    args += [env.id, env.body, env.task, eta, env.key or ""]
-                calls.append(("ENQUEUE", [keys.stream, keys.scheduled], args))
-                order.append(chunk)
+
+        def call(keys: QueueKeys, jobs: list[Envelope]) -> Call:
+            args: list[Any] = [keys.base, now]
+            for env in jobs:
+                eta = "" if env.eta is None else repr(env.eta)
+                args += [env.id, env.body, env.task, eta, env.key or ""]
+            return ("ENQUEUE", [keys.stream, keys.scheduled], args)
+
         with self._errors("enqueueing"):
-            # Registered once per queue and process, in the same round trip as the jobs.
-            new_queues = [q for q in by_queue if q not in self._known_queues]
-            replies = await self._run_scripts(calls, new_queues=new_queues)
-            self._known_queues.update(new_queues)
-        ids = [""] * len(envelopes)
-        for chunk, reply in zip(order, replies, strict=True):
-            for i, job_id in zip(chunk, reply, strict=True):
-                ids[i] = job_id.decode()
-        return ids
+            return await self._redis.run_chunked(envelopes, self._k, call, bytes.decode)
 
     # -- consuming -------------------------------------------------------------------------
     async def fetch(
@@ -265,18 +239,12 @@ class RedisBackend(Backend):
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         now, ttl = repr(time.time()), self._ttl_ms
-        by_queue: dict[str, list[Settlement]] = defaultdict(list)
-        for s in settlements:
-            by_queue[s.delivery.queue].append(s)
         calls = []
-        for q, items in by_queue.items():
-            keys = self._k(q)
-            head = [GROUP, self._consumer, keys.base, now, ttl]
-            for start in range(0, len(items), _SCRIPT_CHUNK):
-                args: list[Any] = list(head)
-                for s in items[start : start + _SCRIPT_CHUNK]:
-                    args += codec.settle_args(s)
-                calls.append(("SETTLE", [keys.stream, keys.scheduled, keys.dead], args))
+        for keys, chunk in settle_chunks(settlements, self._k):
+            args: list[Any] = [GROUP, self._consumer, keys.base, now, ttl]
+            for s in chunk:
+                args += scripts.settle_args(s)
+            calls.append(("SETTLE", [keys.stream, keys.scheduled, keys.dead], args))
         with self._errors("settling jobs"):
             await self._run_scripts(calls)
 
@@ -329,8 +297,7 @@ class RedisBackend(Backend):
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         with self._errors("reading queue stats"):
             if queues is None:
-                members: Any = await self.client.smembers(self._store.queues_key)
-                queues = sorted(m.decode() for m in members)
+                queues = await self._redis.registered()
             calls = []
             for q in queues:
                 keys = self._k(q)
@@ -347,7 +314,7 @@ class RedisBackend(Backend):
         start = "-" if after is None else f"({after}"
         with self._errors("listing dead letters"):
             entries: Any = await self.client.xrange(self._k(queue).dead, start, "+", count=limit)
-        return [codec.dead_letter(queue, entry, fields) for entry, fields in entries]
+        return [listing.dead_letter(queue, entry, fields) for entry, fields in entries]
 
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         dead = self._k(queue).dead
@@ -382,9 +349,5 @@ class RedisBackend(Backend):
     async def remove_queue(self, queue: str) -> None:
         keys = self._k(queue)
         with self._errors("removing a queue"):
-            pipe = self.client.pipeline(transaction=True)
-            pipe.delete(keys.stream, keys.scheduled, keys.dead)
-            pipe.srem(self._store.queues_key, queue)
-            await pipe.execute()
+            await self._redis.unregister(queue, keys.stream, keys.scheduled, keys.dead)
         self._groups.discard(queue)
-        self._known_queues.discard(queue)

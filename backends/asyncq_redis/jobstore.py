@@ -1,58 +1,78 @@
-"""The Redis backend's JobStore: job records, cancellation and heartbeats, on the same Redis
-(and the same queue keys) as the streams."""
+"""The Redis backend's JobStore: the record layer's :class:`RedisJobStore` on the same Redis
+(and the same queue keys) as the streams, where a queued job whose stream entry is
+delivered and unacknowledged is running."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
-from asyncq.records import JobInfo, WorkerInfo
-from asyncq.store import JobStore
+from asyncq.records import JobInfo
 
-from . import codec
-from .settings import QueueKeys
-from .store import RedisStore
+from .records import CANCEL_RECORD, RedisJobStore, define, job_info
+from .scripts import DELIVERED
 
-__all__ = ["GROUP", "RedisJobStore"]
+__all__ = ["CANCEL", "GROUP", "INFO", "StreamJobStore"]
 
 GROUP = "asyncq"
 """The consumer group of every queue's stream."""
 
+INFO = (
+    define(DELIVERED)
+    + """
+-- KEYS: stream. ARGV: group, job key.
+-- The job's record as a flat list of fields; a queued job whose entry is delivered and
+-- not yet acknowledged is running.
+local record = redis.call('HGETALL', ARGV[2])
+local status, entry
+for i = 1, #record, 2 do
+    if record[i] == 'status' then status = i + 1 elseif record[i] == 'entry' then
+        entry = record[i + 1] end
+end
+if status and record[status] == 'queued' and entry and delivered(KEYS[1], ARGV[1], entry) then
+    record[status] = 'running'
+end
+return record
+"""
+)
 
-class RedisJobStore(JobStore):
-    def __init__(self, store: RedisStore, keys: Callable[[str], QueueKeys], ttl_ms: int) -> None:
-        self._store = store
-        self._keys = keys
-        self._ttl_ms = ttl_ms
+CANCEL = (
+    define(CANCEL_RECORD, DELIVERED)
+    + """
+-- KEYS: stream, scheduled. ARGV: base, id, now, ttl_ms, cancel channel, group.
+-- Returns 1 if the job will not run (again), 0 if it had already finished or is unknown.
+local stream, scheduled = KEYS[1], KEYS[2]
+local base, id, now, ttl, channel, group = unpack(ARGV)
+local jk = base .. ':job:' .. id
+local state = redis.call('HMGET', jk, 'status', 'entry')
+local status, entry = state[1], state[2]
+if status == 'queued' and entry and delivered(stream, group, entry) then
+    status = 'running'
+end
+local verdict = cancel_record(base, jk, id, status, now, ttl, channel)
+if verdict == 'cancelled' then
+    if entry then
+        redis.call('XDEL', stream, entry)
+    end
+    redis.call('ZREM', scheduled, id)
+end
+return verdict == 'finished' and 0 or 1
+"""
+)
+
+
+class StreamJobStore(RedisJobStore):
+    """Job records beside the streams: reading one asks the stream whether it runs."""
 
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
-        keys = self._keys(queue)
-        with self._store.errors("reading a job"):
-            (flat,) = await self._store.run([("INFO", [keys.stream], [GROUP, keys.job(job_id)])])
-        return codec.job_info(job_id, queue, flat)
-
-    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        channel = self._keys(queue).done_prefix + job_id
-        return await self._store.wait_finished(
-            channel, lambda: self.job_info(job_id, queue), timeout
-        )
+        keys = self.keys(queue)
+        with self.redis.errors("reading a job"):
+            (flat,) = await self.redis.run([("INFO", [keys.stream], [GROUP, keys.job(job_id)])])
+        return job_info(job_id, queue, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def cancel(self, job_id: str, queue: str) -> bool:
-        keys = self._keys(queue)
-        channel = self._store.cancel_channel
-        args = [keys.base, job_id, repr(time.time()), self._ttl_ms, channel, GROUP]
-        with self._store.errors("cancelling a job"):
-            (reply,) = await self._store.run([("CANCEL", [keys.stream, keys.scheduled], args)])
+        keys = self.keys(queue)
+        now, channel = repr(time.time()), self.redis.cancel_channel
+        args = [keys.base, job_id, now, self.ttl_ms, channel, GROUP]
+        with self.redis.errors("cancelling a job"):
+            (reply,) = await self.redis.run([("CANCEL", [keys.stream, keys.scheduled], args)])
         return bool(reply)
-
-    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        await self._store.watch_cancellations(on_cancel)
-
-    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        await self._store.heartbeat(worker, ttl)
-
-    async def deregister(self, worker_id: str) -> None:
-        await self._store.deregister(worker_id)
-
-    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
-        return await self._store.workers(include_gone=include_gone)

@@ -1,88 +1,106 @@
-"""The Lua scripts behind every state change of a job on Redis.
+"""The Lua scripts behind every state change of a job on the Redis backend's streams.
 
-Each script works on one queue's keys, which share a hash tag (``prefix:{queue}:...``) and
-so one Redis Cluster slot. Job records (``<base>:job:<id>``) and idempotency keys
-(``<base>:key:<key>``) are built inside the scripts from ``base`` (the tagged prefix), so
-they sit in the same slot. A script runs atomically: no other client sees a half-done step,
-which is what the invariants below rest on.
+Each script works on one queue's keys (:class:`~asyncq_redis.records.QueueKeys`), which
+share a hash tag and so one Redis Cluster slot; job records and idempotency keys are built
+inside the scripts from ``base``, and their fragments (finish, claim, cancel) come from the
+record layer (:mod:`asyncq_redis.records.lua`).
 
-A job record is a hash: ``status`` (queued, scheduled, failed, or how it ended; a queued job
-whose stream entry is delivered and unacknowledged is running, see INFO), ``task``,
-``attempt``, ``entry`` (its stream entry while queued), ``body`` (only while it waits in the
-scheduled set), ``eta``, ``result``, ``error`` (JSON), ``key``, ``cancel`` (a cancellation
-asked for while running), ``updated``.
+On this backend a record also keeps ``entry`` (its stream entry while queued) and ``body``
+(only while it waits in the scheduled set). Its ``status`` is queued, scheduled, failed or
+how it ended: a queued job whose stream entry is delivered and unacknowledged is running
+(see ``DELIVERED``), which is what reading a record and cancelling one look at.
 """
 
 from __future__ import annotations
 
-# Finish a job: store its end, free its key (a dead or cancelled job frees it, a success
-# holds it for the result TTL) and tell whoever waits on it.
-FINISH = """
-local function finish(base, jk, id, status, ttl, now, result)
-    if result then  -- a success; '' when its task does not store results
-        redis.call('HSET', jk, 'status', status, 'updated', now)
-        if result ~= '' then
-            redis.call('HSET', jk, 'result', result)
-        end
-        redis.call('HDEL', jk, 'entry', 'body', 'eta', 'cancel', 'error')
-    else
-        redis.call('HSET', jk, 'status', status, 'updated', now)
-        redis.call('HDEL', jk, 'entry', 'body', 'eta', 'cancel')
-    end
-    redis.call('PEXPIRE', jk, ttl)
-    local key = redis.call('HGET', jk, 'key')
-    if key then
-        local kk = base .. ':key:' .. key
-        if status == 'succeeded' then
-            redis.call('PEXPIRE', kk, ttl)
-        elseif redis.call('GET', kk) == id then
-            redis.call('DEL', kk)
-        end
-    end
-    redis.call('PUBLISH', base .. ':done:' .. id, status)
-end
-"""
+from typing import Any
+
+from asyncq.settlement import Outcome, Settlement
+
+from .records import CLAIM, FINISH, IS_FINISHED, Fragment, define, settle_values
+
+__all__ = [
+    "DELIVERED",
+    "ENQUEUE",
+    "ENTRY_FIELDS",
+    "PROMOTE",
+    "PURGE",
+    "RENEW",
+    "SETTLE",
+    "STATS",
+    "TAKE",
+    "UNDELIVERED",
+    "settle_args",
+]
 
 # Put a job into its stream, ready for a worker.
-_QUEUE = """
+_QUEUE = Fragment("""
 local function queue(stream, jk, id, body, now)
     local entry = redis.call('XADD', stream, '*', 'id', id, 'body', body)
     redis.call('HSET', jk, 'status', 'queued', 'entry', entry, 'updated', now)
     redis.call('HDEL', jk, 'body', 'eta')
 end
-"""
+""")
 
-ENQUEUE = """
+DELIVERED = Fragment("""
+-- Whether stream entry `entry` is delivered and not yet acknowledged (to `consumer`, when
+-- one is named): a worker holds its job. False too when the group is gone.
+local function delivered(stream, group, entry, consumer)
+    local ok, found
+    if consumer then
+        ok, found = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1, consumer)
+    else
+        ok, found = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1)
+    end
+    return ok and #found == 1
+end
+""")
+
+UNDELIVERED = Fragment("""
+-- Where the entries no worker has been handed begin, as an XRANGE start: after the group's
+-- last-delivered id (every earlier entry still in the stream is pending, so running), or
+-- the stream's start while the group does not exist yet.
+local function undelivered(stream, group)
+    local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+    if ok then
+        for _, g in ipairs(groups) do
+            local fields = {}
+            for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
+            if fields['name'] == group then
+                return '(' .. fields['last-delivered-id']
+            end
+        end
+    end
+    return '-'
+end
+""")
+
+ENTRY_FIELDS = Fragment("""
+-- A stream entry's job id and body (nil where the entry has none: not ours).
+local function entry_fields(fields)
+    local id, body
+    for i = 1, #fields, 2 do
+        if fields[i] == 'id' then id = fields[i + 1] elseif fields[i] == 'body' then
+            body = fields[i + 1] end
+    end
+    return id, body
+end
+""")
+
+ENQUEUE = (
+    define(CLAIM)
+    + """
 -- KEYS: stream, scheduled. ARGV: base, now, then per job: id, body, task, eta ('' = now),
 -- key ('' = none). Returns each job's id: a key already held returns its holder's id.
--- The idempotency key is claimed in the same step as the job is stored, so producers
--- racing with one key create exactly one job.
 local stream, scheduled = KEYS[1], KEYS[2]
 local base, now = ARGV[1], ARGV[2]
 local ids = {}
 local wake = false
 for i = 3, #ARGV, 5 do
     local id, body, task, eta, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-    local existing = false
-    if key ~= '' then
-        local kk = base .. ':key:' .. key
-        existing = redis.call('GET', kk)
-        if not existing then
-            redis.call('SET', kk, id)
-        end
-    end
     local jk = base .. ':job:' .. id
-    local status = redis.call('HGET', jk, 'status')
-    if existing then
-        table.insert(ids, existing)
-    elseif status and status ~= 'dead' and status ~= 'cancelled' then
-        -- The same job again: a pipeline re-sent after a dropped connection. Only a dead
-        -- or cancelled job (a replay) is stored anew under its old id.
-        table.insert(ids, id)
-    else
-        if status then
-            redis.call('DEL', jk)  -- a replay: nothing of the dead job's record carries over
-        end
+    local claimed, got = claim(base, jk, id, key, true)
+    if claimed == 'new' then
         if eta ~= '' and tonumber(eta) > tonumber(now) then
             redis.call('HSET', jk, 'status', 'scheduled', 'task', task, 'attempt', 1, 'eta', eta,
                 'body', body, 'updated', now)
@@ -93,17 +111,15 @@ for i = 3, #ARGV, 5 do
             redis.call('HSET', jk, 'status', 'queued', 'task', task, 'attempt', 1,
                 'entry', entry, 'updated', now)
         end
-        if key ~= '' then
-            redis.call('HSET', jk, 'key', key)
-        end
-        table.insert(ids, id)
     end
+    table.insert(ids, got)
 end
 if wake then
     redis.call('PUBLISH', base .. ':wake', now)
 end
 return ids
 """
+)
 
 # Admit entries taken over from a lost worker: each runs again unless it must not. One that
 # ended meanwhile (a copy of it finished elsewhere) is acknowledged and skipped; one whose
@@ -111,26 +127,20 @@ return ids
 #
 # Fresh entries need no such look: an entry is added only together with its job's record
 # set to queued, and a cancellation before delivery deletes it. A job is running exactly
-# while its entry is delivered and unacknowledged, which is what the INFO script reads.
-_ADMIT = (
-    FINISH
-    + """
+# while its entry is delivered and unacknowledged, which is what reading a record looks at.
+_ADMIT = Fragment(
+    """
 local function admit(stream, group, base, entries, redelivered, now, ttl, out)
     for _, e in ipairs(entries) do
-        local entry, fields = e[1], e[2]
-        local id, body
-        for i = 1, #fields, 2 do
-            if fields[i] == 'id' then id = fields[i + 1] elseif fields[i] == 'body' then
-                body = fields[i + 1] end
-        end
+        local entry = e[1]
+        local id, body = entry_fields(e[2])
         if not id or not body then
             -- Not ours (written by hand?): hand it over so the worker dead-letters it.
             table.insert(out, {entry, id or entry, body or '', redelivered})
         else
             local jk = base .. ':job:' .. id
             local state = redis.call('HMGET', jk, 'status', 'cancel')
-            local status = state[1]
-            if status == 'succeeded' or status == 'dead' or status == 'cancelled' then
+            if finished(state[1]) then
                 redis.call('XACK', stream, group, entry)
                 redis.call('XDEL', stream, entry)
             elseif state[2] then
@@ -146,20 +156,17 @@ end
 
 local function fresh(entries, out)
     for _, e in ipairs(entries) do
-        local entry, fields = e[1], e[2]
-        local id, body = entry, ''
-        for i = 1, #fields, 2 do
-            if fields[i] == 'id' then id = fields[i + 1] elseif fields[i] == 'body' then
-                body = fields[i + 1] end
-        end
-        table.insert(out, {entry, id, body, 0})
+        local entry = e[1]
+        local id, body = entry_fields(e[2])
+        table.insert(out, {entry, id or entry, body or '', 0})
     end
 end
-"""
+""",
+    (FINISH, IS_FINISHED, ENTRY_FIELDS),
 )
 
 TAKE = (
-    _ADMIT
+    define(_ADMIT)
     + """
 -- KEYS: stream. ARGV: group, consumer, count, base, now, ttl_ms, reclaim_idle_ms ('' = skip),
 -- cursor (where the last look for abandoned entries stopped; '0-0' = the start).
@@ -212,17 +219,11 @@ return {cursor, pending, out}
 )
 
 SETTLE = (
-    FINISH
-    + _QUEUE
+    define(FINISH, _QUEUE, DELIVERED)
     + """
-local function mine(stream, group, entry, consumer)
-    local ok, found = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1, consumer)
-    return ok and #found == 1
-end
-
--- KEYS: stream, scheduled, dead. ARGV: group, consumer, base, now, ttl_ms, then per delivery:
--- outcome, entry, id, body, result, eta, error, task, ttl_ms of its task (empty strings
--- where unused; an empty ttl is the backend's).
+-- KEYS: stream, scheduled, dead. ARGV: group, consumer, base, now, ttl_ms, then per delivery
+-- the values settle_args() gives: outcome, entry, id, body, result, eta, error, task, ttl_ms
+-- of its task (empty strings where unused; an empty ttl is the backend's).
 -- Everything for one delivery happens in one step: a retry schedules the next attempt and
 -- acknowledges this one together, so a crash between the two cannot lose or double a job.
 local stream, scheduled, dead = KEYS[1], KEYS[2], KEYS[3]
@@ -241,7 +242,7 @@ for i = 6, #ARGV, 9 do
         finish(base, jk, id, 'succeeded', ttl, now, result)
     -- Any other outcome belongs to whoever holds the entry now: if this worker's lease ran
     -- out and another worker took the job over, this worker has no say any more.
-    elseif mine(stream, group, entry, consumer) then
+    elseif delivered(stream, group, entry, consumer) then
         redis.call('XACK', stream, group, entry)
         redis.call('XDEL', stream, entry)
         if outcome == 'retry' then
@@ -271,8 +272,24 @@ return 1
 """
 )
 
+
+def settle_args(s: Settlement) -> list[Any]:
+    """One delivery's arguments to SETTLE: outcome, entry, id, body, result, eta, error,
+    task, and the record's TTL in ms ('' for the backend's)."""
+    d = s.delivery
+    outcome = s.outcome
+    if outcome is Outcome.RETRY:
+        body = s.retry_body or b""
+    elif outcome in (Outcome.DEAD, Outcome.RELEASE):
+        body = d.body
+    else:
+        body = b""
+    result, eta, error, ttl = settle_values(s)
+    return [outcome.value, d.receipt, d.id, body, result, eta, error, s.task, ttl]
+
+
 PROMOTE = (
-    _QUEUE
+    define(_QUEUE)
     + """
 -- KEYS: scheduled, stream. ARGV: base, now, limit.
 -- Move due jobs from the scheduled set into the stream. ZREM decides who moves a job, so
@@ -312,40 +329,6 @@ end
 return renewed
 """
 
-CANCEL = (
-    FINISH
-    + """
--- KEYS: stream, scheduled. ARGV: base, id, now, ttl_ms, cancel channel, group.
--- Returns 1 if the job will not run (again), 0 if it had already finished or is unknown.
-local stream, scheduled = KEYS[1], KEYS[2]
-local base, id, now, ttl, channel, group = unpack(ARGV)
-local jk = base .. ':job:' .. id
-local status = redis.call('HGET', jk, 'status')
-if not status or status == 'succeeded' or status == 'dead' or status == 'cancelled' then
-    return 0
-end
-local entry = redis.call('HGET', jk, 'entry')
-if status == 'queued' and entry then
-    local ok, found = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1)
-    if ok and #found == 1 then
-        status = 'running'  -- delivered: a worker holds it
-    end
-end
-if status == 'running' then
-    -- Its worker cancels the handler and settles it; the flag covers a worker that is gone.
-    redis.call('HSET', jk, 'cancel', 1)
-    redis.call('PUBLISH', channel, id)
-    return 1
-end
-if entry then
-    redis.call('XDEL', stream, entry)
-end
-redis.call('ZREM', scheduled, id)
-finish(base, jk, id, 'cancelled', ttl, now)
-return 1
-"""
-)
-
 STATS = """
 -- KEYS: stream, scheduled, dead. ARGV: group.
 -- Returns {entries in the stream, entries delivered and not acknowledged, scheduled, dead}.
@@ -358,53 +341,20 @@ return {redis.call('XLEN', KEYS[1]), running, redis.call('ZCARD', KEYS[2]),
     redis.call('XLEN', KEYS[3])}
 """
 
-INFO = """
--- KEYS: stream. ARGV: group, job key.
--- The job's record as a flat list of fields; a queued job whose entry is delivered and
--- not yet acknowledged is running.
-local record = redis.call('HGETALL', ARGV[2])
-local status, entry
-for i = 1, #record, 2 do
-    if record[i] == 'status' then status = i + 1 elseif record[i] == 'entry' then
-        entry = record[i + 1] end
-end
-if status and record[status] == 'queued' and entry then
-    local ok, found = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], entry, entry, 1)
-    if ok and #found == 1 then
-        record[status] = 'running'
-    end
-end
-return record
-"""
-
 PURGE = (
-    FINISH
+    define(FINISH, UNDELIVERED, ENTRY_FIELDS)
     + """
 -- KEYS: stream, scheduled. ARGV: base, group, now, ttl_ms, limit.
 -- Cancel up to limit waiting jobs of the queue: stream entries no worker has been handed
--- (after the group's last-delivered id: every earlier entry still in the stream is pending,
--- so running) and jobs in the scheduled set (delayed, or waiting for a retry). Returns how
--- many were cancelled.
+-- and jobs in the scheduled set (delayed, or waiting for a retry). Returns how many were
+-- cancelled.
 local stream, scheduled = KEYS[1], KEYS[2]
 local base, group, now, ttl, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local after = '-'
-local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
-if ok then
-    for _, g in ipairs(groups) do
-        local fields = {}
-        for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
-        if fields['name'] == group then
-            after = '(' .. fields['last-delivered-id']
-        end
-    end
-end
 local purged = 0
 if redis.call('EXISTS', stream) == 1 then
-    for _, e in ipairs(redis.call('XRANGE', stream, after, '+', 'COUNT', limit)) do
-        local entry, fields, id = e[1], e[2], nil
-        for i = 1, #fields, 2 do
-            if fields[i] == 'id' then id = fields[i + 1] end
-        end
+    for _, e in ipairs(redis.call('XRANGE', stream, undelivered(stream, group), '+', 'COUNT',
+            limit)) do
+        local entry, id = e[1], entry_fields(e[2])
         redis.call('XDEL', stream, entry)
         if id then
             finish(base, base .. ':job:' .. id, id, 'cancelled', ttl, now)

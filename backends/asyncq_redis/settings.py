@@ -1,4 +1,4 @@
-"""The Redis backend's settings, parsed once from the broker URL, and its key layout."""
+"""The Redis backend's settings, parsed once from the broker URL."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from asyncq.backend import parse_url_options, positive_float, positive_int, redact_url
 from asyncq.errors import ConfigurationError
 
-__all__ = ["QueueKeys", "RedisConnection", "RedisSettings"]
+__all__ = ["RedisConnection", "RedisSettings"]
 
 SOCKET_TIMEOUT = 5.0
 """Seconds a command waits for its reply, on every redis-py (8.x has 5 s of its own, earlier
@@ -150,20 +150,3 @@ class RedisSettings:
             socket_connect_timeout=self.socket_connect_timeout,
             retry_on_timeout=self.retry_on_timeout,
         )
-
-
-class QueueKeys:
-    """The keys of one queue, all under one hash tag so the queue lives in one cluster slot."""
-
-    __slots__ = ("base", "dead", "done_prefix", "scheduled", "stream", "wake")
-
-    def __init__(self, prefix: str, queue: str) -> None:
-        self.base = f"{prefix}:{{{queue}}}"
-        self.stream = f"{self.base}:stream"
-        self.scheduled = f"{self.base}:scheduled"
-        self.dead = f"{self.base}:dead"
-        self.wake = f"{self.base}:wake"
-        self.done_prefix = f"{self.base}:done:"
-
-    def job(self, job_id: str) -> str:
-        return f"{self.base}:job:{job_id}"

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 import services
 from asyncq_redis import scripts
-from asyncq_redis.settings import QueueKeys
+from asyncq_redis.records import QueueKeys
 from harness import Runs, Settled, statuses
 from redis.asyncio.connection import AbstractConnection
 from redis_support import claimed_prefix, redis_client, redis_url

@@ -14,7 +14,7 @@ import anyio
 import pytest
 import services
 from asyncq_redis import RedisBackend
-from asyncq_redis.store import RedisStore
+from asyncq_redis.records import RedisStore
 from redis import exceptions as rx
 from redis_support import PrivateRedis, claimed_prefix, redis_client, redis_url
 

@@ -1,21 +1,65 @@
 """Lua scripts run by SHA: loaded once per connection, a batch of calls in one round trip,
 and loaded again when Redis has lost its script cache (a restart), re-running only the
-calls it refused. Used by the Redis backend and the AMQP backend's record store."""
+calls it refused. A batch of jobs is split into calls per queue (a script works on one
+queue's keys) and per SCRIPT_CHUNK jobs. Used by the Redis backend and the AMQP backend's
+record store."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 
+from asyncq.delivery import Envelope
 from asyncq.errors import BrokerError
+from asyncq.settlement import Settlement
 
-__all__ = ["Call", "Scripts"]
+from .keys import QueueKeys
+
+__all__ = ["SCRIPT_CHUNK", "Call", "Scripts", "enqueue_chunks", "settle_chunks"]
+
+SCRIPT_CHUNK = 200
+"""Jobs per script call: a batch is one round trip, and each script's run stays short
+(about 1 ms), so none stalls other clients for long."""
 
 Call = tuple[str, list[Any], list[Any]]
 """One script call: the script's name, its KEYS, its ARGV."""
+
+
+def enqueue_chunks(
+    envelopes: Sequence[Envelope], keys: Callable[[str], QueueKeys]
+) -> list[tuple[QueueKeys, list[int], list[Envelope]]]:
+    """The envelopes per queue and SCRIPT_CHUNK at a time, with their queue's keys and their
+    places in ``envelopes``: one script call each, whose replies go back to those places."""
+    if len(envelopes) == 1:  # the common one-job enqueue, without the grouping
+        return [(keys(envelopes[0].queue), [0], [envelopes[0]])]
+    by_queue: dict[str, list[int]] = defaultdict(list)
+    for i, env in enumerate(envelopes):
+        by_queue[env.queue].append(i)
+    chunks = []
+    for q, places in by_queue.items():
+        for start in range(0, len(places), SCRIPT_CHUNK):
+            chunk = places[start : start + SCRIPT_CHUNK]
+            chunks.append((keys(q), chunk, [envelopes[i] for i in chunk]))
+    return chunks
+
+
+def settle_chunks(
+    settlements: Sequence[Settlement], keys: Callable[[str], QueueKeys]
+) -> list[tuple[QueueKeys, list[Settlement]]]:
+    """The settlements per queue and SCRIPT_CHUNK at a time, with their queue's keys: one
+    script call each."""
+    by_queue: dict[str, list[Settlement]] = defaultdict(list)
+    for s in settlements:
+        by_queue[s.delivery.queue].append(s)
+    return [
+        (keys(q), items[start : start + SCRIPT_CHUNK])
+        for q, items in by_queue.items()
+        for start in range(0, len(items), SCRIPT_CHUNK)
+    ]
 
 
 class Scripts:

@@ -1,7 +1,8 @@
-"""The Redis that keeps asyncq's state under one prefix: a client with asyncq's scripts
-loaded, the wake-ups of jobs that finish, the registry of queues, the cancellation channel
-and the workers' heartbeats. The Redis backend keeps everything there; the AMQP backend
-keeps its job records there. Each goes through one ``RedisStore``."""
+"""The Redis that keeps asyncq's state under one prefix, as one ``RedisStore``: a client with
+asyncq's scripts loaded and run in batches, driver errors mapped to asyncq's, the wake-ups
+of jobs that finish, and the names of the registry of queues and the cancellation channel.
+The Redis backend keeps everything there; a record store (the AMQP backend's) keeps its
+job records there."""
 
 from __future__ import annotations
 
@@ -9,28 +10,27 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 
 from asyncq.backend import redact_url
+from asyncq.delivery import Envelope
 from asyncq.errors import BrokerError
-from asyncq.records import JobInfo, WorkerInfo
+from asyncq.records import JobInfo
 
-from .connection import open_client, redis_errors
-from .heartbeats import Heartbeats
-from .notifications import Notifications, listen
-from .refusals import refused_url
-from .scripting import Call, Scripts
-from .settings import RedisConnection
+from ..connection import open_client, redis_errors
+from ..notifications import Notifications
+from ..refusals import refused_url
+from ..settings import RedisConnection
+from .keys import QueueKeys
+from .scripting import Call, Scripts, enqueue_chunks
 
 __all__ = ["DEFAULT_BULK_LIMIT", "RedisStore"]
 
-CLIENT_NAME = "redis_client"
-"""The key in a heartbeat's ``extra`` naming the connections of the worker's process."""
+T = TypeVar("T")
 
 DEFAULT_BULK_LIMIT = 512 * 1024 * 1024
 """Redis's default ``proto-max-bulk-len``: the largest string argument of a command."""
@@ -66,7 +66,7 @@ class RedisStore:
         self._client: aioredis.Redis | None = None
         self._notifications: Notifications | None = None
         self._scripts = Scripts(scripts)
-        self._heartbeats = Heartbeats(prefix)
+        self._registered: set[str] = set()  # queues this store has put in the registry
 
     async def connect(self, action: str = "connecting") -> None:
         self._client = open_client(
@@ -115,10 +115,55 @@ class RedisStore:
         """Map redis-py's errors to asyncq's, saying what was being done."""
         return redis_errors(self.where, action)
 
-    async def run(self, calls: Sequence[Call], *, new_queues: Sequence[str] = ()) -> list[Any]:
-        """Run scripts in one round trip; ``new_queues`` join the registry of queues in it."""
-        register = (self.queues_key, new_queues) if new_queues else None
-        return await self._scripts.run(self.client, calls, register=register)
+    async def run(self, calls: Sequence[Call], *, queues: Sequence[str] = ()) -> list[Any]:
+        """Run scripts in one round trip. Of ``queues`` (those the calls are for), the ones
+        this store has not registered yet join the registry of queues in the same trip."""
+        new = [q for q in dict.fromkeys(queues) if q not in self._registered] if queues else []
+        register = (self.queues_key, new) if new else None
+        replies = await self._scripts.run(self.client, calls, register=register)
+        self._registered.update(new)
+        return replies
+
+    async def run_chunked(
+        self,
+        envelopes: Sequence[Envelope],
+        keys: Callable[[str], QueueKeys],
+        call: Callable[[QueueKeys, list[Envelope]], Call],
+        reply: Callable[[Any], T],
+    ) -> list[T]:
+        """Run one script call per queue and SCRIPT_CHUNK envelopes (``call`` builds it from
+        the queue's keys and those envelopes), all in one round trip that registers their
+        queues; each envelope's reply, converted by ``reply``, in their order."""
+        chunks = enqueue_chunks(envelopes, keys)
+        calls = [call(queue_keys, jobs) for queue_keys, _, jobs in chunks]
+        replies = await self.run(calls, queues=[k.queue for k, _, _ in chunks])
+        out: list[Any] = [None] * len(envelopes)
+        for (_, places, _), replied in zip(chunks, replies, strict=True):
+            for i, value in zip(places, replied, strict=True):
+                out[i] = reply(value)
+        return out
+
+    async def register(self, queues: Sequence[str]) -> None:
+        """Put ``queues`` in the registry of queues, unless this store did already."""
+        new = [q for q in dict.fromkeys(queues) if q not in self._registered]
+        if new:
+            await self.client.sadd(self.queues_key, *new)
+            self._registered.update(new)
+
+    async def unregister(self, queue: str, *doomed: str) -> None:
+        """Take ``queue`` out of the registry of queues, and delete the keys ``doomed`` in
+        the same step."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            if doomed:
+                pipe.delete(*doomed)
+            pipe.srem(self.queues_key, queue)
+            await pipe.execute()
+        self._registered.discard(queue)
+
+    async def registered(self) -> list[str]:
+        """The registry of queues: every queue a job was enqueued to, by name."""
+        members: Any = await self.client.smembers(self.queues_key)
+        return sorted(m.decode() for m in members)
 
     async def wait_finished(
         self, channel: str, read: Callable[[], Awaitable[JobInfo | None]], timeout: float | None
@@ -129,40 +174,3 @@ class RedisStore:
         # The deadline outside the error mapping: its TimeoutError is the caller's answer.
         with anyio.fail_after(timeout), self.errors("waiting for a job"):
             return await self._notifications.wait_finished(channel, read)
-
-    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        await listen(self.client, self.cancel_channel, on_cancel)
-
-    # -- heartbeats ------------------------------------------------------------------------
-    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        worker = replace(worker, extra={**worker.extra, CLIENT_NAME: self.client_name})
-        with self.errors("sending a heartbeat"):
-            await self._heartbeats.beat(self.client, worker, ttl)
-
-    async def deregister(self, worker_id: str) -> None:
-        with self.errors("deregistering a worker"):
-            await self._heartbeats.remove(self.client, worker_id)
-
-    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
-        """As the heartbeats say, except that a live one whose process holds no connection
-        to Redis any more (killed, its host lost) is gone at once, not after three beats."""
-        with self.errors("listing workers"):
-            listed = await self._heartbeats.known(self.client, include_gone=True)
-            connected = await self._connected_names() if any(not w.gone for w in listed) else None
-        found = []
-        for worker in listed:
-            name = worker.extra.get(CLIENT_NAME)
-            if not worker.gone and connected is not None and name and name not in connected:
-                worker = replace(worker, gone=True)
-            if include_gone or not worker.gone:
-                found.append(worker)
-        return found
-
-    async def _connected_names(self) -> set[str] | None:
-        """The names of the server's open connections; None where CLIENT LIST is refused
-        (an ACL, a managed service), and then the heartbeats alone decide."""
-        try:
-            clients: Any = await self.client.client_list()
-        except rx.ResponseError:
-            return None
-        return {str(c.get("name", "")) for c in clients}

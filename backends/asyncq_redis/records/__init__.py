@@ -1,0 +1,58 @@
+"""The Redis record layer: what every asyncq backend that keeps job records in Redis builds
+on, the Redis backend itself and the AMQP backend's ``records=`` store alike. It is public:
+a backend package imports it from here, never from ``asyncq_redis``'s other modules.
+
+* :class:`QueueKeys`: where a queue's state lives (one hash tag per queue).
+* The Lua fragments (:mod:`.lua`), each defined once: ``FINISH`` (store a job's end, free
+  its key, announce it), ``IS_FINISHED``, ``CLAIM_KEY`` and ``RELEASE_KEY`` (an
+  idempotency key), ``CLAIM`` (the start of an enqueue: the key and the record) and
+  ``CANCEL_RECORD``; ``define()`` puts the ones a script uses ahead of its body.
+* The codec: a record's hash as a ``JobInfo`` (``job_info``), errors as JSON, and
+  ``settle_values``, what every settle script stores of a settlement.
+* :class:`RedisStore`: a client with the backend's scripts loaded, batches of script calls
+  in one round trip (:data:`Call`; ``run_chunked`` and ``settle_chunks`` split a batch of
+  jobs into calls per queue and ``SCRIPT_CHUNK`` jobs), the registry of queues, the waits
+  for finishes.
+* :class:`RedisJobStore`: the ``JobStore`` base on all that (waits, the cancellation watch,
+  heartbeats and workers); a subclass reads and cancels its records.
+"""
+
+from .client import DEFAULT_BULK_LIMIT, RedisStore
+from .codec import error_from_json, error_to_json, job_info, settle_values
+from .jobstore import CLIENT_NAME, RedisJobStore
+from .keys import QueueKeys
+from .lua import (
+    CANCEL_RECORD,
+    CLAIM,
+    CLAIM_KEY,
+    FINISH,
+    IS_FINISHED,
+    RELEASE_KEY,
+    Fragment,
+    define,
+)
+from .scripting import SCRIPT_CHUNK, Call, Scripts, settle_chunks
+
+__all__ = [
+    "CANCEL_RECORD",
+    "CLAIM",
+    "CLAIM_KEY",
+    "CLIENT_NAME",
+    "DEFAULT_BULK_LIMIT",
+    "FINISH",
+    "IS_FINISHED",
+    "RELEASE_KEY",
+    "SCRIPT_CHUNK",
+    "Call",
+    "Fragment",
+    "QueueKeys",
+    "RedisJobStore",
+    "RedisStore",
+    "Scripts",
+    "define",
+    "error_from_json",
+    "error_to_json",
+    "job_info",
+    "settle_chunks",
+    "settle_values",
+]

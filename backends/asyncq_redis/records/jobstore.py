@@ -1,0 +1,122 @@
+"""The JobStore of job records kept in Redis, as far as every such store is the same:
+each queue's keys, waiting for a job to finish, the cancellation channel and its watch, and
+the workers' heartbeats. How a record is read and cancelled depends on which broker holds
+the job (whether it is running is the broker's to say), so a subclass implements
+``job_info`` and ``cancel``: the Redis backend's reads its streams, the AMQP backend's
+record store its own sets.
+
+Heartbeats: one key per worker, holding its info as JSON. Each heartbeat sets the key to
+expire ``ttl + GONE_RETENTION`` from now. While more than ``GONE_RETENTION`` of that is
+left, the worker is live; after that it is gone (it missed its heartbeats, and did not
+deregister as a stopping worker does), and it stays listed as gone until the key expires.
+Liveness is read from the key's own TTL, on Redis's clock, so clocks that disagree between
+the workers and whoever lists them do not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from redis import exceptions as rx
+
+from asyncq.records import GONE_RETENTION, JobInfo, WorkerInfo
+from asyncq.store import JobStore
+
+from ..notifications import listen
+from . import codec
+from .client import RedisStore
+from .keys import QueueKeys
+
+__all__ = ["CLIENT_NAME", "RedisJobStore"]
+
+CLIENT_NAME = "redis_client"
+"""The key in a heartbeat's ``extra`` naming the connections of the worker's process."""
+
+_RETENTION_MS = int(GONE_RETENTION * 1000)
+
+
+class RedisJobStore(JobStore):
+    """Job records, cancellations and heartbeats in the Redis of ``redis``, under ``prefix``;
+    finished records are kept ``ttl_ms`` unless their task says otherwise."""
+
+    def __init__(self, redis: RedisStore, *, prefix: str, ttl_ms: int) -> None:
+        self.redis = redis
+        self.ttl_ms = ttl_ms
+        self._prefix = prefix
+        self._queue_keys: dict[str, QueueKeys] = {}
+        self._worker_prefix = f"{prefix}:worker:"
+
+    def keys(self, queue: str) -> QueueKeys:
+        keys = self._queue_keys.get(queue)
+        if keys is None:
+            keys = self._queue_keys[queue] = QueueKeys(self._prefix, queue)
+        return keys
+
+    async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
+        channel = self.keys(queue).done_prefix + job_id
+        return await self.redis.wait_finished(
+            channel, lambda: self.job_info(job_id, queue), timeout
+        )
+
+    async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
+        await listen(self.redis.client, self.redis.cancel_channel, on_cancel)
+
+    # -- heartbeats ------------------------------------------------------------------------
+    async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        worker = replace(worker, extra={**worker.extra, CLIENT_NAME: self.redis.client_name})
+        px = max(int(ttl * 1000), 1) + _RETENTION_MS
+        with self.redis.errors("sending a heartbeat"):
+            await self.redis.client.set(
+                self._worker_prefix + worker.id, codec.worker_to_json(worker), px=px
+            )
+
+    async def deregister(self, worker_id: str) -> None:
+        with self.redis.errors("deregistering a worker"):
+            await self.redis.client.delete(self._worker_prefix + worker_id)
+
+    async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
+        """As the heartbeats say, except that a live one whose process holds no connection
+        to Redis any more (killed, its host lost) is gone at once, not after three beats."""
+        with self.redis.errors("listing workers"):
+            listed = await self._heartbeats()
+            connected = await self._connected_names() if any(not w.gone for w in listed) else None
+        found = []
+        for worker in listed:
+            name = worker.extra.get(CLIENT_NAME)
+            if not worker.gone and connected is not None and name and name not in connected:
+                worker = replace(worker, gone=True)
+            if include_gone or not worker.gone:
+                found.append(worker)
+        return found
+
+    async def _heartbeats(self) -> list[WorkerInfo]:
+        """Every worker with a heartbeat key, live or gone, oldest first."""
+        client = self.redis.client
+        names = [n async for n in client.scan_iter(self._worker_prefix + "*", 1000)]
+        if not names:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(name)
+                pipe.pttl(name)
+            replies: list[Any] = await pipe.execute()
+        found = []
+        for raw, ttl_ms in zip(replies[::2], replies[1::2], strict=True):
+            if raw is None:  # expired between the scan and the read
+                continue
+            worker = codec.worker_from_json(raw)
+            if 0 <= ttl_ms <= _RETENTION_MS:
+                worker = replace(worker, gone=True)
+            found.append(worker)
+        return sorted(found, key=lambda w: w.started_at)
+
+    async def _connected_names(self) -> set[str] | None:
+        """The names of the server's open connections; None where CLIENT LIST is refused
+        (an ACL, a managed service), and then the heartbeats alone decide."""
+        try:
+            clients: Any = await self.redis.client.client_list()
+        except rx.ResponseError:
+            return None
+        return {str(c.get("name", "")) for c in clients}

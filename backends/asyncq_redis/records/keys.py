@@ -1,0 +1,33 @@
+"""Where a queue's state lives in Redis: every key of one queue under one hash tag."""
+
+from __future__ import annotations
+
+__all__ = ["QueueKeys"]
+
+
+class QueueKeys:
+    """The keys of one queue, all under one hash tag (``<prefix>:{<queue>}``) so the queue
+    lives in one cluster slot. The scripts build the per-job keys from ``base`` themselves:
+    ``<base>:job:<id>`` (the record), ``<base>:key:<key>`` (an idempotency key) and
+    ``<base>:done:<id>`` (where the job's end is announced).
+
+    ``stream``, ``dead`` and ``wake`` are the Redis backend's (its work and dead-letter
+    streams, the delayed-job mover's wake-ups); ``running`` is a record store's set of the
+    jobs a broker holds unacknowledged; both kinds keep ``scheduled``, the delayed jobs and
+    retries (a sorted set by due time on the Redis backend, a set in a record store).
+    """
+
+    __slots__ = ("base", "dead", "done_prefix", "queue", "running", "scheduled", "stream", "wake")
+
+    def __init__(self, prefix: str, queue: str) -> None:
+        self.queue = queue
+        self.base = f"{prefix}:{{{queue}}}"
+        self.stream = f"{self.base}:stream"
+        self.scheduled = f"{self.base}:scheduled"
+        self.dead = f"{self.base}:dead"
+        self.wake = f"{self.base}:wake"
+        self.running = f"{self.base}:running"
+        self.done_prefix = f"{self.base}:done:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.base}:job:{job_id}"
