@@ -28,7 +28,7 @@ from redis import exceptions as rx
 
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
 from asyncq.errors import BrokerError
-from asyncq.records import DeadLetter, QueueStats
+from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats
 from asyncq.store import JobStore
 
 from . import blocking, jobstore, listing, scripts
@@ -50,6 +50,7 @@ _SCRIPTS = {
     "PURGE": scripts.PURGE,
     "INFO": jobstore.INFO,
     "CANCEL": jobstore.CANCEL,
+    "LIST": listing.LIST,
 }
 
 RECLAIM_INTERVAL = 0.5
@@ -315,6 +316,13 @@ class RedisBackend(Backend):
         with self._errors("listing dead letters"):
             entries: Any = await self.client.xrange(self._k(queue).dead, start, "+", count=limit)
         return [listing.dead_letter(queue, entry, fields) for entry, fields in entries]
+
+    async def list_jobs(
+        self, queue: str, status: JobStatus, *, limit: int = 100, after: str | None = None
+    ) -> list[JobListing]:
+        return await listing.list_jobs(
+            self._redis, self._k(queue), queue, status, limit=limit, after=after
+        )
 
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         dead = self._k(queue).dead
