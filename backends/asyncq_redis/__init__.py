@@ -6,6 +6,10 @@ the client's ``socket_timeout`` and ``socket_connect_timeout`` (seconds, default
 300) and ``retry_on_timeout`` (``true`` or ``false``, default ``true``). An AMQP broker's
 ``records=`` URL takes the same three connection options.
 Needs Redis 6.2 or newer and ``pip install 'asyncq[redis]'``.
+
+Besides the backend, one module is public: :mod:`asyncq_redis.records`, the record layer a
+backend that keeps its job records in Redis builds on (the AMQP backend's ``records=``
+store does). Everything else here may change.
 """
 
 from .backend import RedisBackend

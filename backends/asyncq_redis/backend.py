@@ -14,7 +14,6 @@ kept through the record layer (records/; the backend's JobStore is jobstore.py).
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
@@ -27,24 +26,21 @@ import redis.asyncio as aioredis
 from redis import exceptions as rx
 
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
-from asyncq.errors import BrokerError
 from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats
 from asyncq.store import JobStore
 
-from . import blocking, jobstore, listing, scripts
+from . import blocking, jobstore, listing, mover, scripts
 from .jobstore import GROUP, StreamJobStore
 from .records import Call, QueueKeys, RedisStore, settle_chunks
 from .settings import RedisSettings
 
 __all__ = ["RedisBackend"]
 
-log = logging.getLogger("asyncq.redis")
-
 _SCRIPTS = {
     "ENQUEUE": scripts.ENQUEUE,
     "TAKE": scripts.TAKE,
     "SETTLE": scripts.SETTLE,
-    "PROMOTE": scripts.PROMOTE,
+    "PROMOTE": mover.PROMOTE,
     "RENEW": scripts.RENEW,
     "STATS": scripts.STATS,
     "PURGE": scripts.PURGE,
@@ -261,38 +257,8 @@ class RedisBackend(Backend):
             await self._run_scripts(calls)
 
     async def maintain(self, queues: Sequence[str]) -> None:
-        """Move due delayed jobs and retries into their streams. Woken by the enqueue of an
-        earlier one (pub/sub), else sleeps until the next is due."""
-        keys = [self._k(q) for q in queues]
-        while True:
-            try:
-                await self._promote_forever(keys)
-            except (rx.RedisError, OSError, BrokerError) as exc:
-                # Keep the worker running through an outage; its fetch loop reports it too.
-                log.warning("moving delayed jobs paused, retrying in 1 s: %s", exc)
-                await anyio.sleep(1.0)
-
-    async def _promote_forever(self, keys: list[QueueKeys]) -> None:
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(*[k.wake for k in keys])
-            while True:
-                now = repr(time.time())
-                calls = [("PROMOTE", [k.scheduled, k.stream], [k.base, now, 1000]) for k in keys]
-                replies = await self._run_scripts(calls)
-                if any(moved >= 1000 for moved, _ in replies):
-                    continue  # more are due than one step moves
-                dues = [float(nxt) for _, nxt in replies if nxt]
-                # With nothing scheduled, the wait is only a safety net for a wake-up
-                # message lost to a reconnect.
-                wait = min(dues, default=time.time() + 30.0) - time.time()
-                if wait > 0 and await pubsub.get_message(timeout=min(wait, 30.0)):
-                    # A burst of retries sends a burst of wake-ups: one move serves them all.
-                    while await pubsub.get_message(timeout=0):
-                        pass
-        finally:
-            with anyio.CancelScope(shield=True):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        """Move due delayed jobs and retries into their streams (see mover.py)."""
+        await mover.move_due_jobs(self._redis, [self._k(q) for q in queues])
 
     # -- operations ------------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:

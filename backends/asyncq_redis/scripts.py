@@ -23,8 +23,8 @@ __all__ = [
     "DELIVERED",
     "ENQUEUE",
     "ENTRY_FIELDS",
-    "PROMOTE",
     "PURGE",
+    "QUEUE",
     "RENEW",
     "SETTLE",
     "STATS",
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # Put a job into its stream, ready for a worker.
-_QUEUE = Fragment("""
+QUEUE = Fragment("""
 local function queue(stream, jk, id, body, now)
     local entry = redis.call('XADD', stream, '*', 'id', id, 'body', body)
     redis.call('HSET', jk, 'status', 'queued', 'entry', entry, 'updated', now)
@@ -219,7 +219,7 @@ return {cursor, pending, out}
 )
 
 SETTLE = (
-    define(FINISH, _QUEUE, DELIVERED)
+    define(FINISH, QUEUE, DELIVERED)
     + """
 -- KEYS: stream, scheduled, dead. ARGV: group, consumer, base, now, ttl_ms, then per delivery
 -- the values settle_args() gives: outcome, entry, id, body, result, eta, error, task, ttl_ms
@@ -287,32 +287,6 @@ def settle_args(s: Settlement) -> list[Any]:
     result, eta, error, ttl = settle_values(s)
     return [outcome.value, d.receipt, d.id, body, result, eta, error, s.task, ttl]
 
-
-PROMOTE = (
-    define(_QUEUE)
-    + """
--- KEYS: scheduled, stream. ARGV: base, now, limit.
--- Move due jobs from the scheduled set into the stream. ZREM decides who moves a job, so
--- however many workers run this at once, each job is moved exactly once.
--- Returns {moved, score of the next job still waiting or ''}.
-local scheduled, stream = KEYS[1], KEYS[2]
-local base, now, limit = ARGV[1], ARGV[2], ARGV[3]
-local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
-local moved = 0
-for _, id in ipairs(due) do
-    if redis.call('ZREM', scheduled, id) == 1 then
-        local jk = base .. ':job:' .. id
-        local body = redis.call('HGET', jk, 'body')
-        if body then
-            queue(stream, jk, id, body, now)
-            moved = moved + 1
-        end
-    end
-end
-local next = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-return {moved, next[2] or ''}
-"""
-)
 
 RENEW = """
 -- KEYS: stream. ARGV: group, consumer, entry ids...

@@ -12,7 +12,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 import services
-from asyncq_redis import scripts
+from asyncq_redis import mover, scripts
 from asyncq_redis.records import QueueKeys
 from harness import Runs, Settled, statuses
 from redis.asyncio.connection import AbstractConnection
@@ -137,7 +137,7 @@ async def test_due_delayed_jobs_are_moved_exactly_once_by_racing_movers(
         await anyio.sleep(max(due - time.time() - 0.1, 0.0))
         while True:
             moved, next_due = await raw.eval(
-                scripts.PROMOTE,
+                mover.PROMOTE,
                 2,
                 keys.scheduled,
                 keys.stream,

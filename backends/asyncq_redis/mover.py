@@ -1,0 +1,84 @@
+"""The delayed-job mover: due delayed jobs and retries move from each queue's scheduled set
+into its stream. It is woken by the enqueue of a job due sooner than any other (pub/sub on
+the queue's wake channel), and otherwise sleeps until the next is due; a worker runs it
+for its queues (``Backend.maintain``), and however many run at once, each job moves once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+from redis import exceptions as rx
+
+from asyncq.errors import BrokerError
+
+from .records import QueueKeys, RedisStore, define
+from .scripts import QUEUE
+
+__all__ = ["PROMOTE", "move_due_jobs"]
+
+log = logging.getLogger("asyncq.redis")
+
+_BATCH = 1000  # jobs one PROMOTE call moves at the most
+
+PROMOTE = (
+    define(QUEUE)
+    + """
+-- KEYS: scheduled, stream. ARGV: base, now, limit.
+-- Move due jobs from the scheduled set into the stream. ZREM decides who moves a job, so
+-- however many workers run this at once, each job is moved exactly once.
+-- Returns {moved, score of the next job still waiting or ''}.
+local scheduled, stream = KEYS[1], KEYS[2]
+local base, now, limit = ARGV[1], ARGV[2], ARGV[3]
+local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
+local moved = 0
+for _, id in ipairs(due) do
+    if redis.call('ZREM', scheduled, id) == 1 then
+        local jk = base .. ':job:' .. id
+        local body = redis.call('HGET', jk, 'body')
+        if body then
+            queue(stream, jk, id, body, now)
+            moved = moved + 1
+        end
+    end
+end
+local next = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+return {moved, next[2] or ''}
+"""
+)
+
+
+async def move_due_jobs(redis: RedisStore, keys: list[QueueKeys]) -> None:
+    """Move due jobs of the queues of ``keys`` into their streams, until cancelled."""
+    while True:
+        try:
+            await _move_forever(redis, keys)
+        except (rx.RedisError, OSError, BrokerError) as exc:
+            # Keep the worker running through an outage; its fetch loop reports it too.
+            log.warning("moving delayed jobs paused, retrying in 1 s: %s", exc)
+            await anyio.sleep(1.0)
+
+
+async def _move_forever(redis: RedisStore, keys: list[QueueKeys]) -> None:
+    pubsub = redis.client.pubsub(ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe(*[k.wake for k in keys])
+        while True:
+            now = repr(time.time())
+            calls = [("PROMOTE", [k.scheduled, k.stream], [k.base, now, _BATCH]) for k in keys]
+            replies = await redis.run(calls)
+            if any(moved >= _BATCH for moved, _ in replies):
+                continue  # more are due than one step moves
+            dues = [float(nxt) for _, nxt in replies if nxt]
+            # With nothing scheduled, the wait is only a safety net for a wake-up
+            # message lost to a reconnect.
+            wait = min(dues, default=time.time() + 30.0) - time.time()
+            if wait > 0 and await pubsub.get_message(timeout=min(wait, 30.0)):
+                # A burst of retries sends a burst of wake-ups: one move serves them all.
+                while await pubsub.get_message(timeout=0):
+                    pass
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
