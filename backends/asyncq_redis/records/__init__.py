@@ -17,9 +17,9 @@ a backend package imports it from here, never from ``asyncq_redis``'s other modu
   heartbeats and workers); a subclass reads and cancels its records.
 """
 
-from .client import DEFAULT_BULK_LIMIT, RedisStore
-from .codec import error_from_json, error_to_json, job_info, settle_values
-from .jobstore import CLIENT_NAME, RedisJobStore
+from .client import RedisStore
+from .codec import error_from_json, job_info, settle_values
+from .jobstore import RedisJobStore
 from .keys import QueueKeys
 from .lua import (
     CANCEL_RECORD,
@@ -31,14 +31,12 @@ from .lua import (
     Fragment,
     define,
 )
-from .scripting import SCRIPT_CHUNK, Call, Scripts, settle_chunks
+from .scripting import SCRIPT_CHUNK, Call, settle_chunks
 
 __all__ = [
     "CANCEL_RECORD",
     "CLAIM",
     "CLAIM_KEY",
-    "CLIENT_NAME",
-    "DEFAULT_BULK_LIMIT",
     "FINISH",
     "IS_FINISHED",
     "RELEASE_KEY",
@@ -48,10 +46,8 @@ __all__ = [
     "QueueKeys",
     "RedisJobStore",
     "RedisStore",
-    "Scripts",
     "define",
     "error_from_json",
-    "error_to_json",
     "job_info",
     "settle_chunks",
     "settle_values",

@@ -37,6 +37,8 @@ DEFAULT_BULK_LIMIT = 512 * 1024 * 1024
 
 
 class RedisStore:
+    """One Redis under one prefix, with the scripts of whoever uses it (by name)."""
+
     def __init__(
         self,
         connection: str | RedisConnection,
@@ -161,7 +163,8 @@ class RedisStore:
         self._registered.discard(queue)
 
     async def registered(self) -> list[str]:
-        """The registry of queues: every queue a job was enqueued to, by name."""
+        """The registry of queues, by name: every queue jobs were enqueued to or fetched from
+        and that was not removed since."""
         members: Any = await self.client.smembers(self.queues_key)
         return sorted(m.decode() for m in members)
 

@@ -86,7 +86,8 @@ end
 FINISH = Fragment(
     """
 -- Finish a job: store its end, free its key (a dead or cancelled job frees it, a success
--- holds it for the result TTL) and tell whoever waits on it.
+-- holds it for the result TTL) and tell whoever waits on it. What only a waiting job has
+-- goes: its eta, a cancellation request, and the Redis backend's entry and body.
 local function finish(base, jk, id, status, ttl, now, result)
     if result then  -- a success; '' when its task does not store results
         redis.call('HSET', jk, 'status', status, 'updated', now)
@@ -118,11 +119,12 @@ CLAIM = Fragment(
 -- The first step of storing job `id` (record `jk`) with idempotency key `key` ('' = none).
 -- The key is claimed in the same step as the job is stored, so producers racing with one
 -- key create exactly one job. Returns what the producer gets and what is left to do:
--- 'held' and the holder's id, when another job holds the key; 'known' and `id`, when the
--- record exists (the same enqueue sent again, say a pipeline re-sent after a dropped
--- connection), unless it is a dead or cancelled job and `replay` stores it anew; else 'new'
--- and `id`: the record is empty but for its key, for the caller to fill in (nothing of a
--- replayed job's old record carries over).
+-- 'held' and the holder's id, when a job holds the key already (this one too, if its
+-- enqueue is sent again); 'known' and `id`, when the record exists (the same enqueue sent
+-- again, say a pipeline re-sent after a dropped connection), unless it is a dead or
+-- cancelled job and `replay` stores it anew; else 'new' and `id`: the record is empty but
+-- for its key, for the caller to fill in (nothing of a replayed job's old record carries
+-- over).
 local function claim(base, jk, id, key, replay)
     if key ~= '' then
         local holder = claim_key(base, key, id)
