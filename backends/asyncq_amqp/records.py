@@ -266,7 +266,7 @@ class RecordStore(RedisJobStore):
         and whether its message is to be published."""
         now = repr(time.time())
 
-        def call(keys: QueueKeys, jobs: list[Envelope]) -> Call:
+        def call(keys: QueueKeys, jobs: Sequence[Envelope]) -> Call:
             args: list[Any] = [keys.base, now]
             for env in jobs:
                 eta = "" if env.eta is None else repr(env.eta)
@@ -363,9 +363,13 @@ def _stored(reply: list[Any]) -> tuple[str, bool]:
     return job_id.decode(), bool(publish)
 
 
+_RETRY = Outcome.RETRY  # looked up once: a property call on Python 3.11, on a per-job path
+
+
 def settle_args(s: Settlement) -> list[Any]:
     """One delivery's arguments to SETTLE: outcome, id, result, eta, error, task, next
     attempt, and the record's TTL in ms ('' for the store's)."""
     result, eta, error, ttl = settle_values(s)
-    attempt = s.attempt + 1 if s.outcome is Outcome.RETRY else ""
-    return [s.outcome.value, s.delivery.id, result, eta, error, s.task, attempt, ttl]
+    outcome = s.outcome
+    attempt = s.attempt + 1 if outcome is _RETRY else ""
+    return [outcome._value_, s.delivery.id, result, eta, error, s.task, attempt, ttl]

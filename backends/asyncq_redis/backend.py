@@ -123,7 +123,7 @@ class RedisBackend(Backend):
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
         now = repr(time.time())
 
-        def call(keys: QueueKeys, jobs: list[Envelope]) -> Call:
+        def call(keys: QueueKeys, jobs: Sequence[Envelope]) -> Call:
             args: list[Any] = [keys.base, now]
             for env in jobs:
                 eta = "" if env.eta is None else repr(env.eta)

@@ -273,19 +273,24 @@ return 1
 )
 
 
+# Looked up once: on Python 3.11 an enum member looked up on its class, and its ``value``,
+# are each a property call, which costs more than the rest of a delivery's arguments.
+_RETRY, _DEAD, _RELEASE = Outcome.RETRY, Outcome.DEAD, Outcome.RELEASE
+
+
 def settle_args(s: Settlement) -> list[Any]:
     """One delivery's arguments to SETTLE: outcome, entry, id, body, result, eta, error,
     task, and the record's TTL in ms ('' for the backend's)."""
     d = s.delivery
     outcome = s.outcome
-    if outcome is Outcome.RETRY:
+    if outcome is _RETRY:
         body = s.retry_body or b""
-    elif outcome in (Outcome.DEAD, Outcome.RELEASE):
+    elif outcome is _DEAD or outcome is _RELEASE:
         body = d.body
     else:
         body = b""
     result, eta, error, ttl = settle_values(s)
-    return [outcome.value, d.receipt, d.id, body, result, eta, error, s.task, ttl]
+    return [outcome._value_, d.receipt, d.id, body, result, eta, error, s.task, ttl]
 
 
 RENEW = """

@@ -120,8 +120,8 @@ class RedisStore:
     async def run(self, calls: Sequence[Call], *, queues: Sequence[str] = ()) -> list[Any]:
         """Run scripts in one round trip. Of ``queues`` (those the calls are for), the ones
         this store has not registered yet join the registry of queues in the same trip."""
-        new = [q for q in dict.fromkeys(queues) if q not in self._registered] if queues else []
-        register = (self.queues_key, new) if new else None
+        new = [q for q in queues if q not in self._registered]
+        register = (self.queues_key, list(dict.fromkeys(new))) if new else None
         replies = await self._scripts.run(self.client, calls, register=register)
         self._registered.update(new)
         return replies
@@ -130,20 +130,22 @@ class RedisStore:
         self,
         envelopes: Sequence[Envelope],
         keys: Callable[[str], QueueKeys],
-        call: Callable[[QueueKeys, list[Envelope]], Call],
+        call: Callable[[QueueKeys, Sequence[Envelope]], Call],
         reply: Callable[[Any], T],
     ) -> list[T]:
         """Run one script call per queue and SCRIPT_CHUNK envelopes (``call`` builds it from
         the queue's keys and those envelopes), all in one round trip that registers their
         queues; each envelope's reply, converted by ``reply``, in their order."""
-        chunks = enqueue_chunks(envelopes, keys)
-        calls = [call(queue_keys, jobs) for queue_keys, _, jobs in chunks]
-        replies = await self.run(calls, queues=[k.queue for k, _, _ in chunks])
-        out: list[Any] = [None] * len(envelopes)
-        for (_, places, _), replied in zip(chunks, replies, strict=True):
-            for i, value in zip(places, replied, strict=True):
-                out[i] = reply(value)
-        return out
+        chunks, places = enqueue_chunks(envelopes, keys)
+        calls = [call(queue_keys, jobs) for queue_keys, jobs in chunks]
+        replies = await self.run(calls, queues=[queue_keys.queue for queue_keys, _ in chunks])
+        values = [reply(value) for replied in replies for value in replied]
+        if places is None:
+            return values
+        ordered = values.copy()
+        for i, value in zip(places, values, strict=True):
+            ordered[i] = value
+        return ordered
 
     async def register(self, queues: Sequence[str]) -> None:
         """Put ``queues`` in the registry of queues, unless this store did already."""

@@ -31,20 +31,26 @@ Call = tuple[str, list[Any], list[Any]]
 
 def enqueue_chunks(
     envelopes: Sequence[Envelope], keys: Callable[[str], QueueKeys]
-) -> list[tuple[QueueKeys, list[int], list[Envelope]]]:
-    """The envelopes per queue and SCRIPT_CHUNK at a time, with their queue's keys and their
-    places in ``envelopes``: one script call each, whose replies go back to those places."""
+) -> tuple[list[tuple[QueueKeys, Sequence[Envelope]]], list[int] | None]:
+    """The envelopes per queue and SCRIPT_CHUNK at a time, with their queue's keys: one
+    script call each. Also where each envelope stands in ``envelopes``, in the order of the
+    chunks; None when that is their own order (they are all for one queue)."""
     if len(envelopes) == 1:  # the common one-job enqueue, without the grouping
-        return [(keys(envelopes[0].queue), [0], [envelopes[0]])]
-    by_queue: dict[str, list[int]] = defaultdict(list)
+        return [(keys(envelopes[0].queue), envelopes)], None
+    by_queue: dict[str, list[Envelope]] = defaultdict(list)
+    for env in envelopes:
+        by_queue[env.queue].append(env)
+    chunks: list[tuple[QueueKeys, Sequence[Envelope]]] = [
+        (keys(q), jobs[start : start + SCRIPT_CHUNK])
+        for q, jobs in by_queue.items()
+        for start in range(0, len(jobs), SCRIPT_CHUNK)
+    ]
+    if len(by_queue) == 1:
+        return chunks, None
+    places: dict[str, list[int]] = defaultdict(list)
     for i, env in enumerate(envelopes):
-        by_queue[env.queue].append(i)
-    chunks = []
-    for q, places in by_queue.items():
-        for start in range(0, len(places), SCRIPT_CHUNK):
-            chunk = places[start : start + SCRIPT_CHUNK]
-            chunks.append((keys(q), chunk, [envelopes[i] for i in chunk]))
-    return chunks
+        places[env.queue].append(i)
+    return chunks, [i for q in by_queue for i in places[q]]
 
 
 def settle_chunks(
