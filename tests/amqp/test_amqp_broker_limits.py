@@ -243,7 +243,7 @@ async def test_a_job_over_the_broker_s_max_message_size_is_refused_as_too_large(
 
 
 def test_rabbitmq_s_default_max_message_size_follows_its_version() -> None:
-    from asyncq_amqp.backend import default_max_message_size
+    from asyncq_amqp.connection import default_max_message_size
 
     assert default_max_message_size((3, 10, 8)) == 128 * 1024 * 1024
     assert default_max_message_size((4, 0, 1)) == 16 * 1024 * 1024

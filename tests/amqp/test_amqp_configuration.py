@@ -1,6 +1,7 @@
 """Configuration errors of the amqp:// backend are asyncq's ConfigurationError with a message
-that says what to change: a missing ``records`` option, an unknown option, a bad
-``queue_type``, and a queue declared earlier with other arguments than this App's."""
+that says what to change: a record-store feature without the ``records`` option, an unknown
+option, a bad ``queue_type``, and a queue declared earlier with other arguments than this
+App's."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ pytestmark = pytest.mark.anyio
 BASE = services.AMQP_URL
 
 
-def test_missing_records_says_to_add_a_redis_url() -> None:
+async def test_without_records_the_store_says_to_add_a_redis_url() -> None:
+    backend = resolve_backend("amqp://shop:s3cret@127.0.0.1:5672/%2F?prefix=orders")
+    assert not backend.store.available
     with pytest.raises(asyncq.ConfigurationError) as caught:
-        resolve_backend("amqp://shop:s3cret@127.0.0.1:5672/%2F?prefix=orders")
+        await backend.store.job_info("some-job", "default")
     message = str(caught.value)
-    assert "add records=redis://" in message, message
-    assert "shop:***@" in message and "s3cret" not in message, message  # password masked
+    assert "needs a job record store" in message and "add records=redis://" in message, message
+    assert "\n" not in message, message
 
 
 def test_unknown_option_is_named_with_the_known_ones() -> None:

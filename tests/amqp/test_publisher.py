@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from asyncq_amqp.publisher import Outgoing, encode_message
+from asyncq_amqp.fastpath import Outgoing, encode_message
 from pamqp import commands as spec
 from pamqp import frame
 from pamqp.body import ContentBody
