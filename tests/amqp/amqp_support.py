@@ -1,5 +1,6 @@
-"""Helpers of the AMQP-specific tests: URLs, the prefixes a module's tests claimed, runs and
-settlements to wait on, lines of a child process, rabbitmqctl, and private RabbitMQ nodes.
+"""Helpers of the AMQP-specific tests: URLs (with a record store and without), the prefixes
+a module's tests claimed, runs and settlements to wait on, lines of a child process,
+rabbitmqctl, and private RabbitMQ nodes.
 
 Like tests/redis/, tests/amqp/ has no ``__init__.py``: its modules are top-level modules
 with names no other module uses (tests/ is on ``sys.path``, and a package named ``amqp``
@@ -31,6 +32,11 @@ def amqp_url(prefix: str, **options: object) -> str:
     exchange and record key starts with ``prefix``."""
     query = urlencode({"records": services.REDIS_URL, "prefix": prefix, **options})
     return f"{services.AMQP_URL}?{query}"
+
+
+def rabbitmq_only_url(prefix: str, **options: object) -> str:
+    """A broker URL on the local RabbitMQ without a record store (no ``records``)."""
+    return f"{services.AMQP_URL}?{urlencode({'prefix': prefix, **options})}"
 
 
 class Prefixes:

@@ -1,6 +1,7 @@
 """Delivery on RabbitMQ: the job of a worker killed with SIGKILL mid-run goes to another
 worker the moment the dead worker's connection closes (no visibility timeout to wait
-for), flagged as redelivered, and runs exactly twice in all."""
+for), flagged as redelivered, and runs exactly twice in all; a consumer that stops hands
+back what it prefetched at once."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from amqp_support import amqp_url
+from amqp_support import amqp_url, rabbitmq_only_url
 from harness import Lines, worker_process
 
 import asyncq
 from asyncq import JobStatus, current_job
+from asyncq.backend import Delivery, Settlement
 
 pytestmark = pytest.mark.anyio
 
@@ -80,3 +82,39 @@ async def test_job_of_a_sigkilled_worker_is_redelivered_at_once_to_a_running_wor
     assert runs == [(job.id, 1, True)]
     assert (stats.pending, stats.scheduled, stats.running, stats.dead) == (0, 0, 0, 0)
     assert delay <= 2.0, f"redelivered {delay:.2f} s after the kill"
+
+
+@pytest.mark.parametrize("records", [True, False], ids=["records", "rabbitmq-only"])
+async def test_stop_consuming_hands_back_the_prefetched_jobs_and_keeps_the_fetched_ones(
+    prefix: str, records: bool
+) -> None:
+    url = amqp_url(prefix) if records else rabbitmq_only_url(prefix)
+    stopping, other = asyncq.App(url), asyncq.App(url)
+
+    @stopping.task(name="work")
+    async def work() -> None:
+        pass
+
+    q = stopping.default_queue
+    async with stopping, other:
+        # A window of 6 on an empty queue, then six jobs: RabbitMQ pushes them all to this
+        # process, which fetches two.
+        assert await stopping.backend.fetch([q], 6, timeout=0) == []
+        await work.enqueue_many([()] * 6)
+        fetched: list[Delivery] = []
+        with anyio.fail_after(10):
+            while len(fetched) < 2:
+                fetched += await stopping.backend.fetch([q], 2 - len(fetched), timeout=5)
+        await stopping.backend.stop_consuming()
+        # The four prefetched ones are back in the queue, for the other App's consumer ...
+        taken: list[Delivery] = []
+        with anyio.fail_after(10):
+            while len(taken) < 4:
+                taken += await other.backend.fetch([q], 4 - len(taken), timeout=5)
+        assert {d.id for d in taken}.isdisjoint(d.id for d in fetched)
+        # ... and the two fetched ones are still the stopped consumer's, to settle as usual.
+        for backend, deliveries in ((stopping.backend, fetched), (other.backend, taken)):
+            await backend.settle(
+                [Settlement.succeeded(d, task="work", attempt=1, result=None) for d in deliveries]
+            )
+        assert (await other.queue_stats([q]))[q] == asyncq.QueueStats(q)
