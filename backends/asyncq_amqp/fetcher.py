@@ -190,7 +190,8 @@ class Fetcher:
             if self._records is not None:
                 await self._records.register(new)
             for q in new:
-                await consumer.start(q)
+                if q not in consumer.queues:  # a reconnect may have started it meanwhile
+                    await consumer.start(q)
 
     async def _new_consumer(self, channel: AbstractRobustChannel) -> Consumer:
         underlay = await channel.get_underlay_channel()
@@ -213,17 +214,18 @@ class Fetcher:
     async def _on_reopen(self, channel: AbstractRobustChannel | None, /) -> None:
         """The consume channel came back after a lost connection: what it had delivered
         went back to the queues with it, so a new consumer starts over."""
-        old, self._consumer = self._consumer, None
-        if old is None:
+        old = self._consumer
+        if old is None or channel is None:
             return
+        # The new consumer takes over before it starts, so a fetch meanwhile waits on it
+        # (and starts none of its own).
+        consumer = self._consumer = await self._new_consumer(channel)
         old.stopped = True
         old.arrived.set()
         await self._release(old.admitted)
-        if channel is None:
-            return
-        consumer = self._consumer = await self._new_consumer(channel)
         for q in old.queues:
-            await consumer.start(q)
+            if q not in consumer.queues:
+                await consumer.start(q)
         log.info("consuming again from %s after a reconnect", ",".join(old.queues))
 
     async def stop(self) -> None:
