@@ -92,10 +92,13 @@ class Receipt:
 def ack(receipts: Sequence[Receipt]) -> None:
     """Acknowledge settled deliveries (see :class:`Acks`); those of a closed channel are
     back in their queue already and need none."""
-    by_channel: dict[int, tuple[Acks, list[int]]] = {}
+    by_channel: dict[Acks, list[int]] = {}
     for r in receipts:
-        by_channel.setdefault(id(r.acks), (r.acks, []))[1].append(r.tag)
-    for acks, tags in by_channel.values():
+        tags = by_channel.get(r.acks)
+        if tags is None:
+            tags = by_channel[r.acks] = []
+        tags.append(r.tag)
+    for acks, tags in by_channel.items():
         if acks.channel.is_closed:
             continue
         for tag, multiple in acks.ack(tags):
