@@ -207,8 +207,11 @@ class AmqpBackend(Backend):
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         parts = self._open
-        parts.fetcher.settled(settlements)
-        await parts.settler.settle(settlements)
+        try:
+            await parts.settler.settle(settlements)
+        finally:
+            # Counted running until its retry or dead letter is published: never nowhere.
+            parts.fetcher.settled(settlements)
 
     async def stop_consuming(self) -> None:
         """Cancel the consumers, so nothing more is delivered to this process, and hand
@@ -275,6 +278,6 @@ class _Parts:
         # settle (looked up at the call: a test may wrap it), like every other.
         settle = lambda settlements: backend.settle(settlements)  # noqa: E731
         self.fetcher = fetcher = Fetcher(link, topology, records, heard, settle)
-        self.mover = DelayMover(link, topology, publisher)
-        self.queues = Queues(link, topology, records, fetcher)
+        self.mover = mover = DelayMover(link, topology, publisher)
+        self.queues = Queues(link, topology, records, fetcher, mover)
         self.listing = Listing(link, topology, dead_letters, records)

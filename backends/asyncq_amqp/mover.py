@@ -4,6 +4,7 @@ the next wait of its delay, or to the work queue once due (see topology.py)."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,9 @@ class DelayMover:
         self._link = link
         self._topology = topology
         self._publisher = publisher
+        self.moving: Counter[str] = Counter()
+        """Per queue, the delayed jobs this process is moving: taken off ``q.delayed`` and
+        not yet acknowledged, so RabbitMQ counts them nowhere."""
 
     async def run(self, queues: Sequence[str]) -> None:
         """Move the queues' delayed jobs until cancelled."""
@@ -38,7 +42,7 @@ class DelayMover:
         with link.errors("declaring queues"):
             await self._topology.declare(queues)
             channel = await link.connection.channel(publisher_confirms=False)
-        moving = _InFlight()
+        under_way = _InFlight()
         consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
         try:
             await channel.set_qos(prefetch_count=100)
@@ -48,7 +52,7 @@ class DelayMover:
                     durable=True,
                     arguments=queue_arguments(link.settings.queue_type),
                 )
-                consumers.append((queue, await queue.consume(self._make_hop(q, moving))))
+                consumers.append((queue, await queue.consume(self._make_hop(q, under_way))))
             await anyio.sleep_forever()
         finally:
             with anyio.CancelScope(shield=True):
@@ -58,14 +62,20 @@ class DelayMover:
                     for consumer, tag in consumers:
                         await consumer.cancel(tag)
                 with anyio.move_on_after(5):
-                    await moving.idle()
+                    await under_way.idle()
                 if not channel.is_closed:
                     await channel.close()
 
-    def _make_hop(self, queue: str, moving: _InFlight) -> Callable[[AbstractIncomingMessage], Any]:
+    def _make_hop(
+        self, queue: str, under_way: _InFlight
+    ) -> Callable[[AbstractIncomingMessage], Any]:
         async def hop(message: AbstractIncomingMessage) -> None:
-            with moving:
-                await self._move(queue, message)
+            self.moving[queue] += 1
+            try:
+                with under_way:
+                    await self._move(queue, message)
+            finally:
+                self.moving[queue] -= 1
 
         return hop
 

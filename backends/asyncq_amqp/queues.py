@@ -6,9 +6,10 @@ count); what else a queue holds is counted where it is known:
 * with a record store, its ``scheduled`` and ``running`` sets (records.py) count the
   delayed and running jobs;
 * without one, a queue's delayed jobs are the messages in its own wait queues and in
-  ``q.delayed`` (see topology.py; one the mover holds for a moment is not counted), and
-  its running jobs are those this process's worker runs: AMQP does not say how many
-  unacknowledged messages other consumers hold.
+  ``q.delayed`` (see topology.py), and those this process's mover holds between two waits;
+  its running jobs are those this process's worker runs. AMQP does not say how many
+  unacknowledged messages other consumers hold: another process's running jobs, and the
+  delayed jobs its mover holds for a moment, are not counted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from asyncq.records import QueueStats
 from .browse import browse
 from .connection import Link
 from .fetcher import Fetcher
+from .mover import DelayMover
 from .records import RecordStore
 from .topology import Topology
 
@@ -33,12 +35,18 @@ __all__ = ["Queues"]
 
 class Queues:
     def __init__(
-        self, link: Link, topology: Topology, records: RecordStore | None, fetcher: Fetcher
+        self,
+        link: Link,
+        topology: Topology,
+        records: RecordStore | None,
+        fetcher: Fetcher,
+        mover: DelayMover,
     ) -> None:
         self._link = link
         self._topology = topology
         self._records = records
         self._fetcher = fetcher
+        self._mover = mover
 
     async def known(self) -> list[str]:
         """The queues the records know of; without records, those this process declared."""
@@ -80,7 +88,8 @@ class Queues:
             if records is not None:
                 scheduled, running = counts[i]
             else:
-                scheduled, running = sum(waiting), self._fetcher.running[q]
+                scheduled = sum(waiting) + self._mover.moving[q]
+                running = self._fetcher.running[q]
             out.append(QueueStats(q, work + buffered[q], scheduled, running, dead))
         return out
 
