@@ -8,18 +8,21 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from types import SimpleNamespace, TracebackType
-from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, Self, TypeVar, Unpack, overload
 
 import anyio
 
+from . import tracing
 from .backend import Backend, Envelope, redact_url, resolve_backend
 from .errors import ConfigurationError, TaskNotFound
 from .job import Job
+from .middleware import EnqueueNext, Middleware, enqueue_chain
 from .records import DeadLetter, DeadLetterFilter, QueueStats
 from .retry import Backoff
 from .serializer import DecodeError, Message, OrjsonSerializer, Serializer
 from .task import ExceptionClasses, Task, _check_queue
 from .worker import Worker
+from .worker_options import WorkerOptions, WorkerOptionsOverrides
 
 __all__ = ["App", "State"]
 
@@ -53,7 +56,8 @@ class App:
     ``broker`` is a URL (``redis://...``, ``amqp://...``, ``memory://``) resolved through the
     ``asyncq.backends`` entry points, or a :class:`Backend` instance; omitted, it is
     ``$ASYNCQ_BROKER`` or ``memory://``. ``retries``, ``timeout`` and ``backoff`` are the
-    defaults for tasks that do not set their own.
+    defaults for tasks that do not set their own. ``middleware`` wraps every enqueue and
+    every attempt (see :mod:`asyncq.middleware`).
     """
 
     def __init__(
@@ -66,8 +70,18 @@ class App:
         timeout: float | None = None,
         backoff: Backoff | None = None,
         shutdown_timeout: float = 30.0,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         _check_queue(default_queue)
+        for link in middleware:
+            if not isinstance(link, Middleware):
+                raise TypeError(f"middleware must be asyncq.Middleware instances, got {link!r}")
+        self.middleware: tuple[Middleware, ...] = tuple(middleware)
+        """Around every enqueue and every attempt, first outermost (see asyncq.middleware)."""
+        self._enqueue_chain = enqueue_chain(self.middleware)
+        self._wraps_enqueue = any(
+            type(m).enqueue is not Middleware.enqueue for m in self.middleware
+        )
         self.serializer: Serializer = serializer or OrjsonSerializer()
         self.default_queue = default_queue
         self.retries = retries
@@ -116,6 +130,14 @@ class App:
                 "FastAPI lifespan that enters the app)"
             )
         return self.backend
+
+    def enqueue_middleware(self) -> EnqueueNext | None:
+        """The enqueue chain (tracing, then the App's middleware), or None when there is
+        nothing for it to do (no enqueue middleware, tracing off): the job goes straight
+        to the backend, at no cost."""
+        if self._wraps_enqueue or tracing.active():
+            return self._enqueue_chain
+        return None
 
     async def __aenter__(self) -> Self:
         if self._opened == 0:
@@ -242,23 +264,13 @@ class App:
     @asynccontextmanager
     async def worker(
         self,
-        *,
-        queues: Sequence[str] | None = None,
-        concurrency: int = 10,
-        shutdown_timeout: float | None = None,
-        **options: Any,
+        options: WorkerOptions | None = None,
+        **overrides: Unpack[WorkerOptionsOverrides],
     ) -> AsyncIterator[Worker]:
         """Run a worker in the background for the body of the ``async with`` (e.g. a FastAPI
-        lifespan); leaving the block shuts it down gracefully."""
-        worker = Worker(
-            self,
-            queues=queues,
-            concurrency=concurrency,
-            shutdown_timeout=self.shutdown_timeout
-            if shutdown_timeout is None
-            else shutdown_timeout,
-            **options,
-        )
+        lifespan); leaving the block shuts it down gracefully. ``options`` (or any of its
+        fields as keywords) say how; the shutdown timeout defaults to the App's."""
+        worker = Worker(self, self._worker_options(options, overrides))
         async with anyio.create_task_group() as tg:
             await tg.start(worker.run)
             try:
@@ -268,27 +280,19 @@ class App:
 
     async def run_worker(
         self,
-        *,
-        queues: Sequence[str] | None = None,
-        concurrency: int = 10,
-        burst: bool = False,
-        shutdown_timeout: float | None = None,
-        handle_signals: bool = False,
-        **options: Any,
+        options: WorkerOptions | None = None,
+        **overrides: Unpack[WorkerOptionsOverrides],
     ) -> None:
         """Run a worker until it is stopped (or, with ``burst=True``, the queues are empty)."""
-        worker = Worker(
-            self,
-            queues=queues,
-            concurrency=concurrency,
-            burst=burst,
-            shutdown_timeout=self.shutdown_timeout
-            if shutdown_timeout is None
-            else shutdown_timeout,
-            handle_signals=handle_signals,
-            **options,
-        )
-        await worker.run()
+        await Worker(self, self._worker_options(options, overrides)).run()
+
+    def _worker_options(
+        self, options: WorkerOptions | None, overrides: WorkerOptionsOverrides
+    ) -> WorkerOptions:
+        if options is None:
+            overrides = {"shutdown_timeout": self.shutdown_timeout, **overrides}
+            options = WorkerOptions()
+        return options.replace(**overrides) if overrides else options
 
     # -- operations ------------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
