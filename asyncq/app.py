@@ -6,20 +6,20 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import replace
 from types import SimpleNamespace, TracebackType
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, Unpack, overload
 
 import anyio
 
 from . import tracing
-from .backend import Backend, Envelope, redact_url, resolve_backend
+from .backend import Backend, redact_url, resolve_backend
 from .errors import ConfigurationError, TaskNotFound
 from .job import Job
 from .middleware import EnqueueNext, Middleware, enqueue_chain
+from .operations import Operations
 from .records import DeadLetter, DeadLetterFilter, QueueStats
 from .retry import Backoff
-from .serializer import DecodeError, Message, OrjsonSerializer, Serializer
+from .serializer import OrjsonSerializer, Serializer
 from .task import ExceptionClasses, Task, _check_queue
 from .worker import Worker
 from .worker_options import WorkerOptions, WorkerOptionsOverrides
@@ -78,6 +78,7 @@ class App:
                 raise TypeError(f"middleware must be asyncq.Middleware instances, got {link!r}")
         self.middleware: tuple[Middleware, ...] = tuple(middleware)
         """Around every enqueue and every attempt, first outermost (see asyncq.middleware)."""
+        self._operations = Operations(self)
         self._enqueue_chain = enqueue_chain(self.middleware)
         self._wraps_enqueue = any(
             type(m).enqueue is not Middleware.enqueue for m in self.middleware
@@ -295,15 +296,14 @@ class App:
         return options.replace(**overrides) if overrides else options
 
     # -- operations ------------------------------------------------------------------------
+    @property
+    def operations(self) -> Operations:
+        """What operators do to this App's broker, across queues (see asyncq.operations)."""
+        return self._operations
+
     async def queue_stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Depth of each queue: the given ones, else this App's and every one the broker knows."""
-        if queues is None:
-            known = await self.backend.queue_stats(None)
-            missing = [q for q in self.queues if q not in {s.queue for s in known}]
-            stats = known + (await self.backend.queue_stats(missing) if missing else [])
-        else:
-            stats = await self.backend.queue_stats(queues)
-        return {s.queue: s for s in sorted(stats, key=lambda s: s.queue)}
+        return await self._operations.queue_stats(queues)
 
     async def purge_queue(
         self, queue: str, *, on_progress: Callable[[int], None] | None = None
@@ -312,39 +312,17 @@ class App:
         (running jobs finish; dead letters stay, see ``purge_dead``). They never run, and
         their records say CANCELLED. Returns how many; ``on_progress`` hears the running
         total after each batch."""
-        _check_queue(queue)
-        purged = 0
-        while True:
-            batch = await self.backend.purge_queue(queue, limit=_PURGE_BATCH)
-            purged += batch
-            if batch and on_progress is not None:
-                on_progress(purged)
-            if batch < _PURGE_BATCH:
-                return purged
+        return await self._operations.purge_queue(queue, on_progress=on_progress)
 
     async def remove_queue(self, queue: str) -> None:
         """Remove an unused queue from the broker: one with no jobs (pending, scheduled,
         running or dead) that no live worker serves. Otherwise a ``ValueError`` says what
         still uses it, and nothing is removed."""
-        _check_queue(queue)
-        (stats,) = await self.backend.queue_stats([queue])
-        held = {"pending": stats.pending, "scheduled": stats.scheduled}
-        held |= {"running": stats.running, "dead": stats.dead}
-        busy = ", ".join(f"{n} {what}" for what, n in held.items() if n)
-        if busy:
-            raise ValueError(f"queue {queue!r} is not empty ({busy}); nothing was removed")
-        serving = [w.id for w in await self.backend.store.workers() if queue in w.queues]
-        if serving:
-            raise ValueError(
-                f"queue {queue!r} is served by {len(serving)} live worker(s) "
-                f"({', '.join(serving)}); nothing was removed"
-            )
-        await self.backend.remove_queue(queue)
+        await self._operations.remove_queue(queue)
 
     async def known_queues(self) -> list[str]:
         """This App's queues and every queue the broker knows of, sorted."""
-        known = {s.queue for s in await self.backend.queue_stats(None)}
-        return sorted(known | set(self.queues))
+        return await self._operations.known_queues()
 
     async def dead_letters(
         self,
@@ -358,17 +336,8 @@ class App:
         """The oldest ``limit`` dead letters of ``queue`` (default: the default queue),
         optionally only one task's, or only those that died more (``older_than``) or less
         (``newer_than``) than so many seconds ago."""
-        queue = queue or self.default_queue
         match = DeadLetterFilter(task=task, older_than=older_than, newer_than=newer_than)
-        found: list[DeadLetter] = []
-        after: str | None = None
-        while len(found) < limit:
-            page = await self.backend.dead_letters(queue, limit=_DLQ_PAGE, after=after)
-            found.extend(d for d in page if match(d))
-            if len(page) < _DLQ_PAGE:
-                break
-            after = page[-1].cursor
-        return found[:limit]
+        return await self._operations.dead_letters(queue or self.default_queue, match, limit)
 
     async def replay_dead(
         self,
@@ -388,14 +357,8 @@ class App:
         The enqueue comes before the removal, so a crash in between can duplicate a job but
         never lose one."""
         match = DeadLetterFilter(ids, task, older_than, newer_than)
-
-        async def replay(chosen: list[DeadLetter]) -> set[str]:
-            job_ids = await self.backend.enqueue([self._replay_envelope(d) for d in chosen])
-            # A job whose idempotency key a live job holds now was not enqueued again
-            # (its id came back as the live job's): it stays in the dead-letter queue.
-            return {d.id for d, job_id in zip(chosen, job_ids, strict=True) if job_id == d.id}
-
-        return await self._each_dead_page(queue or self.default_queue, match, replay, on_progress)
+        queue = queue or self.default_queue
+        return await self._operations.replay_dead(queue, match, on_progress=on_progress)
 
     async def purge_dead(
         self,
@@ -409,49 +372,6 @@ class App:
     ) -> int:
         """Delete dead letters: all of the queue, or those the filters of ``replay_dead``
         choose. Returns how many were deleted."""
-        queue = queue or self.default_queue
         match = DeadLetterFilter(ids, task, older_than, newer_than)
-        if match.by_id_only:  # no need to read them first
-            return await self.backend.purge_dead(queue, ids)
-
-        async def remove_all(chosen: list[DeadLetter]) -> set[str]:
-            return {d.id for d in chosen}
-
-        return await self._each_dead_page(queue, match, remove_all, on_progress)
-
-    async def _each_dead_page(
-        self,
-        queue: str,
-        match: DeadLetterFilter,
-        act: Callable[[list[DeadLetter]], Coroutine[Any, Any, set[str]]],
-        on_progress: Callable[[int], None] | None,
-    ) -> int:
-        """Page through ``queue``'s dead letters; ``act`` on the matching ones of each page
-        says which to remove, and those are purged. Returns how many were removed."""
-        removed = 0
-        after: str | None = None
-        while True:
-            page = await self.backend.dead_letters(queue, limit=_DLQ_PAGE, after=after)
-            chosen = [d for d in page if match(d)]
-            gone: set[str] = set()
-            if chosen:
-                gone = await act(chosen)
-                if gone:
-                    removed += await self.backend.purge_dead(queue, list(gone))
-                if on_progress is not None:
-                    on_progress(removed)
-            if len(page) < _DLQ_PAGE:
-                return removed
-            # Page on from the last entry that is still there: removed ones are gone.
-            kept = [d for d in page if d.id not in gone]
-            if kept:
-                after = kept[-1].cursor
-
-    def _replay_envelope(self, dead: DeadLetter) -> Envelope:
-        try:
-            msg = Message.decode(dead.body, self.serializer)
-        except DecodeError:
-            return Envelope(dead.id, dead.queue, dead.body, dead.task, replay=True)
-        fresh = replace(msg, attempt=1, eta=None)  # a fresh retry budget, runnable now
-        body = fresh.encode(self.serializer)
-        return Envelope(msg.id, msg.queue, body, msg.task, None, msg.key, replay=True)
+        queue = queue or self.default_queue
+        return await self._operations.purge_dead(queue, match, on_progress=on_progress)

@@ -196,7 +196,7 @@ def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | 
 
     async def fetch() -> tuple[dict[str, QueueStats], list[WorkerInfo]]:
         async with app:
-            return await app.queue_stats(queues), await app.backend.store.workers()
+            return await app.queue_stats(queues), await app.operations.workers()
 
     found, live = run_async(fetch)
     serving = {name: sum(name in w.queues for w in live) for name in found}
@@ -245,7 +245,7 @@ def workers(app_spec: str, live_only: bool, as_json: bool, broker: str | None) -
 
     async def fetch() -> list[WorkerInfo]:
         async with app:
-            return await app.backend.store.workers(include_gone=not live_only)
+            return await app.operations.workers(include_gone=not live_only)
 
     found = sorted(run_async(fetch), key=lambda w: (w.gone, w.started_at))
     if as_json:
