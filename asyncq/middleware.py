@@ -57,6 +57,7 @@ __all__ = [
     "Middleware",
     "Outgoing",
     "OutgoingJob",
+    "Settlement",
 ]
 
 EnqueueNext = Callable[["Outgoing"], Awaitable[list[str]]]
