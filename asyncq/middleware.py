@@ -1,8 +1,10 @@
 """Middleware: code that wraps every enqueue and every attempt, ``App(middleware=[...])``.
 
-A middleware subclasses :class:`Middleware` and overrides ``enqueue``, ``execute`` or both.
-Each gets the work and ``call_next``, the rest of the chain, which it awaits (or not: a
-middleware may refuse an enqueue by raising, or settle an attempt without running it)::
+A middleware subclasses :class:`Middleware` and overrides ``enqueue``, ``execute``,
+``finished``, or several. ``enqueue`` and ``execute`` get the work and ``call_next``, the
+rest of the chain, which they await (or not: a middleware may refuse an enqueue by raising,
+or settle an attempt without running it); ``finished`` only observes each attempt's outcome,
+after the chain, without a coroutine of its own::
 
     class Tenant(asyncq.Middleware):
         async def enqueue(self, outgoing, call_next):
@@ -25,9 +27,9 @@ children of the attempt's span and its time counts in the attempt's duration:
 
 * enqueue: tracing (a PRODUCER span, its context in each job's headers), then the App's
   middleware, then the encoding and the backend's enqueue;
-* execution: job logs, metrics (when a meter provider is configured), tracing (the
-  CONSUMER span), then the App's middleware, then the handler (:func:`asyncq.execution.execute`,
-  where the outcome is decided).
+* execution: tracing (the CONSUMER span), then the App's middleware, then the handler
+  (:func:`asyncq.execution.execute`, where the outcome is decided); then the ``finished``
+  observers: job logs, metrics (when a meter provider is configured), the App's middleware.
 
 ``outgoing.jobs[i].headers`` may be changed on the way in (they travel with the job);
 ``attempt.message`` is None for a delivery that cannot run (undecodable, unknown task),
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Attempt",
     "EnqueueNext",
+    "ExecutionChain",
     "ExecuteNext",
     "Middleware",
     "Outgoing",
@@ -102,6 +105,10 @@ class Middleware:
         """Around each attempt: return the settlement ``call_next(attempt)`` returns."""
         return await call_next(attempt)
 
+    def finished(self, attempt: Attempt, settlement: Settlement) -> None:
+        """After each attempt, once its outcome is decided and before it is settled: for a
+        middleware that only observes (counts, logs), this costs no coroutine per job."""
+
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -131,32 +138,47 @@ def enqueue_chain(middleware: Sequence[Middleware]) -> EnqueueNext:
     return _chain(steps, _send)
 
 
-def execution_chain(
-    middleware: Sequence[Middleware],
-    last: ExecuteNext,
-    *,
-    system: str,
-    metrics: WorkerMetrics | None,
-) -> ExecuteNext:
-    """A worker's execution chain around ``last`` (the handler's run)."""
-    links: list[Middleware] = [JobLogLink()]
-    if metrics is not None:
-        links.append(MetricsLink(metrics))
-    links.append(TracingLink(system))
-    links += [m for m in middleware if _overrides(m, "execute")]
-    return _chain([m.execute for m in links], last)
+class ExecutionChain:
+    """A worker's execution middleware around ``last`` (the handler's run), built once at
+    start, and the observers its ``finished`` hooks make up."""
+
+    __slots__ = ("_observers", "_plain", "_traced")
+
+    def __init__(
+        self,
+        middleware: Sequence[Middleware],
+        last: ExecuteNext,
+        *,
+        system: str,
+        metrics: WorkerMetrics | None,
+    ) -> None:
+        links: list[Middleware] = [JobLogLink()]
+        if metrics is not None:
+            links.append(MetricsLink(metrics))
+        links += middleware
+        steps = [m.execute for m in links if _overrides(m, "execute")]
+        self._observers = [m.finished for m in links if _overrides(m, "finished")]
+        # Two chains, with the tracing link and without: a provider set while the worker
+        # runs is used from the next attempt on, and an untraced attempt pays one check.
+        self._plain = _chain(steps, last)
+        self._traced = _chain([TracingLink(system).execute, *steps], last)
+
+    async def __call__(self, attempt: Attempt) -> Settlement:
+        chain = self._traced if tracing.active() else self._plain
+        settlement = await chain(attempt)
+        for observe in self._observers:
+            observe(attempt, settlement)
+        return settlement
 
 
 class JobLogLink(Middleware):
     """One log line per attempt (see :mod:`asyncq.joblog`)."""
 
-    async def execute(self, attempt: Attempt, call_next: ExecuteNext) -> Settlement:
-        settlement = await call_next(attempt)
+    def finished(self, attempt: Attempt, settlement: Settlement) -> None:
         duration = time.time() - attempt.started_at
         # Only a prefetched job handed back at shutdown never started.
         started = attempt.ran or settlement.outcome is not Outcome.RELEASE
         job_finished(settlement, settlement.task, started, duration, attempt.trace_id)
-        return settlement
 
 
 class MetricsLink(Middleware):
@@ -165,15 +187,13 @@ class MetricsLink(Middleware):
     def __init__(self, metrics: WorkerMetrics) -> None:
         self._metrics = metrics
 
-    async def execute(self, attempt: Attempt, call_next: ExecuteNext) -> Settlement:
-        settlement = await call_next(attempt)
+    def finished(self, attempt: Attempt, settlement: Settlement) -> None:
         metrics, queue, started = self._metrics, attempt.queue, attempt.started_at
         message = attempt.message
         if message is not None and attempt.ran:
             ready_at = max(message.enqueued_at, message.eta or 0.0)
             metrics.started(queue, settlement.task, started - ready_at)
         metrics.finished(queue, settlement.task, settlement.outcome, time.time() - started)
-        return settlement
 
 
 class TracingLink(Middleware):

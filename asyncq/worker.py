@@ -40,7 +40,7 @@ from .deadlines import check_timeouts
 from .errors import BrokerError
 from .execution import admit, error_info, execute
 from .metrics import WorkerMetrics, configured_provider
-from .middleware import ExecuteNext, execution_chain
+from .middleware import ExecutionChain
 from .settlement import Settlement
 from .worker_options import WorkerOptions, WorkerOptionsOverrides
 from .worker_services import WorkerService, default_services
@@ -108,7 +108,7 @@ class Worker:
         self._stopping = False
         self._settle_send: MemoryObjectSendStream[Settlement] | None = None
         self._time_limits: str | None = None
-        self._execute: ExecuteNext | None = None
+        self._execute: ExecutionChain | None = None
 
     @property
     def in_flight(self) -> int:
@@ -154,7 +154,7 @@ class Worker:
             provider = self.options.meter_provider or configured_provider()
             if provider is not None:
                 self.metrics = WorkerMetrics(provider, self._held_queues, self.queues)
-            self._execute = execution_chain(
+            self._execute = ExecutionChain(
                 app.middleware,
                 partial(execute, app),
                 system=app.backend.system,

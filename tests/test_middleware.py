@@ -155,3 +155,27 @@ async def test_middleware_runs_inside_the_attempts_span(
 def test_middleware_must_be_middleware(unique: str) -> None:
     with pytest.raises(TypeError, match="asyncq.Middleware"):
         asyncq.App(f"memory://{unique}", middleware=[object()])  # type: ignore[list-item]
+
+
+async def test_an_observer_hears_every_outcome_after_the_chain(unique: str) -> None:
+    heard: list[tuple[str, str, int]] = []
+
+    class Observer(asyncq.Middleware):
+        def finished(self, attempt: Attempt, settlement: Settlement) -> None:
+            heard.append((settlement.task, settlement.outcome.label, settlement.attempt))
+
+    app = asyncq.App(f"memory://{unique}", middleware=[Observer()])
+
+    @app.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="refuse")
+    async def refuse() -> None:
+        raise asyncq.Reject("no")
+
+    async with app, app.worker(concurrency=1):
+        assert await (await add.enqueue(1, 2)).result(timeout=10) == 3
+        with pytest.raises(asyncq.JobFailed):
+            await (await refuse.enqueue()).result(timeout=10)
+    assert heard == [("add", "succeeded", 1), ("refuse", "dead", 1)]
