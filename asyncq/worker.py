@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Unpack
 
 import anyio
 from anyio.abc import TaskStatus
@@ -42,6 +42,7 @@ from .execution import admit, error_info, execute
 from .metrics import WorkerMetrics, configured_provider
 from .middleware import ExecutionChain
 from .settlement import Settlement
+from .settling import Settler
 from .worker_options import WorkerOptions, WorkerOptionsOverrides
 from .worker_services import WorkerService, default_services
 
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 log = logging.getLogger("asyncq.worker")
-
-_SETTLE_BATCH = 512
 
 
 class Worker:
@@ -99,14 +98,11 @@ class Worker:
         self._drain_scope = anyio.CancelScope()
         self._burst_wait = anyio.CancelScope()
         self._run_scope = anyio.CancelScope()
-        self._unsettled = 0
-        self._flushed = anyio.Event()
         self._serving = False
         self._idle = anyio.Event()
         self._fetched_nothing = True
-        self._settled = anyio.Event()
         self._stopping = False
-        self._settle_send: MemoryObjectSendStream[Settlement] | None = None
+        self._settler: Settler | None = None
         self._time_limits: str | None = None
         self._execute: ExecutionChain | None = None
 
@@ -147,10 +143,9 @@ class Worker:
     async def _serve(self, task_status: TaskStatus[Worker]) -> None:
         app = self.app
         async with self._open_app(), app.run_lifespan(), anyio.create_task_group() as services:
-            send, receive = anyio.create_memory_object_stream[Settlement](math.inf)
-            self._settle_send = send
+            settler = self._settler = Settler(app.backend)
             self.started_at = time.time()
-            services.start_soon(self._settle_loop, receive)
+            services.start_soon(settler.run)
             provider = self.options.meter_provider or configured_provider()
             if provider is not None:
                 self.metrics = WorkerMetrics(provider, self._held_queues, self.queues)
@@ -193,9 +188,9 @@ class Worker:
                         attempt.cancel(SHUTDOWN)
             finally:
                 with anyio.CancelScope(shield=True):
-                    send.close()
+                    settler.close()
                     with anyio.move_on_after(self.shutdown_timeout + 5):
-                        await self._settled.wait()
+                        await settler.done()
                     await self._deregister()
                     if self.metrics is not None:
                         self.metrics.close()
@@ -268,8 +263,8 @@ class Worker:
             return False
         # Our last settlements may still be on their way (a retry not yet scheduled, a
         # job the broker still counts as running): let them land before looking.
-        while self._unsettled:
-            await self._flushed.wait()
+        assert self._settler is not None
+        await self._settler.flushed()
         stats = await self.app.backend.queue_stats(self.queues)
         return all(s.pending == 0 and s.scheduled == 0 and s.running == 0 for s in stats)
 
@@ -323,9 +318,8 @@ class Worker:
                 elif self.burst and self._fetched_nothing:
                     self._burst_wait.cancel()
         self.processed += 1
-        self._unsettled += 1
-        assert self._settle_send is not None
-        self._settle_send.send_nowait(settlement)
+        assert self._settler is not None
+        self._settler.put(settlement)
 
     def _held_queues(self) -> list[str]:
         return [r.delivery.queue for r in list(self.running.values())]
@@ -335,39 +329,6 @@ class Worker:
         attempt = self.running.get(job_id)
         if attempt is not None:
             attempt.cancel(CANCELLED)
-
-    # -- service loops ---------------------------------------------------------------------
-    async def _settle_loop(self, receive: MemoryObjectReceiveStream[Settlement]) -> None:
-        """Settle finished jobs in batches: whatever finished while the last batch was in
-        flight goes in the next round trip."""
-        backend = self.app.backend
-        try:
-            async with receive:
-                async for first in receive:
-                    batch = [first]
-                    while len(batch) < _SETTLE_BATCH:
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    await self._settle(backend.settle, batch)
-                    self._unsettled -= len(batch)
-                    if not self._unsettled:
-                        self._flushed.set()
-                        self._flushed = anyio.Event()
-        finally:
-            self._settled.set()
-
-    async def _settle(self, settle: Any, batch: list[Settlement]) -> None:
-        for attempt in range(1, 6):
-            try:
-                await settle(batch)
-                return
-            except BrokerError as exc:
-                log.warning("settling %d job(s) failed (try %d of 5): %s", len(batch), attempt, exc)
-                await anyio.sleep(min(0.2 * 2**attempt, 5.0))
-        # Unsettled jobs are not lost: the broker delivers them again after their lease.
-        log.error("gave up settling %d job(s); they will be delivered again", len(batch))
 
     async def _deregister(self) -> None:
         if not self.app.backend.store.available:  # it never sent a heartbeat
