@@ -11,7 +11,6 @@ from typing import Any, ParamSpec, Protocol, Self, TypeVar, Unpack, overload
 
 import anyio
 
-from . import tracing
 from .backend import Backend, redact_url, resolve_backend
 from .errors import ConfigurationError, TaskNotFound
 from .job import Job
@@ -80,9 +79,9 @@ class App:
         """Around every enqueue and every attempt, first outermost (see asyncq.middleware)."""
         self._operations = Operations(self)
         self._enqueue_chain = enqueue_chain(self.middleware)
-        self._wraps_enqueue = any(
-            type(m).enqueue is not Middleware.enqueue for m in self.middleware
-        )
+        self.wraps_enqueue = any(type(m).enqueue is not Middleware.enqueue for m in self.middleware)
+        """Whether any middleware wraps enqueue; if not, and tracing is off, an enqueue goes
+        straight to the backend."""
         self.serializer: Serializer = serializer or OrjsonSerializer()
         self.default_queue = default_queue
         self.retries = retries
@@ -132,13 +131,11 @@ class App:
             )
         return self.backend
 
-    def enqueue_middleware(self) -> EnqueueNext | None:
-        """The enqueue chain (tracing, then the App's middleware), or None when there is
-        nothing for it to do (no enqueue middleware, tracing off): the job goes straight
-        to the backend, at no cost."""
-        if self._wraps_enqueue or tracing.active():
-            return self._enqueue_chain
-        return None
+    @property
+    def enqueue_chain(self) -> EnqueueNext:
+        """The enqueue chain: tracing, then the App's middleware, then the send. A task
+        skips it while ``wraps_enqueue`` is False and tracing is off."""
+        return self._enqueue_chain
 
     async def __aenter__(self) -> Self:
         if self._opened == 0:

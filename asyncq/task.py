@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from . import tracing
 from .arguments import Parameters
 from .delivery import Envelope
 from .errors import MessageTooLarge
@@ -170,13 +171,12 @@ class TaskCall(Generic[P, R]):
         parameters = self.task.parameters
         if not parameters.fits(args, kwargs):
             parameters.check(args, kwargs)  # raises TypeError, naming what does not fit
-        chain = app.enqueue_middleware()
-        if chain is None:  # nothing wraps it: straight to the broker
+        if not (app.wraps_enqueue or tracing.active()):  # nothing wraps it: straight on
             envelope = self._envelope(args, kwargs)
             (job_id,) = await backend.enqueue([envelope])
             return Job(app, job_id, envelope.queue)
         job = OutgoingJob(new_job_id(), args, kwargs, dict(self.options.headers))
-        (job_id,) = await chain(self._outgoing([job], batch=False))
+        (job_id,) = await app.enqueue_chain(self._outgoing([job], batch=False))
         return Job(app, job_id, self.options.queue or self.task.queue)
 
     async def enqueue_many(
@@ -209,13 +209,12 @@ class TaskCall(Generic[P, R]):
         if not split:
             return []
         queue = opts.queue or task.queue  # one options object: one queue for the whole batch
-        chain = app.enqueue_middleware()
-        if chain is None:
+        if not (app.wraps_enqueue or tracing.active()):
             now = time.time()  # one enqueue time for the batch: it is one call
             ids = await backend.enqueue([self._envelope(a, k, now) for a, k in split])
         else:
             jobs = [OutgoingJob(new_job_id(), a, k, dict(opts.headers)) for a, k in split]
-            ids = await chain(self._outgoing(jobs, batch=True))
+            ids = await app.enqueue_chain(self._outgoing(jobs, batch=True))
         return [Job(app, job_id, queue) for job_id in ids]
 
     def _outgoing(self, jobs: list[OutgoingJob], *, batch: bool) -> Outgoing:
