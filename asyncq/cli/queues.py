@@ -197,9 +197,9 @@ def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | 
 
     async def fetch() -> tuple[dict[str, QueueStats], list[WorkerInfo] | None]:
         async with app:
-            store = app.backend.store
             # A backend without a record store keeps no heartbeats: the workers are unknown.
-            live = await store.workers() if store.available else None
+            available = app.backend.store.available
+            live = await app.operations.workers() if available else None
             return await app.queue_stats(queues), live
 
     found, live = run_async(fetch)
@@ -251,7 +251,7 @@ def workers(app_spec: str, live_only: bool, as_json: bool, broker: str | None) -
 
     async def fetch() -> list[WorkerInfo]:
         async with app:
-            return await app.backend.store.workers(include_gone=not live_only)
+            return await app.operations.workers(include_gone=not live_only)
 
     found = sorted(run_async(fetch), key=lambda w: (w.gone, w.started_at))
     if as_json:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -72,6 +73,33 @@ async def test_one_line_per_outcome_with_the_jobs_fields(app: asyncq.App, record
     text = records.records[-1].getMessage()
     assert text.startswith(f"job {failing.id} broken on default attempt 2 failed in ")
     assert text.endswith("dead-lettered: ValueError: no luck")
+
+
+async def test_a_job_returned_at_shutdown_is_logged_with_its_own_attempt(
+    app: asyncq.App, records: Records
+) -> None:
+    second_started = anyio.Event()
+
+    @app.task(name="flaky", retries=3, backoff=asyncq.Backoff(base=0.01, jitter=False))
+    async def flaky() -> None:
+        if asyncq.current_job().attempt == 1:
+            raise ValueError("first try fails")
+        second_started.set()
+        await anyio.sleep_forever()  # until the worker stops: it goes back to the queue
+
+    async with app:
+        async with app.worker(concurrency=1, shutdown_timeout=0.1):
+            job = await flaky.enqueue()
+            with anyio.fail_after(10):
+                await second_started.wait()
+        assert (await job.info()).attempt == 2
+
+    retried, released = records.jobs()
+    assert (retried["outcome"], retried["attempt"]) == ("retried", 1)
+    assert (released["job_id"], released["task"]) == (job.id, "flaky")
+    assert (released["outcome"], released["attempt"]) == ("released", 2)
+    text = records.records[-1].getMessage()
+    assert text.startswith(f"job {job.id} flaky on default attempt 2 returned to its queue")
 
 
 async def test_a_traced_attempt_logs_its_trace_id(

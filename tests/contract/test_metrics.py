@@ -132,7 +132,7 @@ async def test_no_meter_provider_means_no_instruments(app: asyncq.App) -> None:
 
     async with app, app.worker(concurrency=1) as worker:
         assert await (await add.enqueue(1, 1)).result(timeout=10) == 2
-        assert worker._metrics is None
+        assert worker.metrics is None
 
 
 async def test_in_flight_reads_zero_for_every_served_queue_before_any_job(
