@@ -176,6 +176,13 @@ class Worker:
                     ready_receive.close()
                     with self._fetch_scope:
                         await self._fetch_loop(ready)
+                    # Before the runners hear of the stop: what the broker delivered ahead
+                    # of a fetch goes back to the queue now, for other workers.
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await app.backend.stop_consuming()
+                        except BrokerError as exc:
+                            log.warning("could not stop consuming: %s", exc)
                     self._stopping = True
                     if self.running:
                         log.info("waiting for %d in-flight job(s) to finish", len(self.running))
