@@ -1,8 +1,8 @@
-"""Fixtures shared by the tests: the anyio backend, unique names, RabbitMQ prefixes."""
+"""Fixtures shared by the tests: the anyio backend, RabbitMQ prefixes (``unique`` comes from
+the asyncq.testing plugin)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -16,12 +16,6 @@ if TYPE_CHECKING:
 def anyio_backend() -> str:
     # asyncq's broker clients are asyncio-only, so the tests run on asyncio.
     return "asyncio"
-
-
-@pytest.fixture
-def unique() -> str:
-    """A name no other test uses: for memory:// brokers, key prefixes, queue names."""
-    return f"t{os.urandom(6).hex()}"
 
 
 # -- tests/amqp -------------------------------------------------------------------------------

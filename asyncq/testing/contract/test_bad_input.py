@@ -13,8 +13,7 @@ import asyncq
 from asyncq import JobStatus, current_job
 from asyncq.backend import Envelope, Outcome
 from asyncq.serializer import encode_job, new_job_id
-
-from .conftest import Broker, SettleLog
+from asyncq.testing import Broker, SettleLog
 
 pytestmark = pytest.mark.anyio
 

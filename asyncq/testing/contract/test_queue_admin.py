@@ -8,8 +8,7 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus
-
-from .conftest import SettleLog
+from asyncq.testing import SettleLog
 
 pytestmark = pytest.mark.anyio
 

@@ -7,8 +7,7 @@ import pytest
 
 import asyncq
 from asyncq import QueueStats
-
-from .conftest import SettleLog
+from asyncq.testing import SettleLog
 
 pytestmark = pytest.mark.anyio
 

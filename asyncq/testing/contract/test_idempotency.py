@@ -8,8 +8,7 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus
-
-from .conftest import Broker
+from asyncq.testing import Broker
 
 pytestmark = pytest.mark.anyio
 

@@ -12,8 +12,7 @@ import pytest
 import asyncq
 from asyncq import JobStatus, current_job
 from asyncq.backend import Outcome, Settlement
-
-from .conftest import Broker
+from asyncq.testing import Broker
 
 pytestmark = pytest.mark.anyio
 

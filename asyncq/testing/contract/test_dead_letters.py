@@ -7,8 +7,7 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus, current_job
-
-from .conftest import Broker
+from asyncq.testing import Broker
 
 pytestmark = pytest.mark.anyio
 
