@@ -11,7 +11,7 @@ import pytest
 import asyncq
 from asyncq.backend import Delivery
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 @pytest.mark.parametrize("prefetch", [0, 3])

@@ -57,6 +57,7 @@ async def test_a_job_larger_than_the_broker_accepts_is_refused_and_nothing_is_se
     assert stats.pending == 1
 
 
+@pytest.mark.needs_store
 async def test_undecodable_message_is_dead_lettered_and_the_worker_goes_on(
     app: asyncq.App, settled: SettleLog
 ) -> None:
@@ -78,6 +79,7 @@ async def test_undecodable_message_is_dead_lettered_and_the_worker_goes_on(
     assert dead.error.type == "DecodeError"
 
 
+@pytest.mark.needs_store
 async def test_unknown_task_is_dead_lettered(broker: Broker, app: asyncq.App) -> None:
     # A producer with a task this worker's App does not have (an old or newer deploy).
     producer = broker.app()
@@ -140,6 +142,7 @@ async def test_arguments_that_do_not_fit_are_a_type_error_at_enqueue_and_nothing
     assert stats.pending == 5
 
 
+@pytest.mark.needs_store
 @pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_arguments_that_do_not_fit_are_dead_lettered_without_retry(
     app: asyncq.App, settled: SettleLog, kind: str
@@ -205,6 +208,7 @@ async def foreign_job(
     return app.get_job(job_id)
 
 
+@pytest.mark.needs_store
 async def test_type_error_inside_the_handler_is_an_ordinary_failure(app: asyncq.App) -> None:
     attempts: list[int] = []
 

@@ -12,6 +12,7 @@ from asyncq import JobStatus, current_job
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.needs_store
 async def test_burst_worker_returns_when_the_queues_are_drained(app: asyncq.App) -> None:
     done: list[str] = []
 

@@ -9,7 +9,7 @@ import pytest
 import asyncq
 from asyncq import JobStatus
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_cancelled_queued_and_scheduled_jobs_never_run(app: asyncq.App) -> None:

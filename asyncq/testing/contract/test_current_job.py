@@ -11,7 +11,7 @@ import pytest
 import asyncq
 from asyncq import JobContext, current_job
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_current_job_describes_the_running_job(app: asyncq.App) -> None:

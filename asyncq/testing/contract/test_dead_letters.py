@@ -9,7 +9,7 @@ import asyncq
 from asyncq import JobStatus, current_job
 from asyncq.testing import Broker
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_list_replay_and_purge_dead_letters(app: asyncq.App) -> None:

@@ -11,7 +11,7 @@ import pytest
 import asyncq
 from asyncq import JobStatus
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 def tolerance(delay: float) -> float:

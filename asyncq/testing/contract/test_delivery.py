@@ -14,7 +14,7 @@ from asyncq import JobStatus, current_job
 from asyncq.backend import Outcome, Settlement
 from asyncq.testing import Broker
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_job_of_a_stopped_worker_runs_again_with_the_same_attempt(app: asyncq.App) -> None:
@@ -98,12 +98,11 @@ async def test_long_job_on_a_healthy_worker_is_not_run_twice(broker: Broker) -> 
     assert runs == [(1, False)]
 
 
+@pytest.mark.needs_leases
 async def test_late_settlement_from_a_lost_consumer_does_not_undo_the_outcome(
     broker: Broker,
 ) -> None:
     app = broker.app(visibility_timeout=0.2)
-    if app.backend.lease_renewal_interval is None:
-        pytest.skip("the broker tracks consumer liveness: a live consumer keeps its jobs")
     runs: list[bool] = []
 
     @app.task(retries=3)

@@ -11,7 +11,7 @@ import pytest
 import asyncq
 from asyncq.backend import Envelope
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_enqueue_many_is_one_round_trip_and_mixes_tuples_and_dicts(

@@ -10,7 +10,7 @@ import asyncq
 from asyncq import JobStatus
 from asyncq.testing import Broker
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_same_key_returns_the_same_job_while_queued_running_and_succeeded(

@@ -13,6 +13,7 @@ import asyncq
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.needs_store
 async def test_lifespan_wraps_job_processing_once_per_worker(app: asyncq.App) -> None:
     events: list[str] = []
 

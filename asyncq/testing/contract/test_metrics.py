@@ -75,6 +75,7 @@ class Polls:
             await self._done.wait()
 
 
+@pytest.mark.needs_store
 async def test_outcomes_durations_waits_and_depths_are_recorded(
     app: asyncq.App, meters: Meters, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,6 +125,7 @@ async def test_outcomes_durations_waits_and_depths_are_recorded(
     assert value(found, "queue_dlq_depth", queue="default").value == 1
 
 
+@pytest.mark.needs_store
 async def test_no_meter_provider_means_no_instruments(app: asyncq.App) -> None:
     # The global provider is the API's proxy until an SDK sets one: the worker leaves it be.
     @app.task

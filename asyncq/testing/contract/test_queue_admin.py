@@ -13,6 +13,7 @@ from asyncq.testing import SettleLog
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.needs_store
 async def test_purge_cancels_every_waiting_job_and_leaves_running_ones(
     app: asyncq.App, settled: SettleLog
 ) -> None:
@@ -80,6 +81,7 @@ async def test_purging_a_deep_queue_goes_in_batches_with_progress(app: asyncq.Ap
     assert stats.pending == 0
 
 
+@pytest.mark.needs_store
 async def test_a_queue_is_removed_only_when_nothing_uses_it(app: asyncq.App) -> None:
     @app.task(queue="old")
     async def retired() -> None:

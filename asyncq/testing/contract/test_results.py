@@ -11,6 +11,7 @@ import asyncq
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.needs_store
 async def test_enqueue_returns_a_job_whose_result_is_the_return_value(app: asyncq.App) -> None:
     @app.task
     async def add(a: int, b: int) -> int:
@@ -26,6 +27,7 @@ async def test_enqueue_returns_a_job_whose_result_is_the_return_value(app: async
         assert await app.get_job(job.id).result(timeout=5) == 3
 
 
+@pytest.mark.needs_store
 @pytest.mark.parametrize(
     "value",
     [None, {"a": 1, "nested": {"b": [1, 2]}}, [1, "two", None, 3.5], "text", 0, False],
@@ -42,6 +44,7 @@ async def test_result_types_round_trip(app: asyncq.App, value: Any) -> None:
         assert await job.status() is asyncq.JobStatus.SUCCEEDED
 
 
+@pytest.mark.needs_store
 async def test_keyword_arguments_reach_the_handler(app: asyncq.App) -> None:
     @app.task
     async def greet(name: str, *, greeting: str = "hello") -> str:
@@ -52,6 +55,7 @@ async def test_keyword_arguments_reach_the_handler(app: asyncq.App) -> None:
         assert await (await greet.enqueue(name="bob")).result(timeout=5) == "hello, bob"
 
 
+@pytest.mark.needs_store
 async def test_result_times_out_while_no_worker_runs_the_job(app: asyncq.App) -> None:
     @app.task
     async def noop() -> None:
@@ -64,6 +68,7 @@ async def test_result_times_out_while_no_worker_runs_the_job(app: asyncq.App) ->
         assert await job.status() is asyncq.JobStatus.QUEUED
 
 
+@pytest.mark.needs_store
 async def test_unknown_job_id_is_job_not_found(app: asyncq.App) -> None:
     async with app:
         job = app.get_job("0" * 32)

@@ -11,7 +11,7 @@ import pytest
 import asyncq
 from asyncq import JobStatus, current_job
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_job_that_fails_twice_succeeds_on_the_third_attempt(app: asyncq.App) -> None:

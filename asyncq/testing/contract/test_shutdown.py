@@ -13,7 +13,7 @@ import asyncq
 from asyncq import JobStatus, current_job
 from asyncq.records import WorkerInfo
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_in_flight_job_finishes_within_the_shutdown_timeout(app: asyncq.App) -> None:

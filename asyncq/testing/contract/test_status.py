@@ -11,7 +11,7 @@ import asyncq
 from asyncq import JobStatus
 from asyncq.testing import SettleLog
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_queued_then_running_then_succeeded(app: asyncq.App) -> None:

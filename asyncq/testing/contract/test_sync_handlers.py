@@ -9,7 +9,7 @@ import pytest
 import asyncq
 from asyncq import current_job
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_sync_handler_runs_in_a_worker_thread(app: asyncq.App) -> None:

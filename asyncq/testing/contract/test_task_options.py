@@ -14,6 +14,7 @@ from asyncq import JobStatus, current_job
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.needs_store
 async def test_per_call_retries_override_the_task_s(app: asyncq.App) -> None:
     attempts: dict[str, list[int]] = {"fewer": [], "more": []}
 
@@ -31,6 +32,7 @@ async def test_per_call_retries_override_the_task_s(app: asyncq.App) -> None:
     assert attempts == {"fewer": [1], "more": [1, 2, 3, 4, 5, 6]}
 
 
+@pytest.mark.needs_store
 async def test_per_call_timeout_overrides_the_task_s(app: asyncq.App) -> None:
     cancelled: list[int] = []
 
@@ -52,6 +54,7 @@ async def test_per_call_timeout_overrides_the_task_s(app: asyncq.App) -> None:
     assert cancelled == [1, 2]  # both attempts had the per-call timeout, not "none"
 
 
+@pytest.mark.needs_store
 @pytest.mark.parametrize(
     ("raised", "attempts"),
     [(ConnectionError, [1, 2, 3]), (ValueError, [1]), (KeyError, [1])],
@@ -74,6 +77,7 @@ async def test_retry_on_retries_only_those_exceptions(
     assert seen == attempts
 
 
+@pytest.mark.needs_store
 async def test_no_retry_on_dead_letters_those_at_once(app: asyncq.App) -> None:
     seen: dict[str, list[int]] = {"KeyError": [], "OSError": []}
 
@@ -89,6 +93,7 @@ async def test_no_retry_on_dead_letters_those_at_once(app: asyncq.App) -> None:
     assert seen == {"KeyError": [1], "OSError": [1, 2, 3]}
 
 
+@pytest.mark.needs_store
 async def test_a_timeout_counts_as_timeout_error_for_retry_on(app: asyncq.App) -> None:
     seen: list[int] = []
 
@@ -103,6 +108,7 @@ async def test_a_timeout_counts_as_timeout_error_for_retry_on(app: asyncq.App) -
     assert seen == [1]
 
 
+@pytest.mark.needs_store
 async def test_store_result_false_records_the_success_without_its_value(
     app: asyncq.App,
 ) -> None:
@@ -118,6 +124,7 @@ async def test_store_result_false_records_the_success_without_its_value(
     assert info.result is None and info.raw_result is None
 
 
+@pytest.mark.needs_store
 async def test_a_task_s_result_ttl_expires_its_records_on_its_own_time(
     app: asyncq.App,
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 import asyncq
 from asyncq import JobStatus, current_job
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 async def test_timed_out_job_fails_retries_and_dies(app: asyncq.App) -> None:

@@ -11,7 +11,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import asyncq
 from asyncq import current_job
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 def named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:

@@ -23,7 +23,7 @@ from asyncq import JobStatus
 from asyncq.backend import Envelope
 from asyncq.serializer import encode_job, new_job_id
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
 class Currency(enum.Enum):
