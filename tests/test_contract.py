@@ -43,18 +43,29 @@ def amqp_alone_url(unique: str, options: Mapping[str, object]) -> str:
     return f"{services.AMQP_URL}{_query(_amqp_options(unique, options))}"
 
 
+# The prefixes of the tests that ran on RabbitMQ: their queues and exchanges go at the end.
+RABBITMQ_PREFIXES: list[str] = []
+
+
+def amqp_cleanup(unique: str) -> None:
+    RABBITMQ_PREFIXES.append(unique)
+    services.delete_redis_keys(unique)
+
+
 contract = ContractSuite(
     BackendUnderTest("memory", memory_url),
     BackendUnderTest(
         "redis", redis_url, cleanup=services.delete_redis_keys, requires=services.require_redis
     ),
     BackendUnderTest(
-        "amqp",
-        amqp_url,
-        cleanup=services.delete_redis_keys,
-        requires=services.require_rabbitmq_and_redis,
+        "amqp", amqp_url, cleanup=amqp_cleanup, requires=services.require_rabbitmq_and_redis
     ),
-    BackendUnderTest("amqp-no-records", amqp_alone_url, requires=services.require_rabbitmq),
+    BackendUnderTest(
+        "amqp-no-records",
+        amqp_alone_url,
+        cleanup=RABBITMQ_PREFIXES.append,
+        requires=services.require_rabbitmq,
+    ),
 )
 
 
@@ -63,4 +74,4 @@ def _delete_test_queues() -> Iterator[None]:
     """RabbitMQ queues cannot be listed by prefix without rabbitmqctl (about a second a
     call), so the contract tests' queues go once, at the end of the session."""
     yield
-    services.delete_amqp_entities(r"t[0-9a-f]{12}\.")
+    services.delete_amqp_prefixes(RABBITMQ_PREFIXES)

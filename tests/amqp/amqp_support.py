@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 import socket
 import subprocess
@@ -51,9 +50,7 @@ class Prefixes:
             services.delete_redis_keys(unique)
 
     def delete_entities(self) -> None:
-        if self.claimed:
-            pattern = "|".join(rf"{re.escape(p)}\." for p in self.claimed)
-            services.delete_amqp_entities(pattern)
+        services.delete_amqp_prefixes(self.claimed)
 
 
 def _rabbitmqctl() -> tuple[str | None, str]:
