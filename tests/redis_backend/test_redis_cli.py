@@ -10,23 +10,17 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 import services
-from redis_support import PrivateRedis, claimed_prefix, free_port, redis_url
 
 import asyncq
 
+from .redis_support import PrivateRedis, free_port
+
 TESTS_DIR = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def url(unique: str) -> Iterator[str]:
-    with claimed_prefix(unique) as prefix:
-        yield redis_url(prefix)
 
 
 def asyncq_cli(url: str, command: str, *args: str, works: bool = False) -> str:

@@ -8,10 +8,11 @@ import re
 
 import pytest
 import services
-from amqp_support import amqp_url
 
 import asyncq
 from asyncq.backend import resolve_backend
+
+from .amqp_support import amqp_url
 
 pytestmark = pytest.mark.anyio
 

@@ -1,11 +1,5 @@
 """Helpers of the AMQP-specific tests: URLs, the prefixes a module's tests claimed, runs and
-settlements to wait on, lines of a child process, rabbitmqctl, and private RabbitMQ nodes.
-
-Like tests/redis/, tests/amqp/ has no ``__init__.py``: its modules are top-level modules
-with names no other module uses (tests/ is on ``sys.path``, and a package named ``amqp``
-there could shadow a client library of that name). Since mypy would see two modules
-named ``conftest``, the fixtures live in the test modules, built from the helpers here.
-"""
+settlements to wait on, lines of a child process, rabbitmqctl, and private RabbitMQ nodes."""
 
 from __future__ import annotations
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from amqp_support import amqp_url, queue_types, require_rabbitmqctl
 
 import asyncq
 from asyncq import JobStatus, current_job
+
+from .amqp_support import amqp_url, queue_types, require_rabbitmqctl
 
 pytestmark = pytest.mark.anyio
 

@@ -1,12 +1,5 @@
 """Helpers of the Redis-specific tests: URLs, run and settlement records to wait on, lines of
-a child process, and a private redis-server a test may stop and start.
-
-tests/redis/ has no ``__init__.py`` on purpose: tests/ is on ``sys.path`` (for ``services``
-and ``apps``), so a package there named ``redis`` would shadow the redis client library, in
-the tests and in every worker subprocess. Its modules are top-level modules instead, with
-names no other module uses; and since mypy would then see two modules named ``conftest``,
-the fixtures live in the test modules, built from the helpers here.
-"""
+a child process, and a private redis-server a test may stop and start."""
 
 from __future__ import annotations
 

@@ -13,11 +13,12 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 import services
-from amqp_support import amqp_url
 from asyncq_amqp import QueueFull
 
 import asyncq
 from asyncq import JobStatus
+
+from .amqp_support import amqp_url
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -16,21 +15,16 @@ import anyio
 import pytest
 import services
 from harness import Lines, exited, worker_process
-from redis_support import PrivateRedis, claimed_prefix, free_port, redis_url
 
 import asyncq
 from asyncq import JobStatus
+
+from .redis_support import PrivateRedis, free_port, redis_url
 
 pytestmark = pytest.mark.anyio
 
 SUPERVISED = re.compile(r"worker process \d+ started \(pid (\d+)\)")
 ATTEMPT = re.compile(r"broker unreachable \(attempt (\d+)\)")
-
-
-@pytest.fixture
-def url(unique: str) -> Iterator[str]:
-    with claimed_prefix(unique) as prefix:
-        yield redis_url(prefix)
 
 
 def producer(url: str) -> tuple[asyncq.App, asyncq.Task[[float], None]]:

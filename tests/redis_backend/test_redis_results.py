@@ -3,21 +3,14 @@ drain the connection pool that the worker settling their jobs needs too."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import pytest
-from redis_support import claimed_prefix, redis_url
 
 import asyncq
 
+from .redis_support import redis_url
+
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def prefix(unique: str) -> Iterator[str]:
-    with claimed_prefix(unique) as prefix:
-        yield prefix
 
 
 async def test_hundreds_of_waiters_with_a_small_pool(prefix: str) -> None:

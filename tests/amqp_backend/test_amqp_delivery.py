@@ -9,11 +9,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from amqp_support import amqp_url
 from harness import Lines, worker_process
 
 import asyncq
 from asyncq import JobStatus, current_job
+
+from .amqp_support import amqp_url
 
 pytestmark = pytest.mark.anyio
 

@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import asyncq_redis.blocking
 import pytest
-from redis_support import claimed_prefix, kill_and_take_over, redis_url
 
 import asyncq
 from asyncq import JobStatus, current_job
 
+from .redis_support import kill_and_take_over, redis_url
+
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def prefix(unique: str) -> Iterator[str]:
-    with claimed_prefix(unique) as prefix:
-        yield prefix
 
 
 async def test_job_of_a_sigkilled_worker_completes_elsewhere_after_the_visibility_timeout(

@@ -10,11 +10,12 @@ import aio_pika
 import anyio
 import pytest
 import services
-from amqp_support import amqp_url, rabbitmqctl, require_rabbitmqctl
 from harness import Runs, Settled, statuses
 
 import asyncq
 from asyncq import JobStatus, current_job
+
+from .amqp_support import amqp_url, rabbitmqctl, require_rabbitmqctl
 
 pytestmark = pytest.mark.anyio
 

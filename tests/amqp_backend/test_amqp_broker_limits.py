@@ -22,11 +22,12 @@ from collections.abc import Iterator
 import anyio
 import pytest
 import services
-from amqp_support import PrivateNode, amqp_url, rabbitmqctl
 from harness import Runs
 
 import asyncq
 from asyncq import current_job
+
+from .amqp_support import PrivateNode, amqp_url, rabbitmqctl
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import operations
 import pytest
-from amqp_support import amqp_url
+
+from .amqp_support import amqp_url
 
 pytestmark = pytest.mark.anyio
 

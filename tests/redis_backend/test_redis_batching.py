@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -16,18 +15,13 @@ from asyncq_redis import scripts
 from asyncq_redis.settings import QueueKeys
 from harness import Runs, Settled, statuses
 from redis.asyncio.connection import AbstractConnection
-from redis_support import claimed_prefix, redis_client, redis_url
 
 import asyncq
 from asyncq import JobStatus, current_job
 
+from .redis_support import redis_client, redis_url
+
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def prefix(unique: str) -> Iterator[str]:
-    with claimed_prefix(unique) as prefix:
-        yield prefix
 
 
 class RoundTrips:
@@ -114,7 +108,7 @@ async def test_due_delayed_jobs_are_moved_exactly_once_by_racing_movers(
     prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The delay leaves room to enqueue them all and check they wait before any falls due,
-    # even on a machine slowed by other work (0.3 s was once too short after tests/amqp).
+    # even on a machine slowed by other work (0.3 s was once too short after tests/amqp_backend).
     count, delay = 2_000, 1.5
     url = redis_url(prefix)
     # Two workers (each runs the backend's mover in its task group), a third backend's

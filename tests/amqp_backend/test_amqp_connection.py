@@ -14,11 +14,12 @@ import time
 
 import pytest
 import services
-from amqp_support import amqp_url, rabbitmqctl
 from harness import TESTS_DIR, worker_env
 
 import asyncq
 from asyncq.backend import resolve_backend
+
+from .amqp_support import amqp_url, rabbitmqctl
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,6 @@ sees asyncq's own errors, never redis-py's."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -14,20 +13,15 @@ import redis.asyncio as aioredis
 import services
 from asyncq_redis import RedisBackend, RedisSettings
 from harness import Runs, Settled, statuses
-from redis_support import PrivateRedis, claimed_prefix, redis_url
 
 import asyncq
 from asyncq import JobStatus, current_job
 
+from .redis_support import PrivateRedis, redis_url
+
 pytestmark = pytest.mark.anyio
 
 JOBS = 5_000
-
-
-@pytest.fixture
-def prefix(unique: str) -> Iterator[str]:
-    with claimed_prefix(unique) as prefix:
-        yield prefix
 
 
 async def test_worker_survives_its_connections_being_killed(

@@ -6,7 +6,6 @@ fetch, which no socket timeout cuts short."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,10 @@ import services
 from asyncq_redis import RedisBackend
 from asyncq_redis.store import RedisStore
 from redis import exceptions as rx
-from redis_support import PrivateRedis, claimed_prefix, redis_client, redis_url
 
 import asyncq
 
-
-@pytest.fixture
-def prefix(unique: str) -> Iterator[str]:
-    with claimed_prefix(unique) as prefix:
-        yield prefix
+from .redis_support import PrivateRedis, redis_client, redis_url
 
 
 def _pool_options(client: Any) -> dict[str, Any]:

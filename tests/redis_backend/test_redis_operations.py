@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import operations
 import pytest
-from redis_support import claimed_prefix, redis_url
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def url(unique: str) -> Iterator[str]:
-    with claimed_prefix(unique) as prefix:
-        yield redis_url(prefix)
 
 
 async def test_metrics_port_serves_queue_and_dead_letter_depths_and_logs_are_json(url: str) -> None:

@@ -8,7 +8,6 @@ logs nothing and keeps its connections, whatever redis-py's socket timeout."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,12 @@ import redis.asyncio as aioredis
 import services
 from asyncq_redis import RedisBackend
 from harness import Lines, worker_process
-from redis_support import PrivateRedis, claimed_prefix, kill_and_take_over, redis_url
 
 from asyncq.backend import Delivery, Envelope
 
+from .redis_support import PrivateRedis, kill_and_take_over, redis_url
+
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def prefix(unique: str) -> Iterator[str]:
-    with claimed_prefix(unique) as prefix:
-        yield prefix
 
 
 @pytest.mark.slow

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterator
 
 import pytest
 import redis.asyncio as aioredis
 import services
 from harness import Settled
 from redis.crc import key_slot
-from redis_support import claimed_prefix, redis_url
 
 import asyncq
 from asyncq import JobStatus
 from asyncq.backend import Outcome
 
-
-@pytest.fixture
-def prefix(unique: str) -> Iterator[str]:
-    with claimed_prefix(unique) as prefix:
-        yield prefix
+from .redis_support import redis_url
 
 
 async def _keys(url: str, prefix: str) -> list[str]:
