@@ -38,12 +38,12 @@ CONTRACT_DIR = Path(__file__).resolve().parent / "contract"
 class BackendUnderTest:
     """One backend the suite runs on.
 
-    ``name`` is the test id (``test_delay_is_honoured[redis]``), unique within a suite.
-    ``cleanup(unique)`` runs after each test on this backend, passed or failed, to remove
-    what the test left on a shared server (keys under its prefix). ``requires()`` runs before
-    the first test on this backend and, when what the backend needs is not running, calls
-    ``pytest.skip(...)`` or ``pytest.fail(...)`` saying what to start; its outcome stands for
-    every later test of the session."""
+    ``name`` is the backend's part of a test id (``test_result_types_round_trip[redis-none]``),
+    unique within a suite. ``cleanup(unique)`` runs after each test on this backend, passed
+    or failed, to remove what the test left on a shared server (keys under its prefix).
+    ``requires()`` runs before the first test on this backend and, when what the backend
+    needs is not running, calls ``pytest.skip(...)`` or ``pytest.fail(...)`` saying what to
+    start; its outcome stands for every later test of the session."""
 
     name: str
     url_factory: UrlFactory
@@ -58,7 +58,7 @@ class ContractSuite:
         contract = ContractSuite(BackendUnderTest("acme", acme_url, cleanup=drop_prefix))
 
     pytest collects every module of the suite under that test module, each test once per
-    backend (``tests/test_contract.py::test_retries::test_reject_dead_letters_at_once[acme]``),
+    backend (``tests/test_contract.py::test_delays::test_delay_is_honoured[acme-0.3]``),
     with the fixtures of :mod:`asyncq.testing` (the plugin must be loaded:
     ``pytest_plugins = ["asyncq.testing"]`` in the top-level conftest.py)."""
 
