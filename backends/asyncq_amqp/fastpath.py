@@ -9,7 +9,7 @@ properties (content type, optional headers, persistent delivery mode, message id
 their frames are encoded here directly, the whole batch goes to aiormq's writer as one
 buffer, and the confirm of each message is a future in aiormq's own table, which aiormq
 resolves (Ack) or fails (Nack, a closed channel) as usual. The frame layout is AMQP
-0-9-1's (section 4.2.3); tests/amqp/test_publisher.py checks the bytes against pamqp's
+0-9-1's (section 4.2.3); tests/amqp_backend/test_publisher.py checks the bytes against pamqp's
 encoder.
 """
 
