@@ -168,7 +168,9 @@ class Backend(abc.ABC):
         """Up to ``limit`` of the queue's jobs in ``status`` (one of
         :data:`~asyncq.records.LISTABLE`), in the order the broker keeps them (the oldest or
         soonest first); ``after`` is the ``cursor`` of the last job of the previous page.
-        A job that changes state between pages may be missed or listed twice."""
+        A job that changes state between pages may be missed or listed twice. A broker that
+        cannot tell which jobs run without its store (RabbitMQ) raises ``ConfigurationError``
+        for RUNNING when its store is not available."""
         raise NotImplementedError(f"{type(self).__name__} cannot list jobs yet")
 
     # -- records ---------------------------------------------------------------------------

@@ -77,7 +77,12 @@ async def test_jobs_are_listed_by_state_and_paged(app: asyncq.App, settled: Sett
         queued_pages = await every_page(backend, q, JobStatus.QUEUED, limit=2)
         scheduled_pages = await every_page(backend, q, JobStatus.SCHEDULED, limit=1)
         dead_pages = await every_page(backend, q, JobStatus.DEAD, limit=1)
-        running = await backend.list_jobs(q, JobStatus.RUNNING)
+        running: list[JobListing] | None = None
+        try:
+            running = await backend.list_jobs(q, JobStatus.RUNNING)
+        except asyncq.ConfigurationError:
+            # Where the broker itself cannot tell which jobs run, the store does.
+            assert not backend.store.available
         assert await backend.list_jobs("elsewhere", JobStatus.QUEUED) == []
         with pytest.raises(ValueError):
             await backend.list_jobs(q, JobStatus.SUCCEEDED)
@@ -109,9 +114,10 @@ async def test_jobs_are_listed_by_state_and_paged(app: asyncq.App, settled: Sett
     assert before + 40 <= later_eta <= after + 40
     assert later_eta < retry_eta <= retried_by + 60
 
-    assert [(j.id, j.status, j.task, j.attempt) for j in running] == [
-        (held.id, JobStatus.RUNNING, work.name, 1)
-    ]
+    if running is not None:
+        assert [(j.id, j.status, j.task, j.attempt) for j in running] == [
+            (held.id, JobStatus.RUNNING, work.name, 1)
+        ]
     assert [[j.id for j in page] for page in dead_pages] == [[dead[0].id], [dead[1].id], []]
     assert all(
         (j.status, j.task, j.queue) == (JobStatus.DEAD, work.name, q)
