@@ -18,11 +18,14 @@ from .errors import (
     TaskNotFound,
 )
 from .job import Job, JobContext, current_job
+from .middleware import Middleware
 from .records import DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInfo
 from .retry import Backoff
 from .serializer import OrjsonSerializer, Serializer
+from .store import JobStore
 from .task import Task, TaskCall
 from .worker import Worker
+from .worker_options import WorkerOptions
 
 __version__ = "0.1.0"
 
@@ -44,7 +47,9 @@ __all__ = [
     "JobInfo",
     "JobNotFound",
     "JobStatus",
+    "JobStore",
     "MessageTooLarge",
+    "Middleware",
     "OrjsonSerializer",
     "QueueStats",
     "Reject",
@@ -56,5 +61,6 @@ __all__ = [
     "TaskNotFound",
     "Worker",
     "WorkerInfo",
+    "WorkerOptions",
     "current_job",
 ]

@@ -6,20 +6,22 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import replace
 from types import SimpleNamespace, TracebackType
-from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, Self, TypeVar, Unpack, overload
 
 import anyio
 
-from .backend import Backend, Envelope, redact_url, resolve_backend
+from .backend import Backend, redact_url, resolve_backend
 from .errors import ConfigurationError, TaskNotFound
 from .job import Job
+from .middleware import EnqueueNext, Middleware, enqueue_chain
+from .operations import Operations
 from .records import DeadLetter, DeadLetterFilter, QueueStats
 from .retry import Backoff
-from .serializer import DecodeError, Message, OrjsonSerializer, Serializer
+from .serializer import OrjsonSerializer, Serializer
 from .task import ExceptionClasses, Task, _check_queue
 from .worker import Worker
+from .worker_options import WorkerOptions, WorkerOptionsOverrides
 
 __all__ = ["App", "State"]
 
@@ -53,7 +55,8 @@ class App:
     ``broker`` is a URL (``redis://...``, ``amqp://...``, ``memory://``) resolved through the
     ``asyncq.backends`` entry points, or a :class:`Backend` instance; omitted, it is
     ``$ASYNCQ_BROKER`` or ``memory://``. ``retries``, ``timeout`` and ``backoff`` are the
-    defaults for tasks that do not set their own.
+    defaults for tasks that do not set their own. ``middleware`` wraps every enqueue and
+    every attempt (see :mod:`asyncq.middleware`).
     """
 
     def __init__(
@@ -66,8 +69,19 @@ class App:
         timeout: float | None = None,
         backoff: Backoff | None = None,
         shutdown_timeout: float = 30.0,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         _check_queue(default_queue)
+        for link in middleware:
+            if not isinstance(link, Middleware):
+                raise TypeError(f"middleware must be asyncq.Middleware instances, got {link!r}")
+        self.middleware: tuple[Middleware, ...] = tuple(middleware)
+        """Around every enqueue and every attempt, first outermost (see asyncq.middleware)."""
+        self._operations = Operations(self)
+        self._enqueue_chain = enqueue_chain(self.middleware)
+        self.wraps_enqueue = any(type(m).enqueue is not Middleware.enqueue for m in self.middleware)
+        """Whether any middleware wraps enqueue; if not, and tracing is off, an enqueue goes
+        straight to the backend."""
         self.serializer: Serializer = serializer or OrjsonSerializer()
         self.default_queue = default_queue
         self.retries = retries
@@ -116,6 +130,12 @@ class App:
                 "FastAPI lifespan that enters the app)"
             )
         return self.backend
+
+    @property
+    def enqueue_chain(self) -> EnqueueNext:
+        """The enqueue chain: tracing, then the App's middleware, then the send. A task
+        skips it while ``wraps_enqueue`` is False and tracing is off."""
+        return self._enqueue_chain
 
     async def __aenter__(self) -> Self:
         if self._opened == 0:
@@ -242,23 +262,13 @@ class App:
     @asynccontextmanager
     async def worker(
         self,
-        *,
-        queues: Sequence[str] | None = None,
-        concurrency: int = 10,
-        shutdown_timeout: float | None = None,
-        **options: Any,
+        options: WorkerOptions | None = None,
+        **overrides: Unpack[WorkerOptionsOverrides],
     ) -> AsyncIterator[Worker]:
         """Run a worker in the background for the body of the ``async with`` (e.g. a FastAPI
-        lifespan); leaving the block shuts it down gracefully."""
-        worker = Worker(
-            self,
-            queues=queues,
-            concurrency=concurrency,
-            shutdown_timeout=self.shutdown_timeout
-            if shutdown_timeout is None
-            else shutdown_timeout,
-            **options,
-        )
+        lifespan); leaving the block shuts it down gracefully. ``options`` (or any of its
+        fields as keywords) say how; the shutdown timeout defaults to the App's."""
+        worker = Worker(self, self._worker_options(options, overrides))
         async with anyio.create_task_group() as tg:
             await tg.start(worker.run)
             try:
@@ -268,38 +278,29 @@ class App:
 
     async def run_worker(
         self,
-        *,
-        queues: Sequence[str] | None = None,
-        concurrency: int = 10,
-        burst: bool = False,
-        shutdown_timeout: float | None = None,
-        handle_signals: bool = False,
-        **options: Any,
+        options: WorkerOptions | None = None,
+        **overrides: Unpack[WorkerOptionsOverrides],
     ) -> None:
         """Run a worker until it is stopped (or, with ``burst=True``, the queues are empty)."""
-        worker = Worker(
-            self,
-            queues=queues,
-            concurrency=concurrency,
-            burst=burst,
-            shutdown_timeout=self.shutdown_timeout
-            if shutdown_timeout is None
-            else shutdown_timeout,
-            handle_signals=handle_signals,
-            **options,
-        )
-        await worker.run()
+        await Worker(self, self._worker_options(options, overrides)).run()
+
+    def _worker_options(
+        self, options: WorkerOptions | None, overrides: WorkerOptionsOverrides
+    ) -> WorkerOptions:
+        if options is None:
+            overrides = {"shutdown_timeout": self.shutdown_timeout, **overrides}
+            options = WorkerOptions()
+        return options.replace(**overrides) if overrides else options
 
     # -- operations ------------------------------------------------------------------------
+    @property
+    def operations(self) -> Operations:
+        """What operators do to this App's broker, across queues (see asyncq.operations)."""
+        return self._operations
+
     async def queue_stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Depth of each queue: the given ones, else this App's and every one the broker knows."""
-        if queues is None:
-            known = await self.backend.queue_stats(None)
-            missing = [q for q in self.queues if q not in {s.queue for s in known}]
-            stats = known + (await self.backend.queue_stats(missing) if missing else [])
-        else:
-            stats = await self.backend.queue_stats(queues)
-        return {s.queue: s for s in sorted(stats, key=lambda s: s.queue)}
+        return await self._operations.queue_stats(queues)
 
     async def purge_queue(
         self, queue: str, *, on_progress: Callable[[int], None] | None = None
@@ -308,39 +309,17 @@ class App:
         (running jobs finish; dead letters stay, see ``purge_dead``). They never run, and
         their records say CANCELLED. Returns how many; ``on_progress`` hears the running
         total after each batch."""
-        _check_queue(queue)
-        purged = 0
-        while True:
-            batch = await self.backend.purge_queue(queue, limit=_PURGE_BATCH)
-            purged += batch
-            if batch and on_progress is not None:
-                on_progress(purged)
-            if batch < _PURGE_BATCH:
-                return purged
+        return await self._operations.purge_queue(queue, on_progress=on_progress)
 
     async def remove_queue(self, queue: str) -> None:
         """Remove an unused queue from the broker: one with no jobs (pending, scheduled,
         running or dead) that no live worker serves. Otherwise a ``ValueError`` says what
         still uses it, and nothing is removed."""
-        _check_queue(queue)
-        (stats,) = await self.backend.queue_stats([queue])
-        held = {"pending": stats.pending, "scheduled": stats.scheduled}
-        held |= {"running": stats.running, "dead": stats.dead}
-        busy = ", ".join(f"{n} {what}" for what, n in held.items() if n)
-        if busy:
-            raise ValueError(f"queue {queue!r} is not empty ({busy}); nothing was removed")
-        serving = [w.id for w in await self.backend.store.workers() if queue in w.queues]
-        if serving:
-            raise ValueError(
-                f"queue {queue!r} is served by {len(serving)} live worker(s) "
-                f"({', '.join(serving)}); nothing was removed"
-            )
-        await self.backend.remove_queue(queue)
+        await self._operations.remove_queue(queue)
 
     async def known_queues(self) -> list[str]:
         """This App's queues and every queue the broker knows of, sorted."""
-        known = {s.queue for s in await self.backend.queue_stats(None)}
-        return sorted(known | set(self.queues))
+        return await self._operations.known_queues()
 
     async def dead_letters(
         self,
@@ -354,17 +333,8 @@ class App:
         """The oldest ``limit`` dead letters of ``queue`` (default: the default queue),
         optionally only one task's, or only those that died more (``older_than``) or less
         (``newer_than``) than so many seconds ago."""
-        queue = queue or self.default_queue
         match = DeadLetterFilter(task=task, older_than=older_than, newer_than=newer_than)
-        found: list[DeadLetter] = []
-        after: str | None = None
-        while len(found) < limit:
-            page = await self.backend.dead_letters(queue, limit=_DLQ_PAGE, after=after)
-            found.extend(d for d in page if match(d))
-            if len(page) < _DLQ_PAGE:
-                break
-            after = page[-1].cursor
-        return found[:limit]
+        return await self._operations.dead_letters(queue or self.default_queue, match, limit)
 
     async def replay_dead(
         self,
@@ -384,14 +354,8 @@ class App:
         The enqueue comes before the removal, so a crash in between can duplicate a job but
         never lose one."""
         match = DeadLetterFilter(ids, task, older_than, newer_than)
-
-        async def replay(chosen: list[DeadLetter]) -> set[str]:
-            job_ids = await self.backend.enqueue([self._replay_envelope(d) for d in chosen])
-            # A job whose idempotency key a live job holds now was not enqueued again
-            # (its id came back as the live job's): it stays in the dead-letter queue.
-            return {d.id for d, job_id in zip(chosen, job_ids, strict=True) if job_id == d.id}
-
-        return await self._each_dead_page(queue or self.default_queue, match, replay, on_progress)
+        queue = queue or self.default_queue
+        return await self._operations.replay_dead(queue, match, on_progress=on_progress)
 
     async def purge_dead(
         self,
@@ -405,49 +369,6 @@ class App:
     ) -> int:
         """Delete dead letters: all of the queue, or those the filters of ``replay_dead``
         choose. Returns how many were deleted."""
-        queue = queue or self.default_queue
         match = DeadLetterFilter(ids, task, older_than, newer_than)
-        if match.by_id_only:  # no need to read them first
-            return await self.backend.purge_dead(queue, ids)
-
-        async def remove_all(chosen: list[DeadLetter]) -> set[str]:
-            return {d.id for d in chosen}
-
-        return await self._each_dead_page(queue, match, remove_all, on_progress)
-
-    async def _each_dead_page(
-        self,
-        queue: str,
-        match: DeadLetterFilter,
-        act: Callable[[list[DeadLetter]], Coroutine[Any, Any, set[str]]],
-        on_progress: Callable[[int], None] | None,
-    ) -> int:
-        """Page through ``queue``'s dead letters; ``act`` on the matching ones of each page
-        says which to remove, and those are purged. Returns how many were removed."""
-        removed = 0
-        after: str | None = None
-        while True:
-            page = await self.backend.dead_letters(queue, limit=_DLQ_PAGE, after=after)
-            chosen = [d for d in page if match(d)]
-            gone: set[str] = set()
-            if chosen:
-                gone = await act(chosen)
-                if gone:
-                    removed += await self.backend.purge_dead(queue, list(gone))
-                if on_progress is not None:
-                    on_progress(removed)
-            if len(page) < _DLQ_PAGE:
-                return removed
-            # Page on from the last entry that is still there: removed ones are gone.
-            kept = [d for d in page if d.id not in gone]
-            if kept:
-                after = kept[-1].cursor
-
-    def _replay_envelope(self, dead: DeadLetter) -> Envelope:
-        try:
-            msg = Message.decode(dead.body, self.serializer)
-        except DecodeError:
-            return Envelope(dead.id, dead.queue, dead.body, dead.task, replay=True)
-        fresh = replace(msg, attempt=1, eta=None)  # a fresh retry budget, runnable now
-        body = fresh.encode(self.serializer)
-        return Envelope(msg.id, msg.queue, body, msg.task, None, msg.key, replay=True)
+        queue = queue or self.default_queue
+        return await self._operations.purge_dead(queue, match, on_progress=on_progress)

@@ -14,6 +14,8 @@ round trip:
   (move to the dead-letter queue, ack), cancelled (ack), or release (give the job back,
   unacknowledged, for another worker: a graceful shutdown). Until a delivery is settled the
   broker must redeliver it if its worker goes away.
+* ``stop_consuming()``: the worker fetches no more (a shutdown); a broker that pushes
+  deliveries ahead of ``fetch`` (AMQP's prefetch) stops and hands back what it holds.
 * ``renew(deliveries)`` keeps the claim on long-running deliveries fresh; backends whose
   broker tracks consumer liveness itself (AMQP) leave ``lease_renewal_interval`` at None.
   A broker that takes a delivery back after a fixed time whatever the worker does
@@ -117,6 +119,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def settle(self, settlements: Sequence[Settlement]) -> None: ...
 
+    async def stop_consuming(self) -> None:  # noqa: B027 - optional hook
+        """The worker will fetch no more: stop taking deliveries and hand back what was
+        prefetched (fetched from the broker and not returned by ``fetch``). Deliveries
+        ``fetch`` returned stay the worker's, to settle as usual. A later ``fetch`` starts
+        consuming again. A no-op where the broker hands out nothing ahead of ``fetch``."""
+
     async def renew(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027 - optional
         """Keep the claim on running deliveries; a no-op where the broker tracks liveness."""
 
@@ -160,7 +168,9 @@ class Backend(abc.ABC):
         """Up to ``limit`` of the queue's jobs in ``status`` (one of
         :data:`~asyncq.records.LISTABLE`), in the order the broker keeps them (the oldest or
         soonest first); ``after`` is the ``cursor`` of the last job of the previous page.
-        A job that changes state between pages may be missed or listed twice."""
+        A job that changes state between pages may be missed or listed twice. A broker that
+        cannot tell which jobs run without its store (RabbitMQ) raises ``ConfigurationError``
+        for RUNNING when its store is not available."""
         raise NotImplementedError(f"{type(self).__name__} cannot list jobs yet")
 
     # -- records ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Running one job: decode its message, call its handler inside the job's cancel scope, and
-turn what happened into a Settlement: a result, a retry after backoff, or a dead letter.
-
-The worker decides when a job runs and what a cancellation meant (see ``Running.cause``);
-this module decides what its outcome is.
+"""Running one attempt: decode its message, call its handler inside the attempt's cancel
+scope, and decide how it ended: a result, a retry after backoff, a dead letter, a
+cancellation, or a release back to the queue. This is the one place an attempt's outcome is
+decided; the worker says when an attempt runs and why its scope was cancelled
+(``Attempt.cause``), the middleware around :func:`execute` observes.
 """
 
 from __future__ import annotations
@@ -14,93 +14,73 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from . import tracing
 from .arguments import BadArguments
-from .backend import Backend, Delivery, Outcome, Settlement
+from .attempt import SHUTDOWN, Attempt
 from .deadlines import TimeLimit, time_limit
 from .errors import ErrorInfo, Reject, Retry
 from .job import set_current_job
 from .serializer import DecodeError, Message
+from .settlement import Outcome, Settlement
 
 if TYPE_CHECKING:
     from .app import App
     from .task import Task
 
-__all__ = ["CANCELLED", "SHUTDOWN", "Running", "error_info", "execute"]
-
-SHUTDOWN = "shutdown"
-CANCELLED = "cancelled"
+__all__ = ["admit", "error_info", "execute"]
 
 _UNLIMITED = TimeLimit(None)
 
 
-class Running:
-    """A job in flight: its delivery and the scope that cancels it, with the reason."""
-
-    __slots__ = ("cause", "delivery", "message", "received", "scope", "trace_id")
-
-    def __init__(self, delivery: Delivery, scope: anyio.CancelScope, received: float) -> None:
-        self.delivery = delivery
-        self.scope = scope
-        self.received = received
-        """When the worker got the delivery (``time.monotonic()``): a broker's ack deadline
-        counts from then."""
-        self.cause: str | None = None
-        self.message: Message | None = None
-        """The decoded job, once its handler is about to run."""
-        self.trace_id: str | None = None
-        """The attempt's trace id (hex), when it is traced."""
-
-    def cancel(self, cause: str) -> None:
-        if self.cause is None:
-            self.cause = cause
-        self.scope.cancel()
-
-
-async def execute(app: App, running: Running) -> Settlement:
-    """Run the job and say how it ended. A cancelled job comes back CANCELLED; the worker
-    turns that into the outcome its cause calls for."""
-    delivery = running.delivery
+def admit(app: App, attempt: Attempt) -> None:
+    """Decode the delivery and find its task, before the middleware sees the attempt; a
+    delivery that cannot run gets its DEAD settlement as ``attempt.refusal``."""
+    delivery = attempt.delivery
     try:
         msg = Message.decode(delivery.body, app.serializer)
     except DecodeError as exc:
-        return Settlement(delivery, Outcome.DEAD, error=ErrorInfo("DecodeError", str(exc)))
+        error = ErrorInfo("DecodeError", str(exc))
+        attempt.refusal = Settlement.dead(delivery, task="", attempt=1, error=error)
+        return
     task = app.tasks.get(msg.task)
     if task is None:
         reason = f"no task named {msg.task!r} is registered on this worker's App"
-        return _dead(delivery, msg, None, ErrorInfo("UnknownTask", reason))
-    running.message = msg
+        error = ErrorInfo("UnknownTask", reason)
+        attempt.refusal = Settlement.dead(delivery, task=msg.task, attempt=msg.attempt, error=error)
+        return
+    attempt.message, attempt.task = msg, task
     set_current_job(msg, delivery.redelivered)
-    backend = app.backend
-    system = backend.system
-    with tracing.process_span(
-        system, msg.queue, msg.task, msg.id, msg.attempt, msg.headers
-    ) as span:
-        if span is not None:
-            running.trace_id = tracing.trace_id(span)
-        settlement = await _run(app, backend, running, msg, task, span)
-        if span is not None:
-            if settlement.outcome is Outcome.RETRY:
-                tracing.outcome(span, "retry", **{"asyncq.retry.eta": settlement.eta})
-            elif settlement.outcome is Outcome.DEAD:
-                error = settlement.error
-                tracing.outcome(span, "dead_lettered", **{"error.type": error and error.type})
+
+
+async def execute(app: App, attempt: Attempt) -> Settlement:
+    """Run the attempt (unless it is refused, or its worker stopped before it started) and
+    say how it ended. Why its scope was cancelled wins over what the handler made of it (an
+    exception of its own, say); a handler that finished anyway keeps its result."""
+    if attempt.refusal is not None:
+        return attempt.refusal
+    msg, task = attempt.message, attempt.task
+    assert msg is not None and task is not None
+    delivery = attempt.delivery
+    if attempt.cause is not None:  # prefetched, never started: back as it was
+        return Settlement.release(delivery, task=msg.task, attempt=msg.attempt)
+    attempt.ran = True
+    settlement = await _run(app, attempt, msg, task)
+    cause = attempt.cause
+    if cause is None or settlement.outcome is Outcome.SUCCEEDED:
         return settlement
+    if cause == SHUTDOWN:
+        return Settlement.release(delivery, task=msg.task, attempt=msg.attempt)
+    return Settlement.cancelled(
+        delivery, task=msg.task, attempt=msg.attempt, result_ttl=task.result_ttl
+    )
 
 
-async def _run(
-    app: App,
-    backend: Backend,
-    running: Running,
-    msg: Message,
-    task: Task[Any, Any],
-    span: Any,
-) -> Settlement:
-    delivery, scope = running.delivery, running.scope
+async def _run(app: App, attempt: Attempt, msg: Message, task: Task[Any, Any]) -> Settlement:
+    delivery, scope = attempt.delivery, attempt.scope
+    backend = app.backend
     timeout = task.timeout if msg.timeout is None else msg.timeout
     limit = _UNLIMITED
     if timeout is not None or backend.ack_deadline is not None:  # most jobs have neither
-        limit = time_limit(backend, timeout, running.received)
+        limit = time_limit(backend, timeout, attempt.received)
         if limit.deadline is not None:
             scope.deadline = limit.deadline
     result: Any = None
@@ -108,45 +88,37 @@ async def _run(
         with scope:
             result = await _call(task, msg)
     except Retry as exc:
-        return _failed(app, delivery, msg, task, error_info(exc), exc.delay)
+        return _failed(app, attempt, msg, task, error_info(exc), exc.delay)
     except Reject as exc:
-        tracing.exception(span, exc)
-        return _dead(delivery, msg, task, ErrorInfo("Reject", exc.reason))
+        attempt.exception = exc
+        return _dead(attempt, msg, task, ErrorInfo("Reject", exc.reason))
     except BadArguments as exc:
-        tracing.exception(span, exc)
-        return _dead(delivery, msg, task, ErrorInfo("BadArguments", str(exc)))
+        attempt.exception = exc
+        return _dead(attempt, msg, task, ErrorInfo("BadArguments", str(exc)))
     except Exception as exc:
-        tracing.exception(span, exc)
+        attempt.exception = exc
         if not task.retries_error(exc):
-            return _dead(delivery, msg, task, error_info(exc))
-        return _failed(app, delivery, msg, task, error_info(exc), None)
+            return _dead(attempt, msg, task, error_info(exc))
+        return _failed(app, attempt, msg, task, error_info(exc), None)
     if scope.cancelled_caught:
-        if running.cause is None:  # no one asked: the deadline passed
+        if attempt.cause is None:  # no one asked: the deadline passed
             expired = TimeoutError(limit.message())
+            attempt.exception = expired
             error = ErrorInfo("TimeoutError", str(expired))
-            tracing.exception(span, expired)
             if not task.retries_error(expired):
-                return _dead(delivery, msg, task, error)
-            return _failed(app, delivery, msg, task, error, None)
-        return Settlement(
-            delivery,
-            Outcome.CANCELLED,
-            task=msg.task,
-            attempt=msg.attempt,
-            result_ttl=task.result_ttl,
+                return _dead(attempt, msg, task, error)
+            return _failed(app, attempt, msg, task, error, None)
+        # Cancelled on purpose: execute() turns it into what the cause calls for.
+        return Settlement.cancelled(
+            delivery, task=msg.task, attempt=msg.attempt, result_ttl=task.result_ttl
         )
     try:
         body = app.serializer.dumps(result) if task.store_result else None
     except TypeError as exc:
         # Running it again would give the same unserialisable value: no retry.
-        return _dead(delivery, msg, task, ErrorInfo("ResultNotSerializable", str(exc)))
-    return Settlement(
-        delivery,
-        Outcome.SUCCEEDED,
-        result=body,
-        task=msg.task,
-        attempt=msg.attempt,
-        result_ttl=task.result_ttl,
+        return _dead(attempt, msg, task, ErrorInfo("ResultNotSerializable", str(exc)))
+    return Settlement.succeeded(
+        delivery, task=msg.task, attempt=msg.attempt, result=body, result_ttl=task.result_ttl
     )
 
 
@@ -177,7 +149,7 @@ async def _call(task: Task[Any, Any], msg: Message) -> Any:
 
 def _failed(
     app: App,
-    delivery: Delivery,
+    attempt: Attempt,
     msg: Message,
     task: Task[Any, Any],
     error: ErrorInfo,
@@ -185,31 +157,23 @@ def _failed(
 ) -> Settlement:
     retries = task.retries if msg.retries is None else msg.retries
     if msg.attempt > retries:
-        return _dead(delivery, msg, task, error)
+        return _dead(attempt, msg, task, error)
     if delay is None:
         delay = task.backoff.delay(msg.attempt)
     eta = time.time() + delay
-    return Settlement(
-        delivery,
-        Outcome.RETRY,
-        retry_body=msg.next_attempt(eta).encode(app.serializer),
-        eta=eta,
-        error=error,
-        task=msg.task,
-        attempt=msg.attempt,
+    body = msg.next_attempt(eta).encode(app.serializer)
+    return Settlement.retry(
+        attempt.delivery, task=msg.task, attempt=msg.attempt, body=body, eta=eta, error=error
     )
 
 
-def _dead(
-    delivery: Delivery, msg: Message, task: Task[Any, Any] | None, error: ErrorInfo
-) -> Settlement:
-    return Settlement(
-        delivery,
-        Outcome.DEAD,
-        error=error,
+def _dead(attempt: Attempt, msg: Message, task: Task[Any, Any], error: ErrorInfo) -> Settlement:
+    return Settlement.dead(
+        attempt.delivery,
         task=msg.task,
         attempt=msg.attempt,
-        result_ttl=task.result_ttl if task is not None else None,
+        error=error,
+        result_ttl=task.result_ttl,
     )
 
 

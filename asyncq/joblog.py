@@ -19,8 +19,7 @@ from typing import Any
 
 import orjson
 
-from .backend import Outcome, Settlement
-from .metrics import OUTCOMES
+from .settlement import Outcome, Settlement
 
 __all__ = ["JsonFormatter", "job_finished"]
 
@@ -53,7 +52,7 @@ def job_finished(
         "task": task,
         "queue": delivery.queue,
         "attempt": settlement.attempt,
-        "outcome": OUTCOMES[outcome],
+        "outcome": outcome.label,
         "duration_ms": round(duration * 1000, 3),
         "trace_id": trace_id,
     }

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .backend import Outcome
 from .errors import BrokerError
+from .settlement import Outcome
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from .records import QueueStats
 
 __all__ = [
-    "OUTCOMES",
     "PrometheusServer",
     "WorkerMetrics",
     "configured_provider",
@@ -56,13 +55,6 @@ __all__ = [
 
 log = logging.getLogger("asyncq.metrics")
 
-OUTCOMES = {
-    Outcome.SUCCEEDED: "succeeded",
-    Outcome.RETRY: "retried",
-    Outcome.DEAD: "dead",
-    Outcome.CANCELLED: "cancelled",
-    Outcome.RELEASE: "released",
-}
 
 # Seconds: from a no-op job (sub-millisecond) to a report that takes minutes. The SDK's
 # default buckets are shaped for milliseconds.
@@ -142,7 +134,7 @@ class _Instruments:
         from opentelemetry.metrics import Observation
 
         return [
-            Observation(n, {"queue": queue, "task": task or "?", "outcome": OUTCOMES[outcome]})
+            Observation(n, {"queue": queue, "task": task or "?", "outcome": outcome.label})
             for (queue, task, outcome), n in list(self.finished_counts.items())
         ]
 
@@ -203,7 +195,7 @@ class WorkerMetrics:
         if labels is None:
             labels = {"queue": queue, "task": task or "?"}
             if outcome is not None:
-                labels["outcome"] = OUTCOMES[outcome]
+                labels["outcome"] = outcome.label
             self._labels_cache[key] = labels
         return labels
 

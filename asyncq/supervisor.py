@@ -29,9 +29,12 @@ import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskGroup
+
+from .worker_options import WorkerOptions
 
 __all__ = ["Supervisor", "supervisor_gone"]
 
@@ -87,6 +90,24 @@ class Supervisor:
         self._forwarded: set[signal.Signals] = set()
         self._fatal_exit_code: int | None = None
         self._services: TaskGroup | None = None
+
+    @classmethod
+    def for_workers(
+        cls,
+        command: Sequence[str],
+        options: WorkerOptions,
+        processes: int,
+        **supervision: Any,
+    ) -> Supervisor:
+        """Supervise ``processes`` workers run by ``command`` (``asyncq run ... --processes
+        1``) with ``options``: each child gets them as flags, and the children's shutdown
+        timeout is theirs."""
+        return cls(
+            [*command, *options.command_line()],
+            processes,
+            shutdown_timeout=options.shutdown_timeout,
+            **supervision,
+        )
 
     @property
     def stopping(self) -> bool:

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import tracing
 from .arguments import Parameters
-from .backend import Envelope
+from .delivery import Envelope
 from .errors import MessageTooLarge
 from .job import Job
+from .middleware import Outgoing, OutgoingJob
 from .retry import Backoff
 from .serializer import encode_job, new_job_id
 
@@ -170,17 +171,13 @@ class TaskCall(Generic[P, R]):
         parameters = self.task.parameters
         if not parameters.fits(args, kwargs):
             parameters.check(args, kwargs)  # raises TypeError, naming what does not fit
-        if not tracing.active():
+        if not (app.wraps_enqueue or tracing.active()):  # nothing wraps it: straight on
             envelope = self._envelope(args, kwargs)
             (job_id,) = await backend.enqueue([envelope])
             return Job(app, job_id, envelope.queue)
-        task, opts = self.task, self.options
-        queue, headers = opts.queue or task.queue, dict(opts.headers)
-        with tracing.send_span(backend.system, queue, task.name, headers) as span:
-            envelope = self._envelope(args, kwargs, headers=headers)
-            span.set_attribute("messaging.message.id", envelope.id)
-            (job_id,) = await backend.enqueue([envelope])
-        return Job(app, job_id, envelope.queue)
+        job = OutgoingJob(new_job_id(), args, kwargs, dict(self.options.headers))
+        (job_id,) = await app.enqueue_chain(self._outgoing([job], batch=False))
+        return Job(app, job_id, self.options.queue or self.task.queue)
 
     async def enqueue_many(
         self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
@@ -209,27 +206,30 @@ class TaskCall(Generic[P, R]):
             split.append((args, kwargs))
         if opts.key is not None and len(split) > 1:
             raise ValueError("one idempotency key cannot name several jobs")
-        spans = None
-        if tracing.active():
-            spans = tracing.BatchSpans(backend.system, opts.queue or task.queue, task.name)
-        envelopes = []
-        now = time.time()  # one enqueue time for the batch: it is one call
-        for args, kwargs in split:
-            if spans is None:
-                envelopes.append(self._envelope(args, kwargs, now))
-            else:
-                job_id, headers = new_job_id(), dict(opts.headers)
-                spans.create(job_id, headers)
-                envelopes.append(self._envelope(args, kwargs, now, headers, job_id))
-        if not envelopes:
+        if not split:
             return []
-        if spans is None:
-            ids = await backend.enqueue(envelopes)
+        queue = opts.queue or task.queue  # one options object: one queue for the whole batch
+        if not (app.wraps_enqueue or tracing.active()):
+            now = time.time()  # one enqueue time for the batch: it is one call
+            ids = await backend.enqueue([self._envelope(a, k, now) for a, k in split])
         else:
-            with spans.send():
-                ids = await backend.enqueue(envelopes)
-        queue = envelopes[0].queue  # one options object: one queue for the whole batch
+            jobs = [OutgoingJob(new_job_id(), a, k, dict(opts.headers)) for a, k in split]
+            ids = await app.enqueue_chain(self._outgoing(jobs, batch=True))
         return [Job(app, job_id, queue) for job_id in ids]
+
+    def _outgoing(self, jobs: list[OutgoingJob], *, batch: bool) -> Outgoing:
+        task = self.task
+        queue = self.options.queue or task.queue
+        system = task.app.backend.system
+        return Outgoing(task.name, queue, jobs, batch, system, self._send)
+
+    async def _send(self, outgoing: Outgoing) -> list[str]:
+        """The enqueue chain's last step: encode the jobs as they are now and send them."""
+        now = time.time()
+        envelopes = [
+            self._envelope(job.args, job.kwargs, now, job.headers, job.id) for job in outgoing.jobs
+        ]
+        return await self.task.app.backend_for_enqueue().enqueue(envelopes)
 
     def _envelope(
         self,

@@ -36,8 +36,8 @@ except ImportError:  # the otel extra is not installed: tracing stays off
 __all__ = [
     "BatchSpans",
     "active",
+    "event",
     "exception",
-    "outcome",
     "process_span",
     "send_span",
     "trace_id",
@@ -193,14 +193,12 @@ def trace_id(span: Span) -> str:
     return trace.format_trace_id(span.get_span_context().trace_id)
 
 
-def exception(span: Span | None, exc: BaseException) -> None:
+def exception(span: Span, exc: BaseException) -> None:
     """Record a handler's exception on its attempt's span."""
-    if span is not None:
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"))
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"))
 
 
-def outcome(span: Span | None, outcome: str, **attributes: Any) -> None:
-    """Mark a retry or dead-lettering on the attempt's span as an event."""
-    if span is not None:
-        span.add_event(f"asyncq.{outcome}", {k: v for k, v in attributes.items() if v is not None})
+def event(span: Span, name: str, attributes: dict[str, Any]) -> None:
+    """Mark an outcome (``Outcome.event``: a retry, a dead-lettering) on the attempt's span."""
+    span.add_event(name, {k: v for k, v in attributes.items() if v is not None})

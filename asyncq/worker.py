@@ -26,22 +26,25 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Unpack
 
 import anyio
 from anyio.abc import TaskStatus
 
-from .backend import Outcome, Settlement
+from .attempt import CANCELLED, SHUTDOWN, Attempt
 from .broker_wait import enter_when_reachable
 from .deadlines import check_timeouts
 from .errors import BrokerError
-from .execution import CANCELLED, SHUTDOWN, Running, error_info, execute
-from .joblog import job_finished
+from .execution import admit, error_info, execute
 from .metrics import WorkerMetrics, configured_provider
-from .records import WorkerInfo
+from .middleware import ExecutionChain
+from .settlement import Settlement
+from .settling import Settler
+from .worker_options import WorkerOptions, WorkerOptionsOverrides
+from .worker_services import WorkerService, default_services
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -52,8 +55,6 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("asyncq.worker")
 
-_SETTLE_BATCH = 512
-
 
 class Worker:
     """Runs an App's tasks from the given queues. Build one with ``app.worker()`` or
@@ -62,75 +63,52 @@ class Worker:
     def __init__(
         self,
         app: App,
-        *,
-        queues: Sequence[str] | None = None,
-        concurrency: int = 10,
-        prefetch: int | None = None,
-        burst: bool = False,
-        shutdown_timeout: float = 30.0,
-        handle_signals: bool = False,
-        heartbeat_interval: float = 10.0,
-        fetch_timeout: float = 5.0,
-        meter_provider: Any = None,
-        metrics_interval: float = 5.0,
-        wait_for_broker: float = 0.0,
+        options: WorkerOptions | None = None,
+        **overrides: Unpack[WorkerOptionsOverrides],
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
-        if prefetch is None:
-            prefetch = concurrency // 4
-        if not 0 <= prefetch <= concurrency:
-            raise ValueError("prefetch must be between 0 and concurrency")
-        if shutdown_timeout < 0:
-            raise ValueError("shutdown_timeout must be >= 0")
-        if not heartbeat_interval > 0:
-            raise ValueError("heartbeat_interval must be > 0 seconds")
-        if not metrics_interval > 0:
-            raise ValueError("metrics_interval must be > 0 seconds")
-        if not wait_for_broker >= 0:
-            raise ValueError("wait_for_broker must be >= 0 seconds")
+        """``options`` (default: all defaults), with any field given as a keyword instead."""
+        options = options or WorkerOptions()
+        if overrides:
+            options = options.replace(**overrides)
+        self.options = options
         self.app = app
-        self.queues = tuple(queues) if queues else app.queues
-        if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
-            raise ValueError("queues must be non-empty queue names")
-        self.concurrency = concurrency
-        self.prefetch = prefetch
-        self.burst = burst
-        self.shutdown_timeout = shutdown_timeout
-        self.handle_signals = handle_signals
-        self.heartbeat_interval = heartbeat_interval
-        self.fetch_timeout = fetch_timeout
-        # Metrics go to this OpenTelemetry MeterProvider, or to the global one when an SDK
-        # has set it; with neither, nothing is recorded.
-        self.meter_provider = meter_provider
-        self.metrics_interval = metrics_interval
-        # At start, how long to keep trying a broker that cannot be reached (it may start
-        # after the worker); 0: fail at once.
-        self.wait_for_broker = wait_for_broker
+        self.queues = options.queues or app.queues
+        self.concurrency = options.concurrency
+        self.prefetch = options.slots - options.concurrency
+        self.burst = options.burst
+        self.shutdown_timeout = options.shutdown_timeout
+        self.handle_signals = options.handle_signals
+        self.heartbeat_interval = options.heartbeat_interval
+        self.fetch_timeout = options.fetch_timeout
+        self.metrics_interval = options.metrics_interval
+        self.wait_for_broker = options.wait_for_broker
+        self.services: list[WorkerService] = default_services(self)
+        """The loops that run beside the jobs as long as the worker serves (heartbeat,
+        lease renewal, cancellation requests, the broker's upkeep, metrics); a feature
+        joins by adding one before ``run()``."""
         self._waiting_for_broker = False
-        self._metrics: WorkerMetrics | None = None
+        self.metrics: WorkerMetrics | None = None
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self.started_at = 0.0
         self.processed = 0
-        self._running: dict[str, Running] = {}
-        self._slots = anyio.Semaphore(concurrency + prefetch)
+        self.running: dict[str, Attempt] = {}
+        """The attempts this worker holds (running, or prefetched), by job id."""
+        self._slots = anyio.Semaphore(options.slots)
         self._fetch_scope = anyio.CancelScope()
         self._drain_scope = anyio.CancelScope()
         self._burst_wait = anyio.CancelScope()
         self._run_scope = anyio.CancelScope()
-        self._unsettled = 0
-        self._flushed = anyio.Event()
         self._serving = False
         self._idle = anyio.Event()
         self._fetched_nothing = True
-        self._settled = anyio.Event()
         self._stopping = False
-        self._settle_send: MemoryObjectSendStream[Settlement] | None = None
+        self._settler: Settler | None = None
         self._time_limits: str | None = None
+        self._execute: ExecutionChain | None = None
 
     @property
     def in_flight(self) -> int:
-        return len(self._running)
+        return len(self.running)
 
     def stop(self, *, now: bool = False) -> None:
         """Stop fetching and let in-flight jobs finish within ``shutdown_timeout``; with
@@ -165,20 +143,21 @@ class Worker:
     async def _serve(self, task_status: TaskStatus[Worker]) -> None:
         app = self.app
         async with self._open_app(), app.run_lifespan(), anyio.create_task_group() as services:
-            send, receive = anyio.create_memory_object_stream[Settlement](math.inf)
-            self._settle_send = send
+            settler = self._settler = Settler(app.backend)
             self.started_at = time.time()
-            services.start_soon(self._settle_loop, receive)
-            services.start_soon(self._heartbeat_loop)
-            services.start_soon(app.backend.store.watch_cancellations, self._on_cancel_request)
-            services.start_soon(app.backend.maintain, self.queues)
-            if app.backend.lease_renewal_interval:
-                services.start_soon(self._renew_loop, app.backend.lease_renewal_interval)
-            provider = self.meter_provider or configured_provider()
+            services.start_soon(settler.run)
+            provider = self.options.meter_provider or configured_provider()
             if provider is not None:
-                self._metrics = WorkerMetrics(provider, self._held_queues, self.queues)
-                stats = partial(app.backend.queue_stats, self.queues)
-                services.start_soon(self._metrics.poll_depths, stats, self.metrics_interval)
+                self.metrics = WorkerMetrics(provider, self._held_queues, self.queues)
+            self._execute = ExecutionChain(
+                app.middleware,
+                partial(execute, app),
+                system=app.backend.system,
+                metrics=self.metrics,
+            )
+            for service in self.services:
+                if service.wanted():
+                    services.start_soon(service.run, name=f"asyncq {service.name}")
             self._serving = True
             log.info(
                 "worker %s started: queues=%s concurrency=%d",
@@ -189,7 +168,7 @@ class Worker:
             if self._time_limits is not None:
                 log.info("%s", self._time_limits)
             task_status.started(self)
-            ready, ready_receive = anyio.create_memory_object_stream[Running](math.inf)
+            ready, ready_receive = anyio.create_memory_object_stream[Attempt](math.inf)
             try:
                 async with anyio.create_task_group() as runners, ready:
                     for _ in range(self.concurrency):
@@ -197,24 +176,31 @@ class Worker:
                     ready_receive.close()
                     with self._fetch_scope:
                         await self._fetch_loop(ready)
+                    # Before the runners hear of the stop: what the broker delivered ahead
+                    # of a fetch goes back to the queue now, for other workers.
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await app.backend.stop_consuming()
+                        except BrokerError as exc:
+                            log.warning("could not stop consuming: %s", exc)
                     self._stopping = True
-                    if self._running:
-                        log.info("waiting for %d in-flight job(s) to finish", len(self._running))
+                    if self.running:
+                        log.info("waiting for %d in-flight job(s) to finish", len(self.running))
                         with self._drain_scope:
                             self._drain_scope.deadline = (
                                 anyio.current_time() + self.shutdown_timeout
                             )
                             await self._idle.wait()
-                    for running in list(self._running.values()):
-                        running.cancel(SHUTDOWN)
+                    for attempt in list(self.running.values()):
+                        attempt.cancel(SHUTDOWN)
             finally:
                 with anyio.CancelScope(shield=True):
-                    send.close()
+                    settler.close()
                     with anyio.move_on_after(self.shutdown_timeout + 5):
-                        await self._settled.wait()
+                        await settler.done()
                     await self._deregister()
-                    if self._metrics is not None:
-                        self._metrics.close()
+                    if self.metrics is not None:
+                        self.metrics.close()
                 services.cancel_scope.cancel()
         log.info("worker %s stopped after %d job(s)", self.id, self.processed)
 
@@ -233,7 +219,7 @@ class Worker:
             yield
 
     # -- fetching --------------------------------------------------------------------------
-    async def _fetch_loop(self, ready: MemoryObjectSendStream[Running]) -> None:
+    async def _fetch_loop(self, ready: MemoryObjectSendStream[Attempt]) -> None:
         slots, backend, queues = self._slots, self.app.backend, self.queues
         fetch_timeout = min(self.fetch_timeout, 0.1) if self.burst else self.fetch_timeout
         # Burst: whether the last fetch came back empty. Only then is it worth asking the
@@ -242,7 +228,7 @@ class Worker:
         self._fetched_nothing = True
         while True:
             await slots.acquire()
-            if self.burst and self._fetched_nothing and not self._running and await self._drained():
+            if self.burst and self._fetched_nothing and not self.running and await self._drained():
                 slots.release()
                 return
             free = 1
@@ -274,23 +260,23 @@ class Worker:
                 continue
             received = time.monotonic()  # one fetch, one moment: a clock read per batch
             for delivery in deliveries:
-                running = Running(delivery, anyio.CancelScope(), received)
-                self._running[delivery.id] = running
+                attempt = Attempt(delivery, anyio.CancelScope(), received)
+                self.running[delivery.id] = attempt
                 # The next free runner takes it; slots bound what waits to concurrency + prefetch.
-                ready.send_nowait(running)
+                ready.send_nowait(attempt)
 
     async def _drained(self) -> bool:
-        if self._running:
+        if self.running:
             return False
         # Our last settlements may still be on their way (a retry not yet scheduled, a
         # job the broker still counts as running): let them land before looking.
-        while self._unsettled:
-            await self._flushed.wait()
+        assert self._settler is not None
+        await self._settler.flushed()
         stats = await self.app.backend.queue_stats(self.queues)
         return all(s.pending == 0 and s.scheduled == 0 and s.running == 0 for s in stats)
 
     # -- running ---------------------------------------------------------------------------
-    async def _runner(self, ready: MemoryObjectReceiveStream[Running]) -> None:
+    async def _runner(self, ready: MemoryObjectReceiveStream[Attempt]) -> None:
         """One of ``concurrency`` long-lived runners, each running one job at a time.
 
         Each job still gets a task of its own, for a fresh copy of the context (what a
@@ -312,143 +298,48 @@ class Worker:
                     return
                 await loop.create_task(self._run_one(running))
 
-    async def _run_one(self, running: Running) -> None:
-        delivery = running.delivery
-        started = time.time()
+    async def _run_one(self, attempt: Attempt) -> None:
+        delivery = attempt.delivery
+        attempt.started_at = time.time()
+        if self._stopping:  # prefetched, not started: execute() hands it back as it was
+            attempt.cause = SHUTDOWN
+        assert self._execute is not None
         try:
-            if self._stopping:  # prefetched, not started: back to the queue as it was
-                running.cause = SHUTDOWN
-                settlement = Settlement(delivery, Outcome.RELEASE)
-            else:
-                settlement = await execute(self.app, running)
-        except Exception as exc:  # a bug in asyncq itself: never lose the job over it
+            admit(self.app, attempt)
+            settlement = await self._execute(attempt)
+        except Exception as exc:  # a bug in asyncq or a middleware: never lose the job over it
             log.exception("internal error running job %s", delivery.id)
-            settlement = Settlement(delivery, Outcome.DEAD, error=error_info(exc))
+            message = attempt.message
+            settlement = Settlement.dead(
+                delivery,
+                task=message.task if message is not None else "",
+                attempt=message.attempt if message is not None else 1,
+                error=error_info(exc),
+            )
         finally:
-            self._running.pop(delivery.id, None)
+            self.running.pop(delivery.id, None)
             self._slots.release()
-            if not self._running:
+            if not self.running:
                 if self._stopping:
                     self._idle.set()
                 elif self.burst and self._fetched_nothing:
                     self._burst_wait.cancel()
-        cause = running.cause
-        if cause is not None and settlement.outcome is not Outcome.SUCCEEDED:
-            # Why the scope was cancelled wins over what the handler made of it (say, an
-            # exception of its own); a handler that finished anyway keeps its result.
-            if cause == SHUTDOWN:
-                settlement = Settlement(delivery, Outcome.RELEASE)
-            else:
-                settlement = Settlement(
-                    delivery,
-                    Outcome.CANCELLED,
-                    task=settlement.task,
-                    attempt=settlement.attempt,
-                    result_ttl=settlement.result_ttl,
-                )
-        self._finished(running, settlement, started)
         self.processed += 1
-        self._unsettled += 1
-        assert self._settle_send is not None
-        self._settle_send.send_nowait(settlement)
-
-    def _finished(self, running: Running, settlement: Settlement, started: float) -> None:
-        """Count and log one attempt's outcome."""
-        message = running.message
-        duration = time.time() - started
-        task = settlement.task or (message.task if message is not None else "")
-        queue = running.delivery.queue
-        # Only a prefetched job handed back at shutdown never started.
-        started_at_all = message is not None or settlement.outcome is not Outcome.RELEASE
-        job_finished(settlement, task, started_at_all, duration, running.trace_id)
-        metrics = self._metrics
-        if metrics is not None:
-            if message is not None:
-                ready_at = max(message.enqueued_at, message.eta or 0.0)
-                metrics.started(queue, task, started - ready_at)
-            metrics.finished(queue, task, settlement.outcome, duration)
+        assert self._settler is not None
+        self._settler.put(settlement)
 
     def _held_queues(self) -> list[str]:
-        return [r.delivery.queue for r in list(self._running.values())]
+        return [r.delivery.queue for r in list(self.running.values())]
 
-    def _on_cancel_request(self, job_id: str) -> None:
-        running = self._running.get(job_id)
-        if running is not None:
-            running.cancel(CANCELLED)
-
-    # -- service loops ---------------------------------------------------------------------
-    async def _settle_loop(self, receive: MemoryObjectReceiveStream[Settlement]) -> None:
-        """Settle finished jobs in batches: whatever finished while the last batch was in
-        flight goes in the next round trip."""
-        backend = self.app.backend
-        try:
-            async with receive:
-                async for first in receive:
-                    batch = [first]
-                    while len(batch) < _SETTLE_BATCH:
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    await self._settle(backend.settle, batch)
-                    self._unsettled -= len(batch)
-                    if not self._unsettled:
-                        self._flushed.set()
-                        self._flushed = anyio.Event()
-        finally:
-            self._settled.set()
-
-    async def _settle(self, settle: Any, batch: list[Settlement]) -> None:
-        for attempt in range(1, 6):
-            try:
-                await settle(batch)
-                return
-            except BrokerError as exc:
-                log.warning("settling %d job(s) failed (try %d of 5): %s", len(batch), attempt, exc)
-                await anyio.sleep(min(0.2 * 2**attempt, 5.0))
-        # Unsettled jobs are not lost: the broker delivers them again after their lease.
-        log.error("gave up settling %d job(s); they will be delivered again", len(batch))
-
-    async def _renew_loop(self, interval: float) -> None:
-        backend = self.app.backend
-        while True:
-            await anyio.sleep(interval)  # a lease is time-based, so renewal is a timer
-            if self._running:
-                try:
-                    await backend.renew([r.delivery for r in self._running.values()])
-                except BrokerError as exc:
-                    log.warning("lease renewal failed: %s", exc)
-
-    async def _heartbeat_loop(self) -> None:
-        """Beat every ``heartbeat_interval``, and also within a second of a change in the
-        jobs held, so what `asyncq workers` lists agrees with the queues' own counts."""
-        backend = self.app.backend
-        host, pid = socket.gethostname(), os.getpid()
-        sent: int | None = None
-        due = 0.0
-        while True:
-            held = len(self._running)
-            if held != sent or anyio.current_time() >= due:
-                info = WorkerInfo(
-                    id=self.id,
-                    host=host,
-                    pid=pid,
-                    queues=self.queues,
-                    concurrency=self.concurrency,
-                    in_flight=held,
-                    started_at=self.started_at,
-                )
-                try:
-                    await backend.store.heartbeat(info, ttl=self.heartbeat_interval * 3)
-                    sent = held
-                except BrokerError as exc:
-                    log.warning("heartbeat failed: %s", exc)
-                due = anyio.current_time() + self.heartbeat_interval
-            # A liveness signal is periodic; the one-second look at the count bounds both
-            # how stale the listing gets and how often a busy worker writes (once a second).
-            await anyio.sleep(min(1.0, self.heartbeat_interval))
+    def on_cancel_request(self, job_id: str) -> None:
+        """A user cancelled ``job_id``: cancel its attempt, if this worker holds it."""
+        attempt = self.running.get(job_id)
+        if attempt is not None:
+            attempt.cancel(CANCELLED)
 
     async def _deregister(self) -> None:
+        if not self.app.backend.store.available:  # it never sent a heartbeat
+            return
         try:
             await self.app.backend.store.deregister(self.id)
         except BrokerError as exc:
@@ -462,7 +353,7 @@ class Worker:
                     log.warning(
                         "%s: finishing %d in-flight job(s) within %.0f s; again to exit now",
                         name,
-                        len(self._running),
+                        len(self.running),
                         self.shutdown_timeout,
                     )
                     self.stop()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Redis tests (tests/redis and the contract suite's Redis runs) on the oldest redis-py
+# The Redis tests (tests/redis_backend and the contract suite's Redis runs) on the oldest redis-py
 # that pyproject.toml's redis extra admits, in a virtualenv of its own (.venv-redis-oldest):
 # the main test run gets the newest redis-py, and the two differ (redis-py 8 has a socket
 # timeout of its own, get_connection() lost its argument, ...). .ci/run calls this after the
@@ -32,5 +32,5 @@ python -m pip install --quiet --disable-pip-version-check -e ".[dev]" "redis[hir
 python -c 'import hiredis, redis; print(f"redis-py {redis.__version__}, hiredis {hiredis.__version__}")'
 # The default-lease kill test (31 s) is left to the main run: the 6 s one checks the same
 # take-over here.
-python -m pytest -q tests/redis tests/contract -k redis \
-    --deselect tests/redis/test_redis_takeover.py::test_lost_workers_job_restarts_within_a_second_of_the_default_lease
+python -m pytest -q tests/redis_backend tests/test_contract.py -k redis \
+    --deselect tests/redis_backend/test_redis_takeover.py::test_lost_workers_job_restarts_within_a_second_of_the_default_lease

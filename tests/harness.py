@@ -1,4 +1,4 @@
-"""What the broker-specific tests (tests/redis, tests/amqp) wait on: handler runs,
+"""What the broker-specific tests (tests/redis_backend, tests/amqp_backend) wait on: handler runs,
 settlements, job statuses and a child process's output lines, each awaited on an event
 with a timeout, never by sleeping; and the environment of a worker subprocess."""
 

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Collection
 
 import pytest
 import redis
@@ -87,6 +88,13 @@ def delete_amqp_entities(pattern: str) -> None:
         doomed = [n for n in listed if names.match(n)]
         if doomed:
             asyncio.run(_delete(kind, doomed))
+
+
+def delete_amqp_prefixes(prefixes: Collection[str]) -> None:
+    """Delete the queues and exchanges whose names start with one of ``prefixes`` and a dot:
+    those of this session's tests, and never another session's on the same broker."""
+    if prefixes:
+        delete_amqp_entities("|".join(rf"{re.escape(p)}\." for p in prefixes))
 
 
 async def _delete(kind: str, names: list[str]) -> None:

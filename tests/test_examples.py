@@ -46,6 +46,15 @@ def test_quickstart_runs() -> None:
     assert "queue default: pending=0 scheduled=0 running=0 dead=1" in out
 
 
+def test_tenant_middleware_runs() -> None:
+    out = run_example("tenant_middleware.py").stdout.splitlines()
+    assert out == [
+        "tenant acme: invoice for order 1",
+        "tenant globex: invoice for order 2",
+        "tenant ?: invoice for order 3",
+    ]
+
+
 @asynccontextmanager
 async def serving(broker: str) -> AsyncIterator[httpx.AsyncClient]:
     """The example API with its lifespan running: httpx's ASGI transport runs none itself."""

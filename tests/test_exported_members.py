@@ -24,6 +24,7 @@ PUBLIC_API = {
     "JobInfo",
     "JobNotFound",
     "JobStatus",
+    "JobStore",
     "OrjsonSerializer",
     "QueueStats",
     "Reject",
@@ -33,9 +34,11 @@ PUBLIC_API = {
     "Task",
     "TaskCall",
     "MessageTooLarge",
+    "Middleware",
     "TaskNotFound",
     "Worker",
     "WorkerInfo",
+    "WorkerOptions",
     "current_job",
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import partial
@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..app import App
-from ..records import DeadLetter
+from ..records import DeadLetter, DeadLetterFilter
 from ..serializer import DecodeError, Message
 from .common import (
     Failure,
@@ -112,19 +112,9 @@ def dlq_list(
     _note_unknown_task(app, task)
 
     async def fetch() -> list[DeadLetter]:
-        found: list[DeadLetter] = []
+        match = DeadLetterFilter(task=task, older_than=older_than, newer_than=newer_than)
         async with app:
-            for name in await _dead_letter_queues(app, queue):
-                found += await app.dead_letters(
-                    name,
-                    limit=limit - len(found),
-                    task=task,
-                    older_than=older_than,
-                    newer_than=newer_than,
-                )
-                if len(found) >= limit:
-                    break
-        return found
+            return await app.operations.dead_letters(queue, match, limit)
 
     found = run_async(fetch)
     if as_json:
@@ -175,19 +165,11 @@ def dlq_replay(
         )
 
     async def replay() -> int:
-        total = 0
+        match = DeadLetterFilter(ids or None, task, older_than, newer_than)
         async with app:
-            for name in await _dead_letter_queues(app, queue):
-                progress = partial(_echo_progress, "replayed", total)
-                total += await app.replay_dead(
-                    name,
-                    ids=ids or None,
-                    task=task,
-                    older_than=older_than,
-                    newer_than=newer_than,
-                    on_progress=progress,
-                )
-        return total
+            return await app.operations.replay_dead(
+                queue, match, on_progress=partial(_echo_progress, "replayed")
+            )
 
     count = run_async(replay)
     click.echo(f"replayed {count} dead letter(s)")
@@ -206,7 +188,7 @@ def _note_unknown_task(app: App, task: str | None) -> None:
         )
 
 
-def _echo_progress(verb: str, earlier: int, done: int) -> None:
+def _echo_progress(verb: str, done: int, earlier: int = 0) -> None:
     if earlier + done >= _PROGRESS_FROM:
         click.echo(f"... {earlier + done} {verb} so far", err=True)
 
@@ -232,31 +214,29 @@ def dlq_purge(
     """Delete dead letters for good. Asks first, unless --yes is given."""
     app = load_app(app_spec, broker)
     _note_unknown_task(app, task)
-    queues: list[str] | None = None
-    ages = {"older_than": older_than, "newer_than": newer_than}
+    match = DeadLetterFilter(ids or None, task, older_than, newer_than)
+    queues: list[str | None] = [queue]
     if not yes:
-        queues, count = run_async(partial(_count_dead, app, queue, task, ids, ages))
+        found, count = run_async(partial(_count_dead, app, queue, match))
         if count == 0:
             click.echo("no dead letters match; nothing to purge")
             return
-        question = f"Permanently delete {count} dead letter(s) from {', '.join(queues)}?"
+        question = f"Permanently delete {count} dead letter(s) from {', '.join(found)}?"
         try:
             confirmed = click.confirm(question, default=False)
         except click.Abort:  # stdin closed, or Ctrl-C at the question
             confirmed = False
         if not confirmed:
             raise Failure("not confirmed; nothing was purged (--yes skips the question)")
+        queues = list(found)  # exactly the queues the question named
 
     async def purge() -> int:
+        total = 0
         async with app:
-            names = queues if queues is not None else await _dead_letter_queues(app, queue)
-            total = 0
-            for name in names:
-                progress = partial(_echo_progress, "purged", total)
-                total += await app.purge_dead(
-                    name, ids=ids or None, task=task, on_progress=progress, **ages
-                )
-            return total
+            for name in queues:
+                progress = partial(_echo_progress, "purged", earlier=total)
+                total += await app.operations.purge_dead(name, match, on_progress=progress)
+        return total
 
     count = run_async(purge)
     click.echo(f"purged {count} dead letter(s)")
@@ -264,28 +244,10 @@ def dlq_purge(
 
 
 async def _count_dead(
-    app: App,
-    queue: str | None,
-    task: str | None,
-    ids: Sequence[str],
-    ages: dict[str, float | None],
+    app: App, queue: str | None, match: DeadLetterFilter
 ) -> tuple[list[str], int]:
     async with app:
-        queues = await _dead_letter_queues(app, queue)
-        if task is None and not ids and all(age is None for age in ages.values()):
-            stats = await app.queue_stats(queues) if queues else {}
-            return queues, sum(s.dead for s in stats.values())
-        count = 0
-        for name in queues:
-            letters = await app.dead_letters(name, limit=2**31, task=task, **ages)
-            count += sum(1 for d in letters if not ids or d.id in ids)
-        return queues, count
-
-
-async def _dead_letter_queues(app: App, queue: str | None) -> list[str]:
-    if queue is not None:
-        return [queue]
-    return [name for name, s in (await app.queue_stats()).items() if s.dead]
+        return await app.operations.count_dead(queue, match)
 
 
 def _warn_missing(ids: Collection[str], count: int) -> None:

@@ -190,17 +190,23 @@ async def _result(job: Job[Any], timeout: float | None) -> Any:
 @broker_option
 def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | None) -> None:
     """Show each queue's depth: jobs pending, scheduled (delayed or awaiting a retry),
-    running, and dead (in the dead-letter queue); and how many live workers serve it. A
-    queue with pending jobs and no live worker is marked: nothing will run them."""
+    running, and dead (in the dead-letter queue); and how many live workers serve it ("-"
+    where the broker keeps no heartbeats). A queue with pending jobs and no live worker is
+    marked: nothing will run them."""
     app = load_app(app_spec, broker)
 
-    async def fetch() -> tuple[dict[str, QueueStats], list[WorkerInfo]]:
+    async def fetch() -> tuple[dict[str, QueueStats], list[WorkerInfo] | None]:
         async with app:
-            return await app.queue_stats(queues), await app.backend.store.workers()
+            # A backend without a record store keeps no heartbeats: the workers are unknown.
+            available = app.backend.store.available
+            live = await app.operations.workers() if available else None
+            return await app.queue_stats(queues), live
 
     found, live = run_async(fetch)
-    serving = {name: sum(name in w.queues for w in live) for name in found}
-    unserved = [name for name, s in found.items() if s.pending and not serving[name]]
+    serving: dict[str, int | None] = {
+        name: None if live is None else sum(name in w.queues for w in live) for name in found
+    }
+    unserved = [name for name, s in found.items() if s.pending and serving[name] == 0]
     if as_json:
         echo_json(
             {
@@ -216,7 +222,7 @@ def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | 
                 s.scheduled,
                 s.running,
                 s.dead,
-                serving[s.queue],
+                "-" if serving[s.queue] is None else serving[s.queue],
                 "pending, no live worker" if s.queue in unserved else "",
             )
             for s in found.values()
@@ -245,7 +251,7 @@ def workers(app_spec: str, live_only: bool, as_json: bool, broker: str | None) -
 
     async def fetch() -> list[WorkerInfo]:
         async with app:
-            return await app.backend.store.workers(include_gone=not live_only)
+            return await app.operations.workers(include_gone=not live_only)
 
     found = sorted(run_async(fetch), key=lambda w: (w.gone, w.started_at))
     if as_json:

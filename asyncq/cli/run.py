@@ -15,6 +15,7 @@ import click
 from .. import __version__
 from ..supervisor import Supervisor, supervisor_gone
 from ..worker import Worker
+from ..worker_options import WorkerOptions
 from .common import (
     EXIT_USAGE,
     Failure,
@@ -192,8 +193,20 @@ def run(
         in_process_note="this worker runs only the jobs its own app enqueues in this process",
     )
     configure_logging(log_level, log_format.lower())
-    if shutdown_timeout is None:
-        shutdown_timeout = app.shutdown_timeout
+    try:
+        options = WorkerOptions(
+            queues=tuple(queues) if queues else None,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            burst=burst,
+            shutdown_timeout=app.shutdown_timeout if shutdown_timeout is None else shutdown_timeout,
+            handle_signals=True,
+            heartbeat_interval=heartbeat_interval,
+            metrics_interval=metrics_interval,
+            wait_for_broker=wait_for_broker,
+        )
+    except ValueError as exc:
+        raise UsageFailure(str(exc)) from None
     log.info(
         "asyncq %s: app %s with %d task(s), broker %s, %d process(es)",
         __version__,
@@ -203,38 +216,20 @@ def run(
         processes,
     )
     if processes > 1:
-        command = _worker_command(
-            app_spec, concurrency, prefetch, queues, burst, broker, shutdown_timeout, log_level
-        )
-        command += ["--log-format", log_format.lower()]
-        command += ["--heartbeat-interval", repr(heartbeat_interval)]
-        command += ["--metrics-interval", repr(metrics_interval)]
-        command += ["--wait-for-broker", repr(wait_for_broker)]
+        command = _worker_command(app_spec, broker, log_level, log_format.lower())
         slot_arguments = None
         if metrics_port is not None:
             command += ["--metrics-address", metrics_address]
             slot_arguments = partial(_slot_metrics_port, metrics_port)
-        _supervise(command, processes, shutdown_timeout, slot_arguments)
+        _supervise(command, options, processes, slot_arguments)
         return
-    worker = partial(
-        Worker,
-        app,
-        queues=queues,
-        concurrency=concurrency,
-        prefetch=prefetch,
-        burst=burst,
-        shutdown_timeout=shutdown_timeout,
-        handle_signals=True,
-        metrics_interval=metrics_interval,
-        heartbeat_interval=heartbeat_interval,
-        wait_for_broker=wait_for_broker,
-    )
     if metrics_port is None:
-        run_async(partial(_work, worker, lifeline))
+        run_async(partial(_work, partial(Worker, app, options), lifeline))
         return
     server = _serve_metrics(metrics_port, metrics_address)
     try:
-        run_async(partial(_work, partial(worker, meter_provider=server.provider), lifeline))
+        served = options.replace(meter_provider=server.provider)
+        run_async(partial(_work, partial(Worker, app, served), lifeline))
     finally:
         server.stop()
 
@@ -285,23 +280,13 @@ def _serve_metrics(port: int, address: str) -> PrometheusServer:
 
 
 def _worker_command(
-    app_spec: str,
-    concurrency: int,
-    prefetch: int | None,
-    queues: list[str] | None,
-    burst: bool,
-    broker: str | None,
-    shutdown_timeout: float,
-    log_level: str,
+    app_spec: str, broker: str | None, log_level: str, log_format: str
 ) -> list[str]:
-    """This same ``asyncq run`` with one process: what each supervised child runs."""
+    """This same ``asyncq run`` with one process: what each supervised child runs (the
+    supervisor adds the worker options)."""
     command = [sys.executable, "-m", "asyncq", "run", app_spec, "--processes", "1"]
-    command += ["--concurrency", str(concurrency), "--log-level", log_level]
-    command += ["--prefetch", str(prefetch)] if prefetch is not None else []
-    command += ["--shutdown-timeout", repr(shutdown_timeout)]
-    command += ["--queues", ",".join(queues)] if queues else []
+    command += ["--log-level", log_level, "--log-format", log_format]
     command += ["--broker", broker] if broker is not None else []
-    command += ["--burst"] if burst else []
     return command
 
 
@@ -313,14 +298,14 @@ def _slot_metrics_port(first: int, slot: int) -> list[str]:
 
 def _supervise(
     command: list[str],
+    options: WorkerOptions,
     processes: int,
-    shutdown_timeout: float,
     slot_arguments: Callable[[int], list[str]] | None,
 ) -> None:
-    supervisor = Supervisor(
+    supervisor = Supervisor.for_workers(
         command,
+        options,
         processes,
-        shutdown_timeout=shutdown_timeout,
         fatal_exit_codes={EXIT_USAGE},
         slot_arguments=slot_arguments,
         lifeline_option="--lifeline",

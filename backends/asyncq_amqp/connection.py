@@ -14,6 +14,10 @@ INFO per "reconnecting"), which would print two or three lines of their own befo
 asyncq's one. Those lines say nothing asyncq's error does not, so they are held back
 while the first connect runs, and only then: once the connection is up, the same loggers
 are the record of a later outage and its reconnects, which asyncq does not log itself.
+
+:class:`Link` is what the backend's parts share of it: the connection, the publishing
+channel (in confirm mode), short-lived channels for one-off questions, and the wait for a
+channel RabbitMQ closed over an error to be open again.
 """
 
 from __future__ import annotations
@@ -22,26 +26,27 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
 import anyio
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.connection import TransportFactory
 from pamqp import commands as spec
 from pamqp import frame as pamqp_frame
 from yarl import URL
 
 from asyncq.backend import redact_url
-from asyncq.errors import BrokerUnavailable, ConfigurationError
+from asyncq.errors import BrokerError, BrokerUnavailable, ConfigurationError
 
+from .errors import mapped
 from .settings import AmqpSettings
 
-__all__ = ["open_connection", "server_version"]
+__all__ = ["Link", "default_max_message_size", "open_connection", "server_version"]
 
 CONNECT_TIMEOUT = 10.0
 """Seconds one connect attempt may take (TCP, TLS and the AMQP handshake)."""
@@ -52,6 +57,95 @@ RECONNECT_INTERVAL = 0.5
 _PORTS = {"amqp": 5672, "amqps": 5671}
 
 _CONNECT_LOGGERS = ("aiormq.connection", "aio_pika.connection", "aio_pika.robust_connection")
+
+
+class Link:
+    """The backend's connection to RabbitMQ and its publishing channel, open from
+    :meth:`open` to :meth:`close`."""
+
+    def __init__(self, settings: AmqpSettings) -> None:
+        self.settings = settings
+        self.where = redact_url(settings.connection_url)
+        self.max_message_size: int | None = None
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractRobustChannel | None = None
+
+    async def open(self) -> None:
+        self._connection = connection = await open_connection(self.settings)
+        self.max_message_size = self.settings.max_message_size or default_max_message_size(
+            server_version(connection)
+        )
+        with self.errors("connecting"):
+            self._publisher = await connection.channel(publisher_confirms=True)
+
+    async def close(self) -> None:
+        connection, self._connection, self._publisher = self._connection, None, None
+        if connection is not None:
+            # Closing returns every unacknowledged delivery (prefetched, not started) to
+            # its queue.
+            await connection.close()
+
+    def errors(self, action: str) -> AbstractContextManager[None]:
+        """Map the driver's exceptions to asyncq's (see errors.py) for ``action``."""
+        return mapped(action, self.where)
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BrokerError("the AMQP backend is not connected: open the App first")
+        return self._connection
+
+    @property
+    def publisher(self) -> AbstractRobustChannel:
+        if self._publisher is None:
+            raise BrokerError("the AMQP backend is not connected: open the App first")
+        return self._publisher
+
+    def version(self) -> tuple[int, ...] | None:
+        return server_version(self._connection) if self._connection is not None else None
+
+    @asynccontextmanager
+    async def channel(self) -> AsyncIterator[AbstractChannel]:
+        """A channel of its own for the block (closed after it), for questions that may
+        close their channel: a passive declare of a queue that may not exist, a browse."""
+        channel = await self.connection.channel(publisher_confirms=False)
+        try:
+            yield channel
+        finally:
+            if not channel.is_closed:
+                with anyio.CancelScope(shield=True):
+                    await channel.close()
+
+    async def reopened(self, channel: AbstractRobustChannel) -> None:
+        """Wait (at most ``publish_timeout``) until ``channel`` is open again after RabbitMQ
+        closed it over an error: a refused declaration, a publish to a missing exchange.
+
+        RabbitMQ closes the channel of such an error (PRECONDITION_FAILED, NOT_FOUND), and
+        aio-pika reopens it in a task of its own, later. Raising the error at once would let
+        the caller's next call (another enqueue, even for another queue) find the channel
+        still closed and fail with ChannelInvalidStateError, reported as "RabbitMQ
+        unreachable" although RabbitMQ answered; so the error waits for the reopen.
+        """
+        reopened = anyio.Event()
+
+        def on_reopen(*_: object) -> None:
+            reopened.set()
+
+        channel.reopen_callbacks.add(on_reopen)
+        try:
+            with anyio.move_on_after(self.settings.publish_timeout):
+                if channel.is_closed:  # else reopened already
+                    await reopened.wait()
+        finally:
+            channel.reopen_callbacks.discard(on_reopen)
+
+
+def default_max_message_size(version: tuple[int, ...] | None) -> int | None:
+    """RabbitMQ's default ``max_message_size`` for a server version: 128 MiB until 4.0
+    lowered it to 16 MiB. None for a broker that does not say its version."""
+    if version is None:
+        return None
+    return 16 * 1024 * 1024 if version >= (4,) else 128 * 1024 * 1024
 
 
 async def open_connection(settings: AmqpSettings) -> AbstractRobustConnection:

@@ -1,122 +1,96 @@
-"""Publishing a batch of persistent messages with one write and one wait for the confirms.
+"""Publishing with confirms: a batch of messages goes out in one write (fastpath.py) and
+waits for all its confirms at once; each refusal is reported per message, in asyncq's
+words.
 
-aiormq's ``basic_publish`` costs a coroutine, a lock round, three pamqp frame objects and
-their generic marshalling per message; with confirms, a batch needs a task per message on
-top to wait for them together. asyncq's messages all have the same few properties
-(content type, optional headers, persistent delivery mode, message id), so their frames are
-encoded here directly, the whole batch goes to aiormq's writer as one buffer, and the
-confirm of each message is a future in aiormq's own table, which aiormq resolves (Ack) or
-fails (Nack, a closed channel) as usual.
-
-The frame layout is AMQP 0-9-1's (section 4.2.3); tests/amqp/test_publisher.py checks the
-bytes against pamqp's encoder.
+The headers asyncq's messages carry are written here too: ``x-attempt`` (the attempt a
+message is for, when not the first) and ``x-eta-ms`` (when a delayed job is due).
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
+import math
 from collections.abc import Sequence
-from functools import lru_cache, partial
-from typing import NamedTuple
+from typing import Any, cast
 
 import aiormq
-from aiormq.abc import ChannelFrame
+import anyio
+from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
-from pamqp import encode
-from pamqp import frame as pamqp_frame
 from pamqp.common import FieldTable
 
-__all__ = ["Outgoing", "encode_message", "publish"]
+from asyncq.errors import BrokerError
 
-_FRAME = struct.Struct(">BHI")  # type, channel, payload size
-_HEADER_HEAD = struct.Struct(">HHQH")  # class id, weight, body size, property flags
-_END = b"\xce"
-_HEADER_FRAME, _BODY_FRAME = 2, 3
-_PERSISTENT = b"\x02"
+from . import fastpath
+from .connection import Link
+from .errors import QueueFull
+from .fastpath import Outgoing
+from .topology import Topology
 
-# Property flags of Basic (AMQP 0-9-1, 4.2.6.1): one bit per property present.
-_CONTENT_TYPE, _HEADERS, _DELIVERY_MODE, _MESSAGE_ID = 1 << 15, 1 << 13, 1 << 12, 1 << 7
-_CONTENT_TYPE_VALUE = encode.short_string("application/json")
+__all__ = ["Publisher", "headers"]
 
 
-class Outgoing(NamedTuple):
-    """One message to publish: where to, its body, its job id and its headers."""
-
-    exchange: str
-    routing_key: str
-    body: bytes
-    message_id: str
-    headers: FieldTable | None = None
-
-
-@lru_cache(maxsize=4096)
-def _method_frame(channel: int, exchange: str, routing_key: str) -> bytes:
-    # The same for every message to one destination, so it is encoded once.
-    # Mandatory: a message no queue takes (its queue was deleted) comes back as a return
-    # instead of vanishing, and its publish fails.
-    method = spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
-    return pamqp_frame.marshal(method, channel)
+def headers(
+    *, attempt: int = 1, eta: float | None = None, extra: FieldTable | None = None
+) -> FieldTable | None:
+    """The headers of a job's message for ``attempt``, due at ``eta``."""
+    table: FieldTable = dict(extra) if extra else {}
+    if attempt != 1:
+        table["x-attempt"] = attempt
+    if eta is not None:
+        # Whole milliseconds: AMQP tables may carry floats as single precision, far too
+        # coarse for an epoch time.
+        table["x-eta-ms"] = math.ceil(eta * 1000)
+    return table or None
 
 
-def encode_message(channel: int, message: Outgoing, max_body_frame: int) -> bytes:
-    """The method, header and body frames of one persistent publish."""
-    body = message.body
-    flags = _CONTENT_TYPE | _DELIVERY_MODE | _MESSAGE_ID
-    table = b""
-    if message.headers:
-        flags |= _HEADERS
-        table = encode.field_table(message.headers)
-    properties = (
-        _HEADER_HEAD.pack(spec.Basic.frame_id, 0, len(body), flags)
-        + _CONTENT_TYPE_VALUE
-        + table
-        + _PERSISTENT
-        + encode.short_string(message.message_id)
-    )
-    parts = [
-        _method_frame(channel, message.exchange, message.routing_key),
-        _FRAME.pack(_HEADER_FRAME, channel, len(properties)),
-        properties,
-        _END,
-    ]
-    for start in range(0, len(body), max_body_frame):
-        chunk = body[start : start + max_body_frame]
-        parts += (_FRAME.pack(_BODY_FRAME, channel, len(chunk)), chunk, _END)
-    return b"".join(parts)
+class Publisher:
+    """Publishes on the link's channel in confirm mode."""
 
+    def __init__(self, link: Link, topology: Topology) -> None:
+        self._link = link
+        self._topology = topology
 
-def _forget_return(returns: dict[str, int], message_id: str, tag: int, _: object) -> None:
-    if returns.get(message_id) == tag:
-        del returns[message_id]
+    async def publish(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
+        """Publish and wait for every confirm at once; per message, None or why it failed.
 
+        A failure of the channel itself (closed by the broker, a lost connection) raises
+        the driver's exception, for the caller's ``Link.errors`` to map."""
+        if not messages:
+            return []
+        link = self._link
+        with anyio.fail_after(link.settings.publish_timeout):
+            channel = cast(aiormq.Channel, await link.publisher.get_underlay_channel())
+            confirms = await fastpath.publish(channel, messages)
+            replies = await asyncio.gather(*confirms, return_exceptions=True)
+        for reply in replies:
+            # A nack (DeliveryError) refuses one message and is reported per message. Any
+            # other failure is the channel's and fails the whole publish, raised for the
+            # caller's mapping to turn into asyncq's own error; returned per message, it
+            # would escape the mapping.
+            if isinstance(reply, Exception) and not isinstance(
+                reply, aiormq.exceptions.DeliveryError
+            ):
+                if isinstance(reply, aiormq.exceptions.AMQPChannelError):
+                    await link.reopened(link.publisher)  # the connection is fine
+                raise reply
+        return [self._refusal(r) for r in replies]
 
-async def publish(
-    channel: aiormq.Channel, messages: Sequence[Outgoing]
-) -> list[asyncio.Future[object]]:
-    """Write ``messages`` to ``channel`` (in confirm mode) in one go; return one future per
-    message that resolves with the broker's Ack (or, for a message no queue took, the
-    returned message) or fails with its Nack."""
-    if not channel.publisher_confirms:
-        raise RuntimeError("publish() needs a channel in confirm mode")
-    number, limit = channel.number, channel.max_content_size
-    encoded = [encode_message(number, m, limit) for m in messages]
-    futures: list[asyncio.Future[object]] = []
-    async with channel.lock:  # delivery tags must follow the order of the writes
-        if channel.is_closed:
-            raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
-        tag = channel.delivery_tag
-        returns = channel.message_id_delivery_tag
-        for message in messages:
-            tag += 1
-            returns[message.message_id] = tag  # how aiormq matches a return to its publish
-            # The channel's own future, as aiormq's basic_publish makes it: the channel fails
-            # it when it closes (an error the broker closed it with, a lost connection). A
-            # plain loop future would be left pending until the caller's timeout.
-            future: asyncio.Future[object] = channel.create_future()
-            channel.confirmations[tag] = future
-            future.add_done_callback(partial(_forget_return, returns, message.message_id, tag))
-            futures.append(future)
-        channel.delivery_tag = tag
-        await channel.write_queue.put(ChannelFrame(payload=b"".join(encoded), should_close=False))
-    return futures
+    def _refusal(self, reply: Any) -> BaseException | None:
+        if reply is None or isinstance(reply, spec.Basic.Ack):
+            return None
+        if isinstance(reply, DeliveredMessage):  # returned: no queue took it
+            key = reply.routing_key or ""
+            # Someone deleted the queue under the running App: declare it on the next use.
+            self._topology.forget_name(key)
+            return BrokerError(
+                f"RabbitMQ had no queue for the job (routing key {key!r}; deleted while the "
+                "App ran?); it is declared again on the next enqueue"
+            )
+        if isinstance(reply, aiormq.exceptions.DeliveryError):
+            limit = self._link.settings.max_length
+            bound = f" (max_length={limit})" if limit else ""
+            return QueueFull(f"RabbitMQ refused the job: its queue is full{bound}")
+        if isinstance(reply, BaseException):
+            return reply
+        return BrokerError(f"RabbitMQ did not confirm a publish: {reply!r}")

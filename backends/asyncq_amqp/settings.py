@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from asyncq.backend import parse_url_options, positive_float, positive_int, redact_url
+from asyncq.backend import parse_url_options, positive_float, positive_int
 from asyncq.errors import ConfigurationError
 
-__all__ = ["AmqpSettings"]
+__all__ = ["RECORDS_HINT", "AmqpSettings"]
 
 
 def _name(raw: str) -> str:
@@ -79,12 +79,12 @@ _OPTIONS = {
     "retry_delay": _bounded_float(0.0, 3600.0),
 }
 
-_NEEDS_RECORDS = (
-    "the amqp:// backend keeps job records (results, status, idempotency keys, "
-    "cancellation, worker heartbeats) in Redis, because AMQP has no key-value store: add "
+RECORDS_HINT = (
+    "RabbitMQ keeps no job records, so the amqp:// backend keeps them in Redis: add "
     "records=redis://HOST:6379/DB to the broker URL, e.g. "
     "'amqp://guest:guest@127.0.0.1:5672/%2F?records=redis://127.0.0.1:6379/0'"
 )
+"""What to do when a feature needs the record store and the URL names none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +95,9 @@ class AmqpSettings:
     """
 
     connection_url: str
-    records: str
-    """Where job records live: a Redis URL (required; see the package docstring)."""
+    records: str | None = None
+    """Where job records live: a Redis URL. None: RabbitMQ alone, without what needs
+    records (see the package docstring)."""
     prefix: str = "asyncq"
     """Every queue and exchange name starts with it (and every Redis key with
     ``<prefix>:amqp``), so several apps can share one vhost."""
@@ -138,6 +139,4 @@ class AmqpSettings:
         if parts.scheme not in ("amqp", "amqps"):
             raise ConfigurationError(f"not an AMQP URL: {parts.scheme}://")
         options = parse_url_options(url, _OPTIONS)
-        if "records" not in options:
-            raise ConfigurationError(f"{_NEEDS_RECORDS} (got {redact_url(url)!r})")
         return cls(connection_url=urlunsplit(parts._replace(query="")), **options)

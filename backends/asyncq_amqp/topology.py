@@ -19,14 +19,30 @@ A delay is served as a series of waits, the longest that does not overshoot firs
 ``q.delayed``, where a worker's upkeep loop picks the next wait; the last wait ends in the
 work queue itself. A delay shorter than the shortest wait is rounded up to it, so a job
 never runs early and at most 16 ms late, plus a millisecond or so per wait.
+
+With a record store, the wait queues are shared by all queues of a prefix, and the records
+count each queue's delayed jobs. Without one, each queue has wait queues of its own,
+``<prefix>.q.wait.<ms>``, all declared with the queue, so that RabbitMQ's message counts
+say how many of that queue's jobs wait.
+
+:class:`Topology` declares all this, once per process, and routes a job to where it goes
+next.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["BUCKETS_MS", "Names", "next_wait", "queue_arguments"]
+import aio_pika
+import aiormq
+import anyio
+
+from .connection import Link
+
+__all__ = ["BUCKETS_MS", "Names", "Topology", "next_wait", "queue_arguments"]
 
 BUCKETS_MS = tuple(2**k for k in range(4, 27))
 """The wait queues' TTLs in milliseconds: 16 ms ... 67,108,864 ms (18.6 h)."""
@@ -49,10 +65,11 @@ def next_wait(remaining: float) -> tuple[int, bool]:
 class Names:
     """The names of one prefix's queues and exchanges."""
 
-    __slots__ = ("prefix",)
+    __slots__ = ("per_queue_waits", "prefix")
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, per_queue_waits: bool = False) -> None:
         self.prefix = prefix
+        self.per_queue_waits = per_queue_waits
 
     def work(self, queue: str) -> str:
         return f"{self.prefix}.{queue}"
@@ -63,8 +80,15 @@ class Names:
     def delayed(self, queue: str) -> str:
         return f"{self.prefix}.{queue}.delayed"
 
-    def wait(self, ms: int) -> str:
+    def wait(self, ms: int, queue: str) -> str:
+        """The wait queue (and its exchange) of ``ms`` for a job of ``queue``."""
+        if self.per_queue_waits:
+            return f"{self.prefix}.{queue}.wait.{ms}"
         return f"{self.prefix}.wait.{ms}"
+
+    def waits(self, queue: str) -> list[str]:
+        """``queue``'s own wait queues (none where the waits are shared)."""
+        return [self.wait(ms, queue) for ms in BUCKETS_MS] if self.per_queue_waits else []
 
 
 def queue_arguments(
@@ -84,3 +108,106 @@ def queue_arguments(
             args["x-dead-letter-strategy"] = "at-least-once"
             args["x-overflow"] = "reject-publish"
     return args
+
+
+class Topology:
+    """Declares each queue's RabbitMQ queues and the waits (once per process), and routes
+    a job to its next stop."""
+
+    def __init__(self, link: Link, names: Names) -> None:
+        self._link = link
+        self.names = names
+        self._settings = link.settings
+        self.declared: set[str] = set()
+        """asyncq queues whose RabbitMQ queues this process declared."""
+        self._owner: dict[str, str] = {}
+        """RabbitMQ queue name -> the asyncq queue it belongs to."""
+        self._waits: set[str] = set()
+        self._declaring = anyio.Lock()
+
+    def declared_name(self, name: str) -> bool:
+        """Whether this process declared the RabbitMQ queue ``name`` (so it exists)."""
+        return name in self._owner
+
+    def forget_queue(self, queue: str) -> None:
+        """``queue``'s RabbitMQ queues were deleted: declare them again on the next use."""
+        self.declared.discard(queue)
+        for name in self._names_of(queue):
+            self._owner.pop(name, None)
+            self._waits.discard(name)
+
+    def forget_name(self, name: str) -> None:
+        """A publish to ``name`` found no queue (deleted under the running App)."""
+        queue = self._owner.get(name)
+        if queue is not None:
+            self.forget_queue(queue)
+
+    def _names_of(self, queue: str) -> list[str]:
+        names = self.names
+        return [names.work(queue), names.dead(queue), names.delayed(queue), *names.waits(queue)]
+
+    async def declare(self, queues: Sequence[str]) -> None:
+        """Declare the queues' work, dead-letter and delayed queues (and, where each queue
+        has its own, its waits)."""
+        if all(q in self.declared for q in queues):
+            return
+        s, names = self._settings, self.names
+        async with self._declaring:
+            for q in queues:
+                if q in self.declared:
+                    continue
+                channel = self._link.publisher
+                work = queue_arguments(s.queue_type, max_length=s.max_length)
+                plain = queue_arguments(s.queue_type)
+                try:
+                    await channel.declare_queue(names.work(q), durable=True, arguments=work)
+                    await channel.declare_queue(names.dead(q), durable=True, arguments=plain)
+                    await channel.declare_queue(names.delayed(q), durable=True, arguments=plain)
+                    for ms in BUCKETS_MS if names.per_queue_waits else ():
+                        await self._declare_wait_queue(names.wait(ms, q), ms)
+                except aiormq.exceptions.ChannelPreconditionFailed:
+                    await self._link.reopened(channel)
+                    raise
+                self.declared.add(q)
+                for name in self._names_of(q):
+                    self._owner[name] = q
+
+    async def declare_wait(self, ms: int, queue: str) -> str:
+        """The wait of ``ms`` for jobs of ``queue``, declared; its name."""
+        name = self.names.wait(ms, queue)
+        if name in self._waits:
+            return name
+        async with self._declaring:
+            if name not in self._waits:
+                try:
+                    await self._declare_wait_queue(name, ms)
+                except aiormq.exceptions.ChannelPreconditionFailed:
+                    await self._link.reopened(self._link.publisher)
+                    raise
+        return name
+
+    async def _declare_wait_queue(self, name: str, ms: int) -> None:
+        channel = self._link.publisher
+        args = queue_arguments(self._settings.queue_type, ttl_ms=ms)
+        exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
+        queue = await channel.declare_queue(name, durable=True, arguments=args)
+        await queue.bind(exchange)
+        self._waits.add(name)
+
+    async def route(self, queue: str, eta: float | None) -> tuple[str, str]:
+        """(exchange, routing key) for a job of ``queue`` due at ``eta``: its work queue
+        if due, else the first wait of its delay."""
+        work = self.names.work(queue)
+        if eta is None:
+            return "", work
+        remaining = eta - time.time()
+        if remaining <= 0:
+            return "", work
+        ms, last = next_wait(remaining)
+        wait = await self.declare_wait(ms, queue)
+        # A bounded work queue refuses what does not fit, and a message dead-lettered into
+        # it would then be dropped, not refused: with max_length the last wait ends in
+        # q.delayed too, whose mover publishes with a confirm and can wait and try again.
+        if last and self._settings.max_length is None:
+            return wait, work
+        return wait, self.names.delayed(queue)

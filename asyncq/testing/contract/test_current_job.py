@@ -1,0 +1,63 @@
+"""``current_job()``: inside a handler, the job's id, task, queue, attempt, redelivered flag,
+enqueue time and headers; outside one, a RuntimeError."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+import asyncq
+from asyncq import JobContext, current_job
+
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+
+
+async def test_current_job_describes_the_running_job(app: asyncq.App) -> None:
+    seen: list[JobContext] = []
+
+    @app.task(queue="reports")
+    async def report() -> None:
+        seen.append(current_job())
+
+    async with app, app.worker(concurrency=1, queues=["reports", "other"]):
+        before = time.time()
+        job = await report.options(headers={"x-tenant": "acme"}).enqueue()
+        after = time.time()
+        other = await report.options(queue="other").enqueue()
+        await job.result(timeout=5)
+        await other.result(timeout=5)
+    by_id = {ctx.id: ctx for ctx in seen}
+    assert set(by_id) == {job.id, other.id}
+    first, second = by_id[job.id], by_id[other.id]
+    assert first.id == job.id
+    assert first.task == report.name
+    assert first.queue == "reports"
+    assert first.attempt == 1
+    assert first.redelivered is False
+    assert before <= first.enqueued_at <= after
+    assert first.headers["x-tenant"] == "acme"
+    assert second.id == other.id
+    assert second.queue == "other"
+    assert "x-tenant" not in second.headers
+
+
+async def test_current_job_is_per_job_among_concurrent_jobs(app: asyncq.App) -> None:
+    seen: dict[int, str] = {}
+
+    @app.task
+    async def which(n: int) -> None:
+        await anyio.sleep(0.01)  # let the other jobs interleave
+        seen[n] = current_job().id
+
+    async with app, app.worker(concurrency=10):
+        jobs = await which.enqueue_many([(n,) for n in range(10)])
+        for job in jobs:
+            await job.result(timeout=5)
+    assert seen == {n: job.id for n, job in enumerate(jobs)}
+
+
+def test_current_job_outside_a_handler_is_a_runtime_error() -> None:
+    with pytest.raises(RuntimeError, match="outside"):
+        current_job()

@@ -1,0 +1,149 @@
+"""The dead-letter queue: list, replay (a fresh retry budget) and purge, by task and by id."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import asyncq
+from asyncq import JobStatus, current_job
+from asyncq.testing import Broker
+
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+
+
+async def test_list_replay_and_purge_dead_letters(app: asyncq.App) -> None:
+    healthy = False
+    attempts: dict[int, list[int]] = {}
+
+    @app.task(retries=1)
+    async def pay(n: int) -> int:
+        attempts.setdefault(n, []).append(current_job().attempt)
+        if not healthy:
+            raise ConnectionError("payment provider is down")
+        return n
+
+    @app.task
+    async def mail(n: int) -> None:
+        raise asyncq.Reject("bad address")
+
+    async with app, app.worker(concurrency=1):
+        pays = [await pay.enqueue(n) for n in (1, 2, 3)]
+        mails = [await mail.enqueue(n) for n in (1, 2)]
+        for job in pays + mails:
+            with pytest.raises(asyncq.JobFailed):
+                await job.result(timeout=5)
+
+        every = await app.dead_letters()
+        assert {d.id for d in every} == {j.id for j in pays + mails}
+        assert {d.id for d in await app.dead_letters(task=pay.name)} == {j.id for j in pays}
+        assert {d.id for d in await app.dead_letters(task=mail.name)} == {j.id for j in mails}
+        assert len(await app.dead_letters(limit=2)) == 2
+        assert (await app.queue_stats([app.default_queue]))[app.default_queue].dead == 5
+
+        # Replay one job by id: it runs again from attempt 1 and leaves the DLQ.
+        healthy = True
+        assert await app.replay_dead(ids=[pays[0].id]) == 1
+        assert await pays[0].result(timeout=5) == 1
+        assert attempts[1] == [1, 2, 1]
+        remaining = {d.id for d in await app.dead_letters()}
+        assert remaining == {j.id for j in pays[1:] + mails}
+
+        # Replay by task: only that task's dead letters.
+        assert await app.replay_dead(task=pay.name) == 2
+        assert [await j.result(timeout=5) for j in pays[1:]] == [2, 3]
+        assert attempts[2][-1] == attempts[3][-1] == 1
+        assert {d.id for d in await app.dead_letters()} == {j.id for j in mails}
+
+        # Purge by id, then everything.
+        assert await app.purge_dead(ids=[mails[0].id]) == 1
+        assert [d.id for d in await app.dead_letters()] == [mails[1].id]
+        assert await app.purge_dead(task=pay.name) == 0
+        assert await app.purge_dead() == 1
+        assert await app.dead_letters() == []
+        assert (await app.queue_stats([app.default_queue]))[app.default_queue].dead == 0
+        assert await app.replay_dead() == 0
+
+
+async def test_purge_by_task_leaves_other_tasks_alone(app: asyncq.App) -> None:
+    @app.task
+    async def first() -> None:
+        raise asyncq.Reject("first")
+
+    @app.task
+    async def second() -> None:
+        raise asyncq.Reject("second")
+
+    async with app, app.worker(concurrency=1):
+        jobs = [await first.enqueue(), await second.enqueue(), await first.enqueue()]
+        for job in jobs:
+            with pytest.raises(asyncq.JobFailed):
+                await job.result(timeout=5)
+        assert await app.purge_dead(task=first.name) == 2
+        (left,) = await app.dead_letters()
+        assert left.id == jobs[1].id
+        assert left.task == second.name
+        assert await app.purge_dead(task=second.name, ids=[jobs[0].id]) == 0
+        assert await app.purge_dead(task=second.name, ids=[jobs[1].id]) == 1
+        assert await app.dead_letters() == []
+
+
+async def test_replayed_job_that_fails_again_is_dead_again(app: asyncq.App) -> None:
+    @app.task
+    async def refuse() -> None:
+        raise asyncq.Reject("still no")
+
+    async with app, app.worker(concurrency=1):
+        job = await refuse.enqueue()
+        with pytest.raises(asyncq.JobFailed):
+            await job.result(timeout=5)
+        assert await app.replay_dead() == 1
+        with pytest.raises(asyncq.JobFailed, match="still no"):
+            await job.result(timeout=5)
+        assert await job.status() is JobStatus.DEAD
+        assert [d.id for d in await app.dead_letters()] == [job.id]
+
+
+async def test_replay_leaves_a_dead_letter_whose_key_a_live_job_holds(app: asyncq.App) -> None:
+    @app.task(retries=0)
+    async def refund(order: str) -> str:
+        raise asyncq.Reject("card expired")
+
+    async with app:
+        first = await refund.options(key="refund-7").enqueue("7")
+        async with app.worker(concurrency=1):
+            with pytest.raises(asyncq.JobFailed):
+                await first.result(timeout=5)
+        # The key is free once the job is dead; a new job takes it and waits, unworked.
+        second = await refund.options(key="refund-7").enqueue("7")
+        assert second.id != first.id
+
+        assert await app.replay_dead() == 0
+        assert [d.id for d in await app.dead_letters()] == [first.id]
+        assert await first.status() is JobStatus.DEAD
+        assert await second.status() is JobStatus.QUEUED
+
+
+async def test_replayed_job_has_a_fresh_record(broker: Broker) -> None:
+    app = broker.app(result_ttl=0.5)
+    ready = anyio.Event()
+
+    @app.task(retries=0)
+    async def export(n: int) -> int:
+        if not ready.is_set():
+            raise RuntimeError("not yet")
+        return n
+
+    async with app:
+        job = await export.enqueue(5)
+        async with app.worker(concurrency=1):
+            with pytest.raises(asyncq.JobFailed):
+                await job.result(timeout=5)
+        assert await app.replay_dead() == 1
+        # The dead job's record would have expired by now; the replayed job's must not.
+        await anyio.sleep(0.8)
+        info = await job.info()
+        assert (info.status, info.attempt, info.error) == (JobStatus.QUEUED, 1, None)
+        ready.set()
+        async with app.worker(concurrency=1):
+            assert await job.result(timeout=5) == 5

@@ -1,0 +1,92 @@
+"""Delays: ``delay=`` and ``at=`` are honoured to within 10% or 100 ms, whichever is larger,
+and a delayed job never runs before its time."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import asyncq
+from asyncq import JobStatus
+
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+
+
+def tolerance(delay: float) -> float:
+    return max(0.1 * delay, 0.1)
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6])
+async def test_delay_is_honoured(app: asyncq.App, delay: float) -> None:
+    ran_at: list[float] = []
+
+    @app.task
+    async def later() -> None:
+        ran_at.append(time.time())
+
+    async with app, app.worker(concurrency=1):
+        enqueued_at = time.time()
+        job = await later.options(delay=delay).enqueue()
+        assert await job.status() is JobStatus.SCHEDULED
+        await job.result(timeout=delay + 5)
+    waited = ran_at[0] - enqueued_at
+    assert delay <= waited <= delay + tolerance(delay)
+
+
+async def test_at_is_honoured(app: asyncq.App) -> None:
+    delay = 0.4
+    ran_at: list[float] = []
+
+    @app.task
+    async def later() -> None:
+        ran_at.append(time.time())
+
+    async with app, app.worker(concurrency=1):
+        at = datetime.now(UTC) + timedelta(seconds=delay)
+        job = await later.options(at=at).enqueue()
+        assert await job.status() is JobStatus.SCHEDULED
+        await job.result(timeout=delay + 5)
+    late = ran_at[0] - at.timestamp()
+    assert 0 <= late <= tolerance(delay)
+
+
+async def test_at_in_the_past_runs_at_once(app: asyncq.App) -> None:
+    @app.task
+    async def now() -> str:
+        return "ran"
+
+    async with app, app.worker(concurrency=1):
+        job = await now.options(at=datetime.now(UTC) - timedelta(hours=1)).enqueue()
+        assert await job.result(timeout=5) == "ran"
+
+
+async def test_delayed_job_waits_behind_a_ready_one(app: asyncq.App) -> None:
+    order: list[str] = []
+
+    @app.task
+    async def record(name: str) -> None:
+        order.append(name)
+
+    async with app, app.worker(concurrency=1):
+        late = await record.options(delay=0.3).enqueue("late")
+        soon = await record.enqueue("soon")
+        await soon.result(timeout=5)
+        await late.result(timeout=5)
+    assert order == ["soon", "late"]
+
+
+def test_at_needs_a_timezone_aware_datetime() -> None:
+    app = asyncq.App("memory://")
+
+    @app.task
+    async def later() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="timezone"):
+        later.options(at=datetime.now())
+    with pytest.raises(ValueError):
+        later.options(delay=1, at=datetime.now(UTC))
+    with pytest.raises(ValueError):
+        later.options(delay=-1)

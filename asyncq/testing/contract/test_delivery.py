@@ -1,0 +1,142 @@
+"""At-least-once delivery, acknowledged late: a job is acknowledged only once its handler has
+finished, so a job whose worker stops or vanishes mid-run is delivered again; a worker that
+is alive renews its lease, so a long job is never taken from it and run twice."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+import asyncq
+from asyncq import JobStatus, current_job
+from asyncq.backend import Outcome, Settlement
+from asyncq.testing import Broker
+
+pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+
+
+async def test_job_of_a_stopped_worker_runs_again_with_the_same_attempt(app: asyncq.App) -> None:
+    started = anyio.Event()
+    runs: list[tuple[int, bool]] = []
+
+    @app.task(retries=0)
+    async def work() -> str:
+        job = current_job()
+        runs.append((job.attempt, job.redelivered))
+        if len(runs) == 1:
+            started.set()
+            await anyio.sleep_forever()
+        return "done"
+
+    async with app:
+        job = await work.enqueue()
+        first = asyncq.Worker(app, concurrency=1, shutdown_timeout=0)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                await tg.start(first.run)
+                await started.wait()
+                first.stop()
+        # Not acknowledged: back in the queue, and the interrupted run spent no attempt
+        # (with retries=0 a spent attempt would have made it dead).
+        info = await job.info()
+        assert info.status is JobStatus.QUEUED
+        assert info.attempt == 1
+        async with app.worker(concurrency=1):
+            assert await job.result(timeout=5) == "done"
+    # A shutdown is not a lost worker: the second delivery is not flagged redelivered.
+    assert runs == [(1, False), (1, False)]
+
+
+async def test_job_of_a_lost_consumer_is_redelivered(broker: Broker) -> None:
+    visibility_timeout = 0.3
+    app = broker.app(visibility_timeout=visibility_timeout)
+    runs: list[tuple[int, bool]] = []
+
+    @app.task
+    async def work() -> str:
+        job = current_job()
+        runs.append((job.attempt, job.redelivered))
+        return "done"
+
+    async with app:
+        job = await work.enqueue()
+        # A consumer with its own connection takes the job, then its process dies: it
+        # never settles or renews the delivery, and its connection goes away.
+        consumer = broker.app(visibility_timeout=visibility_timeout)
+        async with consumer:
+            lost = await consumer.backend.fetch([app.default_queue], 1, timeout=5)
+            assert [d.id for d in lost] == [job.id]
+            assert await job.status() is JobStatus.RUNNING
+        lost_at = time.monotonic()
+        async with app.worker(concurrency=1):
+            assert await job.result(timeout=5) == "done"
+        waited = time.monotonic() - lost_at
+    assert runs == [(1, True)]
+    # Delivered again once the lease ran out (at once where the broker saw the loss).
+    assert waited <= visibility_timeout + 1.0
+
+
+async def test_long_job_on_a_healthy_worker_is_not_run_twice(broker: Broker) -> None:
+    visibility_timeout = 0.3
+    app = broker.app(visibility_timeout=visibility_timeout)
+    runs: list[tuple[int, bool]] = []
+
+    @app.task
+    async def long_job() -> str:
+        job = current_job()
+        runs.append((job.attempt, job.redelivered))
+        await anyio.sleep(visibility_timeout * 4)  # the work outlasts several leases
+        return "done"
+
+    async with app:
+        job = await long_job.enqueue()
+        # Two idle workers compete: had the lease lapsed, one of them would take the job.
+        async with app.worker(concurrency=2), app.worker(concurrency=2):
+            assert await job.result(timeout=10) == "done"
+    assert runs == [(1, False)]
+
+
+@pytest.mark.needs_leases
+async def test_late_settlement_from_a_lost_consumer_does_not_undo_the_outcome(
+    broker: Broker,
+) -> None:
+    app = broker.app(visibility_timeout=0.2)
+    runs: list[bool] = []
+
+    @app.task(retries=3)
+    async def work() -> str:
+        runs.append(current_job().redelivered)
+        return "done"
+
+    async with app:
+        job = await work.enqueue()
+        # A consumer takes the job and stalls (a long GC pause, a network partition)
+        # past its lease, so the job goes to another worker.
+        (lost,) = await app.backend.fetch([app.default_queue], 1, timeout=5)
+        async with app.worker(concurrency=1):
+            assert await job.result(timeout=5) == "done"
+            # Then the stalled consumer wakes up and settles the delivery it held: the job
+            # has finished since, so this must change nothing.
+            await app.backend.settle(
+                [
+                    Settlement(
+                        lost,
+                        Outcome.RETRY,
+                        retry_body=lost.body,
+                        eta=time.time(),
+                        error=asyncq.ErrorInfo("ValueError", "stale"),
+                        task=work.name,
+                    ),
+                    Settlement(lost, Outcome.DEAD, error=asyncq.ErrorInfo("ValueError", "stale")),
+                ]
+            )
+            # A job after it on the same queue: once it is done, a wrongly requeued
+            # first job would have run too.
+            assert await (await work.enqueue()).result(timeout=5) == "done"
+        info = await job.info()
+        assert info.status is JobStatus.SUCCEEDED
+        assert await job.result(timeout=1) == "done"
+        assert await app.dead_letters() == []
+    assert runs == [True, False]

@@ -1,0 +1,59 @@
+"""``@app.lifespan``: entered once per worker before it runs jobs, left after the last one;
+what it puts on ``app.state`` the handlers see."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+import asyncq
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.needs_store
+async def test_lifespan_wraps_job_processing_once_per_worker(app: asyncq.App) -> None:
+    events: list[str] = []
+
+    @app.lifespan
+    async def lifespan(app: asyncq.App) -> AsyncIterator[None]:
+        events.append("enter")
+        app.state.greeting = "hello"
+        yield
+        events.append("exit")
+
+    @app.task
+    async def greet(name: str) -> str:
+        events.append(f"job {name}")
+        greeting: str = app.state.greeting
+        return f"{greeting}, {name}"
+
+    async with app:
+        async with app.worker(concurrency=1):
+            assert await (await greet.enqueue("ada")).result(timeout=5) == "hello, ada"
+            assert await (await greet.enqueue("bob")).result(timeout=5) == "hello, bob"
+            assert events == ["enter", "job ada", "job bob"]
+        assert events == ["enter", "job ada", "job bob", "exit"]
+
+
+async def test_each_worker_enters_the_lifespan(app: asyncq.App) -> None:
+    entered, exited = 0, 0
+    both_in = anyio.Event()
+
+    @app.lifespan
+    async def lifespan(app: asyncq.App) -> AsyncIterator[None]:
+        nonlocal entered, exited
+        entered += 1
+        if entered == 2:
+            both_in.set()
+        yield
+        exited += 1
+
+    async with app:
+        async with app.worker(concurrency=1), app.worker(concurrency=1):
+            with anyio.fail_after(5):
+                await both_in.wait()
+            assert (entered, exited) == (2, 0)
+        assert (entered, exited) == (2, 2)

@@ -1,0 +1,153 @@
+"""Metrics: what a worker records through an OpenTelemetry MeterProvider, on every backend:
+jobs by outcome, durations, queue wait, in-flight jobs, and its queues' depths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import asyncq
+from asyncq.records import QueueStats
+
+pytestmark = pytest.mark.anyio
+
+
+class Meters:
+    """An SDK MeterProvider of one test's own, and a reader that collects on demand."""
+
+    def __init__(self) -> None:
+        self.reader = InMemoryMetricReader()
+        self.provider = MeterProvider(metric_readers=[self.reader])
+
+
+@pytest.fixture
+def meters() -> Iterator[Meters]:
+    meters = Meters()
+    yield meters
+    meters.provider.shutdown()
+
+
+def points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any], Any]]]:
+    """Every data point collected now, by metric name: (attributes, point)."""
+    found: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    found.setdefault(metric.name, []).append((dict(point.attributes or {}), point))
+    return found
+
+
+def value(found: dict[str, list[tuple[dict[str, Any], Any]]], name: str, **labels: str) -> Any:
+    matching = [p for a, p in found.get(name, []) if labels.items() <= a.items()]
+    assert len(matching) == 1, (name, labels, found.get(name))
+    return matching[0]
+
+
+class Polls:
+    """Wakes a test each time the worker has read its queues' depths."""
+
+    def __init__(self, app: asyncq.App, monkeypatch: pytest.MonkeyPatch) -> None:
+        backend = app.backend
+        read = backend.queue_stats
+        self._done = anyio.Event()
+
+        async def queue_stats(queues: Sequence[str] | None = None) -> list[QueueStats]:
+            found = await read(queues)
+            self._done.set()
+            return found
+
+        monkeypatch.setattr(backend, "queue_stats", queue_stats)
+
+    async def next(self, *, timeout: float = 10.0) -> None:
+        """Wait until a poll that starts after this call has finished."""
+        with anyio.fail_after(timeout):
+            self._done = anyio.Event()
+            await self._done.wait()  # one that was under way may predate what we want seen
+            self._done = anyio.Event()
+            await self._done.wait()
+
+
+@pytest.mark.needs_store
+async def test_outcomes_durations_waits_and_depths_are_recorded(
+    app: asyncq.App, meters: Meters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    polls = Polls(app, monkeypatch)
+
+    @app.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="broken", retries=1, backoff=asyncq.Backoff(base=0.01, jitter=False))
+    async def broken() -> None:
+        raise ValueError("no")
+
+    holding = anyio.Event()
+    release = anyio.Event()
+
+    @app.task(name="hold")
+    async def hold() -> None:
+        holding.set()
+        await release.wait()
+
+    async with app:
+        await add.options(delay=60).enqueue(1, 2)  # scheduled for the whole test
+        async with app.worker(concurrency=4, meter_provider=meters.provider, metrics_interval=0.02):
+            assert await (await add.enqueue(2, 3)).result(timeout=10) == 5
+            failing = await broken.enqueue()
+            with pytest.raises(asyncq.JobFailed):
+                await failing.result(timeout=10)
+            await hold.enqueue()
+            with anyio.fail_after(10):
+                await holding.wait()
+            await polls.next()
+            found = points(meters.reader)
+            release.set()
+
+    assert value(found, "asyncq.jobs", task="add", outcome="succeeded").value == 1
+    assert value(found, "asyncq.jobs", task="broken", outcome="retried").value == 1
+    assert value(found, "asyncq.jobs", task="broken", outcome="dead").value == 1
+    took = value(found, "asyncq.job.duration", task="add", outcome="succeeded")
+    assert took.count == 1 and 0 <= took.sum < 10
+    waited = value(found, "asyncq.job.queue_wait", queue="default", task="broken")
+    assert waited.count == 2 and waited.sum >= 0
+    assert value(found, "asyncq.jobs.in_flight", queue="default").value == 1
+    assert value(found, "queue_depth_scheduled", queue="default").value == 1
+    assert value(found, "queue_depth_running", queue="default").value == 1
+    assert value(found, "queue_depth_pending", queue="default").value == 0
+    assert value(found, "queue_dlq_depth", queue="default").value == 1
+
+
+@pytest.mark.needs_store
+async def test_no_meter_provider_means_no_instruments(app: asyncq.App) -> None:
+    # The global provider is the API's proxy until an SDK sets one: the worker leaves it be.
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with app, app.worker(concurrency=1) as worker:
+        assert await (await add.enqueue(1, 1)).result(timeout=10) == 2
+        assert worker.metrics is None
+
+
+async def test_in_flight_reads_zero_for_every_served_queue_before_any_job(
+    app: asyncq.App, meters: Meters
+) -> None:
+    @app.task(queue="emails")
+    async def send() -> None:
+        pass
+
+    async with (
+        app,
+        app.worker(concurrency=2, queues=["default", "emails"], meter_provider=meters.provider),
+    ):
+        found = points(meters.reader)
+    assert value(found, "asyncq.jobs.in_flight", queue="default").value == 0
+    assert value(found, "asyncq.jobs.in_flight", queue="emails").value == 0

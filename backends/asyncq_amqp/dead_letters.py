@@ -1,0 +1,118 @@
+"""Dead letters: the message a dead job becomes, and reading and purging the dead-letter
+queue. The headers are written and read here only:
+
+``x-task``, ``x-error-type``, ``x-error-message``, ``x-error-traceback`` (why it died),
+``x-died-ms`` (when, epoch milliseconds), ``x-attempt`` (the attempt that died, when not
+the first) and ``x-cursor`` (its place in the queue, for paging: the time it died in
+nanoseconds, then its id).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage
+from pamqp.common import FieldTable
+
+from asyncq.errors import ErrorInfo
+from asyncq.records import DeadLetter
+from asyncq.settlement import Settlement
+
+from .browse import browse
+from .connection import Link
+from .fastpath import Outgoing
+from .publisher import headers
+from .topology import Names
+
+__all__ = ["DeadLetters"]
+
+
+class DeadLetters:
+    """The dead-letter queue of each queue, ``<prefix>.<queue>.dead``."""
+
+    def __init__(self, link: Link, names: Names) -> None:
+        self._link = link
+        self._names = names
+
+    def message(self, s: Settlement) -> Outgoing:
+        """The dead letter of a DEAD settlement."""
+        d, error = s.delivery, s.error or ErrorInfo("Unknown", "")
+        now = time.time()
+        extra: FieldTable = {
+            "x-task": s.task,
+            "x-error-type": error.type,
+            "x-error-message": error.message,
+            "x-error-traceback": error.traceback,
+            "x-died-ms": round(now * 1000),
+            "x-cursor": f"{time.time_ns():020d}-{d.id}",
+        }
+        table = headers(attempt=d.receipt.attempt, extra=extra)
+        return Outgoing("", self._names.dead(d.queue), d.body, d.id, table)
+
+    async def page(
+        self, queue: str, *, limit: int = 100, after: str | None = None
+    ) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        with self._link.errors("listing dead letters"):
+            async with browse(self._link, self._names.dead(queue)) as messages:
+                async for message in messages:
+                    letter = read(queue, message)
+                    if after is None or letter.cursor > after:
+                        found.append(letter)
+                        if len(found) >= limit:
+                            break
+        return found
+
+    async def purge(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        name = self._names.dead(queue)
+        with self._link.errors("purging dead letters"):
+            if ids is None:
+                async with self._link.channel() as channel:
+                    try:
+                        dead = await channel.declare_queue(name, passive=True)
+                    except aiormq.exceptions.ChannelNotFoundEntity:
+                        return 0
+                    ok = await dead.purge()
+                    return int(ok.message_count or 0)
+            wanted, count = set(ids), 0
+            async with browse(self._link, name) as messages:
+                async for message in messages:
+                    if message.message_id in wanted:
+                        wanted.discard(message.message_id)  # the oldest entry of each job only
+                        await message.ack()
+                        count += 1
+                        if not wanted:
+                            break
+            return count
+
+
+def read(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
+    """The dead letter a message of ``queue``'s dead-letter queue is."""
+    table = message.headers or {}
+
+    def text(name: str) -> str:
+        value = table.get(name)
+        return value.decode() if isinstance(value, bytes) else str(value or "")
+
+    died = table.get("x-died-ms")
+    return DeadLetter(
+        id=message.message_id or "",
+        queue=queue,
+        body=message.body,
+        error=ErrorInfo(
+            text("x-error-type") or "Unknown",
+            text("x-error-message"),
+            text("x-error-traceback"),
+        ),
+        died_at=died / 1000 if isinstance(died, int) else 0.0,
+        task=text("x-task"),
+        cursor=text("x-cursor"),
+    )
+
+
+def attempt(message: AbstractIncomingMessage) -> int:
+    """The attempt a message (a job's or a dead letter) is for."""
+    value = (message.headers or {}).get("x-attempt", 1)
+    return value if isinstance(value, int) else 1

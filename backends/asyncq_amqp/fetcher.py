@@ -1,0 +1,260 @@
+"""Fetching: the consume channel, its current :class:`~.consumer.Consumer`, and the
+admission of what it delivers.
+
+One channel per process consumes, with a ``basic.qos`` prefetch equal to the worker's
+slots, so RabbitMQ never hands a worker more unacknowledged jobs than it can hold.
+Deliveries wait in the consumer's buffer until a fetch takes them; a fetch admits what is
+buffered in one step and hands over as many as the worker has slots for.
+
+Admission runs with a record store: one Redis round trip marks the jobs running and drops
+copies of jobs that already ended (an ack lost with a connection) and stale copies of a
+retried attempt (records.py, START). Without a store every delivery runs, and
+``redelivered`` is RabbitMQ's own flag: set on any delivery that went out before, to a
+lost worker or handed back at a shutdown alike.
+
+After a lost connection aio-pika reopens the channel, and a new consumer takes the old
+one's queues (the old one's deliveries went back to their queues with its channel). After
+:meth:`Fetcher.stop` the next fetch starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Container, Sequence
+
+import anyio
+from aio_pika.abc import AbstractRobustChannel
+from aiormq.abc import DeliveredMessage
+
+from asyncq.delivery import Delivery
+from asyncq.errors import BrokerError
+from asyncq.settlement import Settlement
+
+from . import fastpath
+from .connection import Link
+from .consumer import Acks, Consumer, Receipt, ack
+from .consumer_timeout import timed_out
+from .records import Admission, RecordStore
+from .topology import Topology
+
+__all__ = ["Fetcher"]
+
+log = logging.getLogger("asyncq.amqp")
+
+Settle = Callable[[Sequence[Settlement]], Awaitable[None]]
+
+
+class Fetcher:
+    """The backend's ``fetch``, and what it has handed to the worker."""
+
+    def __init__(
+        self,
+        link: Link,
+        topology: Topology,
+        records: RecordStore | None,
+        cancelled: Container[str],
+        settle: Settle,
+    ) -> None:
+        self._link = link
+        self._topology = topology
+        self._records = records
+        self._cancelled = cancelled
+        self._settle = settle
+        self._channel: AbstractRobustChannel | None = None
+        self._consumer: Consumer | None = None
+        self._acks: Acks | None = None
+        self._prefetch = 0
+        self.running: Counter[str] = Counter()
+        """Per queue, deliveries handed to this process's worker and not yet settled."""
+
+    def buffered(self, *, admitted: bool) -> Counter[str]:
+        """Per queue, deliveries this process holds that no worker has taken: waiting for
+        admission, and (with ``admitted``) admitted."""
+        consumer = self._consumer
+        found: Counter[str] = Counter(q for q, _ in consumer.buffer) if consumer else Counter()
+        if consumer is not None and admitted:
+            found.update(d.queue for d in consumer.admitted)
+        return found
+
+    async def fetch(
+        self, queues: Sequence[str], limit: int, timeout: float | None
+    ) -> list[Delivery]:
+        with self._link.errors("starting to consume"):
+            await self._consume(queues, limit)
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        while True:
+            consumer = self._consumer
+            if consumer is None or consumer.stopped:
+                return []
+            if consumer.admitted:
+                return await self._hand_over(consumer, limit)
+            if not consumer.buffer:
+                if deadline is not None and anyio.current_time() >= deadline:
+                    return []
+                consumer.arrived.clear()
+                with anyio.move_on_after(
+                    None if deadline is None else deadline - anyio.current_time()
+                ):
+                    await consumer.arrived.wait()
+                # Deliveries that came in one read are handed over one task each: let the
+                # rest of the burst land, so one fetch takes them together.
+                seen = -1
+                while seen != len(consumer.buffer) < limit:
+                    seen = len(consumer.buffer)
+                    await asyncio.sleep(0)
+                continue
+            # Everything buffered is admitted together, one round trip however few slots
+            # are free now: the rest waits, admitted, for the next fetches. What arrives
+            # meanwhile joins. Admitted deliveries are this worker's: a cancellation must
+            # not drop them.
+            with anyio.CancelScope(shield=True):
+                while consumer.buffer and len(consumer.admitted) < limit:
+                    consumer.admitted.extend(await self._admit(consumer))
+            if consumer.admitted:
+                return await self._hand_over(consumer, limit)
+
+    async def _hand_over(self, consumer: Consumer, limit: int) -> list[Delivery]:
+        """Up to ``limit`` admitted deliveries; one cancelled since its admission is settled
+        cancelled here instead of being run."""
+        out: list[Delivery] = []
+        cancelled: list[Settlement] = []
+        while consumer.admitted and len(out) < limit:
+            delivery = consumer.admitted.popleft()
+            receipt: Receipt = delivery.receipt
+            if delivery.id in self._cancelled:
+                cancelled.append(Settlement.cancelled(delivery, task="", attempt=receipt.attempt))
+            else:
+                receipt.running = True
+                self.running[delivery.queue] += 1
+                out.append(delivery)
+        if cancelled:
+            with anyio.CancelScope(shield=True):
+                await self._settle(cancelled)
+        return out
+
+    def settled(self, settlements: Sequence[Settlement]) -> None:
+        for s in settlements:
+            receipt: Receipt = s.delivery.receipt
+            if receipt.running:
+                receipt.running = False
+                self.running[s.delivery.queue] -= 1
+
+    async def _admit(self, consumer: Consumer) -> list[Delivery]:
+        taken = consumer.take()
+        deliveries = consumer.deliveries(taken)
+        if self._records is None:
+            return deliveries
+        # Grouped by queue (START runs per queue); the verdicts come back in this order.
+        by_queue: dict[str, list[Delivery]] = {}
+        for d in deliveries:
+            by_queue.setdefault(d.queue, []).append(d)
+        batches = [
+            (q, [(d.id, d.receipt.attempt, d.redelivered) for d in ds])
+            for q, ds in by_queue.items()
+        ]
+        try:
+            verdicts = await self._records.start(batches)
+        except BrokerError:
+            # Not admitted: give them back so nothing sits unseen in this worker's buffer.
+            consumer.untake(taken)
+            raise
+        admitted, skipped = [], []
+        grouped = (d for ds in by_queue.values() for d in ds)
+        for verdict, d in zip(verdicts, grouped, strict=True):
+            if verdict == Admission.SKIP:
+                skipped.append(d.receipt)
+            else:
+                d.redelivered = verdict == Admission.RUN_REDELIVERED
+                admitted.append(d)
+        if skipped:
+            ack(skipped)
+        return admitted
+
+    async def _consume(self, queues: Sequence[str], limit: int) -> None:
+        if self._channel is None:
+            self._channel = await self._link.connection.channel(publisher_confirms=False)
+            self._channel.reopen_callbacks.add(self._on_reopen)
+            self._channel.close_callbacks.add(self._on_closed)
+        consumer = self._consumer
+        if consumer is None:
+            consumer = self._consumer = await self._new_consumer(self._channel)
+        if limit > self._prefetch:
+            # The first fetch asks for every slot: that is the window RabbitMQ may fill.
+            self._prefetch = limit
+            await self._channel.set_qos(prefetch_count=limit)
+        new = [q for q in queues if q not in consumer.queues]
+        if new:
+            await self._topology.declare(new)
+            if self._records is not None:
+                await self._records.register(new)
+            for q in new:
+                if q not in consumer.queues:  # a reconnect may have started it meanwhile
+                    await consumer.start(q)
+
+    async def _new_consumer(self, channel: AbstractRobustChannel) -> Consumer:
+        underlay = await channel.get_underlay_channel()
+        if self._acks is None or self._acks.channel is not underlay:
+            self._acks = Acks(underlay)
+            fastpath.deliver_without_tasks(underlay, self._route)
+        return Consumer(underlay, self._acks, self._topology.names, self._link.settings)
+
+    def _route(self, tag: str) -> Callable[[DeliveredMessage], None] | None:
+        consumer = self._consumer
+        if consumer is not None and tag in consumer.tags:
+            return consumer.delivered
+        # A stopped or replaced consumer's late delivery takes aiormq's path, to the
+        # consumer it was for.
+        return None
+
+    def _on_closed(self, _: object, exc: BaseException | None, /) -> None:
+        timed_out(exc, self._link.settings, self._link.version())
+
+    async def _on_reopen(self, channel: AbstractRobustChannel | None, /) -> None:
+        """The consume channel came back after a lost connection: what it had delivered
+        went back to the queues with it, so a new consumer starts over."""
+        old = self._consumer
+        if old is None or channel is None:
+            return
+        # The new consumer takes over before it starts, so a fetch meanwhile waits on it
+        # (and starts none of its own).
+        consumer = self._consumer = await self._new_consumer(channel)
+        old.stopped = True
+        old.arrived.set()
+        await self._release(old.admitted)
+        for q in old.queues:
+            if q not in consumer.queues:
+                await consumer.start(q)
+        log.info("consuming again from %s after a reconnect", ",".join(old.queues))
+
+    async def stop(self) -> None:
+        """Take no more deliveries and hand back what no worker has taken; the next fetch
+        starts a new consumer."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        with self._link.errors("stopping consumers"):
+            await consumer.cancel()
+        await self._release(consumer.hand_back())
+
+    async def close(self) -> None:
+        """The connection closes: what the consumer holds goes back with it."""
+        consumer, self._consumer = self._consumer, None
+        self._channel, self._acks, self._prefetch = None, None, 0
+        self.running.clear()
+        if consumer is not None:
+            consumer.stopped = True
+            consumer.arrived.set()
+            await self._release(consumer.admitted)
+
+    async def _release(self, admitted: Sequence[Delivery]) -> None:
+        """Admitted deliveries no worker took: their records go back to queued (their
+        messages are handed back, or go back when the channel closes)."""
+        if self._records is None or not admitted:
+            return
+        releases = [Settlement.release(d, attempt=d.receipt.attempt) for d in admitted]
+        try:
+            await self._records.settle(releases)
+        except BrokerError as exc:
+            log.warning("could not return %d unstarted job(s): %s", len(admitted), exc)

@@ -1,0 +1,183 @@
+"""Helpers of the AMQP-specific tests: URLs (with a record store and without), the prefixes
+a module's tests claimed, runs and settlements to wait on, lines of a child process,
+rabbitmqctl, and private RabbitMQ nodes."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlencode
+
+import anyio
+import pytest
+import services
+
+
+def amqp_url(prefix: str, **options: object) -> str:
+    """A broker URL on the local RabbitMQ, records in db 15 of the local Redis; every queue,
+    exchange and record key starts with ``prefix``."""
+    query = urlencode({"records": services.REDIS_URL, "prefix": prefix, **options})
+    return f"{services.AMQP_URL}?{query}"
+
+
+def rabbitmq_only_url(prefix: str, **options: object) -> str:
+    """A broker URL on the local RabbitMQ without a record store (no ``records``)."""
+    return f"{services.AMQP_URL}?{urlencode({'prefix': prefix, **options})}"
+
+
+class Prefixes:
+    """The prefixes one module's tests claimed. Each test's Redis keys go when it ends; the
+    queues and exchanges of all of them go once, when the module ends, because listing
+    them takes rabbitmqctl about a second a call."""
+
+    def __init__(self) -> None:
+        self.claimed: list[str] = []
+
+    @contextmanager
+    def claim(self, unique: str) -> Iterator[str]:
+        services.require_rabbitmq_and_redis()
+        self.claimed.append(unique)
+        try:
+            yield unique
+        finally:
+            services.delete_redis_keys(unique)
+
+    def delete_entities(self) -> None:
+        services.delete_amqp_prefixes(self.claimed)
+
+
+def _rabbitmqctl() -> tuple[str | None, str]:
+    """rabbitmqctl's path, or None and why it cannot be used (checked once per session)."""
+    path = shutil.which("rabbitmqctl")
+    if path is None:
+        return None, "rabbitmqctl is not installed (it comes with the rabbitmq-server package)"
+    # It talks to the node with the node's Erlang cookie, which only root (or the rabbitmq
+    # user) can read.
+    ping = subprocess.run(
+        [path, "-q", "ping"], capture_output=True, text=True, timeout=90, check=False
+    )
+    if ping.returncode != 0:
+        why = (ping.stderr or ping.stdout).strip()
+        return None, f"rabbitmqctl cannot reach the local node (run as root?): {why}"
+    return path, ""
+
+
+def require_rabbitmqctl() -> str:
+    """The path of a working ``rabbitmqctl``, for tests that inspect or stop the broker;
+    without one the test fails in CI (``CI=true``) and is skipped elsewhere."""
+    path, why = _rabbitmqctl()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return path
+
+
+async def rabbitmqctl(*args: str, timeout: float = 60.0) -> str:
+    """Run ``rabbitmqctl ARGS`` without blocking the event loop; its output, or fail."""
+    command = [require_rabbitmqctl(), "-q", *args]
+    with anyio.fail_after(timeout):
+        done = await anyio.run_process(command, check=False, stdin=subprocess.DEVNULL)
+    output = done.stdout.decode(errors="replace")
+    if done.returncode != 0:
+        error = done.stderr.decode(errors="replace")
+        raise AssertionError(f"rabbitmqctl {' '.join(args)} exited {done.returncode}: {error}")
+    return output
+
+
+async def queue_types(prefix: str) -> dict[str, str]:
+    """The type (classic, quorum) of each queue whose name starts with ``prefix.``."""
+    listed = await rabbitmqctl("list_queues", "--no-table-headers", "name", "type")
+    found: dict[str, str] = {}
+    for line in listed.splitlines():
+        name, _, kind = line.partition("\t")
+        if name.startswith(f"{prefix}."):
+            found[name] = kind.strip()
+    return found
+
+
+NODE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "rabbitmq_node.sh"
+_RABBITMQ_BIN = Path(os.environ.get("RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
+
+
+class PrivateNode:
+    """A RabbitMQ node of a test module's own (scripts/rabbitmq_node.sh), on loopback ports
+    no other node uses, configured with ``conf`` (rabbitmq.conf lines) and ``advanced`` (an
+    advanced.config term): for tests that need a broker configured or broken their way."""
+
+    def __init__(self, directory: Path, conf: str = "", advanced: str = "[].") -> None:
+        self.directory = directory
+        self.conf = conf
+        self.advanced = advanced
+        self.port = _free_port_pair()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.boot_seconds = 0.0
+
+    def start(self) -> None:
+        if not (_RABBITMQ_BIN / "rabbitmq-server").exists():
+            why = "rabbitmq-server is not installed (bash scripts/services.sh installs it)"
+            if os.environ.get("CI"):
+                pytest.fail(why)
+            pytest.skip(why)
+        began = time.monotonic()
+        args = [str(self.directory), str(self.port), self.conf, self.advanced]
+        done = subprocess.run(
+            ["bash", str(NODE_SCRIPT), "start", *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        self.boot_seconds = time.monotonic() - began
+        if done.returncode != 0:
+            self.stop()
+            pytest.fail(f"the private RabbitMQ node did not start: {done.stderr.strip()}")
+
+    async def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run ``rabbitmqctl ARGS`` against this node; its output, or fail."""
+        # The node's Erlang cookie is in its directory, which the script makes its HOME.
+        command = [str(_RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", self.name, *args]
+        env = {**os.environ, "HOME": str(self.directory)}
+        with anyio.fail_after(timeout):
+            done = await anyio.run_process(command, check=False, env=env)
+        if done.returncode != 0:
+            error = done.stderr.decode(errors="replace")
+            raise AssertionError(f"rabbitmqctl {' '.join(args)} exited {done.returncode}: {error}")
+        return done.stdout.decode(errors="replace")
+
+    @property
+    def name(self) -> str:
+        return f"asyncq-{self.port}@localhost"  # as scripts/rabbitmq_node.sh names it
+
+    def stop(self) -> None:
+        subprocess.run(
+            ["bash", str(NODE_SCRIPT), "stop", str(self.directory)],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+
+def _free_port_pair() -> int:
+    """A port P below 45536 with P and P + 20000 (the node's distribution port) both free."""
+    for _ in range(100):
+        port = random.randrange(20000, 30000)
+        if all(_free(p) for p in (port, port + 20000)):
+            return port
+    raise AssertionError("no free pair of loopback ports found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,28 @@
+"""Fixtures of the RabbitMQ-specific tests: the prefixes of one module's tests, each test's
+own prefix for queue names and record keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .amqp_support import Prefixes
+
+
+@pytest.fixture(scope="module")
+def prefixes() -> Iterator[Prefixes]:
+    """The prefixes of one module's RabbitMQ tests; their queues and exchanges are deleted
+    when the module is done."""
+    prefixes = Prefixes()
+    try:
+        yield prefixes
+    finally:
+        prefixes.delete_entities()
+
+
+@pytest.fixture
+def prefix(prefixes: Prefixes, unique: str) -> Iterator[str]:
+    """This test's prefix for queue names and record keys; its Redis keys go when it ends."""
+    with prefixes.claim(unique) as prefix:
+        yield prefix

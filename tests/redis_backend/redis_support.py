@@ -1,0 +1,153 @@
+"""Helpers of the Redis-specific tests: URLs, run and settlement records to wait on, lines of
+a child process, and a private redis-server a test may stop and start."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+import services
+from anyio.abc import Process
+from asyncq_redis import RedisBackend
+from harness import Lines, worker_process
+
+import asyncq
+
+
+def redis_url(prefix: str, *, db: int = 15, port: int = 6379, **options: object) -> str:
+    """A broker URL on the local Redis (db 15 unless told), keys under ``prefix``."""
+    return f"redis://127.0.0.1:{port}/{db}?{urlencode({'prefix': prefix, **options})}"
+
+
+@contextmanager
+def claimed_prefix(unique: str) -> Iterator[str]:
+    """A key prefix for one test on the shared Redis; its keys are deleted afterwards."""
+    services.require_redis()
+    try:
+        yield unique
+    finally:
+        services.delete_redis_keys(unique)
+
+
+def redis_client(app: asyncq.App) -> Any:
+    """The redis-py client of ``app``'s Redis backend (connected while the App is open)."""
+    backend = app.backend
+    assert isinstance(backend, RedisBackend)
+    return backend.client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, persisting every write (AOF, fsync always) in
+    ``directory``, so it can be stopped and started again without losing data."""
+
+    def __init__(self, executable: str, directory: Path, *options: str) -> None:
+        """``options`` go on the server's command line (``--requirepass``, "secret")."""
+        self.executable = executable
+        self.directory = directory
+        self.options = options
+        self.port = free_port()
+        self.process: Process | None = None
+        self.log: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self, *, timeout: float = 10.0) -> None:
+        """Start the server and return once it accepts connections (its data loaded)."""
+        assert self.process is None, "already running"
+        command = [
+            self.executable,
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)),
+            *("--appendonly", "yes", "--appendfsync", "always", "--save", ""),
+            *self.options,
+        ]
+        self.process = await anyio.open_process(
+            command, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        lines = Lines(self.process.stdout)
+        try:
+            await lines.expect(lambda line: "Ready to accept connections" in line, timeout=timeout)
+        finally:
+            self.log += lines.seen
+        # The rest of its log (a few lines at shutdown) fits in the pipe: nothing reads it.
+
+    async def stop(self) -> None:
+        """SIGTERM, as a service manager would, and wait until the server has exited."""
+        process, self.process = self.process, None
+        assert process is not None, "not running"
+        process.terminate()
+        with anyio.fail_after(10):
+            await process.wait()
+        await process.aclose()
+
+    async def kill(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            with anyio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.kill()
+                await process.aclose()
+
+
+async def kill_and_take_over(
+    url: str, tmp_path: Path, *, visibility_timeout: float, replacement_after: float = 0.0
+) -> float:
+    """A worker process starts a job and is SIGKILLed; ``replacement_after`` seconds later a
+    worker of this process starts and runs the job again, once, flagged redelivered, on the
+    same attempt. Returns the seconds from the kill until the job started again."""
+    app = asyncq.App(url, shutdown_timeout=2.0)
+    runs: list[tuple[int, bool]] = []
+    restarted_at = 0.0
+
+    @app.task(name="lost.work")  # the same task as the subprocess's apps.lost_worker
+    async def work() -> str:
+        nonlocal restarted_at
+        restarted_at = time.monotonic()
+        job = asyncq.current_job()
+        runs.append((job.attempt, job.redelivered))
+        return "completed"
+
+    async with app:
+        job = await work.enqueue()
+        with (tmp_path / "worker.log").open("wb") as log:
+            async with worker_process("apps.lost_worker:app", url, stderr=log) as process:
+                stdout = Lines(process.stdout)
+                started = await stdout.expect(lambda line: line.startswith("started "), timeout=30)
+                assert started == f"started {job.id} attempt=1 redelivered=False"
+                assert await job.status() is asyncq.JobStatus.RUNNING
+                # SIGKILL before its first lease renewal (a third of the visibility timeout
+                # after its start): nothing settled, nothing released, and the lease runs
+                # out one visibility timeout after the delivery.
+                process.kill()
+                killed_at = time.monotonic()
+                with anyio.fail_after(10):
+                    assert await process.wait() == -9
+        # Still the dead worker's: nobody settled or released it.
+        assert await job.status() is asyncq.JobStatus.RUNNING
+        if replacement_after:
+            # The scenario, not a synchronisation: the worker that takes over comes up later.
+            await anyio.sleep(replacement_after)
+        async with app.worker(concurrency=1):
+            assert await job.result(timeout=visibility_timeout + 10) == "completed"
+        assert await app.dead_letters() == []
+    worker_log = (tmp_path / "worker.log").read_text()
+    assert "Traceback" not in worker_log, worker_log
+    # It ran twice in all: once in the killed worker (its one "started" line) and once here.
+    assert [line for line in stdout.seen if line.startswith("started ")] == [started]
+    assert runs == [(1, True)]
+    return restarted_at - killed_at

@@ -1,0 +1,77 @@
+"""The contract suite (:mod:`asyncq.testing`) on every backend of this repository: memory,
+Redis, RabbitMQ with its records in Redis, and RabbitMQ alone, with no record store.
+
+Each factory keeps a test apart from every other one by its unique name: a memory:// broker
+of that name, or a key and queue prefix on the shared servers (Redis db 15).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from urllib.parse import urlencode
+
+import pytest
+import services
+
+from asyncq.testing import BackendUnderTest, ContractSuite
+
+
+def _query(options: Mapping[str, object]) -> str:
+    return f"?{urlencode(options)}" if options else ""
+
+
+def memory_url(unique: str, options: Mapping[str, object]) -> str:
+    return f"memory://{unique}{_query(options)}"
+
+
+def redis_url(unique: str, options: Mapping[str, object]) -> str:
+    return f"{services.REDIS_URL}{_query({'prefix': unique, **options})}"
+
+
+def _amqp_options(unique: str, options: Mapping[str, object]) -> dict[str, object]:
+    # RabbitMQ tracks consumer liveness itself: there is no visibility timeout to set.
+    # Queue names (and record keys) start with the unique prefix.
+    return {"prefix": unique, **{k: v for k, v in options.items() if k != "visibility_timeout"}}
+
+
+def amqp_url(unique: str, options: Mapping[str, object]) -> str:
+    query = {"records": services.REDIS_URL, **_amqp_options(unique, options)}
+    return f"{services.AMQP_URL}{_query(query)}"
+
+
+def amqp_alone_url(unique: str, options: Mapping[str, object]) -> str:
+    return f"{services.AMQP_URL}{_query(_amqp_options(unique, options))}"
+
+
+# The prefixes of the tests that ran on RabbitMQ: their queues and exchanges go at the end.
+RABBITMQ_PREFIXES: list[str] = []
+
+
+def amqp_cleanup(unique: str) -> None:
+    RABBITMQ_PREFIXES.append(unique)
+    services.delete_redis_keys(unique)
+
+
+contract = ContractSuite(
+    BackendUnderTest("memory", memory_url),
+    BackendUnderTest(
+        "redis", redis_url, cleanup=services.delete_redis_keys, requires=services.require_redis
+    ),
+    BackendUnderTest(
+        "amqp", amqp_url, cleanup=amqp_cleanup, requires=services.require_rabbitmq_and_redis
+    ),
+    BackendUnderTest(
+        "amqp-no-records",
+        amqp_alone_url,
+        cleanup=RABBITMQ_PREFIXES.append,
+        requires=services.require_rabbitmq,
+    ),
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _delete_test_queues() -> Iterator[None]:
+    """RabbitMQ queues cannot be listed by prefix without rabbitmqctl (about a second a
+    call), so the contract tests' queues go once, at the end of the session."""
+    yield
+    services.delete_amqp_prefixes(RABBITMQ_PREFIXES)
