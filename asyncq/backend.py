@@ -162,6 +162,7 @@ class Backend(abc.ABC):
         its place among the known queues). The App checks first that it is empty and that
         no live worker serves it."""
 
+    @abc.abstractmethod
     async def list_jobs(
         self, queue: str, status: JobStatus, *, limit: int = 100, after: str | None = None
     ) -> list[JobListing]:
@@ -171,7 +172,6 @@ class Backend(abc.ABC):
         A job that changes state between pages may be missed or listed twice. A broker that
         cannot tell which jobs run without its store (RabbitMQ) raises ``ConfigurationError``
         for RUNNING when its store is not available."""
-        raise NotImplementedError(f"{type(self).__name__} cannot list jobs yet")
 
     # -- records ---------------------------------------------------------------------------
     @property

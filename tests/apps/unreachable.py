@@ -8,6 +8,7 @@ from typing import Any, NoReturn, Self
 
 import asyncq
 from asyncq.backend import Delivery, Envelope, Settlement
+from asyncq.records import JobListing
 from asyncq.store import JobStore
 
 
@@ -80,6 +81,11 @@ class DownBackend(asyncq.Backend):
         _down()
 
     async def remove_queue(self, queue: str) -> None:
+        _down()
+
+    async def list_jobs(
+        self, queue: str, status: asyncq.JobStatus, *, limit: int = 100, after: str | None = None
+    ) -> list[JobListing]:
         _down()
 
 
