@@ -17,7 +17,14 @@ import pytest
 import asyncq.testing
 from asyncq.testing import BackendUnderTest, ContractSuite
 
-TESTING_API = {"BackendUnderTest", "Broker", "ContractSuite", "SettleLog", "UrlFactory"}
+TESTING_API = {
+    "BackendUnderTest",
+    "Broker",
+    "ContractSuite",
+    "Recorded",
+    "SettleLog",
+    "UrlFactory",
+}
 
 
 def test_all_is_the_documented_api_of_the_plugin() -> None:

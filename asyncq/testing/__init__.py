@@ -27,7 +27,9 @@ package registers, like any other.
 A test that needs what not every backend has is marked with the capability
 (``@pytest.mark.needs_store``, ``@pytest.mark.needs_leases``) and skipped, with the reason,
 on a backend without it; capabilities are read from the backend (``store.available``,
-``lease_renewal_interval``), never from its name.
+``lease_renewal_interval``), never from its name. A test whose semantic shows without job
+records (through handlers, settlements, queue stats, dead letters) is not marked: it runs on
+every backend and checks the records on top through :class:`Recorded`, where they are kept.
 
 The suite runs on anyio's pytest plugin (its entry point loads it; ``-p anyio`` where plugin
 autoloading is off) and needs the OpenTelemetry SDK and pydantic
@@ -36,10 +38,17 @@ autoloading is off) and needs the OpenTelemetry SDK and pydantic
 
 from __future__ import annotations
 
-from .plugin import Broker, SettleLog
+from .plugin import Broker, Recorded, SettleLog
 from .suite import BackendUnderTest, ContractSuite, UrlFactory
 
-__all__ = ["BackendUnderTest", "Broker", "ContractSuite", "SettleLog", "UrlFactory"]
+__all__ = [
+    "BackendUnderTest",
+    "Broker",
+    "ContractSuite",
+    "Recorded",
+    "SettleLog",
+    "UrlFactory",
+]
 
 # Naming this package in ``pytest_plugins`` (or ``-p asyncq.testing``) loads the plugin.
 pytest_plugins = ["asyncq.testing.plugin"]

@@ -7,8 +7,9 @@ once per backend of the suite, and gives the tests their fixtures:
 * ``broker``: a :class:`Broker` on that backend under a name no other test uses. Before the
   test it runs the backend's ``requires`` and skips a test whose capability marker
   (``needs_store``, ``needs_leases``) the backend lacks; after it, the backend's ``cleanup``.
-* ``app`` (an App on that broker), ``settled`` (a :class:`SettleLog`), ``spans`` (an
-  in-memory OpenTelemetry exporter), ``unique`` (a fresh name).
+* ``app`` (an App on that broker), ``settled`` (a :class:`SettleLog`), ``recorded`` (a
+  :class:`Recorded`), ``spans`` (an in-memory OpenTelemetry exporter), ``unique`` (a fresh
+  name).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -29,7 +30,7 @@ from .suite import CAPABILITIES, BackendUnderTest, ContractSuite, UrlFactory
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-__all__ = ["Broker", "ContractModule", "SettleLog"]
+__all__ = ["Broker", "ContractModule", "Recorded", "SettleLog"]
 
 FAST_BACKOFF = asyncq.Backoff(base=0.01, cap=0.05)
 """Retries in milliseconds, so tests of retry paths stay fast."""
@@ -201,6 +202,54 @@ class SettleLog:
 def settled(app: asyncq.App, monkeypatch: pytest.MonkeyPatch) -> SettleLog:
     """The settlements of ``app``'s backend, to wait on."""
     return SettleLog(app.backend, monkeypatch)
+
+
+class Recorded:
+    """Checks of a job's record (its status, result, attempt, error), made where the
+    backend keeps records and passed over where it keeps none (``backend.store.available``
+    is False, as on RabbitMQ without ``records=``).
+
+    A contract test states a semantic through what every backend shows (the handlers, the
+    settlements, queue stats, dead letters) and checks the record through this on top, so
+    the one test holds on every backend and asserts the record wherever there is one."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.kept = backend.store.available
+        """Whether the backend keeps job records: where it does not, every check passes."""
+
+    async def status(self, job: asyncq.Job[Any], expected: asyncq.JobStatus) -> None:
+        """The job's recorded status is ``expected``."""
+        if self.kept:
+            status = await job.status()
+            assert status is expected, f"job {job.id} is {status}, not {expected}"
+
+    async def result(self, job: asyncq.Job[Any], expected: object, *, timeout: float = 5.0) -> None:
+        """The job's result, waited for up to ``timeout``, is ``expected``."""
+        if self.kept:
+            result = await job.result(timeout=timeout)
+            assert result == expected, f"job {job.id} returned {result!r}, not {expected!r}"
+
+    async def failed(
+        self, job: asyncq.Job[Any], match: str | None = None, *, timeout: float = 5.0
+    ) -> asyncq.JobFailed | None:
+        """Waiting for the job's result, up to ``timeout``, raises :class:`~asyncq.JobFailed`
+        (its message matching the regular expression ``match``); return it, for more checks
+        (None where the backend keeps no records)."""
+        if not self.kept:
+            return None
+        with pytest.raises(asyncq.JobFailed, match=match) as failed:
+            await job.result(timeout=timeout)
+        return failed.value
+
+    async def info(self, job: asyncq.Job[Any]) -> asyncq.JobInfo | None:
+        """The job's record; None where the backend keeps none, for ``if info := ...``."""
+        return await job.info() if self.kept else None
+
+
+@pytest.fixture
+def recorded(app: asyncq.App) -> Recorded:
+    """Checks of the records of ``app``'s jobs, made where its backend keeps them."""
+    return Recorded(app.backend)
 
 
 @pytest.fixture

@@ -60,7 +60,12 @@ class DelayMover:
                 # its publish and its ack would move the job twice.
                 if not channel.is_closed:
                     for consumer, tag in consumers:
-                        await consumer.cancel(tag)
+                        try:
+                            await consumer.cancel(tag)
+                        except aiormq.exceptions.ChannelInvalidStateError:
+                            # A cancelled RPC (a stop while a basic.consume was under way)
+                            # closes the channel, and its consumers go with it.
+                            break
                 with anyio.move_on_after(5):
                     await under_way.idle()
                 if not channel.is_closed:

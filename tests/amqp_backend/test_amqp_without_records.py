@@ -1,7 +1,9 @@
-"""RabbitMQ alone: an ``amqp://`` URL without ``records=``. Workers run jobs, retry, delay
-and dead-letter them, ``asyncq dlq`` works, and queue stats count from RabbitMQ's queues;
-what needs a record store (results, status, cancellation, idempotency keys, the list of
-workers) raises a one-line ``ConfigurationError`` that says to add ``records=``."""
+"""RabbitMQ alone: an ``amqp://`` URL without ``records=``. That workers run, retry, delay,
+dead-letter and purge jobs there, and that queue stats count from RabbitMQ's queues, the
+contract suite shows (its ``amqp-no-records`` backend); here, ``asyncq dlq`` and ``asyncq
+stats`` work through the CLI, and what needs a record store (results, status, cancellation,
+idempotency keys, the list of workers) raises a one-line ``ConfigurationError`` that says to
+add ``records=``."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 from harness import TESTS_DIR, Settled, worker_env
 
 import asyncq
-from asyncq import JobStatus, QueueStats, current_job
+from asyncq import JobStatus
 from asyncq.backend import Outcome
 
 from .amqp_support import rabbitmq_only_url
@@ -25,73 +27,6 @@ FAST_BACKOFF = asyncq.Backoff(base=0.01, cap=0.05)
 
 def rabbitmq_only_app(prefix: str) -> asyncq.App:
     return asyncq.App(rabbitmq_only_url(prefix), backoff=FAST_BACKOFF, shutdown_timeout=2.0)
-
-
-async def test_a_worker_runs_retries_delays_and_dead_letters_jobs_without_records(
-    prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app = rabbitmq_only_app(prefix)
-    settled = Settled(monkeypatch, app.backend)
-    assert not app.backend.store.available
-    runs: list[tuple[str, int]] = []
-    finished = {"plain": anyio.Event(), "flaky": anyio.Event(), "delayed": anyio.Event()}
-    enqueued_at: dict[str, float] = {}
-    ran_at: dict[str, float] = {}
-
-    @app.task(retries=3)
-    async def work(name: str) -> None:
-        attempt = current_job().attempt
-        runs.append((name, attempt))
-        if name == "flaky" and attempt == 1:
-            raise asyncq.Retry(delay=0.2)
-        ran_at[name] = anyio.current_time()
-        finished[name].set()
-
-    @app.task(name="doomed", retries=1)
-    async def doomed() -> None:
-        raise ValueError("always")
-
-    async with app:
-        await work.enqueue("plain")
-        await work.enqueue("flaky")
-        enqueued_at["delayed"] = anyio.current_time()
-        await work.options(delay=0.5).enqueue("delayed")
-        dead = await doomed.enqueue()
-        stats = (await app.queue_stats([app.default_queue]))[app.default_queue]
-        assert (stats.pending, stats.scheduled) == (3, 1)  # the delayed job waits
-        async with app.worker(concurrency=4):
-            with anyio.fail_after(10):
-                for event in finished.values():
-                    await event.wait()
-                await settled.outcome(dead.id, Outcome.DEAD)
-        letters = await app.dead_letters()
-        stats = (await app.queue_stats([app.default_queue]))[app.default_queue]
-    assert sorted(runs) == [("delayed", 1), ("flaky", 1), ("flaky", 2), ("plain", 1)]
-    assert ran_at["delayed"] - enqueued_at["delayed"] >= 0.5  # never early
-    assert [(d.id, d.task, d.error.type) for d in letters] == [(dead.id, "doomed", "ValueError")]
-    assert stats == QueueStats(app.default_queue, pending=0, scheduled=0, running=0, dead=1)
-
-
-async def test_a_burst_worker_waits_for_pending_retries_and_delays(prefix: str) -> None:
-    # Without records, the delayed jobs are counted in the queue's own wait queues.
-    app = rabbitmq_only_app(prefix)
-    done: list[str] = []
-
-    @app.task(retries=2)
-    async def work(name: str) -> None:
-        if name == "flaky" and current_job().attempt == 1:
-            raise asyncq.Retry(delay=0.4)
-        done.append(name)
-
-    async with app:
-        await work.enqueue("plain")
-        await work.enqueue("flaky")
-        await work.options(delay=0.6).enqueue("delayed")
-        with anyio.fail_after(10):
-            await app.run_worker(concurrency=2, burst=True)
-        stats = (await app.queue_stats([app.default_queue]))[app.default_queue]
-    assert sorted(done) == ["delayed", "flaky", "plain"]
-    assert stats == QueueStats(app.default_queue)
 
 
 async def test_what_needs_records_raises_a_one_line_configuration_error(prefix: str) -> None:
@@ -157,21 +92,3 @@ async def test_dlq_list_replay_and_purge_through_the_cli_without_records(
     _, stderr = await cli(url, "workers", code=2)
     assert stderr.startswith("error: listing workers needs a job record store"), stderr
     assert "add records=redis://" in stderr and stderr.count("\n") == 1, stderr
-
-
-async def test_purge_drops_queued_and_delayed_jobs_without_records(prefix: str) -> None:
-    app = rabbitmq_only_app(prefix)
-
-    @app.task
-    async def never() -> None:
-        raise AssertionError("purged jobs never run")
-
-    q = app.default_queue
-    async with app:
-        await never.enqueue_many([(), ()])
-        await never.options(delay=60).enqueue()
-        assert (await app.queue_stats([q]))[q] == QueueStats(q, pending=2, scheduled=1)
-        assert await app.purge_queue(q) == 3
-        assert (await app.queue_stats([q]))[q] == QueueStats(q)
-        with anyio.fail_after(10):
-            await app.run_worker(burst=True)  # nothing left to run

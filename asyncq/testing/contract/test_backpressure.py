@@ -9,18 +9,24 @@ import anyio
 import pytest
 
 import asyncq
-from asyncq.backend import Delivery
+from asyncq.backend import Delivery, Outcome
+from asyncq.testing import Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
 @pytest.mark.parametrize("prefetch", [0, 3])
 async def test_concurrency_bounds_running_handlers_and_fetched_jobs(
-    app: asyncq.App, monkeypatch: pytest.MonkeyPatch, prefetch: int
+    app: asyncq.App,
+    monkeypatch: pytest.MonkeyPatch,
+    settled: SettleLog,
+    recorded: Recorded,
+    prefetch: int,
 ) -> None:
     concurrency, total = 5, 30
     running = 0
     most_running = 0
+    done: list[int] = []
 
     @app.task
     async def work(n: int) -> int:
@@ -31,6 +37,7 @@ async def test_concurrency_bounds_running_handlers_and_fetched_jobs(
             await anyio.sleep(0.02)  # the work itself
         finally:
             running -= 1
+        done.append(n)
         return n
 
     worker = asyncq.Worker(app, concurrency=concurrency, prefetch=prefetch, burst=True)
@@ -50,13 +57,20 @@ async def test_concurrency_bounds_running_handlers_and_fetched_jobs(
         jobs = await work.enqueue_many([(n,) for n in range(total)])
         with anyio.fail_after(20):
             await worker.run()
-        assert [await job.result(timeout=1) for job in jobs] == list(range(total))
+        for n, job in enumerate(jobs):
+            await recorded.result(job, n, timeout=1)
+    assert sorted(done) == list(range(total))
+    assert {job.id: settled.outcomes.get(job.id) for job in jobs} == {
+        job.id: [Outcome.SUCCEEDED] for job in jobs
+    }
     assert most_running == concurrency
     assert max(held) == concurrency + prefetch
     assert worker.processed == total
 
 
-async def test_prefetched_jobs_go_back_unstarted_on_shutdown(app: asyncq.App) -> None:
+async def test_prefetched_jobs_go_back_unstarted_on_shutdown(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     started: list[int] = []
     all_started = anyio.Event()
 
@@ -75,6 +89,9 @@ async def test_prefetched_jobs_go_back_unstarted_on_shutdown(app: asyncq.App) ->
             assert worker.in_flight == 4  # two running, two waiting for a runner
         # The two that ran finished; the two prefetched went back without running.
         assert sorted(started) == [0, 1]
-        statuses = [await job.status() for job in jobs]
-        assert statuses == [asyncq.JobStatus.SUCCEEDED] * 2 + [asyncq.JobStatus.QUEUED] * 2
+        outcomes = [settled.outcomes.get(job.id) for job in jobs]
+        assert outcomes == [[Outcome.SUCCEEDED]] * 2 + [[Outcome.RELEASE]] * 2
+        statuses = [asyncq.JobStatus.SUCCEEDED] * 2 + [asyncq.JobStatus.QUEUED] * 2
+        for job, status in zip(jobs, statuses, strict=True):
+            await recorded.status(job, status)
         assert (await app.queue_stats([app.default_queue]))[app.default_queue].pending == 2

@@ -13,7 +13,7 @@ import asyncq
 from asyncq import JobStatus, current_job
 from asyncq.backend import Envelope, Outcome
 from asyncq.serializer import encode_job, new_job_id
-from asyncq.testing import Broker, SettleLog
+from asyncq.testing import Broker, Recorded, SettleLog
 
 pytestmark = pytest.mark.anyio
 
@@ -57,9 +57,8 @@ async def test_a_job_larger_than_the_broker_accepts_is_refused_and_nothing_is_se
     assert stats.pending == 1
 
 
-@pytest.mark.needs_store
 async def test_undecodable_message_is_dead_lettered_and_the_worker_goes_on(
-    app: asyncq.App, settled: SettleLog
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
 ) -> None:
     @app.task
     async def fine() -> str:
@@ -70,17 +69,19 @@ async def test_undecodable_message_is_dead_lettered_and_the_worker_goes_on(
         await app.backend.enqueue(
             [Envelope(id=garbage_id, queue=app.default_queue, body=b"\x00not json")]
         )
-        await settled.wait(garbage_id)
+        assert await settled.wait(garbage_id) == [Outcome.DEAD]
         job = await fine.enqueue()
-        assert await job.result(timeout=5) == "still working"
+        assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
+        await recorded.result(job, "still working")
         (dead,) = await app.dead_letters()
     assert dead.id == garbage_id
     assert dead.body == b"\x00not json"
     assert dead.error.type == "DecodeError"
 
 
-@pytest.mark.needs_store
-async def test_unknown_task_is_dead_lettered(broker: Broker, app: asyncq.App) -> None:
+async def test_unknown_task_is_dead_lettered(
+    broker: Broker, app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     # A producer with a task this worker's App does not have (an old or newer deploy).
     producer = broker.app()
 
@@ -94,9 +95,11 @@ async def test_unknown_task_is_dead_lettered(broker: Broker, app: asyncq.App) ->
 
     async with producer, app, app.worker(concurrency=1):
         job = await gone.enqueue()
-        with pytest.raises(asyncq.JobFailed, match="tasks.gone"):
-            await app.get_job(job.id).result(timeout=5)
-        assert await (await fine.enqueue()).result(timeout=5) == "still working"
+        assert await settled.wait(job.id) == [Outcome.DEAD]
+        await recorded.failed(app.get_job(job.id), match="tasks.gone")
+        still = await fine.enqueue()
+        assert await settled.wait(still.id) == [Outcome.SUCCEEDED]
+        await recorded.result(still, "still working")
         (dead,) = await app.dead_letters()
     assert dead.id == job.id
     assert dead.task == "tasks.gone"
@@ -142,10 +145,9 @@ async def test_arguments_that_do_not_fit_are_a_type_error_at_enqueue_and_nothing
     assert stats.pending == 5
 
 
-@pytest.mark.needs_store
 @pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_arguments_that_do_not_fit_are_dead_lettered_without_retry(
-    app: asyncq.App, settled: SettleLog, kind: str
+    app: asyncq.App, settled: SettleLog, recorded: Recorded, kind: str
 ) -> None:
     calls: list[int] = []
 
@@ -170,16 +172,17 @@ async def test_arguments_that_do_not_fit_are_dead_lettered_without_retry(
             await foreign_job(app, "add", args=[1]),
             await foreign_job(app, "add", args=[1, 2]),
         )
-        assert await good.result(timeout=5) == 3
+        assert await settled.wait(good.id) == [Outcome.SUCCEEDED]
+        await recorded.result(good, 3)
         for job in (bad, missing):
-            with pytest.raises(asyncq.JobFailed):
-                await job.result(timeout=5)
-            info = await job.info()
-            assert info.status is JobStatus.DEAD
-            assert info.error is not None
-            assert info.error.type == "BadArguments"
             assert await settled.wait(job.id) == [Outcome.DEAD]  # one delivery, no retry
-        assert len(await app.dead_letters()) == 2
+            await recorded.failed(job)
+            if info := await recorded.info(job):
+                assert info.status is JobStatus.DEAD
+                assert info.error is not None
+                assert info.error.type == "BadArguments"
+        dead = {d.id: d.error.type for d in await app.dead_letters()}
+        assert dead == {bad.id: "BadArguments", missing.id: "BadArguments"}
     assert calls == [1]
 
 
@@ -208,8 +211,9 @@ async def foreign_job(
     return app.get_job(job_id)
 
 
-@pytest.mark.needs_store
-async def test_type_error_inside_the_handler_is_an_ordinary_failure(app: asyncq.App) -> None:
+async def test_type_error_inside_the_handler_is_an_ordinary_failure(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     attempts: list[int] = []
 
     @app.task(retries=1)
@@ -219,9 +223,11 @@ async def test_type_error_inside_the_handler_is_an_ordinary_failure(app: asyncq.
 
     async with app, app.worker(concurrency=1):
         job = await buggy.enqueue(1)
-        with pytest.raises(asyncq.JobFailed):
-            await job.result(timeout=5)
-        info = await job.info()
+        assert await settled.wait(job.id, 2) == [Outcome.RETRY, Outcome.DEAD]
+        await recorded.failed(job)
+        if info := await recorded.info(job):
+            assert info.error is not None
+            assert info.error.type == "TypeError"
+        (dead,) = await app.dead_letters()
     assert attempts == [1, 2]
-    assert info.error is not None
-    assert info.error.type == "TypeError"
+    assert (dead.id, dead.error.type) == (job.id, "TypeError")

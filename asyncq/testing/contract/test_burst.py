@@ -8,12 +8,15 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus, current_job
+from asyncq.backend import Outcome
+from asyncq.testing import Recorded, SettleLog
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.needs_store
-async def test_burst_worker_returns_when_the_queues_are_drained(app: asyncq.App) -> None:
+async def test_burst_worker_returns_when_the_queues_are_drained(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     done: list[str] = []
 
     @app.task(retries=2)
@@ -23,16 +26,20 @@ async def test_burst_worker_returns_when_the_queues_are_drained(app: asyncq.App)
         done.append(name)
 
     async with app:
-        jobs = [
-            await work.enqueue("plain"),
-            await work.enqueue("flaky"),
-            await work.options(delay=0.6).enqueue("delayed"),
-        ]
+        plain = await work.enqueue("plain")
+        flaky = await work.enqueue("flaky")
+        delayed = await work.options(delay=0.6).enqueue("delayed")
         with anyio.fail_after(10):
             await app.run_worker(concurrency=2, burst=True)
-        assert [await job.status() for job in jobs] == [JobStatus.SUCCEEDED] * 3
+        assert settled.outcomes == {
+            plain.id: [Outcome.SUCCEEDED],
+            flaky.id: [Outcome.RETRY, Outcome.SUCCEEDED],
+            delayed.id: [Outcome.SUCCEEDED],
+        }
+        for job in (plain, flaky, delayed):
+            await recorded.status(job, JobStatus.SUCCEEDED)
         stats = (await app.queue_stats([app.default_queue]))[app.default_queue]
-        assert (stats.pending, stats.scheduled, stats.running) == (0, 0, 0)
+        assert stats == asyncq.QueueStats(app.default_queue)
     assert sorted(done) == ["delayed", "flaky", "plain"]
 
 

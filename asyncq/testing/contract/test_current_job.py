@@ -10,11 +10,13 @@ import pytest
 
 import asyncq
 from asyncq import JobContext, current_job
+from asyncq.backend import Outcome
+from asyncq.testing import SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
-async def test_current_job_describes_the_running_job(app: asyncq.App) -> None:
+async def test_current_job_describes_the_running_job(app: asyncq.App, settled: SettleLog) -> None:
     seen: list[JobContext] = []
 
     @app.task(queue="reports")
@@ -26,8 +28,8 @@ async def test_current_job_describes_the_running_job(app: asyncq.App) -> None:
         job = await report.options(headers={"x-tenant": "acme"}).enqueue()
         after = time.time()
         other = await report.options(queue="other").enqueue()
-        await job.result(timeout=5)
-        await other.result(timeout=5)
+        assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
+        assert await settled.wait(other.id) == [Outcome.SUCCEEDED]
     by_id = {ctx.id: ctx for ctx in seen}
     assert set(by_id) == {job.id, other.id}
     first, second = by_id[job.id], by_id[other.id]
@@ -43,7 +45,9 @@ async def test_current_job_describes_the_running_job(app: asyncq.App) -> None:
     assert "x-tenant" not in second.headers
 
 
-async def test_current_job_is_per_job_among_concurrent_jobs(app: asyncq.App) -> None:
+async def test_current_job_is_per_job_among_concurrent_jobs(
+    app: asyncq.App, settled: SettleLog
+) -> None:
     seen: dict[int, str] = {}
 
     @app.task
@@ -54,7 +58,7 @@ async def test_current_job_is_per_job_among_concurrent_jobs(app: asyncq.App) -> 
     async with app, app.worker(concurrency=10):
         jobs = await which.enqueue_many([(n,) for n in range(10)])
         for job in jobs:
-            await job.result(timeout=5)
+            assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
     assert seen == {n: job.id for n, job in enumerate(jobs)}
 
 

@@ -7,12 +7,15 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus, current_job
-from asyncq.testing import Broker
+from asyncq.backend import Outcome
+from asyncq.testing import Broker, Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
-async def test_list_replay_and_purge_dead_letters(app: asyncq.App) -> None:
+async def test_list_replay_and_purge_dead_letters(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     healthy = False
     attempts: dict[int, list[int]] = {}
 
@@ -30,9 +33,12 @@ async def test_list_replay_and_purge_dead_letters(app: asyncq.App) -> None:
     async with app, app.worker(concurrency=1):
         pays = [await pay.enqueue(n) for n in (1, 2, 3)]
         mails = [await mail.enqueue(n) for n in (1, 2)]
-        for job in pays + mails:
-            with pytest.raises(asyncq.JobFailed):
-                await job.result(timeout=5)
+        for paid in pays:
+            assert await settled.wait(paid.id, 2) == [Outcome.RETRY, Outcome.DEAD]
+            await recorded.failed(paid)
+        for mailed in mails:
+            assert await settled.wait(mailed.id) == [Outcome.DEAD]
+            await recorded.failed(mailed)
 
         every = await app.dead_letters()
         assert {d.id for d in every} == {j.id for j in pays + mails}
@@ -44,14 +50,17 @@ async def test_list_replay_and_purge_dead_letters(app: asyncq.App) -> None:
         # Replay one job by id: it runs again from attempt 1 and leaves the DLQ.
         healthy = True
         assert await app.replay_dead(ids=[pays[0].id]) == 1
-        assert await pays[0].result(timeout=5) == 1
+        assert (await settled.wait(pays[0].id, 3))[-1] is Outcome.SUCCEEDED
+        await recorded.result(pays[0], 1)
         assert attempts[1] == [1, 2, 1]
         remaining = {d.id for d in await app.dead_letters()}
         assert remaining == {j.id for j in pays[1:] + mails}
 
         # Replay by task: only that task's dead letters.
         assert await app.replay_dead(task=pay.name) == 2
-        assert [await j.result(timeout=5) for j in pays[1:]] == [2, 3]
+        for paid, n in zip(pays[1:], (2, 3), strict=True):
+            assert (await settled.wait(paid.id, 3))[-1] is Outcome.SUCCEEDED
+            await recorded.result(paid, n)
         assert attempts[2][-1] == attempts[3][-1] == 1
         assert {d.id for d in await app.dead_letters()} == {j.id for j in mails}
 
@@ -65,7 +74,9 @@ async def test_list_replay_and_purge_dead_letters(app: asyncq.App) -> None:
         assert await app.replay_dead() == 0
 
 
-async def test_purge_by_task_leaves_other_tasks_alone(app: asyncq.App) -> None:
+async def test_purge_by_task_leaves_other_tasks_alone(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     @app.task
     async def first() -> None:
         raise asyncq.Reject("first")
@@ -77,8 +88,8 @@ async def test_purge_by_task_leaves_other_tasks_alone(app: asyncq.App) -> None:
     async with app, app.worker(concurrency=1):
         jobs = [await first.enqueue(), await second.enqueue(), await first.enqueue()]
         for job in jobs:
-            with pytest.raises(asyncq.JobFailed):
-                await job.result(timeout=5)
+            assert await settled.wait(job.id) == [Outcome.DEAD]
+            await recorded.failed(job)
         assert await app.purge_dead(task=first.name) == 2
         (left,) = await app.dead_letters()
         assert left.id == jobs[1].id
@@ -88,22 +99,25 @@ async def test_purge_by_task_leaves_other_tasks_alone(app: asyncq.App) -> None:
         assert await app.dead_letters() == []
 
 
-async def test_replayed_job_that_fails_again_is_dead_again(app: asyncq.App) -> None:
+async def test_replayed_job_that_fails_again_is_dead_again(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     @app.task
     async def refuse() -> None:
         raise asyncq.Reject("still no")
 
     async with app, app.worker(concurrency=1):
         job = await refuse.enqueue()
-        with pytest.raises(asyncq.JobFailed):
-            await job.result(timeout=5)
+        assert await settled.wait(job.id) == [Outcome.DEAD]
+        await recorded.failed(job)
         assert await app.replay_dead() == 1
-        with pytest.raises(asyncq.JobFailed, match="still no"):
-            await job.result(timeout=5)
-        assert await job.status() is JobStatus.DEAD
+        assert await settled.wait(job.id, 2) == [Outcome.DEAD, Outcome.DEAD]
+        await recorded.failed(job, match="still no")
+        await recorded.status(job, JobStatus.DEAD)
         assert [d.id for d in await app.dead_letters()] == [job.id]
 
 
+@pytest.mark.needs_store
 async def test_replay_leaves_a_dead_letter_whose_key_a_live_job_holds(app: asyncq.App) -> None:
     @app.task(retries=0)
     async def refund(order: str) -> str:
@@ -124,6 +138,7 @@ async def test_replay_leaves_a_dead_letter_whose_key_a_live_job_holds(app: async
         assert await second.status() is JobStatus.QUEUED
 
 
+@pytest.mark.needs_store
 async def test_replayed_job_has_a_fresh_record(broker: Broker) -> None:
     app = broker.app(result_ttl=0.5)
     ready = anyio.Event()

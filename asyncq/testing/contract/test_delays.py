@@ -10,8 +10,10 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus
+from asyncq.backend import Outcome
+from asyncq.testing import Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
 def tolerance(delay: float) -> float:
@@ -19,7 +21,9 @@ def tolerance(delay: float) -> float:
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.6])
-async def test_delay_is_honoured(app: asyncq.App, delay: float) -> None:
+async def test_delay_is_honoured(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded, delay: float
+) -> None:
     ran_at: list[float] = []
 
     @app.task
@@ -29,13 +33,15 @@ async def test_delay_is_honoured(app: asyncq.App, delay: float) -> None:
     async with app, app.worker(concurrency=1):
         enqueued_at = time.time()
         job = await later.options(delay=delay).enqueue()
-        assert await job.status() is JobStatus.SCHEDULED
-        await job.result(timeout=delay + 5)
+        await recorded.status(job, JobStatus.SCHEDULED)
+        assert (await app.queue_stats([app.default_queue]))[app.default_queue].scheduled == 1
+        assert await settled.wait(job.id, timeout=delay + 5) == [Outcome.SUCCEEDED]
+        await recorded.result(job, None)
     waited = ran_at[0] - enqueued_at
     assert delay <= waited <= delay + tolerance(delay)
 
 
-async def test_at_is_honoured(app: asyncq.App) -> None:
+async def test_at_is_honoured(app: asyncq.App, settled: SettleLog, recorded: Recorded) -> None:
     delay = 0.4
     ran_at: list[float] = []
 
@@ -46,23 +52,27 @@ async def test_at_is_honoured(app: asyncq.App) -> None:
     async with app, app.worker(concurrency=1):
         at = datetime.now(UTC) + timedelta(seconds=delay)
         job = await later.options(at=at).enqueue()
-        assert await job.status() is JobStatus.SCHEDULED
-        await job.result(timeout=delay + 5)
+        await recorded.status(job, JobStatus.SCHEDULED)
+        assert await settled.wait(job.id, timeout=delay + 5) == [Outcome.SUCCEEDED]
+        await recorded.result(job, None)
     late = ran_at[0] - at.timestamp()
     assert 0 <= late <= tolerance(delay)
 
 
-async def test_at_in_the_past_runs_at_once(app: asyncq.App) -> None:
+async def test_at_in_the_past_runs_at_once(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     @app.task
     async def now() -> str:
         return "ran"
 
     async with app, app.worker(concurrency=1):
         job = await now.options(at=datetime.now(UTC) - timedelta(hours=1)).enqueue()
-        assert await job.result(timeout=5) == "ran"
+        assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
+        await recorded.result(job, "ran")
 
 
-async def test_delayed_job_waits_behind_a_ready_one(app: asyncq.App) -> None:
+async def test_delayed_job_waits_behind_a_ready_one(app: asyncq.App, settled: SettleLog) -> None:
     order: list[str] = []
 
     @app.task
@@ -72,8 +82,8 @@ async def test_delayed_job_waits_behind_a_ready_one(app: asyncq.App) -> None:
     async with app, app.worker(concurrency=1):
         late = await record.options(delay=0.3).enqueue("late")
         soon = await record.enqueue("soon")
-        await soon.result(timeout=5)
-        await late.result(timeout=5)
+        assert await settled.wait(soon.id) == [Outcome.SUCCEEDED]
+        assert await settled.wait(late.id) == [Outcome.SUCCEEDED]
     assert order == ["soon", "late"]
 
 

@@ -9,16 +9,20 @@ from typing import Any, cast
 import pytest
 
 import asyncq
-from asyncq.backend import Envelope
+from asyncq.backend import Envelope, Outcome
+from asyncq.testing import Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
 async def test_enqueue_many_is_one_round_trip_and_mixes_tuples_and_dicts(
-    app: asyncq.App, monkeypatch: pytest.MonkeyPatch
+    app: asyncq.App, monkeypatch: pytest.MonkeyPatch, settled: SettleLog, recorded: Recorded
 ) -> None:
+    seen: list[tuple[int, int]] = []
+
     @app.task
     async def add(a: int, b: int = 0) -> int:
+        seen.append((a, b))
         return a + b
 
     # Count the calls reaching the real backend.
@@ -37,13 +41,25 @@ async def test_enqueue_many_is_one_round_trip_and_mixes_tuples_and_dicts(
         assert len({job.id for job in jobs}) == 4
         assert await add.enqueue_many([]) == []
         assert batches == [4]
+        assert (await app.queue_stats([app.default_queue]))[app.default_queue].pending == 4
         async with app.worker(concurrency=4):
-            assert [await job.result(timeout=5) for job in jobs] == [3, 7, 5, 6]
+            for job, total in zip(jobs, [3, 7, 5, 6], strict=True):
+                assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
+                await recorded.result(job, total)
+        # Done and acknowledged: they have left the queue.
+        stats = (await app.queue_stats([app.default_queue]))[app.default_queue]
+    assert sorted(seen) == [(1, 2), (3, 4), (5, 0), (6, 0)]
+    assert stats == asyncq.QueueStats(app.default_queue)
 
 
-async def test_enqueue_many_with_options_and_a_bad_item(app: asyncq.App) -> None:
+async def test_enqueue_many_with_options_and_a_bad_item(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
+    seen: list[str] = []
+
     @app.task
     async def echo(value: str) -> str:
+        seen.append(value)
         return value
 
     async with app:
@@ -58,4 +74,7 @@ async def test_enqueue_many_with_options_and_a_bad_item(app: asyncq.App) -> None
         assert stats["elsewhere"].pending == 2
         assert stats[app.default_queue].pending == 0
         async with app.worker(concurrency=2, queues=["elsewhere"]):
-            assert [await job.result(timeout=5) for job in jobs] == ["a", "b"]
+            for job, value in zip(jobs, ["a", "b"], strict=True):
+                assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
+                await recorded.result(job, value)
+    assert sorted(seen) == ["a", "b"]

@@ -14,9 +14,11 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import asyncq
+from asyncq.backend import Outcome
 from asyncq.joblog import JsonFormatter
+from asyncq.testing import Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
 class Records(logging.Handler):
@@ -43,7 +45,9 @@ def records() -> Iterator[Records]:
     logger.setLevel(level)
 
 
-async def test_one_line_per_outcome_with_the_jobs_fields(app: asyncq.App, records: Records) -> None:
+async def test_one_line_per_outcome_with_the_jobs_fields(
+    app: asyncq.App, records: Records, settled: SettleLog, recorded: Recorded
+) -> None:
     @app.task(name="add")
     async def add(a: int, b: int) -> int:
         return a + b
@@ -54,10 +58,11 @@ async def test_one_line_per_outcome_with_the_jobs_fields(app: asyncq.App, record
 
     async with app, app.worker(concurrency=1):
         ok = await add.enqueue(1, 2)
-        assert await ok.result(timeout=10) == 3
+        assert await settled.wait(ok.id, timeout=10) == [Outcome.SUCCEEDED]
+        await recorded.result(ok, 3)
         failing = await broken.enqueue()
-        with pytest.raises(asyncq.JobFailed):
-            await failing.result(timeout=10)
+        assert await settled.wait(failing.id, 2, timeout=10) == [Outcome.RETRY, Outcome.DEAD]
+        await recorded.failed(failing)
 
     succeeded, retried, dead = records.jobs()
     assert succeeded["job_id"] == ok.id
@@ -76,7 +81,7 @@ async def test_one_line_per_outcome_with_the_jobs_fields(app: asyncq.App, record
 
 
 async def test_a_job_returned_at_shutdown_is_logged_with_its_own_attempt(
-    app: asyncq.App, records: Records
+    app: asyncq.App, records: Records, settled: SettleLog, recorded: Recorded
 ) -> None:
     second_started = anyio.Event()
 
@@ -92,7 +97,9 @@ async def test_a_job_returned_at_shutdown_is_logged_with_its_own_attempt(
             job = await flaky.enqueue()
             with anyio.fail_after(10):
                 await second_started.wait()
-        assert (await job.info()).attempt == 2
+        assert settled.outcomes.get(job.id) == [Outcome.RETRY, Outcome.RELEASE]
+        if info := await recorded.info(job):
+            assert info.attempt == 2
 
     retried, released = records.jobs()
     assert (retried["outcome"], retried["attempt"]) == ("retried", 1)
@@ -103,14 +110,20 @@ async def test_a_job_returned_at_shutdown_is_logged_with_its_own_attempt(
 
 
 async def test_a_traced_attempt_logs_its_trace_id(
-    app: asyncq.App, records: Records, spans: InMemorySpanExporter
+    app: asyncq.App,
+    records: Records,
+    spans: InMemorySpanExporter,
+    settled: SettleLog,
+    recorded: Recorded,
 ) -> None:
     @app.task(name="add")
     async def add(a: int, b: int) -> int:
         return a + b
 
     async with app, app.worker(concurrency=1):
-        assert await (await add.enqueue(1, 2)).result(timeout=10) == 3
+        job = await add.enqueue(1, 2)
+        assert await settled.wait(job.id, timeout=10) == [Outcome.SUCCEEDED]
+        await recorded.result(job, 3)
     (logged,) = records.jobs()
     (process,) = [s for s in spans.get_finished_spans() if s.name == "process default"]
     assert process.context is not None

@@ -9,12 +9,15 @@ import anyio
 import pytest
 
 import asyncq
+from asyncq.backend import Outcome
+from asyncq.testing import Recorded, SettleLog
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.needs_store
-async def test_lifespan_wraps_job_processing_once_per_worker(app: asyncq.App) -> None:
+async def test_lifespan_wraps_job_processing_once_per_worker(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     events: list[str] = []
 
     @app.lifespan
@@ -32,8 +35,10 @@ async def test_lifespan_wraps_job_processing_once_per_worker(app: asyncq.App) ->
 
     async with app:
         async with app.worker(concurrency=1):
-            assert await (await greet.enqueue("ada")).result(timeout=5) == "hello, ada"
-            assert await (await greet.enqueue("bob")).result(timeout=5) == "hello, bob"
+            for name in ("ada", "bob"):
+                job = await greet.enqueue(name)
+                assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
+                await recorded.result(job, f"hello, {name}")
             assert events == ["enter", "job ada", "job bob"]
         assert events == ["enter", "job ada", "job bob", "exit"]
 

@@ -12,7 +12,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import asyncq
+from asyncq.backend import Outcome
 from asyncq.records import QueueStats
+from asyncq.testing import Recorded, SettleLog
 
 pytestmark = pytest.mark.anyio
 
@@ -75,9 +77,12 @@ class Polls:
             await self._done.wait()
 
 
-@pytest.mark.needs_store
 async def test_outcomes_durations_waits_and_depths_are_recorded(
-    app: asyncq.App, meters: Meters, monkeypatch: pytest.MonkeyPatch
+    app: asyncq.App,
+    meters: Meters,
+    monkeypatch: pytest.MonkeyPatch,
+    settled: SettleLog,
+    recorded: Recorded,
 ) -> None:
     polls = Polls(app, monkeypatch)
 
@@ -100,10 +105,12 @@ async def test_outcomes_durations_waits_and_depths_are_recorded(
     async with app:
         await add.options(delay=60).enqueue(1, 2)  # scheduled for the whole test
         async with app.worker(concurrency=4, meter_provider=meters.provider, metrics_interval=0.02):
-            assert await (await add.enqueue(2, 3)).result(timeout=10) == 5
+            added = await add.enqueue(2, 3)
+            assert await settled.wait(added.id, timeout=10) == [Outcome.SUCCEEDED]
+            await recorded.result(added, 5)
             failing = await broken.enqueue()
-            with pytest.raises(asyncq.JobFailed):
-                await failing.result(timeout=10)
+            assert await settled.wait(failing.id, 2, timeout=10) == [Outcome.RETRY, Outcome.DEAD]
+            await recorded.failed(failing)
             await hold.enqueue()
             with anyio.fail_after(10):
                 await holding.wait()
@@ -125,15 +132,18 @@ async def test_outcomes_durations_waits_and_depths_are_recorded(
     assert value(found, "queue_dlq_depth", queue="default").value == 1
 
 
-@pytest.mark.needs_store
-async def test_no_meter_provider_means_no_instruments(app: asyncq.App) -> None:
+async def test_no_meter_provider_means_no_instruments(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     # The global provider is the API's proxy until an SDK sets one: the worker leaves it be.
     @app.task
     async def add(a: int, b: int) -> int:
         return a + b
 
     async with app, app.worker(concurrency=1) as worker:
-        assert await (await add.enqueue(1, 1)).result(timeout=10) == 2
+        job = await add.enqueue(1, 1)
+        assert await settled.wait(job.id, timeout=10) == [Outcome.SUCCEEDED]
+        await recorded.result(job, 2)
         assert worker.metrics is None
 
 

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 import asyncq
+from asyncq.backend import Outcome
+from asyncq.testing import Recorded, SettleLog
 
 pytestmark = pytest.mark.anyio
 
@@ -44,15 +46,24 @@ async def test_result_types_round_trip(app: asyncq.App, value: Any) -> None:
         assert await job.status() is asyncq.JobStatus.SUCCEEDED
 
 
-@pytest.mark.needs_store
-async def test_keyword_arguments_reach_the_handler(app: asyncq.App) -> None:
+async def test_keyword_arguments_reach_the_handler(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
+    greeted: list[str] = []
+
     @app.task
     async def greet(name: str, *, greeting: str = "hello") -> str:
-        return f"{greeting}, {name}"
+        greeted.append(f"{greeting}, {name}")
+        return greeted[-1]
 
     async with app, app.worker(concurrency=1):
-        assert await (await greet.enqueue("ada", greeting="hi")).result(timeout=5) == "hi, ada"
-        assert await (await greet.enqueue(name="bob")).result(timeout=5) == "hello, bob"
+        for job, expected in (
+            (await greet.enqueue("ada", greeting="hi"), "hi, ada"),
+            (await greet.enqueue(name="bob"), "hello, bob"),
+        ):
+            assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
+            await recorded.result(job, expected)
+    assert greeted == ["hi, ada", "hello, bob"]
 
 
 @pytest.mark.needs_store

@@ -10,11 +10,17 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus, current_job
+from asyncq.backend import Outcome
+from asyncq.testing import Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
+
+RETRIED_TWICE_THEN_DEAD = [Outcome.RETRY, Outcome.RETRY, Outcome.DEAD]
 
 
-async def test_job_that_fails_twice_succeeds_on_the_third_attempt(app: asyncq.App) -> None:
+async def test_job_that_fails_twice_succeeds_on_the_third_attempt(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     attempts: list[int] = []
     contexts: set[tuple[str, float]] = set()
 
@@ -29,16 +35,19 @@ async def test_job_that_fails_twice_succeeds_on_the_third_attempt(app: asyncq.Ap
 
     async with app, app.worker(concurrency=1):
         job = await flaky.enqueue()
-        assert await job.result(timeout=5) == "ok"
-        info = await job.info()
+        outcomes = await settled.wait(job.id, 3)
+        await recorded.result(job, "ok")
+        await recorded.status(job, JobStatus.SUCCEEDED)
+    assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.SUCCEEDED]
     assert attempts == [1, 2, 3]
-    assert info.status is JobStatus.SUCCEEDED
     # Every attempt is the same job: same id, same enqueue time.
     ((job_id, _),) = contexts
     assert job_id == job.id
 
 
-async def test_retry_with_a_delay_runs_again_after_that_delay(app: asyncq.App) -> None:
+async def test_retry_with_a_delay_runs_again_after_that_delay(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     delay = 0.3
     ran_at: list[float] = []
 
@@ -50,12 +59,16 @@ async def test_retry_with_a_delay_runs_again_after_that_delay(app: asyncq.App) -
         return current_job().attempt
 
     async with app, app.worker(concurrency=1):
-        assert await (await later.enqueue()).result(timeout=5) == 2
+        job = await later.enqueue()
+        assert await settled.wait(job.id, 2) == [Outcome.RETRY, Outcome.SUCCEEDED]
+        await recorded.result(job, 2)
     gap = ran_at[1] - ran_at[0]
     assert delay <= gap <= delay + max(0.1 * delay, 0.1)
 
 
-async def test_retry_counts_against_the_retries(app: asyncq.App) -> None:
+async def test_retry_counts_against_the_retries(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     attempts: list[int] = []
 
     @app.task(retries=2)
@@ -65,12 +78,14 @@ async def test_retry_counts_against_the_retries(app: asyncq.App) -> None:
 
     async with app, app.worker(concurrency=1):
         job = await again.enqueue()
-        with pytest.raises(asyncq.JobFailed):
-            await job.result(timeout=5)
+        assert await settled.wait(job.id, 3) == RETRIED_TWICE_THEN_DEAD
+        await recorded.failed(job)
     assert attempts == [1, 2, 3]
 
 
-async def test_exhausted_job_is_dead_lettered_with_its_error(app: asyncq.App) -> None:
+async def test_exhausted_job_is_dead_lettered_with_its_error(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     attempts: list[int] = []
 
     @app.task(retries=2)
@@ -80,14 +95,15 @@ async def test_exhausted_job_is_dead_lettered_with_its_error(app: asyncq.App) ->
 
     async with app, app.worker(concurrency=1):
         job = await broken.enqueue(7)
-        with pytest.raises(asyncq.JobFailed) as failed:
-            await job.result(timeout=5)
-        assert await job.status() is JobStatus.DEAD
+        assert await settled.wait(job.id, 3) == RETRIED_TWICE_THEN_DEAD
+        if failed := await recorded.failed(job):
+            assert failed.job_id == job.id
+            assert failed.error is not None
+            assert failed.error.type == "ValueError"
+        await recorded.status(job, JobStatus.DEAD)
         (dead,) = await app.dead_letters()
+        assert (await app.queue_stats([app.default_queue]))[app.default_queue].dead == 1
     assert attempts == [1, 2, 3]
-    assert failed.value.job_id == job.id
-    assert failed.value.error is not None
-    assert failed.value.error.type == "ValueError"
     assert dead.id == job.id
     assert dead.task == broken.name
     assert dead.queue == app.default_queue
@@ -97,7 +113,9 @@ async def test_exhausted_job_is_dead_lettered_with_its_error(app: asyncq.App) ->
     assert "in broken" in dead.error.traceback  # the handler's own frame
 
 
-async def test_reject_dead_letters_at_once_without_retrying(app: asyncq.App) -> None:
+async def test_reject_dead_letters_at_once_without_retrying(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     attempts: list[int] = []
 
     @app.task(retries=5)
@@ -107,10 +125,10 @@ async def test_reject_dead_letters_at_once_without_retrying(app: asyncq.App) -> 
 
     async with app, app.worker(concurrency=1):
         job = await refuse.enqueue()
-        with pytest.raises(asyncq.JobFailed, match="card declined"):
-            await job.result(timeout=5)
+        assert await settled.wait(job.id) == [Outcome.DEAD]
+        await recorded.failed(job, match="card declined")
         (dead,) = await app.dead_letters()
-        assert await job.status() is JobStatus.DEAD
+        await recorded.status(job, JobStatus.DEAD)
     assert attempts == [1]
     assert dead.id == job.id
     assert dead.error.type == "Reject"

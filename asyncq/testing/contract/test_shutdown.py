@@ -11,12 +11,20 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus, current_job
+from asyncq.backend import Outcome
 from asyncq.records import WorkerInfo
+from asyncq.testing import Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
-async def test_in_flight_job_finishes_within_the_shutdown_timeout(app: asyncq.App) -> None:
+async def pending(app: asyncq.App) -> int:
+    return (await app.queue_stats([app.default_queue]))[app.default_queue].pending
+
+
+async def test_in_flight_job_finishes_within_the_shutdown_timeout(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     started = anyio.Event()
 
     @app.task
@@ -34,14 +42,16 @@ async def test_in_flight_job_finishes_within_the_shutdown_timeout(app: asyncq.Ap
                 await tg.start(worker.run)
                 await started.wait()
                 worker.stop()
-        assert await job.status() is JobStatus.SUCCEEDED
-        assert await job.result(timeout=1) == "finished"
+        assert settled.outcomes.get(job.id) == [Outcome.SUCCEEDED]
+        await recorded.status(job, JobStatus.SUCCEEDED)
+        await recorded.result(job, "finished", timeout=1)
         # Stopped workers fetch nothing more.
-        assert await queued.status() is JobStatus.QUEUED
+        assert await pending(app) == 1
+        await recorded.status(queued, JobStatus.QUEUED)
 
 
 async def test_job_still_running_after_the_timeout_is_released_with_its_attempt(
-    app: asyncq.App,
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
 ) -> None:
     shutdown_timeout = 0.3
     started, cancelled = anyio.Event(), anyio.Event()
@@ -67,13 +77,16 @@ async def test_job_still_running_after_the_timeout_is_released_with_its_attempt(
         took = time.monotonic() - stopped_at
         assert cancelled.is_set()
         assert shutdown_timeout * 0.9 <= took <= shutdown_timeout + 1.0
-        info = await job.info()
-        assert info.status is JobStatus.QUEUED
-        assert info.attempt == 1
-        assert (await app.queue_stats([app.default_queue]))[app.default_queue].pending == 1
+        assert settled.outcomes.get(job.id) == [Outcome.RELEASE]
+        if info := await recorded.info(job):
+            assert info.status is JobStatus.QUEUED
+            assert info.attempt == 1
+        assert await pending(app) == 1
 
 
-async def test_stop_now_releases_at_once(app: asyncq.App) -> None:
+async def test_stop_now_releases_at_once(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     started = anyio.Event()
     attempts: list[int] = []
 
@@ -96,12 +109,15 @@ async def test_stop_now_releases_at_once(app: asyncq.App) -> None:
                 stopped_at = time.monotonic()
                 worker.stop(now=True)  # ...the second one does not
         assert time.monotonic() - stopped_at < 2.0
-        assert await job.status() is JobStatus.QUEUED
+        assert await pending(app) == 1
+        await recorded.status(job, JobStatus.QUEUED)
         async with app.worker(concurrency=1):
-            assert await job.result(timeout=5) == "second run"
+            assert await settled.wait(job.id, 2) == [Outcome.RELEASE, Outcome.SUCCEEDED]
+            await recorded.result(job, "second run")
     assert attempts == [1, 1]
 
 
+@pytest.mark.needs_store
 async def test_worker_heartbeats_while_running_and_deregisters_when_stopped(
     app: asyncq.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,6 +142,7 @@ async def test_worker_heartbeats_while_running_and_deregisters_when_stopped(
         assert await app.backend.store.workers() == []
 
 
+@pytest.mark.needs_store
 async def test_the_worker_listing_follows_the_jobs_held_within_a_second(
     app: asyncq.App,
 ) -> None:

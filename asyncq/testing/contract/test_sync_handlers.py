@@ -8,31 +8,46 @@ import pytest
 
 import asyncq
 from asyncq import current_job
+from asyncq.backend import Outcome
+from asyncq.testing import Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
-async def test_sync_handler_runs_in_a_worker_thread(app: asyncq.App) -> None:
+async def test_sync_handler_runs_in_a_worker_thread(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
+    returned: list[dict[str, int | str]] = []
+    async_threads: list[int] = []
+
     @app.task
     def blocking(a: int, b: int) -> dict[str, int | str]:
-        return {"sum": a + b, "thread": threading.get_ident(), "job": current_job().id}
+        returned.append({"sum": a + b, "thread": threading.get_ident(), "job": current_job().id})
+        return returned[-1]
 
     @app.task
     async def non_blocking() -> int:
-        return threading.get_ident()
+        async_threads.append(threading.get_ident())
+        return async_threads[-1]
 
     loop_thread = threading.get_ident()
     async with app, app.worker(concurrency=2):
         job = await blocking.enqueue(2, 3)
-        result = await job.result(timeout=5)
-        async_thread = await (await non_blocking.enqueue()).result(timeout=5)
+        assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
+        other = await non_blocking.enqueue()
+        assert await settled.wait(other.id) == [Outcome.SUCCEEDED]
+        (result,) = returned
+        await recorded.result(job, result)
+        await recorded.result(other, loop_thread)
     assert result["sum"] == 5
     assert result["thread"] != loop_thread
     assert result["job"] == job.id
-    assert async_thread == loop_thread
+    assert async_threads == [loop_thread]
 
 
-async def test_sync_handler_failure_is_retried(app: asyncq.App) -> None:
+async def test_sync_handler_failure_is_retried(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     attempts: list[int] = []
 
     @app.task(retries=1)
@@ -43,5 +58,7 @@ async def test_sync_handler_failure_is_retried(app: asyncq.App) -> None:
         return "ok"
 
     async with app, app.worker(concurrency=1):
-        assert await (await flaky.enqueue()).result(timeout=5) == "ok"
+        job = await flaky.enqueue()
+        assert await settled.wait(job.id, 2) == [Outcome.RETRY, Outcome.SUCCEEDED]
+        await recorded.result(job, "ok")
     assert attempts == [1, 2]

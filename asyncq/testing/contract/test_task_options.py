@@ -10,12 +10,20 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus, current_job
+from asyncq.backend import Outcome
+from asyncq.testing import Recorded, SettleLog
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.needs_store
-async def test_per_call_retries_override_the_task_s(app: asyncq.App) -> None:
+def retried(retries: int) -> list[Outcome]:
+    """The settlements of a job that fails every one of its ``retries + 1`` attempts."""
+    return [Outcome.RETRY] * retries + [Outcome.DEAD]
+
+
+async def test_per_call_retries_override_the_task_s(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     attempts: dict[str, list[int]] = {"fewer": [], "more": []}
 
     @app.task(retries=3)
@@ -26,14 +34,16 @@ async def test_per_call_retries_override_the_task_s(app: asyncq.App) -> None:
     async with app, app.worker(concurrency=2):
         fewer = await fails.options(retries=0).enqueue("fewer")
         more = await fails.options(retries=5).enqueue("more")
+        assert await settled.wait(fewer.id, 1, timeout=10) == retried(0)
+        assert await settled.wait(more.id, 6, timeout=10) == retried(5)
         for job in (fewer, more):
-            with pytest.raises(asyncq.JobFailed, match="ConnectionError"):
-                await job.result(timeout=10)
+            await recorded.failed(job, match="ConnectionError", timeout=10)
     assert attempts == {"fewer": [1], "more": [1, 2, 3, 4, 5, 6]}
 
 
-@pytest.mark.needs_store
-async def test_per_call_timeout_overrides_the_task_s(app: asyncq.App) -> None:
+async def test_per_call_timeout_overrides_the_task_s(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     cancelled: list[int] = []
 
     @app.task(retries=1, timeout=None)
@@ -48,19 +58,25 @@ async def test_per_call_timeout_overrides_the_task_s(app: asyncq.App) -> None:
     async with app, app.worker(concurrency=2):
         short = await slow.options(timeout=0.2).enqueue(30)
         fine = await slow.options(timeout=10).enqueue(0.01)
-        with pytest.raises(asyncq.JobFailed, match="timed out after 0.2 s"):
-            await short.result(timeout=10)
-        assert await fine.result(timeout=10) == "done"
+        assert await settled.wait(short.id, 2, timeout=10) == retried(1)
+        await recorded.failed(short, match="timed out after 0.2 s", timeout=10)
+        assert await settled.wait(fine.id, timeout=10) == [Outcome.SUCCEEDED]
+        await recorded.result(fine, "done")
+        (dead,) = await app.dead_letters()
+    assert dead.id == short.id and "timed out after 0.2 s" in dead.error.message
     assert cancelled == [1, 2]  # both attempts had the per-call timeout, not "none"
 
 
-@pytest.mark.needs_store
 @pytest.mark.parametrize(
     ("raised", "attempts"),
     [(ConnectionError, [1, 2, 3]), (ValueError, [1]), (KeyError, [1])],
 )
 async def test_retry_on_retries_only_those_exceptions(
-    app: asyncq.App, raised: type[Exception], attempts: list[int]
+    app: asyncq.App,
+    settled: SettleLog,
+    recorded: Recorded,
+    raised: type[Exception],
+    attempts: list[int],
 ) -> None:
     seen: list[int] = []
 
@@ -71,14 +87,18 @@ async def test_retry_on_retries_only_those_exceptions(
 
     async with app, app.worker(concurrency=1):
         job = await call_api.enqueue()
-        with pytest.raises(asyncq.JobFailed, match=raised.__name__):
-            await job.result(timeout=10)
-        assert (await job.info()).status is JobStatus.DEAD
+        outcomes = await settled.wait(job.id, len(attempts), timeout=10)
+        await recorded.failed(job, match=raised.__name__, timeout=10)
+        await recorded.status(job, JobStatus.DEAD)
+        (dead,) = await app.dead_letters()
+    assert outcomes == retried(len(attempts) - 1)
+    assert dead.error.type == raised.__name__
     assert seen == attempts
 
 
-@pytest.mark.needs_store
-async def test_no_retry_on_dead_letters_those_at_once(app: asyncq.App) -> None:
+async def test_no_retry_on_dead_letters_those_at_once(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     seen: dict[str, list[int]] = {"KeyError": [], "OSError": []}
 
     @app.task(retries=2, no_retry_on=KeyError)
@@ -87,14 +107,16 @@ async def test_no_retry_on_dead_letters_those_at_once(app: asyncq.App) -> None:
         raise KeyError("gone") if kind == "KeyError" else OSError("flaky")
 
     async with app, app.worker(concurrency=2):
-        for kind in seen:
-            with pytest.raises(asyncq.JobFailed, match=kind):
-                await (await lookup.enqueue(kind)).result(timeout=10)
+        for kind, retries in (("KeyError", 0), ("OSError", 2)):
+            job = await lookup.enqueue(kind)
+            assert await settled.wait(job.id, retries + 1, timeout=10) == retried(retries)
+            await recorded.failed(job, match=kind, timeout=10)
     assert seen == {"KeyError": [1], "OSError": [1, 2, 3]}
 
 
-@pytest.mark.needs_store
-async def test_a_timeout_counts_as_timeout_error_for_retry_on(app: asyncq.App) -> None:
+async def test_a_timeout_counts_as_timeout_error_for_retry_on(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     seen: list[int] = []
 
     @app.task(retries=2, timeout=0.1, retry_on=ConnectionError)
@@ -103,8 +125,11 @@ async def test_a_timeout_counts_as_timeout_error_for_retry_on(app: asyncq.App) -
         await anyio.sleep(30)
 
     async with app, app.worker(concurrency=1):
-        with pytest.raises(asyncq.JobFailed, match="TimeoutError"):
-            await (await hangs.enqueue()).result(timeout=10)
+        job = await hangs.enqueue()
+        assert await settled.wait(job.id, timeout=10) == retried(0)
+        await recorded.failed(job, match="TimeoutError", timeout=10)
+        (dead,) = await app.dead_letters()
+    assert dead.error.type == "TimeoutError"
     assert seen == [1]
 
 

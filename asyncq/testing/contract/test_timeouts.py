@@ -10,11 +10,15 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus, current_job
+from asyncq.backend import Outcome
+from asyncq.testing import Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
-async def test_timed_out_job_fails_retries_and_dies(app: asyncq.App) -> None:
+async def test_timed_out_job_fails_retries_and_dies(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     attempts: list[int] = []
     cancelled: list[int] = []
 
@@ -30,17 +34,21 @@ async def test_timed_out_job_fails_retries_and_dies(app: asyncq.App) -> None:
     async with app, app.worker(concurrency=1):
         started = time.monotonic()
         job = await slow.enqueue()
-        with pytest.raises(asyncq.JobFailed, match="TimeoutError"):
-            await job.result(timeout=5)
+        assert await settled.wait(job.id, 2) == [Outcome.RETRY, Outcome.DEAD]
         took = time.monotonic() - started
-        info = await job.info()
+        await recorded.failed(job, match="TimeoutError")
+        if info := await recorded.info(job):
+            assert info.status is JobStatus.DEAD
+            assert info.error is not None and info.error.type == "TimeoutError"
+        (dead,) = await app.dead_letters()
     assert took < 2.0  # two 0.2 s attempts, nowhere near the 5 s sleep
     assert attempts == cancelled == [1, 2]
-    assert info.status is JobStatus.DEAD
-    assert info.error is not None and info.error.type == "TimeoutError"
+    assert (dead.id, dead.error.type) == (job.id, "TimeoutError")
 
 
-async def test_timed_out_attempt_is_retried_and_can_succeed(app: asyncq.App) -> None:
+async def test_timed_out_attempt_is_retried_and_can_succeed(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     @app.task(timeout=0.2, retries=2)
     async def slow_once() -> int:
         attempt = current_job().attempt
@@ -49,4 +57,6 @@ async def test_timed_out_attempt_is_retried_and_can_succeed(app: asyncq.App) -> 
         return attempt
 
     async with app, app.worker(concurrency=1):
-        assert await (await slow_once.enqueue()).result(timeout=5) == 2
+        job = await slow_once.enqueue()
+        assert await settled.wait(job.id, 2) == [Outcome.RETRY, Outcome.SUCCEEDED]
+        await recorded.result(job, 2)

@@ -10,8 +10,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import asyncq
 from asyncq import current_job
+from asyncq.backend import Outcome
+from asyncq.testing import Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
 def named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
@@ -19,7 +21,7 @@ def named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
 
 
 async def test_consumer_span_is_a_child_of_the_producer_span(
-    app: asyncq.App, spans: InMemorySpanExporter
+    app: asyncq.App, spans: InMemorySpanExporter, settled: SettleLog, recorded: Recorded
 ) -> None:
     @app.task
     async def add(a: int, b: int) -> int:
@@ -27,7 +29,8 @@ async def test_consumer_span_is_a_child_of_the_producer_span(
 
     async with app, app.worker(concurrency=1):
         job = await add.enqueue(1, 2)
-        assert await job.result(timeout=5) == 3
+        assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
+        await recorded.result(job, 3)
     (send,) = named(spans, "send default")
     (process,) = named(spans, "process default")
     assert send.kind is SpanKind.PRODUCER and process.kind is SpanKind.CONSUMER
@@ -47,7 +50,7 @@ async def test_consumer_span_is_a_child_of_the_producer_span(
 
 
 async def test_failed_attempts_record_the_exception_the_retry_and_the_dead_letter(
-    app: asyncq.App, spans: InMemorySpanExporter
+    app: asyncq.App, spans: InMemorySpanExporter, settled: SettleLog, recorded: Recorded
 ) -> None:
     @app.task(retries=1)
     async def broken() -> None:
@@ -55,8 +58,8 @@ async def test_failed_attempts_record_the_exception_the_retry_and_the_dead_lette
 
     async with app, app.worker(concurrency=1):
         job = await broken.enqueue()
-        with pytest.raises(asyncq.JobFailed):
-            await job.result(timeout=5)
+        assert await settled.wait(job.id, 2) == [Outcome.RETRY, Outcome.DEAD]
+        await recorded.failed(job)
     first, second = sorted(
         named(spans, "process default"),
         key=lambda s: str(dict(s.attributes or {})["asyncq.attempt"]),
@@ -74,7 +77,7 @@ async def test_failed_attempts_record_the_exception_the_retry_and_the_dead_lette
 
 
 async def test_enqueue_many_links_one_send_span_to_a_create_span_per_job(
-    app: asyncq.App, spans: InMemorySpanExporter
+    app: asyncq.App, spans: InMemorySpanExporter, settled: SettleLog, recorded: Recorded
 ) -> None:
     @app.task
     async def double(n: int) -> int:
@@ -82,7 +85,9 @@ async def test_enqueue_many_links_one_send_span_to_a_create_span_per_job(
 
     async with app, app.worker(concurrency=2):
         jobs = await double.enqueue_many([(1,), (2,)])
-        assert [await job.result(timeout=5) for job in jobs] == [2, 4]
+        for job, doubled in zip(jobs, [2, 4], strict=True):
+            assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
+            await recorded.result(job, doubled)
     creates = named(spans, "create default")
     (send,) = named(spans, "send default")
     assert dict(send.attributes or {})["messaging.batch.message_count"] == 2
@@ -97,7 +102,7 @@ async def test_enqueue_many_links_one_send_span_to_a_create_span_per_job(
         assert process.parent.span_id == create.context.span_id
 
 
-async def test_without_an_sdk_no_context_travels(app: asyncq.App) -> None:
+async def test_without_an_sdk_no_context_travels(app: asyncq.App, settled: SettleLog) -> None:
     seen: list[dict[str, str]] = []
 
     @app.task
@@ -106,5 +111,5 @@ async def test_without_an_sdk_no_context_travels(app: asyncq.App) -> None:
 
     async with app, app.worker(concurrency=1):
         job = await look.options(headers={"tenant": "a"}).enqueue()
-        await job.result(timeout=5)
+        assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
     assert seen == [{"tenant": "a"}]

@@ -7,6 +7,7 @@ naming the parameter and the field inside it."""
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
@@ -20,10 +21,11 @@ import pytest
 
 import asyncq
 from asyncq import JobStatus
-from asyncq.backend import Envelope
+from asyncq.backend import Envelope, Outcome
 from asyncq.serializer import encode_job, new_job_id
+from asyncq.testing import Recorded, SettleLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
+pytestmark = pytest.mark.anyio
 
 
 class Currency(enum.Enum):
@@ -76,7 +78,9 @@ ORDER = Order(
 )
 
 
-async def test_rich_arguments_arrive_as_their_annotations_say(app: asyncq.App) -> None:
+async def test_rich_arguments_arrive_as_their_annotations_say(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     received: dict[str, Any] = {}
 
     @app.task
@@ -120,8 +124,12 @@ async def test_rich_arguments_arrive_as_their_annotations_say(app: asyncq.App) -
             pair=(7, "x"),
             due=due,
         )
-        receipt = await job.result(timeout=10)
-        info = await job.info()
+        assert await settled.wait(job.id, timeout=10) == [Outcome.SUCCEEDED]
+        expected = Receipt(ORDER.id, Decimal("20.08"), ORDER.placed_at + timedelta(seconds=1))
+        await recorded.result(job, expected)
+        if info := await recorded.info(job):
+            assert info.result == expected  # decoded, not bytes
+            assert isinstance(info.raw_result, bytes)
     assert received == {
         "order": ORDER,
         "customer": customer,
@@ -134,13 +142,11 @@ async def test_rich_arguments_arrive_as_their_annotations_say(app: asyncq.App) -
         "flags": {"due": due},
     }
     assert type(received["folder"]) is type(Path("/srv/reports"))
-    expected = Receipt(ORDER.id, Decimal("20.08"), ORDER.placed_at + timedelta(seconds=1))
-    assert receipt == expected
-    assert info.result == expected  # decoded, not bytes
-    assert isinstance(info.raw_result, bytes)
 
 
-async def test_plain_json_arguments_pass_through_unchanged(app: asyncq.App) -> None:
+async def test_plain_json_arguments_pass_through_unchanged(
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
+) -> None:
     seen: list[Any] = []
 
     @app.task
@@ -150,7 +156,8 @@ async def test_plain_json_arguments_pass_through_unchanged(app: asyncq.App) -> N
 
     async with app, app.worker(concurrency=1):
         job = await echo.enqueue(1, "x", [1.5], {"k": [1, {"n": None}]}, (1, 2), f={"z": 1})
-        assert await job.result(timeout=10) == {"a": 1}
+        assert await settled.wait(job.id, timeout=10) == [Outcome.SUCCEEDED]
+        await recorded.result(job, {"a": 1})
     assert seen == [1, "x", [1.5], {"k": [1, {"n": None}]}, [1, 2], {"z": 1}]
 
 
@@ -164,7 +171,7 @@ async def test_plain_json_arguments_pass_through_unchanged(app: asyncq.App) -> N
     ],
 )
 async def test_a_value_that_does_not_convert_is_bad_arguments_naming_the_field(
-    app: asyncq.App, kwargs: dict[str, Any], where: str
+    app: asyncq.App, settled: SettleLog, recorded: Recorded, kwargs: dict[str, Any], where: str
 ) -> None:
     runs: list[int] = []
 
@@ -191,18 +198,24 @@ async def test_a_value_that_does_not_convert_is_bad_arguments_naming_the_field(
     async with app, app.worker(concurrency=1):
         await app.backend.enqueue([Envelope(job_id, app.default_queue, body, "typed")])
         job = app.get_job(job_id)
-        with pytest.raises(asyncq.JobFailed):
-            await job.result(timeout=10)
-        info = await job.info()
+        assert await settled.wait(job_id, timeout=10) == [Outcome.DEAD]
+        await recorded.failed(job)
+        if info := await recorded.info(job):
+            assert info.status is JobStatus.DEAD
+            assert info.error is not None
+            assert info.error.type == "BadArguments"
+            assert f"argument {where!r} of typed" in info.error.message
+        (dead,) = await app.dead_letters()
     assert runs == []
-    assert info.status is JobStatus.DEAD
-    assert info.error is not None
-    assert info.error.type == "BadArguments"
-    assert f"argument {where!r} of typed" in info.error.message
+    assert (dead.id, dead.error.type) == (job_id, "BadArguments")
+    assert f"argument {where!r} of typed" in dead.error.message
+
+
+NESTED_FIELD = r"order\.lines\[1\]\.quantity"
 
 
 async def test_a_nested_field_that_does_not_convert_is_named_by_its_path(
-    app: asyncq.App,
+    app: asyncq.App, settled: SettleLog, recorded: Recorded
 ) -> None:
     @app.task(name="lines")
     async def lines(order: Order) -> None:
@@ -220,5 +233,7 @@ async def test_a_nested_field_that_does_not_convert_is_named_by_its_path(
     )
     async with app, app.worker(concurrency=1):
         await app.backend.enqueue([Envelope(job_id, app.default_queue, body, "lines")])
-        with pytest.raises(asyncq.JobFailed, match=r"order\.lines\[1\]\.quantity"):
-            await app.get_job(job_id).result(timeout=10)
+        assert await settled.wait(job_id, timeout=10) == [Outcome.DEAD]
+        await recorded.failed(app.get_job(job_id), match=NESTED_FIELD)
+        (dead,) = await app.dead_letters()
+    assert re.search(NESTED_FIELD, dead.error.message), dead.error.message
