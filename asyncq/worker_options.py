@@ -3,8 +3,9 @@ flags, or in code) and passed unchanged to the App, the Worker and the superviso
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 __all__ = ["WorkerOptions", "WorkerOptionsOverrides"]
@@ -65,12 +66,9 @@ class WorkerOptions:
         return self.concurrency + prefetch
 
     def replace(self, **changes: Any) -> WorkerOptions:
-        """A copy with ``changes`` (validated like the original)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        unknown = set(changes) - set(values)
-        if unknown:
-            raise TypeError(f"unknown worker option(s): {', '.join(sorted(unknown))}")
-        return WorkerOptions(**(values | changes))
+        """A copy with ``changes``, validated like the original (an unknown name is a
+        ``TypeError``)."""
+        return dataclasses.replace(self, **changes)
 
     def command_line(self) -> list[str]:
         """These options as ``asyncq run`` flags: what a supervised worker process is given.

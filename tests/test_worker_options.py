@@ -25,3 +25,37 @@ def test_bad_option_is_a_value_error(unique: str, options: dict[str, Any], messa
     app = asyncq.App(f"memory://{unique}")
     with pytest.raises(ValueError, match=message):
         Worker(app, **options)
+
+
+def test_options_travel_to_a_supervised_worker_as_flags() -> None:
+    from asyncq.supervisor import Supervisor
+
+    options = asyncq.WorkerOptions(
+        queues=("a", "b"),
+        concurrency=7,
+        prefetch=2,
+        burst=True,
+        shutdown_timeout=4.5,
+        heartbeat_interval=3.0,
+        metrics_interval=2.0,
+        wait_for_broker=9.0,
+    )
+    supervisor = Supervisor.for_workers(["asyncq", "run", "m:app"], options, 2)
+    assert supervisor.command == [
+        "asyncq", "run", "m:app",
+        "--concurrency", "7", "--prefetch", "2", "--shutdown-timeout", "4.5",
+        "--queues", "a,b", "--burst", "--heartbeat-interval", "3.0",
+        "--metrics-interval", "2.0", "--wait-for-broker", "9.0",
+    ]  # fmt: skip
+    assert supervisor.shutdown_timeout == 4.5
+
+
+@pytest.mark.anyio
+async def test_an_app_worker_takes_options_or_their_fields(unique: str) -> None:
+    app = asyncq.App(f"memory://{unique}", shutdown_timeout=7.0)
+    async with app.worker(asyncq.WorkerOptions(concurrency=3, shutdown_timeout=1.0)) as worker:
+        assert (worker.concurrency, worker.shutdown_timeout) == (3, 1.0)
+    async with app.worker(concurrency=2) as worker:  # the App's shutdown timeout by default
+        assert (worker.concurrency, worker.shutdown_timeout) == (2, 7.0)
+    with pytest.raises(ValueError, match="concurrency must be >= 1"):
+        asyncq.WorkerOptions(concurrency=2).replace(concurrency=0)
