@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 
 import asyncq
 
+from .output import print_line
+
 app = asyncq.App("memory://cli-burst")
 
 
 @app.task(name="say")
 async def say(n: int) -> None:
-    print(f"ran {n}", flush=True)
+    print_line(f"ran {n}")
 
 
 @app.lifespan

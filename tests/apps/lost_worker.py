@@ -7,12 +7,14 @@ import anyio
 
 import asyncq
 
+from .output import print_line
+
 app = asyncq.App("memory://lost-worker")
 
 
 @app.task(name="lost.work")
 async def work() -> str:
     job = asyncq.current_job()
-    print(f"started {job.id} attempt={job.attempt} redelivered={job.redelivered}", flush=True)
+    print_line(f"started {job.id} attempt={job.attempt} redelivered={job.redelivered}")
     await anyio.sleep_forever()
     return "never"

@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 
 import asyncq
 
+from .output import print_line
+
 app = asyncq.App("memory://cli-multi")
 
 
 @app.task(name="announce")
 async def announce() -> None:
-    print(f"ready {os.getpid()}", flush=True)
+    print_line(f"ready {os.getpid()}")
 
 
 @app.lifespan

@@ -10,14 +10,16 @@ import anyio
 
 import asyncq
 
+from .output import print_line
+
 app = asyncq.App("memory://cli-slow")
 
 
 @app.task(name="slow")
 async def slow(n: int) -> None:
-    print(f"started {n}", flush=True)
+    print_line(f"started {n}")
     await anyio.sleep(float(os.environ.get("SLOW_JOB_SECONDS", "1")))
-    print(f"finished {n}", flush=True)
+    print_line(f"finished {n}")
 
 
 @app.lifespan

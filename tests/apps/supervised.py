@@ -8,12 +8,14 @@ import anyio
 
 import asyncq
 
+from .output import print_line
+
 app = asyncq.App("memory://supervised")
 
 
 @app.task(name="supervised.nap")
 async def nap(seconds: float) -> None:
     job = asyncq.current_job()
-    print(f"started {job.id}", flush=True)
+    print_line(f"started {job.id}")
     await anyio.sleep(seconds)
-    print(f"finished {job.id}", flush=True)
+    print_line(f"finished {job.id}")
