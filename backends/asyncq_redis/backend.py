@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rx
 
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
+from asyncq.coalescing import Coalescer
 from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats
 from asyncq.store import JobStore
 
@@ -48,6 +49,11 @@ _SCRIPTS = {
     "CANCEL": jobstore.CANCEL,
     "LIST": listing.LIST,
 }
+
+
+def _body_size(envelope: Envelope) -> int:
+    return len(envelope.body)
+
 
 RECLAIM_INTERVAL = 0.5
 """Seconds between looks for abandoned entries while a queue has pending ones: a lost
@@ -80,6 +86,8 @@ class RedisBackend(Backend):
         self._reclaim_cursor: dict[str, str] = {}
         self._turn = 0
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        # Enqueues in flight together share one pipelined round trip.
+        self._enqueues = Coalescer(self._send_jobs, weight=_body_size)
 
     @property
     def store(self) -> JobStore:
@@ -121,6 +129,9 @@ class RedisBackend(Backend):
 
     # -- producing -------------------------------------------------------------------------
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
+        return await self._enqueues.submit(envelopes)
+
+    async def _send_jobs(self, envelopes: Sequence[Envelope]) -> list[str]:
         now = repr(time.time())
 
         def call(keys: QueueKeys, jobs: Sequence[Envelope]) -> Call:
