@@ -11,8 +11,9 @@ Each library gets the same jobs, one worker process at ``--concurrency``, and a 
 its own (``--db``, 14 by default) flushed before each workload, so no run sees another's
 keys. The workloads, in this order:
 
-W1  enqueue: ``--enqueue-jobs`` jobs, (a) one await per job, (b) the library's bulk
-    (pipelined) enqueue in batches of ``--batch``, where it has one;
+W1  enqueue: ``--enqueue-jobs`` jobs, (a) one await per job, (c) ``--callers`` concurrent
+    callers (100), each with one await per job, as a web server's requests enqueue, (b) the
+    library's bulk (pipelined) enqueue in batches of ``--batch``, where it has one;
 W2  drain: ``--jobs`` no-op jobs enqueued first, then one worker process is started (the
     library's own CLI, or its documented programmatic worker); timed from the moment the
     worker's startup hook runs until the last job has counted itself done; plus the worker
@@ -86,6 +87,7 @@ class WorkloadConfig:
     duration: float
     sleep_jobs: int
     batch: int
+    callers: int
     stop_timeout: float
     log_dir: Path
 
@@ -118,6 +120,7 @@ class Result:
     skipped: str | None = None
     has_bulk: bool = False
     enqueue_rate: float | None = None
+    concurrent_rate: float | None = None
     bulk_rate: float | None = None
     drain_rate: float | None = None
     drain_seconds: float | None = None
@@ -321,6 +324,9 @@ async def enqueue_workload(peer: Peer, redis: aioredis.Redis, cfg: Config, res: 
         for _ in range(n):
             await peer.enqueue("noop")
         res.enqueue_rate = n / (time.perf_counter() - start)
+    await flush(redis)
+    async with peer.producer():
+        res.concurrent_rate = await concurrent_enqueues(peer, n, cfg.callers)
     if not peer.has_bulk:
         return
     await flush(redis)
@@ -329,6 +335,24 @@ async def enqueue_workload(peer: Peer, redis: aioredis.Redis, cfg: Config, res: 
         for size in batches(n, cfg.batch):
             await peer.enqueue_bulk("noop", size)
         res.bulk_rate = n / (time.perf_counter() - start)
+
+
+async def concurrent_enqueues(peer: Peer, n: int, callers: int) -> float:
+    """W1c: ``n`` single enqueues by ``callers`` tasks at once, each awaiting its own before
+    sending the next; jobs/s."""
+    left = n
+
+    async def caller() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await peer.enqueue("noop")
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(min(callers, n)):
+            tg.start_soon(caller)
+    return n / (time.perf_counter() - start)
 
 
 async def timed_run(
@@ -491,6 +515,7 @@ def child_arguments(cfg: Config) -> list[str]:
         *("--enqueue-jobs", str(cfg.enqueue_jobs), "--jobs", str(cfg.jobs)),
         *("--rate", repr(cfg.rate), "--duration", repr(cfg.duration)),
         *("--sleep-jobs", str(cfg.sleep_jobs), "--batch", str(cfg.batch)),
+        *("--callers", str(cfg.callers)),
         *("--stop-timeout", repr(cfg.stop_timeout)),
     ]
 
@@ -591,6 +616,7 @@ def table(results: list[Result], cfg: Config) -> str:
         "library",
         "version",
         "W1 enqueue, 1 await/job (jobs/s)",
+        f"W1c {cfg.callers} callers at once (jobs/s)",
         f"W1 bulk, batches of {cfg.batch:,} (jobs/s)",
         f"W2 drain {cfg.jobs:,} (jobs/s)",
         "W2 worker peak RSS (MiB)",
@@ -601,13 +627,14 @@ def table(results: list[Result], cfg: Config) -> str:
     rows = []
     for r in results:
         if r.skipped:
-            rows.append([r.library, r.version or "—", f"skipped: {r.skipped}"] + [""] * 6)
+            rows.append([r.library, r.version or "—", f"skipped: {r.skipped}"] + [""] * 7)
             continue
         rows.append(
             [
                 r.library,
                 f"{r.version} ({r.client})" if r.client else r.version,
                 _rate(r.enqueue_rate),
+                _rate(r.concurrent_rate),
                 _rate(r.bulk_rate) if r.has_bulk else "n/a",
                 _rate(r.drain_rate),
                 _num(r.peak_rss_mib, 1),
@@ -622,6 +649,46 @@ def table(results: list[Result], cfg: Config) -> str:
     return "\n".join(lines)
 
 
+RATIOS: list[tuple[str, str, bool, str]] = [
+    # (label, Result field, higher is better, unit)
+    ("W1 one await per job", "enqueue_rate", True, "jobs/s"),
+    ("W1c concurrent callers", "concurrent_rate", True, "jobs/s"),
+    ("W1 bulk", "bulk_rate", True, "jobs/s"),
+    ("W2 drain", "drain_rate", True, "jobs/s"),
+    ("W2 worker peak RSS", "peak_rss_mib", False, "MiB"),
+    ("W3 p50", "latency_p50_ms", False, "ms"),
+    ("W3 p99", "latency_p99_ms", False, "ms"),
+    ("W4", "sleep_seconds", False, "s"),
+]
+
+
+def ratios(results: list[Result], subject: str = "asyncq") -> list[str]:
+    """Per workload, ``subject``'s number against the best other library's, as a ratio
+    (above 1 is better for ``subject``, whichever way the number runs)."""
+    mine = next((r for r in results if r.library == subject and not r.skipped), None)
+    if mine is None:
+        return []
+    lines = []
+    for label, name, higher, unit in RATIOS:
+        value = getattr(mine, name)
+        others = [
+            (getattr(r, name), r.library)
+            for r in results
+            if r is not mine and not r.skipped and getattr(r, name) is not None
+        ]
+        if value is None or not others:
+            continue
+        best, who = max(others) if higher else min(others)
+        if not best or not value:
+            continue
+        ratio = value / best if higher else best / value
+        lines.append(
+            f"- {label}: {subject} {value:,.2f} {unit}, best other {who} {best:,.2f} {unit}: "
+            f"{ratio:.2f}x"
+        )
+    return lines
+
+
 def report(results: list[Result], cfg: Any, broker: str, interrupted: bool) -> str:
     """The table, settings and notes; ``broker`` says what the run ran on."""
     out = (
@@ -634,6 +701,9 @@ def report(results: list[Result], cfg: Any, broker: str, interrupted: bool) -> s
         "",
         table(results, cfg),
     ]
+    compared = ratios(results)
+    if compared:
+        out += ["", "asyncq against the best other library (above 1x: asyncq ahead):", *compared]
     settings = [f"- {r.library}: {s}" for r in results for s in r.settings]
     if settings:
         out += [
@@ -675,6 +745,12 @@ def add_common_arguments(
         "--rate", type=float, default=200.0, help="W3 jobs per second (default %(default)g)"
     )
     parser.add_argument("--duration", type=float, help="W3 seconds (default 10)")
+    parser.add_argument(
+        "--callers",
+        type=int,
+        default=100,
+        help="W1c: concurrent callers, each one await per job (default %(default)s)",
+    )
     parser.add_argument(
         "--batch", type=int, default=1_000, help="jobs per bulk enqueue (default %(default)s)"
     )
@@ -725,9 +801,13 @@ def common_settings(
         "duration": pick(args.duration, 10.0, 2.0),
         "sleep_jobs": pick(args.sleep_jobs, 5_000, 1_000),
         "batch": args.batch,
+        "callers": args.callers,
         "stop_timeout": args.stop_timeout,
     }
-    counts = [settings[k] for k in ("concurrency", "enqueue_jobs", "jobs", "sleep_jobs", "batch")]
+    counts = [
+        settings[k]
+        for k in ("concurrency", "enqueue_jobs", "jobs", "sleep_jobs", "batch", "callers")
+    ]
     if min(counts) < 1 or args.rate <= 0 or settings["duration"] <= 0 or not 0 < args.db < 16:
         parser.error("counts, --rate and --duration must be > 0, --db between 1 and 15")
     return settings
