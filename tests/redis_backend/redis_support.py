@@ -13,10 +13,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import anyio
+import pytest
 import services
 from anyio.abc import Process
-from asyncq_redis import RedisBackend
+from asyncq_redis import RedisBackend, wire
 from harness import Lines, worker_process
+from redis.asyncio.connection import AbstractConnection
 
 import asyncq
 
@@ -151,3 +153,59 @@ async def kill_and_take_over(
     assert [line for line in stdout.seen if line.startswith("started ")] == [started]
     assert runs == [(1, True)]
     return restarted_at - killed_at
+
+
+class RoundTrips:
+    """What a backend sends, noted on the way, through its redis-py client and through its
+    connection for the hot commands (``Wire``): each write of packed commands to a
+    connection (a round trip), each pipeline with its commands, each single command. Everything
+    is still sent; nothing is answered in its place."""
+
+    def __init__(self, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sends = 0
+        self.pipelines: list[list[tuple[Any, ...]]] = []
+        self.commands: list[tuple[Any, ...]] = []
+        real_send = AbstractConnection.send_packed_command
+        real_link_send = wire._Link.send
+        real_pipeline = client.pipeline
+        real_command = client.execute_command
+        real_execute = wire.Wire.execute
+        real_call = wire.Wire.call
+
+        async def send_packed_command(conn: Any, *args: Any, **kwargs: Any) -> None:
+            self.sends += 1
+            await real_send(conn, *args, **kwargs)
+
+        def link_send(link: Any, *args: Any) -> Any:
+            self.sends += 1
+            return real_link_send(link, *args)
+
+        def pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = real_pipeline(*args, **kwargs)
+            real_pipe_execute = pipe.execute
+
+            async def execute(*args: Any, **kwargs: Any) -> Any:
+                self.pipelines.append([command for command, _ in pipe.command_stack])
+                return await real_pipe_execute(*args, **kwargs)
+
+            pipe.execute = execute
+            return pipe
+
+        async def execute_command(*args: Any, **kwargs: Any) -> Any:
+            self.commands.append(args)
+            return await real_command(*args, **kwargs)
+
+        async def wire_execute(w: Any, commands: Any) -> Any:
+            self.pipelines.append([tuple(command) for command in commands])
+            return await real_execute(w, commands)
+
+        async def wire_call(w: Any, *command: Any) -> Any:
+            self.commands.append(command)
+            return await real_call(w, *command)
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", send_packed_command)
+        monkeypatch.setattr(wire._Link, "send", link_send)
+        monkeypatch.setattr(wire.Wire, "execute", wire_execute)
+        monkeypatch.setattr(wire.Wire, "call", wire_call)
+        monkeypatch.setattr(client, "pipeline", pipeline)
+        monkeypatch.setattr(client, "execute_command", execute_command)

@@ -14,51 +14,13 @@ import services
 from asyncq_redis import mover, scripts
 from asyncq_redis.records import QueueKeys
 from harness import Runs, Settled, statuses
-from redis.asyncio.connection import AbstractConnection
 
 import asyncq
 from asyncq import JobStatus, current_job
 
-from .redis_support import redis_client, redis_url
+from .redis_support import RoundTrips, redis_client, redis_url
 
 pytestmark = pytest.mark.anyio
-
-
-class RoundTrips:
-    """What a backend's real redis-py client sends, noted on the way: each write of packed
-    commands to a connection (a round trip), each pipeline with its commands, each single
-    command. The client still sends everything; nothing is answered in its place."""
-
-    def __init__(self, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sends = 0
-        self.pipelines: list[list[tuple[Any, ...]]] = []
-        self.commands: list[tuple[Any, ...]] = []
-        real_send = AbstractConnection.send_packed_command
-        real_pipeline = client.pipeline
-        real_command = client.execute_command
-
-        async def send_packed_command(conn: Any, *args: Any, **kwargs: Any) -> None:
-            self.sends += 1
-            await real_send(conn, *args, **kwargs)
-
-        def pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = real_pipeline(*args, **kwargs)
-            real_execute = pipe.execute
-
-            async def execute(*args: Any, **kwargs: Any) -> Any:
-                self.pipelines.append([command for command, _ in pipe.command_stack])
-                return await real_execute(*args, **kwargs)
-
-            pipe.execute = execute
-            return pipe
-
-        async def execute_command(*args: Any, **kwargs: Any) -> Any:
-            self.commands.append(args)
-            return await real_command(*args, **kwargs)
-
-        monkeypatch.setattr(AbstractConnection, "send_packed_command", send_packed_command)
-        monkeypatch.setattr(client, "pipeline", pipeline)
-        monkeypatch.setattr(client, "execute_command", execute_command)
 
 
 async def test_enqueue_many_is_one_round_trip(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:

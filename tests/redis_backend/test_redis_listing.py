@@ -6,7 +6,6 @@ call."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,7 @@ from asyncq.backend import Settlement
 from asyncq.errors import ErrorInfo
 from asyncq.records import JobListing
 
-from .redis_support import redis_client, redis_url
+from .redis_support import RoundTrips, redis_client, redis_url
 
 pytestmark = pytest.mark.anyio
 
@@ -129,19 +128,13 @@ async def test_a_page_is_one_script_call(prefix: str, monkeypatch: pytest.Monkey
     async with app:
         await work.enqueue_many([(n,) for n in range(50)])
         await work.options(delay=3600).enqueue_many([(n,) for n in range(50)])
-        client = redis_client(app)
-        sent: list[tuple[Any, ...]] = []
-        real = client.execute_command
-
-        async def execute_command(*args: Any, **kwargs: Any) -> Any:
-            sent.append(args)
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(client, "execute_command", execute_command)
+        trips = RoundTrips(redis_client(app), monkeypatch)
         for status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RUNNING):
-            sent.clear()
+            trips.commands.clear()
+            trips.pipelines.clear()
             page = await app.backend.list_jobs("default", status, limit=40)
             assert len(page) == (0 if status is JobStatus.RUNNING else 40)
+            sent = [*trips.commands, *(c for p in trips.pipelines for c in p)]
             assert [command[0] for command in sent] == ["EVALSHA"], status
 
 

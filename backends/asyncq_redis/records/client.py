@@ -25,6 +25,7 @@ from ..connection import open_client, redis_errors
 from ..notifications import Notifications
 from ..refusals import refused_url
 from ..settings import RedisConnection
+from ..wire import Wire
 from .keys import QueueKeys
 from .scripting import Call, Scripts, enqueue_chunks
 
@@ -66,6 +67,7 @@ class RedisStore:
         host = "".join(c if c.isalnum() or c in ".-_" else "_" for c in socket.gethostname())
         self.client_name = f"asyncq:{host}:{os.getpid()}:{os.urandom(3).hex()}"
         self._client: aioredis.Redis | None = None
+        self._wire: Wire | None = None
         self._notifications: Notifications | None = None
         self._scripts = Scripts(scripts)
         self._registered: set[str] = set()  # queues this store has put in the registry
@@ -75,6 +77,7 @@ class RedisStore:
             self.connection, max_connections=self._max_connections, client_name=self.client_name
         )
         self._notifications = Notifications(self._client)
+        self._wire = Wire(self._client)
         with self.errors(action):
             try:
                 await self._client.ping()
@@ -84,7 +87,7 @@ class RedisStore:
                 if refused is not None:
                     raise refused from None
                 raise
-            await self._scripts.load(self._client)
+            await self._scripts.load(self._wire)
 
     async def bulk_limit(self) -> int:
         """The largest string the server takes in a command (``proto-max-bulk-len``), or
@@ -102,6 +105,9 @@ class RedisStore:
     async def close(self) -> None:
         client, self._client = self._client, None
         notifications, self._notifications = self._notifications, None
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            await wire.close()
         if notifications is not None:
             await notifications.close()
         if client is not None:
@@ -113,6 +119,13 @@ class RedisStore:
             raise BrokerError(f"{self._owner} is not connected: open the App first")
         return self._client
 
+    @property
+    def wire(self) -> Wire:
+        """The connection of the scripts and other hot commands (see wire.py)."""
+        if self._wire is None:
+            raise BrokerError(f"{self._owner} is not connected: open the App first")
+        return self._wire
+
     def errors(self, action: str) -> AbstractContextManager[None]:
         """Map redis-py's errors to asyncq's, saying what was being done."""
         return redis_errors(self.where, action)
@@ -122,7 +135,7 @@ class RedisStore:
         this store has not registered yet join the registry of queues in the same trip."""
         new = [q for q in queues if q not in self._registered]
         register = (self.queues_key, list(dict.fromkeys(new))) if new else None
-        replies = await self._scripts.run(self.client, calls, register=register)
+        replies = await self._scripts.run(self.wire, calls, register=register)
         self._registered.update(new)
         return replies
 

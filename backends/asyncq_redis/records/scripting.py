@@ -10,13 +10,13 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis import exceptions as rx
 
 from asyncq.delivery import Envelope
 from asyncq.errors import BrokerError
 from asyncq.settlement import Settlement
 
+from ..wire import Wire
 from .keys import QueueKeys
 
 __all__ = ["SCRIPT_CHUNK", "Call", "Scripts", "enqueue_chunks", "settle_chunks"]
@@ -73,52 +73,54 @@ class Scripts:
         self._sources = dict(sources)
         self._shas: dict[str, str] = {}
 
-    async def load(self, client: aioredis.Redis) -> None:
-        pipe = client.pipeline(transaction=False)
-        for source in self._sources.values():
-            pipe.script_load(source)
-        self._shas.update(zip(self._sources, await pipe.execute(), strict=True))
+    async def load(self, wire: Wire) -> None:
+        replies = await wire.execute([("SCRIPT", "LOAD", src) for src in self._sources.values()])
+        for name, reply in zip(self._sources, replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise reply
+            self._shas[name] = reply.decode()
 
     async def run(
         self,
-        client: aioredis.Redis,
+        wire: Wire,
         calls: Sequence[Call],
         *,
         register: tuple[str, Sequence[str]] | None = None,
     ) -> list[Any]:
         """The calls' replies, in order. ``register`` (a set's key and members) is added to
         that set in the same round trip: how new queues join a registry of queues."""
-        if len(calls) == 1 and not register:  # one call: skip the pipeline's own overhead
+        shas = self._shas
+        if len(calls) == 1 and not register:  # one call: no list of replies to sort out
             name, keys, args = calls[0]
             try:
-                return [await client.evalsha(self._shas[name], len(keys), *keys, *args)]
+                return [await wire.call("EVALSHA", shas[name], len(keys), *keys, *args)]
             except rx.NoScriptError:
-                await self.load(client)
-                return [await client.evalsha(self._shas[name], len(keys), *keys, *args)]
+                await self.load(wire)
+                return [await wire.call("EVALSHA", shas[name], len(keys), *keys, *args)]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):
-            pipe = client.pipeline(transaction=False)
+            commands: list[tuple[Any, ...]] = []
             if register:
-                pipe.sadd(register[0], *register[1])
+                commands.append(("SADD", register[0], *register[1]))
             for i in todo:
                 name, keys, args = calls[i]
-                pipe.evalsha(self._shas[name], len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
+                commands.append(("EVALSHA", shas[name], len(keys), *keys, *args))
+            replies = await wire.execute(commands)
             if register:
-                if isinstance(replies[0], Exception):
+                if isinstance(replies[0], BaseException):
                     raise replies[0]
                 replies, register = replies[1:], None
             missing = []
             for i, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, rx.NoScriptError):
                     missing.append(i)
-                elif isinstance(reply, Exception):
+                elif isinstance(reply, BaseException):
                     raise reply
                 else:
                     results[i] = reply
             if not missing:
                 return results
-            await self.load(client)
+            await self.load(wire)
             todo = missing
         raise BrokerError("Redis keeps refusing asyncq's scripts (NOSCRIPT)")

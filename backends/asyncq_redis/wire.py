@@ -1,0 +1,216 @@
+"""The hot commands' own connection: one socket, commands pipelined as they come, replies
+parsed by hiredis and handed to their callers in order.
+
+A job's path runs a few script calls (enqueue, take, settle); through redis-py each one
+costs a pool checkout and return, a timeout context, a retry wrapper and several layers of
+parsing, which measured at several times what encoding the command and parsing its reply
+cost in hiredis. Here a call is: pack the command (hiredis), write it, await a future that
+the reader sets from ``hiredis.Reader``. Calls from many tasks at once share the socket the
+way a pipeline does, since Redis answers in order.
+
+redis-py still opens the connection (so TLS, AUTH, ACL users, the database and the client
+name are done the one way the rest of the backend does them) and serves every other
+command, including the worker's blocking XREADGROUP, which must not sit in front of others.
+A call that fails because the connection dropped is sent again on a new one, with the same
+retry as redis-py's (about 1.5 s in all); a connection whose replies stop coming for the
+socket timeout is closed, failing what was in flight with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+from redis import exceptions as rx
+
+__all__ = ["Wire"]
+
+Command = tuple[Any, ...]
+
+_ERRORS: dict[str, type[rx.ResponseError]] = {
+    "NOSCRIPT": rx.NoScriptError,
+    "READONLY": rx.ReadOnlyError,
+    "BUSYGROUP": rx.ResponseError,
+}
+
+
+def _error(reply: hiredis.ReplyError) -> BaseException:
+    message = str(reply)
+    code = message.split(" ", 1)[0]
+    if code == "LOADING":
+        return rx.BusyLoadingError(message)
+    return _ERRORS.get(code, rx.ResponseError)(message)
+
+
+class _Link:
+    """One open connection: its writer, its reader task and the calls awaiting replies."""
+
+    def __init__(self, conn: Any, timeout: float | None) -> None:
+        self.conn = conn
+        self.writer: asyncio.StreamWriter = conn._writer
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.timeout = timeout
+        self.broken: BaseException | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader = hiredis.Reader(replyError=hiredis.ReplyError)
+        self._task = asyncio.get_running_loop().create_task(self._read(conn._reader))
+
+    def send(self, packed: bytes, replies: int) -> list[asyncio.Future[Any]]:
+        if self.broken is not None:
+            raise rx.ConnectionError(f"connection lost: {self.broken}")
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures = [loop.create_future() for _ in range(replies)]
+        self.writer.write(packed)
+        self.waiting.extend((f, now) for f in futures)
+        if self._timer is None and self.timeout is not None:
+            self._timer = loop.call_later(self.timeout, self._check)
+        return futures
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        reader, waiting = self._reader, self.waiting
+        try:
+            while True:
+                data = await stream.read(65536)
+                if not data:
+                    raise rx.ConnectionError("Redis closed the connection")
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    future, _ = waiting.popleft()
+                    if future.done():  # its caller was cancelled
+                        continue
+                    if isinstance(reply, hiredis.ReplyError):
+                        future.set_exception(_error(reply))
+                    else:
+                        future.set_result(reply)
+        except asyncio.CancelledError:
+            self.fail(rx.ConnectionError("connection closed"))
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, rx.RedisError):
+                exc = rx.ConnectionError(f"reading from Redis: {exc!r}")
+            self.fail(exc)
+
+    def _check(self) -> None:
+        self._timer = None
+        if not self.waiting or self.broken is not None or self.timeout is None:
+            return
+        oldest = self.waiting[0][1]
+        late = time.monotonic() - oldest
+        if late >= self.timeout:
+            self.fail(rx.TimeoutError(f"no reply from Redis in {self.timeout:g} s"))
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.timeout - late, self._check)
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the connection broken and fail every call awaiting a reply on it."""
+        if self.broken is None:
+            self.broken = error
+            self.writer.transport.abort()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self.waiting:
+            future, _ = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    async def close(self) -> None:
+        self.fail(rx.ConnectionError("connection closed"))
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        try:
+            await self.conn.disconnect(nowait=True)
+        except (rx.RedisError, OSError):
+            pass
+
+
+class Wire:
+    """Pipelined calls on a connection of its own, opened like the client's pool's."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        pool: Any = client.connection_pool
+        self._pool = pool
+        self._retry = pool.connection_kwargs.get("retry")
+        self._timeout = pool.connection_kwargs.get("socket_timeout")
+        # What the client's own retry sends again (a dropped connection; a timeout too with
+        # retry_on_timeout): a single call retries the same.
+        self._retried = tuple(pool.connection_kwargs.get("retry_on_error") or [rx.ConnectionError])
+        self._link: _Link | None = None
+        self._opening: asyncio.Future[_Link] | None = None
+
+    async def _open(self) -> _Link:
+        link = self._link
+        if link is not None and link.broken is None:
+            return link
+        if self._opening is not None:  # another call is connecting: share its connection
+            return await asyncio.shield(self._opening)
+        self._opening = asyncio.get_running_loop().create_future()
+        try:
+            if link is not None:
+                self._link = None
+                await link.close()
+            conn = self._pool.connection_class(**self._pool.connection_kwargs)
+            await conn.connect()
+            link = self._link = _Link(conn, self._timeout)
+            self._opening.set_result(link)
+            return link
+        except BaseException as exc:
+            self._opening.set_exception(exc)
+            self._opening.exception()  # retrieved: no "never retrieved" warning
+            raise
+        finally:
+            self._opening = None
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Each command's reply, in order; an error reply is returned as its exception.
+        A dropped connection raises (after the retries)."""
+        packed = b"".join([hiredis.pack_command(command) for command in commands])
+
+        async def attempt() -> list[Any]:
+            link = await self._open()
+            futures = link.send(packed, len(commands))
+            replies = await asyncio.gather(*futures, return_exceptions=True)
+            for reply in replies:  # the connection's failure, not a command's: raised
+                if isinstance(reply, rx.ConnectionError | rx.TimeoutError):
+                    raise reply
+            return replies
+
+        async def failed(error: BaseException) -> None:
+            link = self._link
+            if link is not None and link.broken is None:
+                link.fail(error)
+
+        if self._retry is None:
+            return await attempt()
+        return list(await self._retry.call_with_retry(attempt, failed))
+
+    async def call(self, *command: Any) -> Any:
+        """One command's reply; an error reply raises."""
+        link = self._link
+        if link is None or link.broken is not None:
+            link = await self._open()
+        (future,) = link.send(hiredis.pack_command(command), 1)
+        try:
+            return await future
+        except self._retried:
+            if self._retry is None:
+                raise
+            (reply,) = await self.execute([command])  # once more, with the retries
+            if isinstance(reply, BaseException):
+                raise reply from None
+            return reply
+
+    async def close(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
