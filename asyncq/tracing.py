@@ -19,6 +19,7 @@ no header, no cost beyond that one check.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
@@ -51,6 +52,12 @@ _SCOPE = "asyncq"
 # provider's identity, a provider set or swapped later is still the one used.
 _cached: tuple[object, Tracer | None] | None = None
 
+_UNKNOWN = object()
+# Whether the environment names a provider for OpenTelemetry to load on first use (read
+# once: the variable is meant for start-up, not for changing in a running process).
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+_get_tracer_provider = None if trace is None else trace.get_tracer_provider
+
 _OFF = nullcontext(None)  # stateless, so one serves every untraced job
 
 
@@ -58,6 +65,15 @@ def _tracer() -> Tracer | None:
     """The current provider's asyncq tracer, or None while no real provider is set."""
     global _cached
     if trace is None:
+        return None
+    # Until a provider is set, OpenTelemetry looks one up in os.environ on every call, a
+    # few µs per job; the unset global (read where the module keeps it) says the same.
+    # (Unless get_tracer_provider was replaced, as tests of tracing do.)
+    if (
+        trace.get_tracer_provider is _get_tracer_provider
+        and getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None
+        and not _PROVIDER_FROM_ENV
+    ):
         return None
     provider = trace.get_tracer_provider()
     cached = _cached
