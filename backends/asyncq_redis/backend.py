@@ -27,6 +27,7 @@ from redis import exceptions as rx
 
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
 from asyncq.coalescing import Coalescer
+from asyncq.errors import BrokerError
 from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats
 from asyncq.store import JobStore
 
@@ -34,6 +35,7 @@ from . import blocking, jobstore, listing, mover, scripts
 from .jobstore import GROUP, StreamJobStore
 from .records import Call, QueueKeys, RedisStore, settle_chunks
 from .settings import RedisSettings
+from .wire import Wire
 
 __all__ = ["RedisBackend"]
 
@@ -77,6 +79,7 @@ class RedisBackend(Backend):
             owner="the Redis backend",
         )
         self._records = StreamJobStore(self._redis, prefix=settings.prefix, ttl_ms=self._ttl_ms)
+        self._reader: Wire | None = None
         self._errors = self._redis.errors
         self._run_scripts = self._redis.run
         self._k = self._records.keys
@@ -100,6 +103,8 @@ class RedisBackend(Backend):
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
         await self._redis.connect()
+        # The worker's blocking reads get a connection of their own (see blocking.py).
+        self._reader = Wire(self._redis.client, timed=False)
         # A job's body is one argument of a script call: the server refuses one larger
         # than its proto-max-bulk-len, so that is the most the URL may ask for.
         server = await self._redis.bulk_limit()
@@ -107,6 +112,9 @@ class RedisBackend(Backend):
         self.max_message_size = server if asked is None else min(asked, server)
 
     async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close()
         await self._redis.close()
 
     @property
@@ -220,8 +228,10 @@ class RedisBackend(Backend):
         if wait <= 0:
             return []
         streams = {self._k(q).stream: ">" for q in queues}
+        if self._reader is None:
+            raise BrokerError("the Redis backend is not connected: open the App first")
         read = await blocking.read_group(
-            self.client,
+            self._reader,
             GROUP,
             self._consumer,
             streams,

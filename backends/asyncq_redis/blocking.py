@@ -1,4 +1,5 @@
-"""The worker's blocking XREADGROUP: sent on a connection of the pool, its reply awaited for
+"""The worker's blocking XREADGROUP: sent on a connection of its own (a ``Wire`` that
+carries nothing else, so no other command waits behind the block), its reply awaited for
 the block plus the socket timeout.
 
 Through the client, a read that blocks about as long as the socket timeout or longer fails
@@ -11,29 +12,22 @@ really lost runs out the deadline.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 import anyio
-import redis.asyncio as aioredis
 from redis import exceptions as rx
+
+from .wire import Wire
 
 __all__ = ["Entries", "read_group"]
 
 Entries = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 """Per stream, its new entries: (stream, [(entry id, fields), ...])."""
 
-# redis-py before 5.3 wants a command name for a connection of the pool; later releases
-# warn when given one.
-_NAMED = (
-    inspect.signature(aioredis.ConnectionPool.get_connection).parameters["command_name"].default
-    is inspect.Parameter.empty
-)
-
 
 async def read_group(
-    client: aioredis.Redis,
+    wire: Wire,
     group: str,
     consumer: str,
     streams: Mapping[str, str],
@@ -43,39 +37,27 @@ async def read_group(
     grace: float,
 ) -> Entries:
     """``XREADGROUP GROUP group consumer COUNT count BLOCK block STREAMS ...``, waiting at
-    most ``block + grace`` seconds (``grace``: the socket timeout) for the reply."""
+    most ``block + grace`` seconds (``grace``: the socket timeout) for the reply, on a
+    connection that carries nothing else (``wire``, untimed: the deadline is this one)."""
     args: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
     args += ["BLOCK", max(int(block * 1000), 1), "STREAMS", *streams, *streams.values()]
-    pool: Any = client.connection_pool  # redis-py's pool methods are untyped
-    for attempt in (1, 2):
-        conn: Any = await (pool.get_connection("XREADGROUP") if _NAMED else pool.get_connection())
-        sent = clean = False
-        try:
-            await conn.send_command(*args)
-            sent = True
-            with anyio.move_on_after(block + grace) as deadline:
-                # redis-py's own timeout only as a backstop: it would leave the reply unread.
-                reply = await conn.read_response(timeout=block + grace + 60.0)
-            if deadline.cancelled_caught:
-                raise rx.TimeoutError(
-                    f"no reply from Redis {block + grace:.1f} s into a {block:.1f} s block"
-                )
-            clean = True
-        except rx.ResponseError:
-            clean = True  # an error reply (NOGROUP) was read whole: the connection is fine
-            raise
-        except rx.ConnectionError:
-            if attempt == 1 and not sent:
-                continue  # a pooled connection the server had closed: once more, on a new one
-            raise
-        finally:
-            # A connection with a reply still to come cannot serve another command.
-            with anyio.CancelScope(shield=True):
-                if not clean:
-                    await conn.disconnect()
-                await pool.release(conn)
-        return _entries(reply)
-    raise AssertionError("unreachable")
+    try:
+        with anyio.move_on_after(block + grace) as deadline:
+            reply = await wire.call(*args)
+    except rx.ResponseError:
+        raise  # an error reply (NOGROUP) was read whole: the connection is fine
+    except BaseException as exc:
+        # Cancelled (a worker stopping) or failed: the reply may still come, and would hold
+        # up the next read on this connection.
+        wire.drop(rx.ConnectionError(f"read abandoned: {exc!r}"))
+        raise
+    if deadline.cancelled_caught:
+        error = rx.TimeoutError(
+            f"no reply from Redis {block + grace:.1f} s into a {block:.1f} s block"
+        )
+        wire.drop(error)
+        raise error
+    return _entries(reply)
 
 
 def _entries(reply: Any) -> Entries:

@@ -137,11 +137,13 @@ class _Link:
 class Wire:
     """Pipelined calls on a connection of its own, opened like the client's pool's."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, timed: bool = True) -> None:
+        """``timed``: a connection whose replies stop coming for the socket timeout is
+        closed; False for blocking commands, whose callers set their own deadlines."""
         pool: Any = client.connection_pool
         self._pool = pool
         self._retry = pool.connection_kwargs.get("retry")
-        self._timeout = pool.connection_kwargs.get("socket_timeout")
+        self._timeout = pool.connection_kwargs.get("socket_timeout") if timed else None
         # What the client's own retry sends again (a dropped connection; a timeout too with
         # retry_on_timeout): a single call retries the same.
         self._retried = tuple(pool.connection_kwargs.get("retry_on_error") or [rx.ConnectionError])
@@ -209,6 +211,12 @@ class Wire:
             if isinstance(reply, BaseException):
                 raise reply from None
             return reply
+
+    def drop(self, error: BaseException) -> None:
+        """Give up the connection (a reply is still to come on it that nobody waits for,
+        and would hold up the next command): what is in flight fails with ``error``."""
+        if self._link is not None:
+            self._link.fail(error)
 
     async def close(self) -> None:
         link, self._link = self._link, None
