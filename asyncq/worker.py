@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import signal
 import socket
@@ -39,6 +38,7 @@ from .broker_wait import enter_when_reachable
 from .deadlines import check_timeouts
 from .errors import BrokerError
 from .execution import admit, error_info, execute
+from .handoff import Handoff
 from .metrics import WorkerMetrics, configured_provider
 from .middleware import ExecutionChain
 from .settlement import Settlement
@@ -47,8 +47,6 @@ from .worker_options import WorkerOptions, WorkerOptionsOverrides
 from .worker_services import WorkerService, default_services
 
 if TYPE_CHECKING:
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-
     from .app import App
 
 __all__ = ["Worker"]
@@ -168,31 +166,33 @@ class Worker:
             if self._time_limits is not None:
                 log.info("%s", self._time_limits)
             task_status.started(self)
-            ready, ready_receive = anyio.create_memory_object_stream[Attempt](math.inf)
+            ready: Handoff[Attempt] = Handoff()
             try:
-                async with anyio.create_task_group() as runners, ready:
+                async with anyio.create_task_group() as runners:
                     for _ in range(self.concurrency):
-                        runners.start_soon(self._runner, ready_receive.clone())
-                    ready_receive.close()
-                    with self._fetch_scope:
-                        await self._fetch_loop(ready)
-                    # Before the runners hear of the stop: what the broker delivered ahead
-                    # of a fetch goes back to the queue now, for other workers.
-                    with anyio.CancelScope(shield=True):
-                        try:
-                            await app.backend.stop_consuming()
-                        except BrokerError as exc:
-                            log.warning("could not stop consuming: %s", exc)
-                    self._stopping = True
-                    if self.running:
-                        log.info("waiting for %d in-flight job(s) to finish", len(self.running))
-                        with self._drain_scope:
-                            self._drain_scope.deadline = (
-                                anyio.current_time() + self.shutdown_timeout
-                            )
-                            await self._idle.wait()
-                    for attempt in list(self.running.values()):
-                        attempt.cancel(SHUTDOWN)
+                        runners.start_soon(self._runner, ready)
+                    try:
+                        with self._fetch_scope:
+                            await self._fetch_loop(ready)
+                        # Before the runners hear of the stop: what the broker delivered ahead
+                        # of a fetch goes back to the queue now, for other workers.
+                        with anyio.CancelScope(shield=True):
+                            try:
+                                await app.backend.stop_consuming()
+                            except BrokerError as exc:
+                                log.warning("could not stop consuming: %s", exc)
+                        self._stopping = True
+                        if self.running:
+                            log.info("waiting for %d in-flight job(s) to finish", len(self.running))
+                            with self._drain_scope:
+                                self._drain_scope.deadline = (
+                                    anyio.current_time() + self.shutdown_timeout
+                                )
+                                await self._idle.wait()
+                        for attempt in list(self.running.values()):
+                            attempt.cancel(SHUTDOWN)
+                    finally:
+                        ready.close()  # the runners take what is left, then stop
             finally:
                 with anyio.CancelScope(shield=True):
                     settler.close()
@@ -219,7 +219,7 @@ class Worker:
             yield
 
     # -- fetching --------------------------------------------------------------------------
-    async def _fetch_loop(self, ready: MemoryObjectSendStream[Attempt]) -> None:
+    async def _fetch_loop(self, ready: Handoff[Attempt]) -> None:
         slots, backend, queues = self._slots, self.app.backend, self.queues
         fetch_timeout = min(self.fetch_timeout, 0.1) if self.burst else self.fetch_timeout
         # Burst: whether the last fetch came back empty. Only then is it worth asking the
@@ -263,7 +263,7 @@ class Worker:
                 attempt = Attempt(delivery, anyio.CancelScope(), received)
                 self.running[delivery.id] = attempt
                 # The next free runner takes it; slots bound what waits to concurrency + prefetch.
-                ready.send_nowait(attempt)
+                ready.put(attempt)
 
     async def _drained(self) -> bool:
         if self.running:
@@ -276,7 +276,7 @@ class Worker:
         return all(s.pending == 0 and s.scheduled == 0 and s.running == 0 for s in stats)
 
     # -- running ---------------------------------------------------------------------------
-    async def _runner(self, ready: MemoryObjectReceiveStream[Attempt]) -> None:
+    async def _runner(self, ready: Handoff[Attempt]) -> None:
         """One of ``concurrency`` long-lived runners, each running one job at a time.
 
         Each job still gets a task of its own, for a fresh copy of the context (what a
@@ -285,18 +285,8 @@ class Worker:
         outlive its runner, whose cancellation it receives.
         """
         loop = asyncio.get_running_loop()
-        async with ready:
-            while True:
-                try:  # a prefetched job is already waiting: no need to yield first
-                    running = ready.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        running = await ready.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
-                await loop.create_task(self._run_one(running))
+        while (running := await ready.get()) is not None:
+            await loop.create_task(self._run_one(running))
 
     async def _run_one(self, attempt: Attempt) -> None:
         delivery = attempt.delivery
