@@ -19,6 +19,7 @@ LIBRARIES: dict[str, str] = {
     "saq": "peers.saq_peer",
     "streaq": "peers.streaq_peer",
     "taskiq": "peers.taskiq_peer",
+    "dramatiq": "peers.dramatiq_peer",
 }
 """Library name (as ``--libs`` takes it) -> module defining its ``PEER``."""
 
