@@ -69,18 +69,23 @@ class Coalescer(Generic[T, R]):
         self._queued: deque[_Batch[T, R]] = deque()
 
     async def submit(self, items: Sequence[T]) -> list[R]:
-        """Send ``items`` (alone, or with other callers'): their results, in order."""
+        """Send ``items`` (alone, or with other callers'): their results, in order; the
+        first item's exception, if any, is raised."""
+        return _values(await self.results(items))
+
+    async def results(self, items: Sequence[T]) -> Sequence[R | BaseException]:
+        """Like ``submit``, but each item's exception is returned in its place."""
         if len(items) >= self._max_items:
-            return _values(await self._send(items))
+            return await self._send(items)
         if self._slots and not self._queued:  # nothing in the way: straight out
             self._slots -= 1
             try:
-                return _values(await self._send(items))
+                return await self._send(items)
             finally:
                 self._free_slot()
         return await self._join(items)
 
-    async def _join(self, items: Sequence[T]) -> list[R]:
+    async def _join(self, items: Sequence[T]) -> Sequence[R | BaseException]:
         weigh = self._weight
         weight = sum(map(weigh, items)) if weigh is not None else 0
         batch = self._queued[-1] if self._queued else None
@@ -102,7 +107,7 @@ class Coalescer(Generic[T, R]):
             await batch.done.wait()
         if batch.error is not None:
             raise batch.error
-        return _values(batch.results[start : start + len(items)])
+        return batch.results[start : start + len(items)]
 
     async def _lead(self, batch: _Batch[T, R]) -> None:
         await batch.turn.wait()

@@ -30,6 +30,7 @@ from typing import ClassVar, Self
 import anyio
 
 from asyncq.backend import Backend, Delivery, Envelope, Settlement
+from asyncq.coalescing import Coalescer
 from asyncq.errors import BrokerError, ConfigurationError
 from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats
 from asyncq.store import JobStore
@@ -52,6 +53,10 @@ from .settling import Settler
 from .topology import Names, Topology
 
 __all__ = ["AmqpBackend", "QueueFull"]
+
+
+def _body_size(envelope: Envelope) -> int:
+    return len(envelope.body)
 
 
 class AmqpBackend(Backend):
@@ -93,6 +98,7 @@ class AmqpBackend(Backend):
         else:
             self._store = AmqpJobStore(records, self._link, Presence(settings.prefix), self._heard)
         self._parts: _Parts | None = None
+        self._enqueues: Coalescer[Envelope, str] = Coalescer(self._send_jobs, weight=_body_size)
 
     @property
     def _open(self) -> _Parts:
@@ -135,9 +141,23 @@ class AmqpBackend(Backend):
 
     # -- producing -------------------------------------------------------------------------
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
-        records = self.records
-        if records is None and any(env.key is not None for env in envelopes):
+        if self.records is None and any(env.key is not None for env in envelopes):
             raise ConfigurationError(f"an idempotency key needs a job record store: {RECORDS_HINT}")
+        # Enqueues in flight together are published as one batch, its confirms awaited
+        # together, with one records round trip; each caller hears of its own jobs' refusals.
+        results = await self._enqueues.results(envelopes)
+        refused = [r for r in results if isinstance(r, BaseException)]
+        if refused:
+            first = refused[0]
+            if len(envelopes) > 1:
+                raise type(first)(f"{first} ({len(refused)} of {len(envelopes)} jobs refused)")
+            raise first
+        return [r for r in results if not isinstance(r, BaseException)]
+
+    async def _send_jobs(self, envelopes: Sequence[Envelope]) -> list[str | BaseException]:
+        """Publish a batch (perhaps several callers' jobs): per job, its id or why the
+        broker refused it; a failure of the whole batch raises."""
+        records = self.records
         with self._link.errors("declaring queues"):
             await self._open.topology.declare(sorted({e.queue for e in envelopes}))
         if records is None:
@@ -166,14 +186,12 @@ class AmqpBackend(Backend):
             if isinstance(stored, BaseException):
                 raise stored
             decided, failures = stored, published
-        refused = [env for env, failure in zip(todo, failures, strict=True) if failure]
-        if refused:
-            await self._forget(refused)
-            first = next(f for f in failures if f is not None)
-            if len(envelopes) > 1:
-                raise type(first)(f"{first} ({len(refused)} of {len(envelopes)} jobs refused)")
-            raise first
-        return [job_id for job_id, _ in decided]
+        why = {env.id: failure for env, failure in zip(todo, failures, strict=True) if failure}
+        if why:
+            await self._forget([env for env in todo if env.id in why])
+        return [
+            why.get(env.id) or job_id for env, (job_id, _) in zip(envelopes, decided, strict=True)
+        ]
 
     async def _publish_jobs(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
         with self._link.errors("enqueueing"):
