@@ -9,8 +9,12 @@ so no run sees another's queues and nothing outside it is touched; the default v
 is never used. The handlers' probe still writes to Redis (127.0.0.1:6379, ``--db``, 11 by
 default), flushed before each workload.
 
-W1  enqueue: ``--enqueue-jobs`` jobs, (a) one await (or blocking call) per job, (b) the
-    library's bulk enqueue in batches of ``--batch``, where it has one;
+W1  enqueue: ``--enqueue-jobs`` jobs, (a) one await (or blocking call) per job, (c) W1c:
+    ``--callers`` concurrent callers (100), each with one await per job, as a web server's
+    requests enqueue: tasks on one event loop for asyncq and taskiq (each ``kiq()`` awaited
+    by its caller), threads for the synchronous dramatiq and celery (``send()``,
+    ``apply_async()``; see :func:`amqp_peers.common.threaded_sends`), (b) the library's bulk
+    enqueue in batches of ``--batch``, where it has one;
 W2  drain: ``--jobs`` no-op jobs enqueued first, then one worker process started; timed
     from the worker's startup hook until the last job has counted itself done; plus the
     peak RSS (VmHWM) of the process that runs the handlers;
@@ -30,6 +34,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +45,7 @@ import amqp_peers
 import anyio
 import redis.asyncio as aioredis
 import redis_compare as rc
-from amqp_peers.common import VHOST
+from amqp_peers.common import VHOST, BlockingSend, threaded_sends
 
 AMQP_HOST = "127.0.0.1"
 AMQP_PORT = 5672
@@ -126,6 +131,33 @@ async def reset(cfg: Config) -> None:
 
 
 # -- the run -----------------------------------------------------------------------------------
+async def run_library(res: rc.Result, redis: aioredis.Redis, cfg: Config) -> None:
+    """``redis_compare``'s workloads for one library, each on an empty virtual host; for a
+    library whose enqueue blocks, W1c again with caller threads, replacing the figure its
+    callers got taking turns on the driver's event loop."""
+    reset_all = partial(reset, cfg)
+    await rc.run_library(res, redis, cfg, load=amqp_peers.load, reset=reset_all)
+    if res.skipped is not None or "W1 enqueue" in res.errors:
+        return
+    peer = amqp_peers.load(res.library)
+    if not isinstance(peer, BlockingSend):
+        return
+    print(f"  {res.library}: W1c with caller threads ...", file=sys.stderr, flush=True)
+    try:
+        await reset_all()
+        async with peer.producer():
+            res.concurrent_rate = await anyio.to_thread.run_sync(
+                threaded_sends, peer, cfg.enqueue_jobs, cfg.callers
+            )
+    except Exception as exc:  # one library's failure must not end the comparison
+        res.concurrent_rate = None
+        res.errors["W1c threads"] = f"{type(exc).__name__}: {exc}"
+        print(f"  {res.library}: W1c with caller threads failed: {exc}", file=sys.stderr)
+    finally:
+        await reset_all()
+        await rc.flush(redis)
+
+
 async def run_all(cfg: Config, results: list[rc.Result], meta: dict[str, Any]) -> None:
     """``redis_compare``'s run, each workload on an empty virtual host."""
     if shutil.which("rabbitmqctl") is None:
@@ -138,9 +170,8 @@ async def run_all(cfg: Config, results: list[rc.Result], meta: dict[str, Any]) -
         ) from None
     await stream.aclose()
     meta["rabbitmq"] = await rabbitmqctl(cfg, "version", check=False) or "?"
-    run_one = partial(rc.run_library, load=amqp_peers.load, reset=partial(reset, cfg))
     try:
-        await rc.run_all(cfg, results, meta, run_one)
+        await rc.run_all(cfg, results, meta, run_library)
     finally:
         # An interrupted or failed run leaves no records behind either (the virtual host is
         # deleted at the next run's first workload).

@@ -189,9 +189,9 @@ class AmqpBackend(Backend):
         why = {env.id: failure for env, failure in zip(todo, failures, strict=True) if failure}
         if why:
             await self._forget([env for env in todo if env.id in why])
-        return [
-            why.get(env.id) or job_id for env, (job_id, _) in zip(envelopes, decided, strict=True)
-        ]
+        # Looked up by the id each job was given, not its own: a job whose key another job
+        # of the batch claimed shares that job's fate, refusal included (its key is free).
+        return [why.get(job_id) or job_id for job_id, _ in decided]
 
     async def _publish_jobs(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
         with self._link.errors("enqueueing"):

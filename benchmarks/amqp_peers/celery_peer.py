@@ -14,6 +14,9 @@ connection per workload (``apply_async(producer=...)``): the driver deletes the 
 host between workloads, and a fresh connection declares the queue again. Publisher
 confirms are off (kombu's default) unless ``$BENCH_AMQP_CONFIRMS`` is 1
 (``broker_transport_options={"confirm_publish": True}``). celery has no bulk enqueue.
+W1c's callers are threads (:class:`amqp_peers.common.BlockingSend`) calling plain
+``apply_async()``, as a threaded web server does: celery's producer pool hands them its
+connections (``broker_pool_limit``, 10 by default), which are closed after the workload.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from celery.signals import worker_ready, worker_shutdown
 from kombu import Producer
 from peers.common import Kind, Peer
 
-from .common import amqp_url, publisher_confirms, sync_probe
+from .common import BlockingSend, amqp_url, publisher_confirms, sync_probe
 
 __all__ = ["PEER", "app"]
 
@@ -66,11 +69,12 @@ def latency(sent: float) -> None:
 TASKS = {"noop": noop, "sleep": sleep}
 
 
-class CeleryPeer(Peer):
+class CeleryPeer(BlockingSend, Peer):
     name = "celery"
     distribution = "celery"
     settings = (
         "--pool threads --concurrency N (celery's default pool, prefork, would fork N processes)",
+        "W1c: caller threads (send() blocks), each sending one job untimed first",
         "publisher confirms on (confirm_publish=True)"
         if publisher_confirms()
         else "publisher confirms off (kombu's default)",
@@ -95,6 +99,12 @@ class CeleryPeer(Peer):
 
     async def enqueue(self, kind: Kind) -> None:
         TASKS[kind].apply_async(producer=self._producer)
+
+    def send(self, kind: Kind) -> None:
+        TASKS[kind].apply_async()  # from a thread: through celery's own producer pool
+
+    def threads_done(self) -> None:
+        app.pool.force_close_all()  # the pool's connections are in a doomed virtual host
 
     async def enqueue_latency(self, sent: float) -> None:
         latency.apply_async((sent,), producer=self._producer)

@@ -14,21 +14,24 @@ records' database (``$BENCH_ASYNCQ_RECORDS``) and the prefix of its queues and k
 
 from __future__ import annotations
 
+import abc
 import os
 import threading
 import time
 
 import redis
-from peers.common import COUNTER, DONE, LATENCIES, READY, SLEEP_SECONDS, redis_url
+from peers.common import COUNTER, DONE, LATENCIES, READY, SLEEP_SECONDS, Kind, redis_url
 
 __all__ = [
     "ASYNCQ_RECORDS",
     "VHOST",
+    "BlockingSend",
     "SyncProbe",
     "amqp_url",
     "asyncq_url",
     "publisher_confirms",
     "sync_probe",
+    "threaded_sends",
 ]
 
 VHOST = "asyncq-bench"
@@ -105,3 +108,74 @@ class SyncProbe:
 
 sync_probe = SyncProbe()
 """The one thread-safe probe of a worker process (dramatiq, celery)."""
+
+
+class BlockingSend(abc.ABC):
+    """A peer whose enqueue is a blocking call (dramatiq's ``send()``, celery's
+    ``apply_async()``). On one event loop its W1c callers would only take turns, so
+    ``amqp_compare.py`` measures W1c with :func:`threaded_sends`: callers that are threads,
+    as a threaded web server's requests are."""
+
+    @abc.abstractmethod
+    def send(self, kind: Kind) -> None:
+        """Send one job from the calling thread, as the library's own API does."""
+
+    def thread_done(self) -> None:
+        """Called by each caller thread when it has sent its last job."""
+        return None
+
+    def threads_done(self) -> None:
+        """Called once all the caller threads are done."""
+        return None
+
+
+def threaded_sends(peer: BlockingSend, n: int, callers: int) -> float:
+    """W1c for a :class:`BlockingSend` peer: ``n`` jobs sent by ``callers`` threads at once,
+    each sending one at a time; jobs/s. Each thread first sends one job untimed (opening its
+    connection or taking one from the library's pool, as a warm server has), then all start
+    together at a barrier; the clock runs from there until the last thread is done."""
+    lock = threading.Lock()
+    left = n
+    errors: list[BaseException] = []
+    callers = min(callers, n)
+    start = threading.Barrier(callers + 1)
+
+    def caller() -> None:
+        nonlocal left
+        try:
+            peer.send("noop")  # warm-up, not counted
+        except BaseException as exc:
+            errors.append(exc)
+            start.abort()
+            raise
+        try:
+            start.wait()
+            while True:
+                with lock:
+                    if left <= 0:
+                        return
+                    left -= 1
+                peer.send("noop")
+        except threading.BrokenBarrierError:
+            return
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+        finally:
+            peer.thread_done()
+
+    threads = [threading.Thread(target=caller, name=f"w1c-{i}") for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        pass
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    took = time.perf_counter() - began
+    peer.threads_done()
+    if errors:
+        raise RuntimeError(f"{len(errors)} caller threads failed; the first: {errors[0]!r}")
+    return n / took

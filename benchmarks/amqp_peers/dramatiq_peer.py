@@ -8,6 +8,8 @@ The probe opens in a middleware's ``before_worker_boot`` hook, in that child, be
 consumers start. ``send()`` blocks until pika has written the message; with
 ``$BENCH_AMQP_CONFIRMS`` = 1 the broker is built with ``confirm_delivery=True`` so it waits
 for RabbitMQ's confirm. dramatiq has no bulk enqueue (a ``group`` sends one by one).
+W1c's callers are threads (:class:`amqp_peers.common.BlockingSend`), each with the
+connection of its own that dramatiq keeps per thread.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware
 from peers.common import Kind, Peer
 
-from .common import amqp_url, publisher_confirms, sync_probe
+from .common import BlockingSend, amqp_url, publisher_confirms, sync_probe
 
 __all__ = ["PEER", "broker"]
 
@@ -61,11 +63,12 @@ def latency(sent: float) -> None:
 ACTORS = {"noop": noop, "sleep": sleep}
 
 
-class DramatiqPeer(Peer):
+class DramatiqPeer(BlockingSend, Peer):
     name = "dramatiq"
     distribution = "dramatiq"
     settings = (
         "--processes 1 --threads N (one worker process; N threads run the jobs)",
+        "W1c: caller threads (send() blocks), each sending one job untimed first",
         "publisher confirms on (confirm_delivery=True)"
         if publisher_confirms()
         else "publisher confirms off (dramatiq's default, confirm_delivery=False)",
@@ -89,6 +92,12 @@ class DramatiqPeer(Peer):
 
     async def enqueue(self, kind: Kind) -> None:
         ACTORS[kind].send()
+
+    def send(self, kind: Kind) -> None:
+        ACTORS[kind].send()
+
+    def thread_done(self) -> None:
+        del broker.connection  # the thread's own connection (dramatiq keeps one per thread)
 
     async def enqueue_latency(self, sent: float) -> None:
         latency.send(sent)

@@ -180,3 +180,37 @@ async def test_delayed_job_due_while_its_queue_is_full_waits_for_room(prefix: st
         await filler.result(timeout=5)
         assert await delayed.result(timeout=10) == "ran"
     assert heard.messages[0].startswith(f"delayed job {delayed.id} waits")
+
+
+async def test_callers_batched_together_are_each_told_of_their_own_refusal(prefix: str) -> None:
+    # Callers arriving while a publish is in flight share the next batch. With the queue
+    # full, each of them is refused alone; one whose key another caller of the batch
+    # claimed is refused with it (the key's job was never published), not handed its id.
+    app = asyncq.App(amqp_url(prefix, max_length=2), shutdown_timeout=2.0)
+
+    @app.task
+    async def work(n: int) -> int:
+        return n
+
+    outcomes: dict[str, object] = {}
+
+    async def caller(name: str, key: str | None) -> None:
+        try:
+            outcomes[name] = (await work.options(key=key).enqueue(0)).id
+        except QueueFull as exc:
+            outcomes[name] = str(exc)
+
+    async with app:
+        await work.enqueue(0)
+        before = await record_keys(prefix)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller, "first", None)  # sent at once, alone: the queue's second
+            for name, key in [("keyed", "k"), ("same-key", "k"), ("plain", None)]:
+                tg.start_soon(caller, name, key)  # the batch after it: refused
+        assert (await app.queue_stats())["default"].pending == 2
+        accepted = outcomes.pop("first")
+        full = "RabbitMQ refused the job: its queue is full (max_length=2)"
+        assert outcomes == {"keyed": full, "same-key": full, "plain": full}
+        # Only the accepted job's record came after; the key is free.
+        new = [key for key in await record_keys(prefix) if key not in before]
+        assert new and all(str(accepted) in key for key in new), new
