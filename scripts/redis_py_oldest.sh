@@ -14,13 +14,13 @@ cd "$(dirname "$0")/.."
 export CI=true
 
 VENV=.venv-redis-oldest
-# The floor of the extra, "redis[hiredis]>=X", read from pyproject.toml so the two never drift.
+# The floor of the extra, "redis[hiredis]>=X" (perhaps ",<Y" after it), read from pyproject.toml so the two never drift.
 FLOOR=$(python3 - <<'PY'
 import re, tomllib
 with open("pyproject.toml", "rb") as f:
     extra = tomllib.load(f)["project"]["optional-dependencies"]["redis"]
 (spec,) = [s for s in extra if s.startswith("redis[")]
-print(re.fullmatch(r"redis\[hiredis\]>=([0-9.]+)", spec).group(1))
+print(re.fullmatch(r"redis\[hiredis\]>=([0-9.]+)(,<[0-9.]+)?", spec).group(1))
 PY
 )
 
