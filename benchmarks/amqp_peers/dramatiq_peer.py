@@ -18,49 +18,20 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
-from typing import Any
 
-import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware import Middleware
+from peers import dramatiq_actors
 from peers.common import Kind, Peer
 
-from .common import BlockingSend, amqp_url, publisher_confirms, sync_probe
+from .common import BlockingSend, amqp_url, publisher_confirms
 
 __all__ = ["PEER", "broker"]
 
 
-class ProbeMiddleware(Middleware):
-    """Opens the probe in the worker process, before its consumers start."""
-
-    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        sync_probe.open()
-
-    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        sync_probe.close()
-
-
 broker = RabbitmqBroker(url=amqp_url(), confirm_delivery=publisher_confirms())
-broker.add_middleware(ProbeMiddleware())
-dramatiq.set_broker(broker)
-
-
-@dramatiq.actor(actor_name="noop", broker=broker)
-def noop() -> None:
-    sync_probe.count()
-
-
-@dramatiq.actor(actor_name="sleep", broker=broker)
-def sleep() -> None:
-    sync_probe.sleep_then_count()
-
-
-@dramatiq.actor(actor_name="latency", broker=broker)
-def latency(sent: float) -> None:
-    sync_probe.latency(sent)
-
-
-ACTORS = {"noop": noop, "sleep": sleep}
+ACTORS_ON_BROKER = dramatiq_actors.on(broker)
+ACTORS = ACTORS_ON_BROKER.by_kind
+latency = ACTORS_ON_BROKER.latency
 
 
 class DramatiqPeer(BlockingSend, Peer):
