@@ -26,14 +26,18 @@ class Handoff(Generic[T]):
         self._waiters: deque[asyncio.Future[T | None]] = deque()
         self._closed = False
 
-    def put(self, item: T) -> None:
+    def put(self, item: T, *, first: bool = False) -> None:
+        """To the longest-waiting runner, or to the back of the line (its front: ``first``)."""
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():  # a runner cancelled while waiting has left its future
                 waiter.set_result(item)
                 return
-        self._items.append(item)
+        if first:
+            self._items.appendleft(item)
+        else:
+            self._items.append(item)
 
     def close(self) -> None:
         self._closed = True
@@ -56,14 +60,5 @@ class Handoff(Generic[T]):
             if waiter.done() and not waiter.cancelled():
                 item = waiter.result()
                 if item is not None:
-                    self._give_back(item)
+                    self.put(item, first=True)
             raise
-
-    def _give_back(self, item: T) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(item)
-                return
-        self._items.appendleft(item)

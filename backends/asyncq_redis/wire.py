@@ -35,7 +35,6 @@ Command = tuple[Any, ...]
 _ERRORS: dict[str, type[rx.ResponseError]] = {
     "NOSCRIPT": rx.NoScriptError,
     "READONLY": rx.ReadOnlyError,
-    "BUSYGROUP": rx.ResponseError,
 }
 
 
