@@ -46,7 +46,14 @@ from asyncq.errors import BrokerError, BrokerUnavailable, ConfigurationError
 from .errors import mapped
 from .settings import AmqpSettings
 
-__all__ = ["Link", "default_max_message_size", "open_connection", "server_version"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "Link",
+    "connection_name",
+    "default_max_message_size",
+    "open_connection",
+    "server_version",
+]
 
 CONNECT_TIMEOUT = 10.0
 """Seconds one connect attempt may take (TCP, TLS and the AMQP handshake)."""
@@ -151,9 +158,7 @@ def default_max_message_size(version: tuple[int, ...] | None) -> int | None:
 async def open_connection(settings: AmqpSettings) -> AbstractRobustConnection:
     """Connect, trying ``connection_attempts`` times; asyncq's own error if it fails."""
     where = redact_url(settings.connection_url)
-    # The name shows in `rabbitmqctl list_connections user_provided_name` and the
-    # management UI, so an operator can tell which app and process holds a connection.
-    name = f"asyncq {settings.prefix} {socket.gethostname()}:{os.getpid()}"
+    name = connection_name(settings)
     url = URL(settings.connection_url).update_query(heartbeat=settings.heartbeat, name=name)
     attempts, delay = settings.connection_attempts, settings.retry_delay
     with _quiet(_CONNECT_LOGGERS):
@@ -179,6 +184,13 @@ async def open_connection(settings: AmqpSettings) -> AbstractRobustConnection:
                     ) from exc
             await anyio.sleep(delay)  # the broker is down: nothing to wait on but time
     raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def connection_name(settings: AmqpSettings, purpose: str = "") -> str:
+    """The name a connection shows in ``rabbitmqctl list_connections user_provided_name``
+    and the management UI, so an operator can tell which app and process holds it."""
+    name = f"asyncq {settings.prefix} {socket.gethostname()}:{os.getpid()}"
+    return f"{name} {purpose}" if purpose else name
 
 
 _UNREACHABLE = (aiormq.exceptions.AMQPConnectionError, ConnectionError, OSError, TimeoutError)

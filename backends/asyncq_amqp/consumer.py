@@ -1,12 +1,13 @@
-"""One consume channel's deliveries: a :class:`Consumer` lives from its first
-``basic.consume`` until its channel is lost or consuming stops, and is then replaced by a
-new one, never reset. What it holds goes with it: the consumer tags, the deliveries
+"""One consume connection's deliveries (receiver.py): a :class:`Consumer` lives from its
+first ``basic.consume`` until its connection is lost or consuming stops, and is then
+replaced by a new one, never reset. What it holds goes with it: the consumer tags, the deliveries
 waiting for a fetch, the ones admitted and not yet handed to the worker.
 
-Acknowledgements belong to the channel, not to a consumer (delivery tags count per
-channel, and a ``multiple`` ack covers every earlier tag): consumers of one channel share
-its :class:`Acks`, and each delivery's :class:`Receipt` acknowledges through it, so a job
-that outlives its consumer (still running when a stop replaced it) is acknowledged as usual.
+Acknowledgements belong to the connection's channel, not to a consumer (delivery tags
+count per channel, and a ``multiple`` ack covers every earlier tag): consumers of one
+receiver share its :class:`Acks`, and each delivery's :class:`Receipt` acknowledges
+through it, so a job that outlives its consumer (still running when a stop replaced it)
+is acknowledged as usual.
 """
 
 from __future__ import annotations
@@ -17,14 +18,11 @@ import os
 from collections import deque
 from collections.abc import Sequence
 
-import aiormq
-from aiormq.abc import DeliveredMessage
-from pamqp import commands as spec
-
 from asyncq.delivery import Delivery
+from asyncq.errors import BrokerError
 
-from . import fastpath
 from .consumer_timeout import consume_arguments
+from .receiver import Incoming, Receiver
 from .settings import AmqpSettings
 from .topology import Names
 
@@ -34,7 +32,7 @@ log = logging.getLogger("asyncq.amqp")
 
 
 class Acks:
-    """Unacknowledged delivery tags of one channel, in delivery order.
+    """Unacknowledged delivery tags of one receiver, in delivery order.
 
     Settled tags at the front are acknowledged together with one ``multiple`` ack; a tag
     settled behind an unsettled one is acknowledged on its own, so a long job never holds
@@ -43,7 +41,7 @@ class Acks:
 
     __slots__ = ("channel", "settled")
 
-    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+    def __init__(self, channel: Receiver) -> None:
         self.channel = channel
         self.settled: dict[int, bool] = {}
 
@@ -85,13 +83,13 @@ class Receipt:
         """Handed to the worker and not yet settled."""
 
     @property
-    def channel(self) -> aiormq.abc.AbstractChannel:
+    def channel(self) -> Receiver:
         return self.acks.channel
 
 
 def ack(receipts: Sequence[Receipt]) -> None:
-    """Acknowledge settled deliveries (see :class:`Acks`); those of a closed channel are
-    back in their queue already and need none."""
+    """Acknowledge settled deliveries (see :class:`Acks`), in one write per receiver; those
+    of a closed one are back in their queue already and need none."""
     by_channel: dict[Acks, list[int]] = {}
     for r in receipts:
         tags = by_channel.get(r.acks)
@@ -102,7 +100,7 @@ def ack(receipts: Sequence[Receipt]) -> None:
         if acks.channel.is_closed:
             continue
         for tag, multiple in acks.ack(tags):
-            fastpath.send(acks.channel.basic_ack(tag, multiple=multiple, wait=False))
+            acks.channel.ack(tag, multiple=multiple)
 
 
 def requeue(receipts: Sequence[Receipt]) -> None:
@@ -111,23 +109,21 @@ def requeue(receipts: Sequence[Receipt]) -> None:
         if r.channel.is_closed:
             continue
         r.acks.settled.pop(r.tag, None)
-        fastpath.send(r.channel.basic_nack(r.tag, multiple=False, requeue=True, wait=False))
+        r.channel.nack(r.tag, requeue=True)
 
 
 class Consumer:
-    """The consumers of one channel, one per queue, and what they delivered."""
+    """The consumers of one receiver, one per queue, and what they delivered."""
 
-    def __init__(
-        self, channel: aiormq.abc.AbstractChannel, acks: Acks, names: Names, settings: AmqpSettings
-    ) -> None:
-        self.channel = channel
+    def __init__(self, acks: Acks, names: Names, settings: AmqpSettings) -> None:
+        self.channel = acks.channel
         self.acks = acks
         self._names = names
         self._settings = settings
         self.tags: dict[str, str] = {}
         """consumer tag -> the asyncq queue it consumes."""
         self.queues: list[str] = []
-        self.buffer: deque[tuple[str, DeliveredMessage]] = deque()
+        self.buffer: deque[tuple[str, Incoming]] = deque()
         """Delivered, waiting for a fetch to admit them."""
         self.admitted: deque[Delivery] = deque()
         """Admitted, waiting for a fetch with free slots."""
@@ -139,44 +135,32 @@ class Consumer:
         tag = f"asyncq.{queue}.{os.urandom(6).hex()}"
         self.tags[tag] = queue
         self.queues.append(queue)
-        await self.channel.basic_consume(
-            self._names.work(queue),
-            self._on_message,
-            consumer_tag=tag,
-            arguments=consume_arguments(self._settings),
-        )
+        await self.channel.consume(self._names.work(queue), tag, consume_arguments(self._settings))
 
-    async def _on_message(self, message: DeliveredMessage) -> None:
-        # aiormq's own path, where fastpath.deliver_without_tasks could not be installed.
-        self.delivered(message)
-
-    def delivered(self, message: DeliveredMessage) -> None:
-        delivery = message.delivery
-        assert isinstance(delivery, spec.Basic.Deliver)
-        self.acks.delivered(delivery.delivery_tag or 0)
-        self.buffer.append((self.tags[delivery.consumer_tag or ""], message))
+    def delivered(self, message: Incoming) -> None:
+        self.acks.delivered(message.delivery_tag)
+        self.buffer.append((self.tags[message.consumer_tag], message))
         self.arrived.set()
 
-    def take(self) -> list[tuple[str, DeliveredMessage]]:
+    def take(self) -> list[tuple[str, Incoming]]:
         """Everything buffered, in delivery order."""
         taken = list(self.buffer)
         self.buffer.clear()
         return taken
 
-    def untake(self, taken: Sequence[tuple[str, DeliveredMessage]]) -> None:
+    def untake(self, taken: Sequence[tuple[str, Incoming]]) -> None:
         """Put deliveries taken and not admitted back in front, in their order."""
         self.buffer.extendleft(reversed(taken))
 
-    def deliveries(self, taken: Sequence[tuple[str, DeliveredMessage]]) -> list[Delivery]:
+    def deliveries(self, taken: Sequence[tuple[str, Incoming]]) -> list[Delivery]:
         out = []
+        acks = self.acks
         for q, message in taken:
-            props, delivery = message.header.properties, message.delivery
-            assert isinstance(delivery, spec.Basic.Deliver)
-            attempt = (props.headers or {}).get("x-attempt", 1)
-            tag = delivery.delivery_tag or 0
-            receipt = Receipt(self.acks, tag, attempt if isinstance(attempt, int) else 1)
-            job_id = props.message_id or f"amqp-{q}-{tag}"
-            out.append(Delivery(job_id, q, message.body, receipt, bool(delivery.redelivered)))
+            attempt = message.headers.get("x-attempt", 1) if message.headers else 1
+            tag = message.delivery_tag
+            receipt = Receipt(acks, tag, attempt if isinstance(attempt, int) else 1)
+            job_id = message.message_id or f"amqp-{q}-{tag}"
+            out.append(Delivery(job_id, q, message.body, receipt, message.redelivered))
         return out
 
     async def cancel(self) -> None:
@@ -188,8 +172,8 @@ class Consumer:
             return
         for tag in list(self.tags):
             try:
-                await self.channel.basic_cancel(tag)
-            except aiormq.exceptions.AMQPError as exc:
+                await self.channel.cancel(tag)
+            except BrokerError as exc:
                 log.debug("could not cancel consumer %s: %s", tag, exc)
 
     def hand_back(self) -> list[Delivery]:

@@ -1,8 +1,9 @@
-"""Fetching: the consume channel, its current :class:`~.consumer.Consumer`, and the
-admission of what it delivers.
+"""Fetching: the consume connection (receiver.py), its current
+:class:`~.consumer.Consumer`, and the admission of what it delivers.
 
-One channel per process consumes, with a ``basic.qos`` prefetch equal to the worker's
-slots, so RabbitMQ never hands a worker more unacknowledged jobs than it can hold.
+One connection per process consumes, on one channel with a ``basic.qos`` prefetch equal to
+the worker's slots, so RabbitMQ never hands a worker more unacknowledged jobs than it can
+hold. It is opened by the first fetch.
 Deliveries wait in the consumer's buffer until a fetch takes them; a fetch admits what is
 buffered in one step and hands over as many as the worker has slots for.
 
@@ -12,9 +13,11 @@ retried attempt (records.py, START). Without a store every delivery runs, and
 ``redelivered`` is RabbitMQ's own flag: set on any delivery that went out before, to a
 lost worker or handed back at a shutdown alike.
 
-After a lost connection aio-pika reopens the channel, and a new consumer takes the old
-one's queues (the old one's deliveries went back to their queues with its channel). After
-:meth:`Fetcher.stop` the next fetch starts a new one.
+After a lost connection (or a channel RabbitMQ closed, as over a consumer timeout), the
+next fetch opens a new connection, and a new consumer takes the old one's queues (the old
+one's deliveries went back to their queues with its connection); while RabbitMQ is away
+that fetch fails with ``BrokerUnavailable`` and the worker tries again. After
+:meth:`Fetcher.stop` the next fetch starts a new consumer on the same connection.
 """
 
 from __future__ import annotations
@@ -25,17 +28,15 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Sequence
 
 import anyio
-from aio_pika.abc import AbstractRobustChannel
-from aiormq.abc import DeliveredMessage
 
 from asyncq.delivery import Delivery
 from asyncq.errors import BrokerError
 from asyncq.settlement import Settlement
 
-from . import fastpath
-from .connection import Link
+from .connection import CONNECT_TIMEOUT, Link, connection_name
 from .consumer import Acks, Consumer, Receipt, ack
 from .consumer_timeout import timed_out
+from .receiver import Incoming, Receiver
 from .records import Admission, RecordStore
 from .topology import Topology
 
@@ -62,7 +63,8 @@ class Fetcher:
         self._records = records
         self._cancelled = cancelled
         self._settle = settle
-        self._channel: AbstractRobustChannel | None = None
+        self._receiver: Receiver | None = None
+        self._opening = asyncio.Lock()
         self._consumer: Consumer | None = None
         self._acks: Acks | None = None
         self._prefetch = 0
@@ -173,60 +175,76 @@ class Fetcher:
         return admitted
 
     async def _consume(self, queues: Sequence[str], limit: int) -> None:
-        if self._channel is None:
-            self._channel = await self._link.connection.channel(publisher_confirms=False)
-            self._channel.reopen_callbacks.add(self._on_reopen)
-            self._channel.close_callbacks.add(self._on_closed)
+        receiver = self._receiver
+        if receiver is None or receiver.is_closed:
+            async with self._opening:  # workers sharing this backend fetch concurrently
+                receiver = self._receiver
+                if receiver is None or receiver.is_closed:
+                    receiver = await self._open_receiver()
         consumer = self._consumer
-        if consumer is None:
-            consumer = self._consumer = await self._new_consumer(self._channel)
+        if consumer is None or consumer.channel is not receiver:
+            acks, names = self._acks_of(receiver), self._topology.names
+            lost, consumer = consumer, Consumer(acks, names, self._link.settings)
+            # The new consumer takes over before it starts, so a fetch meanwhile waits on
+            # it (and starts none of its own).
+            self._consumer = consumer
+            if lost is not None:  # its connection was lost: it takes the lost one's queues
+                lost.stopped = True
+                lost.arrived.set()
+                await self._release(lost.admitted)
+                queues = [*lost.queues, *(q for q in queues if q not in lost.queues)]
+                log.info("consuming again from %s after a reconnect", ",".join(lost.queues))
         if limit > self._prefetch:
             # The first fetch asks for every slot: that is the window RabbitMQ may fill.
             self._prefetch = limit
-            await self._channel.set_qos(prefetch_count=limit)
+            await receiver.qos(limit)
         new = [q for q in queues if q not in consumer.queues]
         if new:
             await self._topology.declare(new)
             if self._records is not None:
                 await self._records.register(new)
             for q in new:
-                if q not in consumer.queues:  # a reconnect may have started it meanwhile
+                if q not in consumer.queues:  # a concurrent fetch may have started it
                     await consumer.start(q)
 
-    async def _new_consumer(self, channel: AbstractRobustChannel) -> Consumer:
-        underlay = await channel.get_underlay_channel()
-        if self._acks is None or self._acks.channel is not underlay:
-            self._acks = Acks(underlay)
-            fastpath.deliver_without_tasks(underlay, self._route)
-        return Consumer(underlay, self._acks, self._topology.names, self._link.settings)
+    async def _open_receiver(self) -> Receiver:
+        settings = self._link.settings
+        receiver = Receiver(
+            settings.connection_url,
+            name=connection_name(settings, "consuming"),
+            heartbeat=settings.heartbeat,
+            channel_max=settings.channel_max,
+            on_delivery=self._delivered,
+            on_close=self._receiver_closed,
+        )
+        await receiver.open(CONNECT_TIMEOUT)
+        self._receiver, self._prefetch = receiver, 0
+        return receiver
 
-    def _route(self, tag: str) -> Callable[[DeliveredMessage], None] | None:
+    def _acks_of(self, receiver: Receiver) -> Acks:
+        if self._acks is None or self._acks.channel is not receiver:
+            self._acks = Acks(receiver)
+        return self._acks
+
+    def _delivered(self, message: Incoming) -> None:
         consumer = self._consumer
-        if consumer is not None and tag in consumer.tags:
-            return consumer.delivered
-        # A stopped or replaced consumer's late delivery takes aiormq's path, to the
-        # consumer it was for.
-        return None
+        if consumer is not None and message.consumer_tag in consumer.tags:
+            consumer.delivered(message)
+        elif self._receiver is not None:
+            # For a consumer stopped or replaced meanwhile: back to the front of its queue.
+            self._receiver.nack(message.delivery_tag, requeue=True)
 
-    def _on_closed(self, _: object, exc: BaseException | None, /) -> None:
-        timed_out(exc, self._link.settings, self._link.version())
-
-    async def _on_reopen(self, channel: AbstractRobustChannel | None, /) -> None:
-        """The consume channel came back after a lost connection: what it had delivered
-        went back to the queues with it, so a new consumer starts over."""
-        old = self._consumer
-        if old is None or channel is None:
-            return
-        # The new consumer takes over before it starts, so a fetch meanwhile waits on it
-        # (and starts none of its own).
-        consumer = self._consumer = await self._new_consumer(channel)
-        old.stopped = True
-        old.arrived.set()
-        await self._release(old.admitted)
-        for q in old.queues:
-            if q not in consumer.queues:
-                await consumer.start(q)
-        log.info("consuming again from %s after a reconnect", ",".join(old.queues))
+    def _receiver_closed(self, receiver: Receiver, why: BaseException) -> None:
+        if receiver is not self._receiver:
+            return  # one that never opened, or was replaced
+        timed_out(why, self._link.settings, self._link.version())
+        consumer = self._consumer
+        if consumer is not None and consumer.channel is receiver:
+            # Its deliveries are back in their queues; a fetch waiting on it returns, and
+            # the next one connects again.
+            consumer.stopped = True
+            consumer.arrived.set()
+            log.warning("the consume connection closed: %s", why)
 
     async def stop(self) -> None:
         """Take no more deliveries and hand back what no worker has taken; the next fetch
@@ -239,13 +257,17 @@ class Fetcher:
         await self._release(consumer.hand_back())
 
     async def close(self) -> None:
-        """The connection closes: what the consumer holds goes back with it."""
+        """Close the consume connection: what the consumer holds goes back with it."""
         consumer, self._consumer = self._consumer, None
-        self._channel, self._acks, self._prefetch = None, None, 0
+        receiver, self._receiver = self._receiver, None
+        self._acks, self._prefetch = None, 0
         self.running.clear()
         if consumer is not None:
             consumer.stopped = True
             consumer.arrived.set()
+        if receiver is not None:
+            await receiver.close()
+        if consumer is not None:
             await self._release(consumer.admitted)
 
     async def _release(self, admitted: Sequence[Delivery]) -> None:
