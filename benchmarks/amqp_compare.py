@@ -23,8 +23,10 @@ W4  ``--sleep-jobs`` jobs of a 10 ms sleep (``asyncio.sleep`` in asyncq and task
     ``time.sleep`` in the thread-based dramatiq and celery), timed like W2.
 
 asyncq runs on its ``amqp`` backend, its job records in Redis (``--records-db``, 12 by
-default), its queues and keys under a prefix made fresh for each run, ``asyncq-bench-<hex>``;
-the keys under it are deleted before each workload and at the end, like the virtual host.
+default; ``--asyncq-records none`` runs it on RabbitMQ alone, the floor under the
+records), its queues and keys under a prefix made fresh for each run,
+``asyncq-bench-<hex>``; the keys under it are deleted before each workload and at the end,
+like the virtual host.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Config(rc.WorkloadConfig):
     confirms: bool
     taskiq_queue_type: str
     records_db: int
+    asyncq_records: bool
     asyncq_prefix: str
     amqp_port: int
     rabbitmq_node: str | None
@@ -71,7 +74,9 @@ class Config(rc.WorkloadConfig):
 
     @property
     def records_url(self) -> str:
-        """Where asyncq's AMQP backend keeps its job records."""
+        """Where asyncq's AMQP backend keeps its job records ("" for none)."""
+        if not self.asyncq_records:
+            return ""
         return f"redis://{rc.REDIS_HOST}:{rc.REDIS_PORT}/{self.records_db}"
 
 
@@ -202,6 +207,13 @@ def parse_args() -> tuple[Config, str | None]:
         "prefix are deleted, before each workload and at the end (default %(default)s)",
     )
     parser.add_argument(
+        "--asyncq-records",
+        choices=["redis", "none"],
+        default="redis",
+        help="where asyncq keeps its job records: Redis (the default) or none, RabbitMQ "
+        "alone without what needs records (results, status, keys)",
+    )
+    parser.add_argument(
         "--amqp-port",
         type=int,
         default=AMQP_PORT,
@@ -221,6 +233,7 @@ def parse_args() -> tuple[Config, str | None]:
         confirms=args.confirms,
         taskiq_queue_type=args.taskiq_queue_type,
         records_db=args.records_db,
+        asyncq_records=args.asyncq_records == "redis",
         amqp_port=args.amqp_port,
         rabbitmq_node=args.rabbitmq_node,
         asyncq_prefix=f"asyncq-bench-{secrets.token_hex(4)}",
@@ -245,7 +258,8 @@ def main() -> None:
         return (
             f"Python {meta['python']}, {meta['system']}, {meta['cpus']} CPUs, RabbitMQ "
             f"{meta['rabbitmq']} at {AMQP_HOST}:{cfg.amqp_port}/{VHOST} (probe: Redis "
-            f"{meta['redis']}, db {cfg.db}; asyncq's records: db {cfg.records_db})"
+            f"{meta['redis']}, db {cfg.db}; asyncq's records: "
+            f"{f'db {cfg.records_db}' if cfg.asyncq_records else 'none'})"
         )
 
     rc.run_and_report(cfg, meta, run_all, broker, json_path)

@@ -6,9 +6,10 @@ job records in the store ``records=`` names, if any.
 
 =================  ============================================================
 connection.py      the connection, the publishing channel, one-off channels
+receiver.py        the consume connection: asyncq's own small AMQP client
 topology.py        declaring the queues and waits, routing a job to its next stop
-publisher.py       publishing with confirms (fastpath.py: the aiormq fast paths)
-fetcher.py         consuming and admission; consumer.py: one channel's consumer
+publisher.py       publishing with confirms (fastpath.py: the aiormq fast path)
+fetcher.py         consuming and admission; consumer.py: one receiver's consumers
 settling.py        what each outcome becomes on RabbitMQ and in the records
 mover.py           the delayed-job mover, a worker's upkeep
 dead_letters.py    writing, reading and purging dead letters (browse.py)

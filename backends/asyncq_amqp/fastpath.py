@@ -1,8 +1,7 @@
-"""The places where asyncq goes past aio-pika to aiormq itself, for speed, all in one
-module: publishing a batch with one write, handing deliveries to a consumer without a
-task per message, and sending an ack frame without waiting for it.
+"""Where asyncq goes past aio-pika to aiormq itself, for speed: publishing a batch with
+one write. (Receiving goes past aiormq altogether: receiver.py.)
 
-Publishing: aiormq's ``basic_publish`` costs a coroutine, a lock round, three pamqp frame
+aiormq's ``basic_publish`` costs a coroutine, a lock round, three pamqp frame
 objects and their generic marshalling per message; with confirms, a batch needs a task
 per message on top to wait for them together. asyncq's messages all have the same few
 properties (content type, optional headers, persistent delivery mode, message id), so
@@ -16,22 +15,19 @@ encoder.
 from __future__ import annotations
 
 import asyncio
-import logging
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache, partial
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import aiormq
-from aiormq.abc import ChannelFrame, DeliveredMessage
+from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 from pamqp import encode
 from pamqp import frame as pamqp_frame
 from pamqp.common import FieldTable
 
-__all__ = ["Outgoing", "deliver_without_tasks", "encode_message", "publish", "send"]
-
-log = logging.getLogger("asyncq.amqp")
+__all__ = ["Outgoing", "encode_message", "publish"]
 
 _FRAME = struct.Struct(">BHI")  # type, channel, payload size
 _HEADER_HEAD = struct.Struct(">HHQH")  # class id, weight, body size, property flags
@@ -124,50 +120,3 @@ async def publish(
         channel.delivery_tag = tag
         await channel.write_queue.put(ChannelFrame(payload=b"".join(encoded), should_close=False))
     return futures
-
-
-def deliver_without_tasks(
-    channel: aiormq.abc.AbstractChannel,
-    route: Callable[[str], Callable[[DeliveredMessage], None] | None],
-) -> None:
-    """Hand this channel's deliveries to ``route(consumer_tag)``'s callback directly.
-
-    aiormq starts a task per delivery to run its consumer callback; ours only appends to a
-    buffer, so the task is pure overhead (a tenth of a busy worker's time). This replaces
-    the channel's delivery handler with one that reads the message the same way and calls
-    the callback in place; deliveries ``route`` does not know (None) take aiormq's own path.
-    Installed once per channel: ``route`` must answer for every consumer that channel gets.
-    Where aiormq's internals differ from what this expects, nothing is changed.
-    """
-    original = getattr(channel, "_on_deliver_frame", None)
-    read_header = getattr(channel, "_Channel__get_content_header", None)
-    read_content = getattr(channel, "_read_content", None)
-    if original is None or read_header is None or read_content is None:
-        log.debug("this aiormq delivers through a task per message: %r", channel)
-        return
-    if getattr(original, "asyncq_direct", False):
-        return  # installed already
-
-    async def on_deliver(frame: spec.Basic.Deliver) -> None:
-        delivered = route(frame.consumer_tag or "")
-        if delivered is None:
-            await original(frame)
-            return
-        header = await read_header()
-        delivered(await read_content(frame, header))
-
-    on_deliver.asyncq_direct = True  # type: ignore[attr-defined]
-    channel._on_deliver_frame = on_deliver  # type: ignore[attr-defined]
-
-
-def send(frame: Any) -> None:
-    """Send an ack or nack frame without waiting: aiormq's ``basic_ack`` (``wait=False``) is
-    a coroutine that only queues the frame, so it is run to that point in a task of its own
-    instead of costing its caller an await per frame."""
-    task = asyncio.ensure_future(frame)
-    task.add_done_callback(_log_failure)
-
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("acknowledgement not sent: %s", task.exception())

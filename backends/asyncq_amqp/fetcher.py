@@ -99,13 +99,8 @@ class Fetcher:
                 with anyio.move_on_after(
                     None if deadline is None else deadline - anyio.current_time()
                 ):
+                    # Set once per socket read, with everything that read brought buffered.
                     await consumer.arrived.wait()
-                # Deliveries that came in one read are handed over one task each: let the
-                # rest of the burst land, so one fetch takes them together.
-                seen = -1
-                while seen != len(consumer.buffer) < limit:
-                    seen = len(consumer.buffer)
-                    await asyncio.sleep(0)
                 continue
             # Everything buffered is admitted together, one round trip however few slots
             # are free now: the rest waits, admitted, for the next fetches. What arrives

@@ -22,7 +22,9 @@ __all__ = ["PEER", "app"]
 class AmqpAsyncqPeer(AsyncqPeer):
     settings = (
         f"URL {BROKER}: job records (status, results) in that Redis database, kept a day "
-        "(result_ttl, the default)",
+        "(result_ttl, the default)"
+        if "records=" in BROKER
+        else f"URL {BROKER}: no job records (RabbitMQ alone: no results, status or keys)",
         "publisher confirms (always on in asyncq): each enqueue and each bulk batch waits for them",
     )
 

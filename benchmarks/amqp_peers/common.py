@@ -48,9 +48,12 @@ def amqp_url() -> str:
 
 def asyncq_url() -> str:
     """asyncq's broker: :func:`amqp_url` with its job records in Redis
-    (``$BENCH_ASYNCQ_RECORDS``) and its queues and keys under ``$BENCH_ASYNCQ_PREFIX``."""
+    (``$BENCH_ASYNCQ_RECORDS``; set and empty: no records) and its queues and keys under
+    ``$BENCH_ASYNCQ_PREFIX``."""
     records = os.environ.get("BENCH_ASYNCQ_RECORDS", ASYNCQ_RECORDS)
     prefix = os.environ.get("BENCH_ASYNCQ_PREFIX", "asyncq-bench")
+    if not records:  # RabbitMQ alone
+        return f"{amqp_url()}?prefix={prefix}"
     return f"{amqp_url()}?records={records}&prefix={prefix}"
 
 
