@@ -46,18 +46,30 @@ def _error(reply: hiredis.ReplyError) -> BaseException:
     return _ERRORS.get(code, rx.ResponseError)(message)
 
 
-class _Link:
-    """One open connection: its writer, its reader task and the calls awaiting replies."""
+class _Link(asyncio.Protocol):
+    """One open connection: the calls awaiting replies, and the protocol that answers them.
+
+    redis-py opened the connection as an asyncio stream; the link takes its transport over
+    as the protocol itself, so a reply is parsed and its caller woken from the socket's
+    read, without a reader task in between (one event-loop hop less per round trip).
+    """
 
     def __init__(self, conn: Any, timeout: float | None) -> None:
         self.conn = conn
-        self.writer: asyncio.StreamWriter = conn._writer
         self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.timeout = timeout
         self.broken: BaseException | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reader = hiredis.Reader(replyError=hiredis.ReplyError)
-        self._task = asyncio.get_running_loop().create_task(self._read(conn._reader))
+        writer: asyncio.StreamWriter = conn._writer
+        self.transport = writer.transport
+        # Told when the socket closes, so redis-py's own disconnect sees it closed.
+        self._stream = self.transport.get_protocol()
+        early = conn._reader._buffer  # what came before the handover (nothing, as a rule)
+        self.transport.set_protocol(self)
+        if early:
+            self.data_received(bytes(early))
+            early.clear()
 
     def send(self, packed: bytes, replies: int) -> list[asyncio.Future[Any]]:
         if self.broken is not None:
@@ -65,35 +77,34 @@ class _Link:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures = [loop.create_future() for _ in range(replies)]
-        self.writer.write(packed)
+        self.transport.write(packed)
         self.waiting.extend((f, now) for f in futures)
         if self._timer is None and self.timeout is not None:
             self._timer = loop.call_later(self.timeout, self._check)
         return futures
 
-    async def _read(self, stream: asyncio.StreamReader) -> None:
+    def data_received(self, data: bytes) -> None:
         reader, waiting = self._reader, self.waiting
         try:
-            while True:
-                data = await stream.read(65536)
-                if not data:
-                    raise rx.ConnectionError("Redis closed the connection")
-                reader.feed(data)
-                while (reply := reader.gets()) is not False:
-                    future, _ = waiting.popleft()
-                    if future.done():  # its caller was cancelled
-                        continue
-                    if isinstance(reply, hiredis.ReplyError):
-                        future.set_exception(_error(reply))
-                    else:
-                        future.set_result(reply)
-        except asyncio.CancelledError:
-            self.fail(rx.ConnectionError("connection closed"))
-            raise
-        except BaseException as exc:
-            if not isinstance(exc, rx.RedisError):
-                exc = rx.ConnectionError(f"reading from Redis: {exc!r}")
-            self.fail(exc)
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                future, _ = waiting.popleft()
+                if future.done():  # its caller was cancelled
+                    continue
+                if isinstance(reply, hiredis.ReplyError):
+                    future.set_exception(_error(reply))
+                else:
+                    future.set_result(reply)
+        except Exception as exc:  # a protocol error, or a reply nobody asked for
+            self.fail(rx.ConnectionError(f"reading from Redis: {exc!r}"))
+
+    def eof_received(self) -> bool:
+        self.fail(rx.ConnectionError("Redis closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(rx.ConnectionError(f"connection lost: {exc}" if exc else "connection closed"))
+        self._stream.connection_lost(exc)
 
     def _check(self) -> None:
         self._timer = None
@@ -111,7 +122,7 @@ class _Link:
         """Mark the connection broken and fail every call awaiting a reply on it."""
         if self.broken is None:
             self.broken = error
-            self.writer.transport.abort()
+            self.transport.abort()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -122,11 +133,6 @@ class _Link:
 
     async def close(self) -> None:
         self.fail(rx.ConnectionError("connection closed"))
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
         try:
             await self.conn.disconnect(nowait=True)
         except (rx.RedisError, OSError):
