@@ -264,6 +264,10 @@ class Worker:
                 self.running[delivery.id] = attempt
                 # The next free runner takes it; slots bound what waits to concurrency + prefetch.
                 ready.put(attempt)
+            # The jobs start before the next fetch is sent: a runner wakes, then its job's
+            # task, and the acquire above yields once; this lets both go first, so an idle
+            # worker's job does not wait behind the next round trip's writing.
+            await asyncio.sleep(0)
 
     async def _drained(self) -> bool:
         if self.running:
