@@ -3,7 +3,7 @@
     .venv-amqp-bench/bin/python benchmarks/amqp_floor.py [-n 20000] [--batch 1000]
 
 Two clients, the same measurements: **aiormq** (the client under aio-pika, and so under
-asyncq's AMQP backend), used as the backend uses it; and a **raw** client that costs almost
+asyncq's publishing), used as the backend used it; and a **raw** client that costs almost
 nothing per message (frames encoded once and written in large chunks, incoming frames split
 with ``struct``), so what limits it is RabbitMQ itself. Each publishes persistent messages of
 ``--size`` bytes (200, about an asyncq job's) to one durable classic queue on a channel with
@@ -18,6 +18,9 @@ then drains ``-n`` messages with one consumer at ``basic.qos`` prefetch ``--pref
   highest tag once per event-loop turn in which deliveries arrived; raw: a ``multiple`` ack
   per socket read;
 - ``no_ack``: RabbitMQ sends without waiting for acks (the ceiling).
+
+Between them, **asyncq**: the consume connection asyncq's workers receive on
+(``asyncq_amqp.receiver``), with a ``multiple`` ack once per event-loop turn.
 
 It works in a virtual host of its own, ``asyncq-floor``, created before and deleted after
 with ``rabbitmqctl`` (``--node`` for ``rabbitmqctl -n``); never the default one. The aiormq
@@ -37,6 +40,7 @@ from typing import Any
 
 import aiormq
 from aiormq.abc import DeliveredMessage
+from asyncq_amqp.receiver import Incoming, Receiver
 from pamqp import body as pbody
 from pamqp import commands as spec
 from pamqp import frame, header
@@ -247,6 +251,52 @@ async def raw_floors(args: argparse.Namespace) -> list[tuple[str, Result]]:
     return out
 
 
+# -- asyncq's receiver ---------------------------------------------------------------------------
+async def receiver_floors(args: argparse.Namespace) -> list[tuple[str, Result]]:
+    """asyncq's consume connection (``asyncq_amqp.receiver``) on the same messages, with a
+    ``multiple`` ack of the highest tag once per event-loop turn, as the worker acks."""
+    raw = await Raw.open(args.port)  # fills the queue the fast way
+    await raw.call(spec.Queue.Declare(queue=QUEUE, durable=True), channel=1)
+    await raw.call(spec.Queue.Purge(queue=QUEUE), channel=1)
+    await raw.call(spec.Confirm.Select(), channel=1)
+    await raw.publish(args.n, args.batch, args.size)
+    raw.writer.close()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    state = {"seen": 0, "top": 0, "due": False}
+
+    def ack() -> None:
+        state["due"] = False
+        receiver.ack(state["top"], multiple=True)
+
+    def delivered(message: Incoming) -> None:
+        state["seen"] += 1
+        state["top"] = message.delivery_tag
+        if not state["due"]:
+            state["due"] = True
+            loop.call_soon(ack)
+        if state["seen"] == args.n and not done.done():
+            done.set_result(None)
+
+    receiver = Receiver(
+        f"amqp://guest:guest@127.0.0.1:{args.port}/{VHOST}",
+        name="asyncq-floor",
+        heartbeat=0,
+        channel_max=None,
+        on_delivery=delivered,
+        on_close=lambda _, why: None,
+    )
+    await receiver.open(10.0)
+    try:
+        await receiver.qos(args.prefetch)
+        timer = Timer(args.n)
+        await receiver.consume(QUEUE, "floor", {})
+        await done
+        return [("consume, multiple acks", timer.result())]
+    finally:
+        await receiver.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=20_000, help="messages (default %(default)s)")
@@ -260,7 +310,7 @@ def main() -> None:
     rabbitmqctl(args.node, "add_vhost", VHOST)
     rabbitmqctl(args.node, "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
     runs: list[tuple[str, Callable[[argparse.Namespace], Awaitable[list[tuple[str, Result]]]]]]
-    runs = [("aiormq", aiormq_floors), ("raw", raw_floors)]
+    runs = [("aiormq", aiormq_floors), ("asyncq", receiver_floors), ("raw", raw_floors)]
     try:
         for client, run in runs:
             for label, (rate, cpu) in asyncio.run(run(args)):
