@@ -95,10 +95,15 @@ async def test_jobs_survive_a_redis_restart(
         url = f"{server.url}?prefix={unique}&visibility_timeout=1"
         app = asyncq.App(url, shutdown_timeout=5.0)
         runs = Runs()
+        stopped = anyio.Event()
 
         @app.task
         async def work(n: int) -> int:
             runs.record(current_job().id)
+            if n >= 1000 and not stopped.is_set():
+                # Held until the server is down, however fast the worker drains: the stop
+                # comes mid-run, with jobs running and most still queued.
+                await stopped.wait()
             return n
 
         settled = Settled(monkeypatch, app.backend)
@@ -126,6 +131,7 @@ async def test_jobs_survive_a_redis_restart(
                 await runs.reached(1000, timeout=30)
                 await server.stop()
                 runs_at_stop = runs.total
+                stopped.set()
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(produce)
                     # The producer's client retries for about 1.5 s before giving up.
