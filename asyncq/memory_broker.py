@@ -62,6 +62,8 @@ class MemoryBroker:
         self.finished: dict[str, anyio.Event] = {}
         self.cancel_watchers: list[Callable[[str], None]] = []
         self.workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self.slot_claims: dict[tuple[str, int], float] = {}
+        """(schedule, slot in ms since the epoch) -> when the claim expires."""
         self.receipts = itertools.count(1)
         self.sequence = itertools.count()
         self.changed: anyio.Event | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import anyio
 
@@ -100,3 +101,22 @@ class MemoryStore(JobStore):
             info if expires > now else replace(info, gone=True) for info, expires in known.values()
         ]
         return [w for w in found if include_gone or not w.gone]
+
+    async def claim_slot(self, schedule: str, slot: datetime, ttl: float) -> bool:
+        claims, now = self._broker.slot_claims, time.time()
+        for claim in [c for c, until in claims.items() if until <= now]:
+            del claims[claim]
+        claim = (schedule, round(slot.timestamp() * 1000))
+        if claim in claims:
+            return False
+        claims[claim] = now + ttl
+        return True
+
+    async def last_slot(self, schedule: str) -> datetime | None:
+        now = time.time()
+        slots = [
+            ms
+            for (name, ms), until in self._broker.slot_claims.items()
+            if name == schedule and until > now
+        ]
+        return datetime.fromtimestamp(max(slots) / 1000, UTC) if slots else None

@@ -9,11 +9,12 @@ What a store does:
 
 * ``job_info``, ``wait_finished`` (without polling), ``cancel`` and ``watch_cancellations``
   (how the worker running a cancelled job hears of it);
-* worker heartbeats: ``heartbeat``, ``deregister``, ``workers``.
+* worker heartbeats: ``heartbeat``, ``deregister``, ``workers``;
+* periodic slots: ``claim_slot`` (one atomic step: exactly one caller wins a slot, and the
+  claim outlives the slot's job) and ``last_slot``.
 
-The primitives the next features need join here, each an atomic step on the store: claiming
-a key that outlives a job (periodic slots), taking and releasing a permit (rate and
-concurrency limits), and a running job's progress.
+The primitives the next features need join here, each an atomic step on the store: taking
+and releasing a permit (rate and concurrency limits), and a running job's progress.
 
 A job belongs to its queue: its record and its idempotency key live with the queue (one
 Redis Cluster slot per queue), so the record calls name the queue as well as the job id.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from datetime import datetime
 from typing import ClassVar, NoReturn
 
 from .errors import ConfigurationError
@@ -71,6 +73,16 @@ class JobStore(abc.ABC):
         those whose heartbeat expired within ``GONE_RETENTION`` (``gone=True``) and that did
         not deregister."""
 
+    async def claim_slot(self, schedule: str, slot: datetime, ttl: float) -> bool:
+        """Claim ``slot`` of ``schedule`` for ``ttl`` seconds: True for exactly one caller
+        (across every process of the broker), False for the rest and for a slot claimed
+        before. The winner's slot becomes the schedule's ``last_slot`` if it is later."""
+        raise NotImplementedError(f"{type(self).__name__} cannot claim periodic slots")
+
+    async def last_slot(self, schedule: str) -> datetime | None:
+        """The latest slot of ``schedule`` claimed within the claims' ``ttl``, in UTC."""
+        raise NotImplementedError(f"{type(self).__name__} cannot claim periodic slots")
+
 
 class MissingStore(JobStore):
     """The store of a backend configured without one: every call raises
@@ -104,3 +116,9 @@ class MissingStore(JobStore):
 
     async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
         self._refuse("listing workers")
+
+    async def claim_slot(self, schedule: str, slot: datetime, ttl: float) -> bool:
+        self._refuse("firing a periodic schedule")
+
+    async def last_slot(self, schedule: str) -> datetime | None:
+        self._refuse("reading a schedule's last slot")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 
 from asyncq.records import JobInfo, WorkerInfo
 from asyncq.store import JobStore, MissingStore
@@ -73,6 +74,12 @@ class AmqpJobStore(JobStore):
         await self._records.deregister(worker_id)
         with self._link.errors("deregistering a worker"):
             await self._presence.withdraw(self._link.publisher, worker_id)
+
+    async def claim_slot(self, schedule: str, slot: datetime, ttl: float) -> bool:
+        return await self._records.claim_slot(schedule, slot, ttl)
+
+    async def last_slot(self, schedule: str) -> datetime | None:
+        return await self._records.last_slot(schedule)
 
     async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
         """As the records list them, but a live-listed worker whose connection RabbitMQ

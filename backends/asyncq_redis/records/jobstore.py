@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import exceptions as rx
@@ -37,6 +38,22 @@ CLIENT_NAME = "redis_client"
 _RETENTION_MS = int(GONE_RETENTION * 1000)
 
 
+_CLAIM_SLOT = """
+-- KEYS: the slot's claim, the schedule's last slot. ARGV: slot (ms), ttl (ms).
+-- One step: only the caller that creates the claim wins, and moves the last slot forward.
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
+    return 0
+end
+local last = redis.call('GET', KEYS[2])
+if not last or tonumber(ARGV[1]) > tonumber(last) then
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+else
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+
 class RedisJobStore(JobStore):
     """Job records, cancellations and heartbeats in the Redis of ``redis``, under ``prefix``;
     finished records are kept ``ttl_ms`` unless their task says otherwise."""
@@ -47,6 +64,25 @@ class RedisJobStore(JobStore):
         self._prefix = prefix
         self._queue_keys: dict[str, QueueKeys] = {}
         self._worker_prefix = f"{prefix}:worker:"
+
+    def _schedule_keys(self, schedule: str) -> str:
+        # One hash tag per schedule: its claims and its last slot share a Cluster slot.
+        return f"{self._prefix}:{{schedule:{schedule}}}"
+
+    async def claim_slot(self, schedule: str, slot: datetime, ttl: float) -> bool:
+        base = self._schedule_keys(schedule)
+        slot_ms = round(slot.timestamp() * 1000)
+        keys = [f"{base}:slot:{slot_ms}", f"{base}:last"]
+        with self.redis.errors("claiming a periodic slot"):
+            won = await self.redis.client.eval(
+                _CLAIM_SLOT, 2, *keys, slot_ms, max(int(ttl * 1000), 1)
+            )
+        return bool(won)
+
+    async def last_slot(self, schedule: str) -> datetime | None:
+        with self.redis.errors("reading a schedule's last slot"):
+            raw = await self.redis.client.get(f"{self._schedule_keys(schedule)}:last")
+        return None if raw is None else datetime.fromtimestamp(int(raw) / 1000, UTC)
 
     def keys(self, queue: str) -> QueueKeys:
         keys = self._queue_keys.get(queue)
