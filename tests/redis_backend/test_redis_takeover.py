@@ -93,6 +93,10 @@ async def _connections_received(client: aioredis.Redis) -> int:
     return int(stats["total_connections_received"])
 
 
+async def _blocking_read_sent(client: aioredis.Redis) -> bool:
+    return any(c.get("cmd") == "xreadgroup" for c in await client.client_list())
+
+
 @pytest.mark.slow
 async def test_an_idle_worker_on_default_settings_logs_nothing_and_keeps_its_connections(
     tmp_path: Path,
@@ -111,8 +115,12 @@ async def test_an_idle_worker_on_default_settings_logs_nothing_and_keeps_its_con
         ):
             stderr = Lines(process.stderr)
             await stderr.expect(lambda line: "started: queues=" in line, timeout=30)
-            with anyio.fail_after(10):  # its first heartbeat: every loop is running
-                while not await observer.keys("idle:worker:*"):  # noqa: ASYNC110
+            # Its first heartbeat written and its blocking read sent: every loop is running,
+            # and every connection it keeps is open.
+            with anyio.fail_after(10):
+                while not (  # noqa: ASYNC110 - the server's state, which sends no event
+                    await observer.keys("idle:worker:*") and await _blocking_read_sent(observer)
+                ):
                     await anyio.sleep(0.05)
             before = await _connections_received(observer)
             # The span under test: idle for longer than the socket timeout plus a block.
