@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from types import SimpleNamespace, TracebackType
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, Unpack, overload
 
@@ -16,8 +17,10 @@ from .errors import ConfigurationError, TaskNotFound
 from .job import Job
 from .middleware import EnqueueNext, Middleware, enqueue_chain
 from .operations import Operations
+from .periodic import add_schedule
 from .records import DeadLetter, DeadLetterFilter, QueueStats
 from .retry import Backoff
+from .schedules import Schedule
 from .serializer import OrjsonSerializer, Serializer
 from .task import ExceptionClasses, Task, _check_queue
 from .worker import Worker
@@ -89,6 +92,8 @@ class App:
         self.backoff = backoff or Backoff()
         self.shutdown_timeout = shutdown_timeout
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, Schedule] = {}
+        """The periodic schedules every worker of this App fires, by name."""
         self.state = State()
         self._lifespan: Lifespan | None = None
         self._backend: Backend | None = None
@@ -225,6 +230,72 @@ class App:
             return task
 
         return register if __fn is None else register(__fn)
+
+    def periodic(
+        self,
+        cron: str | None = None,
+        *,
+        every: float | timedelta | None = None,
+        name: str | None = None,
+        timezone: str | None = None,
+        catch_up: bool = False,
+        overlap: bool = True,
+        **task_options: Any,
+    ) -> Callable[[Callable[[], Any]], Task[[], Any]]:
+        """Register a no-argument handler as a task and fire it on a schedule: a ``cron``
+        expression (in ``timezone``, UTC by default) or ``every`` seconds. ``name`` names
+        both; ``task_options`` are :meth:`task`'s (queue, retries, ...)."""
+
+        def register(fn: Callable[[], Any]) -> Task[[], Any]:
+            task: Task[[], Any] = self.task(name=name, **task_options)(fn)
+            try:
+                self.schedule(
+                    task,
+                    cron=cron,
+                    every=every,
+                    name=task.name,
+                    timezone=timezone,
+                    queue=task.queue,
+                    catch_up=catch_up,
+                    overlap=overlap,
+                )
+            except ValueError:
+                del self.tasks[task.name]  # nothing of a refused schedule stays registered
+                raise
+            return task
+
+        return register
+
+    def schedule(
+        self,
+        task: Task[Any, Any],
+        cron: str | None = None,
+        *,
+        every: float | timedelta | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        timezone: str | None = None,
+        queue: str | None = None,
+        catch_up: bool = False,
+        overlap: bool = True,
+    ) -> Schedule:
+        """Fire an existing task with ``args``/``kwargs`` on a schedule (see
+        :meth:`periodic`); ``name`` defaults to the task's. ``ValueError`` if anything is
+        wrong with it (see asyncq/periodic.py for how each slot is enqueued once)."""
+        return add_schedule(
+            self,
+            task,
+            cron=cron,
+            every=every,
+            args=args,
+            kwargs=kwargs,
+            name=name,
+            timezone=timezone,
+            queue=queue,
+            catch_up=catch_up,
+            overlap=overlap,
+        )
 
     @property
     def queues(self) -> tuple[str, ...]:

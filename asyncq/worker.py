@@ -74,6 +74,7 @@ class Worker:
         self.concurrency = options.concurrency
         self.prefetch = options.slots - options.concurrency
         self.burst = options.burst
+        self.schedules = options.schedules
         self.shutdown_timeout = options.shutdown_timeout
         self.handle_signals = options.handle_signals
         self.heartbeat_interval = options.heartbeat_interval

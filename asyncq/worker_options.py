@@ -25,6 +25,8 @@ class WorkerOptions:
     quarter of ``concurrency``."""
     burst: bool = False
     """Stop once the queues are drained."""
+    schedules: bool = True
+    """Fire the App's periodic schedules (every worker does, unless told not to)."""
     shutdown_timeout: float = 30.0
     """Seconds in-flight jobs get to finish at a graceful stop before they go back."""
     handle_signals: bool = False
@@ -79,6 +81,7 @@ class WorkerOptions:
         args += ["--shutdown-timeout", repr(self.shutdown_timeout)]
         args += ["--queues", ",".join(self.queues)] if self.queues else []
         args += ["--burst"] if self.burst else []
+        args += [] if self.schedules else ["--no-schedules"]
         args += ["--heartbeat-interval", repr(self.heartbeat_interval)]
         args += ["--metrics-interval", repr(self.metrics_interval)]
         args += ["--wait-for-broker", repr(self.wait_for_broker)]
@@ -93,6 +96,7 @@ class WorkerOptionsOverrides(TypedDict, total=False):
     concurrency: int
     prefetch: int | None
     burst: bool
+    schedules: bool
     shutdown_timeout: float
     handle_signals: bool
     heartbeat_interval: float

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .errors import BrokerError
+from .periodic import fire_schedules
 from .records import WorkerInfo
 
 if TYPE_CHECKING:
@@ -43,8 +44,8 @@ class WorkerService:
 
 
 def default_services(worker: Worker) -> list[WorkerService]:
-    """Heartbeats, lease renewal, cancellation requests, the broker's upkeep, and the queue
-    depths for metrics."""
+    """Heartbeats, lease renewal, cancellation requests, the broker's upkeep, periodic
+    schedules, and the queue depths for metrics."""
 
     def backend_has_store() -> bool:
         return worker.app.backend.store.available
@@ -55,6 +56,10 @@ def default_services(worker: Worker) -> list[WorkerService]:
     async def watch_cancellations() -> None:
         await worker.app.backend.store.watch_cancellations(worker.on_cancel_request)
 
+    def fires_schedules() -> bool:
+        app = worker.app
+        return worker.schedules and bool(app.schedules) and app.backend.store.available
+
     async def maintain() -> None:
         await worker.app.backend.maintain(worker.queues)
 
@@ -63,6 +68,7 @@ def default_services(worker: Worker) -> list[WorkerService]:
         WorkerService("lease renewal", partial(renew_leases, worker), leases_need_renewal),
         WorkerService("cancellations", watch_cancellations, backend_has_store),
         WorkerService("upkeep", maintain),
+        WorkerService("schedules", partial(fire_schedules, worker.app), fires_schedules),
         WorkerService("queue depths", partial(poll_depths, worker), lambda: bool(worker.metrics)),
     ]
 

@@ -59,6 +59,12 @@ log = logging.getLogger("asyncq.cli")
     help="Queues to consume, comma-separated (default: every queue the app's tasks use).",
 )
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty instead of waiting.")
+@click.option(
+    "--no-schedules",
+    is_flag=True,
+    help="Do not fire the app's periodic schedules (every worker fires them by default; "
+    "each slot is enqueued once whichever do).",
+)
 @broker_option
 @click.option(
     "--processes",
@@ -152,6 +158,7 @@ def run(
     prefetch: int | None,
     queues: list[str] | None,
     burst: bool,
+    no_schedules: bool,
     broker: str | None,
     processes: int,
     shutdown_timeout: float | None,
@@ -199,6 +206,7 @@ def run(
             concurrency=concurrency,
             prefetch=prefetch,
             burst=burst,
+            schedules=not no_schedules,
             shutdown_timeout=app.shutdown_timeout if shutdown_timeout is None else shutdown_timeout,
             handle_signals=True,
             heartbeat_interval=heartbeat_interval,

@@ -1,0 +1,145 @@
+"""An App's periodic jobs: registering schedules (``App.periodic``, ``App.schedule``), and
+the worker service that fires them (:func:`fire_schedules`).
+
+Every worker fires every schedule of its App; none is a leader. Each slot is enqueued once
+across all of them: a worker whose clock passes a slot skips it if the store's last slot
+of the schedule is that slot or a later one; otherwise it enqueues the slot's job with an
+idempotency key derived from the slot (so workers racing for one slot get one job between
+them) and then claims the slot in the store (``JobStore.claim_slot``), for at least a day.
+The claim outlives the job: once claimed, a slot whose job died or was cancelled is not
+fired again. A worker killed between the two steps loses nothing: the next worker to pass
+the slot enqueues under the same key and gets the job already there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .errors import BrokerError
+from .schedules import Schedule
+
+if TYPE_CHECKING:
+    from .app import App
+    from .task import Task
+
+__all__ = ["CLAIM_TTL", "add_schedule", "fire_schedules"]
+
+log = logging.getLogger("asyncq.schedules")
+
+CLAIM_TTL = 86400.0
+"""Seconds a slot's claim is kept at least (longer for schedules whose slots are further
+apart, so ``catch_up`` always finds the last one)."""
+
+
+def add_schedule(
+    app: App,
+    task: Task[Any, Any],
+    *,
+    cron: str | None,
+    every: float | timedelta | None,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    name: str | None,
+    timezone: str | None,
+    queue: str | None,
+    catch_up: bool,
+    overlap: bool,
+) -> Schedule:
+    """Check and register a schedule of ``task``; ``ValueError`` naming what is wrong."""
+    schedule_name = name or task.name
+    if schedule_name in app.schedules:
+        raise ValueError(f"a schedule named {schedule_name!r} is already registered")
+    if task.app is not app:
+        raise ValueError(f"schedule {schedule_name!r}: task {task.name!r} is another App's")
+    if not overlap:
+        raise ValueError(
+            f"schedule {schedule_name!r}: overlap=False is not supported yet; "
+            "concurrency_limit=1 on the task will keep runs apart once it lands"
+        )
+    problem = task.bind_error(tuple(args), dict(kwargs or {}))
+    if problem is not None:
+        raise ValueError(f"schedule {schedule_name!r}: its arguments do not fit: {problem}")
+    schedule = Schedule.of(
+        schedule_name,
+        task.name,
+        cron=cron,
+        every=every,
+        timezone=timezone,
+        args=args,
+        kwargs=kwargs,
+        queue=queue,
+        catch_up=catch_up,
+        overlap=overlap,
+    )
+    app.schedules[schedule_name] = schedule
+    return schedule
+
+
+def slot_key(schedule: Schedule, slot: datetime) -> str:
+    """The idempotency key of a slot's job."""
+    return f"asyncq.schedule:{schedule.name}@{slot.isoformat()}"
+
+
+def claim_ttl(schedule: Schedule, slot: datetime) -> float:
+    apart = (schedule.next_slot(slot) - slot).total_seconds()
+    return max(CLAIM_TTL, 3 * apart)
+
+
+async def fire(app: App, schedule: Schedule, slot: datetime) -> bool:
+    """Enqueue ``slot``'s job unless the slot was fired already; whether this call did."""
+    store = app.backend.store
+    last = await store.last_slot(schedule.name)
+    if last is not None and last >= slot:
+        return False
+    task = app.get_task(schedule.task)
+    call = task.options(key=slot_key(schedule, slot), queue=schedule.queue)
+    job = await call.enqueue(*schedule.args, **dict(schedule.kwargs))
+    won = await store.claim_slot(schedule.name, slot, claim_ttl(schedule, slot))
+    if won:
+        log.info("schedule %s: slot %s enqueued as job %s", schedule.name, slot, job.id)
+    return won
+
+
+async def fire_schedules(app: App, clock: Any = None) -> None:
+    """Fire the App's schedules at their slots, until cancelled (a worker service)."""
+    now = clock or (lambda: datetime.now(UTC))
+    schedules = list(app.schedules.values())
+    if not schedules:
+        return
+    due: dict[str, datetime] = {}
+    for schedule in schedules:
+        at = now()
+        due[schedule.name] = schedule.next_slot(at)
+        if schedule.catch_up:
+            await _catch_up(app, schedule, at)
+    while True:
+        at = now()
+        for schedule in schedules:
+            slot = due[schedule.name]
+            if slot > at:
+                continue
+            try:
+                await fire(app, schedule, slot)
+            except BrokerError as exc:
+                log.warning("schedule %s: slot %s not fired: %s", schedule.name, slot, exc)
+            # Slots passed meanwhile (a long outage, a suspended host) are skipped.
+            due[schedule.name] = schedule.next_slot(max(slot, now() - timedelta(seconds=1)))
+        wait = (min(due.values()) - now()).total_seconds()
+        # A slot is a moment on the clock: waiting for it is a timer, not a poll.
+        await anyio.sleep(max(wait, 0.0))
+
+
+async def _catch_up(app: App, schedule: Schedule, at: datetime) -> None:
+    """``catch_up``: fire the most recent slot missed since the last one fired, once."""
+    try:
+        last = await app.backend.store.last_slot(schedule.name)
+        missed = schedule.previous_slot(at)
+        if last is not None and missed > last:
+            await fire(app, schedule, missed)
+    except BrokerError as exc:
+        log.warning("schedule %s: catching up failed: %s", schedule.name, exc)
