@@ -16,7 +16,6 @@ from asyncq.testing import Broker
 pytestmark = [pytest.mark.anyio, pytest.mark.needs_store]
 
 
-@pytest.mark.slow
 async def test_three_workers_enqueue_each_slot_of_every_second_once(broker: Broker) -> None:
     apps = [broker.app() for _ in range(3)]
     runs: list[tuple[str, float]] = []
