@@ -34,6 +34,13 @@ def run_example(name: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def test_periodic_runs_each_slot_once() -> None:
+    out = run_example("periodic.py").stdout.splitlines()
+    ticks = [line for line in out if line.startswith("tick for ")]
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks), out
+    assert out[-1].endswith("slots, each run once by one of two workers"), out
+
+
 def test_quickstart_runs() -> None:
     out = run_example("quickstart.py").stdout.splitlines()
     assert out[-1] == "done"
