@@ -105,9 +105,12 @@ async def fire(app: App, schedule: Schedule, slot: datetime) -> bool:
     return won
 
 
-async def fire_schedules(app: App, clock: Any = None) -> None:
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def fire_schedules(app: App) -> None:
     """Fire the App's schedules at their slots, until cancelled (a worker service)."""
-    now = clock or (lambda: datetime.now(UTC))
     schedules = list(app.schedules.values())
     if not schedules:
         return

@@ -56,7 +56,7 @@ _FRAME_HEAD = struct.Struct(">BHI")  # type, channel, payload size
 _METHOD_ID = struct.Struct(">HH")  # class id, method id
 _U64 = struct.Struct(">Q")
 _HEADER_HEAD = struct.Struct(">HHQH")  # class id, weight, body size, property flags
-_ACK = struct.Struct(">BHIHHQB")  # a whole basic.ack or basic.nack frame, less its end
+_ACK = struct.Struct(">BHIHHQBB")  # a whole basic.ack or basic.nack frame
 _METHOD, _HEADER, _BODY, _HEARTBEAT = 1, 2, 3, 8
 _END = 0xCE
 _DELIVER = (60, 60)
@@ -325,9 +325,8 @@ class Receiver(asyncio.Protocol):
     def _send_ack(self, method: int, delivery_tag: int, bits: int) -> None:
         if self.closed is not None:
             return  # the broker has taken the delivery back already
-        self._outgoing.append(_ACK.pack(_METHOD, CHANNEL, 13, 60, method, delivery_tag, bits))
-        self._outgoing.append(b"\xce")
-        if len(self._outgoing) == 2:
+        self._outgoing.append(_ACK.pack(_METHOD, CHANNEL, 13, 60, method, delivery_tag, bits, _END))
+        if len(self._outgoing) == 1:
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
