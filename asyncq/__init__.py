@@ -15,11 +15,12 @@ from .errors import (
     MessageTooLarge,
     Reject,
     Retry,
+    Snooze,
     TaskNotFound,
 )
 from .job import Job, JobContext, current_job
 from .middleware import Middleware
-from .records import DeadLetter, JobInfo, JobStatus, QueueStats, WorkerInfo
+from .records import DeadLetter, JobInfo, JobStatus, Progress, QueueStats, WorkerInfo
 from .retry import Backoff
 from .serializer import OrjsonSerializer, Serializer
 from .store import JobStore
@@ -51,10 +52,12 @@ __all__ = [
     "MessageTooLarge",
     "Middleware",
     "OrjsonSerializer",
+    "Progress",
     "QueueStats",
     "Reject",
     "Retry",
     "Serializer",
+    "Snooze",
     "State",
     "Task",
     "TaskCall",

@@ -15,15 +15,18 @@ The hierarchy::
 
     Retry                          raised by a handler: run me again later
     Reject                         raised by a handler: dead-letter me now, no retry
+    Snooze                         raised by a handler: run me again later, same attempt
 
-``Retry`` and ``Reject`` are control flow for handlers, not errors, so they derive from
+``Retry``, ``Reject`` and ``Snooze`` are control flow for handlers, not errors, so they derive from
 ``Exception`` directly. Waiting for a result past its timeout raises the builtin
 ``TimeoutError``; unserialisable job arguments raise ``TypeError`` at enqueue time.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 __all__ = [
     "AsyncqError",
@@ -38,6 +41,7 @@ __all__ = [
     "MessageTooLarge",
     "Reject",
     "Retry",
+    "Snooze",
     "TaskNotFound",
 ]
 
@@ -123,6 +127,22 @@ class Retry(Exception):
         super().__init__(reason or "retry requested")
         self.delay = delay
         self.reason = reason
+
+
+class Snooze(Exception):
+    """Raise inside a handler to run the job again after ``delay`` seconds (or a
+    ``timedelta``) **without** spending an attempt: the next run has the same attempt
+    number, and the job is SCHEDULED meanwhile. For a job waiting on something outside
+    it (a rate-limited API, a file not there yet) rather than failing."""
+
+    def __init__(self, delay: float | timedelta) -> None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError(f"Snooze delay must be seconds or a timedelta, not {delay!r}")
+        if not seconds >= 0 or math.isinf(seconds):
+            raise ValueError(f"Snooze delay must be a finite number of seconds >= 0, not {delay!r}")
+        super().__init__(f"snoozed for {seconds:g} s")
+        self.delay = float(seconds)
 
 
 class Reject(Exception):

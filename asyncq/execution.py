@@ -1,5 +1,5 @@
 """Running one attempt: decode its message, call its handler inside the attempt's cancel
-scope, and decide how it ended: a result, a retry after backoff, a dead letter, a
+scope, and decide how it ended: a result, a retry after backoff, a snooze, a dead letter, a
 cancellation, or a release back to the queue. This is the one place an attempt's outcome is
 decided; the worker says when an attempt runs and why its scope was cancelled
 (``Attempt.cause``), the middleware around :func:`execute` observes.
@@ -17,7 +17,7 @@ import anyio
 from .arguments import BadArguments
 from .attempt import SHUTDOWN, Attempt
 from .deadlines import TimeLimit, time_limit
-from .errors import ErrorInfo, Reject, Retry
+from .errors import ErrorInfo, Reject, Retry, Snooze
 from .job import set_current_job
 from .serializer import DecodeError, Message
 from .settlement import Outcome, Settlement
@@ -48,7 +48,7 @@ def admit(app: App, attempt: Attempt) -> None:
         attempt.refusal = Settlement.dead(delivery, task=msg.task, attempt=msg.attempt, error=error)
         return
     attempt.message, attempt.task = msg, task
-    set_current_job(msg, delivery.redelivered)
+    set_current_job(msg, delivery.redelivered, app.backend.store)
 
 
 async def execute(app: App, attempt: Attempt) -> Settlement:
@@ -89,6 +89,12 @@ async def _run(app: App, attempt: Attempt, msg: Message, task: Task[Any, Any]) -
             result = await _call(task, msg)
     except Retry as exc:
         return _failed(app, attempt, msg, task, error_info(exc), exc.delay)
+    except Snooze as exc:
+        wake_at = time.time() + exc.delay
+        again = msg.snoozed(wake_at).encode(app.serializer)
+        return Settlement.snooze(
+            delivery, task=msg.task, attempt=msg.attempt, body=again, eta=wake_at
+        )
     except Reject as exc:
         attempt.exception = exc
         return _dead(attempt, msg, task, ErrorInfo("Reject", exc.reason))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import JobCancelled, JobFailed, JobNotFound
-from .records import JobInfo, JobStatus
+from .records import JobInfo, JobStatus, Progress
 from .serializer import Message
 
 if TYPE_CHECKING:
     from .app import App
+    from .store import JobStore
 
 __all__ = ["Job", "JobContext", "current_job"]
 
@@ -97,22 +100,52 @@ class JobContext:
     """True when an earlier delivery's worker was lost before settling the job."""
     enqueued_at: float
     headers: dict[str, str] = field(default_factory=dict)
+    scheduled_for: datetime | None = None
+    """When the job was meant to run, in UTC: a periodic job's slot, the ``at=``/``delay=``
+    time of a delayed job; None for a job enqueued to run at once. Retries and snoozes
+    keep it."""
+    store: JobStore | None = field(default=None, repr=False, compare=False)
+    """Where the job's record lives (for :meth:`set_progress`)."""
+
+    async def set_progress(self, value: float, message: str | None = None) -> None:
+        """Record how far the job is, ``value`` from 0 to 1 with an optional ``message``;
+        any process reads it as ``JobInfo.progress`` while the job runs (and after)."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"progress must be a number from 0 to 1, not {value!r}")
+        if not (0.0 <= value <= 1.0) or math.isnan(value):
+            raise ValueError(f"progress must be from 0 to 1, not {value!r}")
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"a progress message must be a str, not {type(message).__name__}")
+        if self.store is None:
+            raise RuntimeError("this JobContext was not made by a worker: it has no store")
+        await self.store.set_progress(self.id, self.queue, Progress(float(value), message))
 
 
 # The worker stores the decoded message; the JobContext is built only for handlers that ask.
-_current: ContextVar[tuple[Message, bool]] = ContextVar("asyncq_current_job")
+_current: ContextVar[tuple[Message, bool, JobStore]] = ContextVar("asyncq_current_job")
 
 
 def current_job() -> JobContext:
     """The job the calling handler runs for. Raises ``RuntimeError`` outside a handler."""
     try:
-        msg, redelivered = _current.get()
+        msg, redelivered, store = _current.get()
     except LookupError:
         raise RuntimeError("asyncq.current_job() was called outside a job handler") from None
+    slot = msg.scheduled_for
     return JobContext(
-        msg.id, msg.task, msg.queue, msg.attempt, redelivered, msg.enqueued_at, msg.headers
+        msg.id,
+        msg.task,
+        msg.queue,
+        msg.attempt,
+        redelivered,
+        msg.enqueued_at,
+        msg.headers,
+        None if slot is None else datetime.fromtimestamp(slot, UTC),
+        store,
     )
 
 
-def set_current_job(msg: Message, redelivered: bool) -> Token[tuple[Message, bool]]:
-    return _current.set((msg, redelivered))
+def set_current_job(
+    msg: Message, redelivered: bool, store: JobStore
+) -> Token[tuple[Message, bool, JobStore]]:
+    return _current.set((msg, redelivered, store))

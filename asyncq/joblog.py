@@ -28,6 +28,7 @@ log = logging.getLogger("asyncq.job")
 _LEVELS = {
     Outcome.SUCCEEDED: logging.INFO,
     Outcome.RETRY: logging.WARNING,
+    Outcome.SNOOZE: logging.INFO,
     Outcome.DEAD: logging.ERROR,
     Outcome.CANCELLED: logging.INFO,
     Outcome.RELEASE: logging.INFO,
@@ -67,6 +68,10 @@ def job_finished(
         retry_in = max((settlement.eta or 0.0) - time.time(), 0.0)
         fields["retry_in_s"] = round(retry_in, 3)
         text = f"{head} failed in {took}, retrying in {retry_in:.2f} s: {error}"
+    elif outcome is Outcome.SNOOZE:
+        snooze_for = max((settlement.eta or 0.0) - time.time(), 0.0)
+        fields["snooze_s"] = round(snooze_for, 3)
+        text = f"{head} snoozed after {took}, running again in {snooze_for:.2f} s"
     elif outcome is Outcome.DEAD:
         text = f"{head} failed in {took}, dead-lettered: {error}"
     elif outcome is Outcome.CANCELLED:

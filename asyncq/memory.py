@@ -226,6 +226,14 @@ class MemoryBackend(Backend):
                     job.eta = None
                     job.status = JobStatus.QUEUED
                 self._place(job)
+            elif outcome is Outcome.SNOOZE:
+                assert s.retry_body is not None
+                job.body, job.snoozes, job.redelivered = s.retry_body, job.snoozes + 1, False
+                job.status, job.eta = JobStatus.SCHEDULED, s.eta
+                if s.eta is None or s.eta <= now:
+                    job.eta = None
+                    job.status = JobStatus.QUEUED
+                self._place(job)
             else:
                 job.ttl = s.result_ttl
                 if outcome is Outcome.SUCCEEDED:

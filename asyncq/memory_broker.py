@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from .errors import ErrorInfo
-from .records import DeadLetter, JobStatus, WorkerInfo
+from .records import DeadLetter, JobStatus, Progress, WorkerInfo
 
 __all__ = ["BROKERS", "MemoryBroker", "QueueState", "StoredJob"]
 
@@ -38,6 +38,8 @@ class StoredJob:
     cancel_requested: bool = False
     ttl: float | None = None
     """How long its record is kept once finished, when its task says (else result_ttl)."""
+    progress: Progress | None = None
+    snoozes: int = 0
 
 
 @dataclass(slots=True)
@@ -62,8 +64,9 @@ class MemoryBroker:
         self.finished: dict[str, anyio.Event] = {}
         self.cancel_watchers: list[Callable[[str], None]] = []
         self.workers: dict[str, tuple[WorkerInfo, float]] = {}
-        self.slot_claims: dict[tuple[str, int], float] = {}
-        """(schedule, slot in ms since the epoch) -> when the claim expires."""
+        self.slot_claims: dict[tuple[str, int], tuple[float, str]] = {}
+        """(schedule, slot in ms since the epoch) -> when the claim expires, the slot's job."""
+        self.paused_schedules: set[str] = set()
         self.receipts = itertools.count(1)
         self.sequence = itertools.count()
         self.changed: anyio.Event | None = None

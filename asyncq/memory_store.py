@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import anyio
 
 from .memory_broker import MemoryBroker
-from .records import GONE_RETENTION, JobInfo, JobStatus, WorkerInfo
+from .records import GONE_RETENTION, JobInfo, JobStatus, Progress, ScheduleState, WorkerInfo
 from .store import JobStore
 
 __all__ = ["MemoryStore"]
@@ -38,7 +38,14 @@ class MemoryStore(JobStore):
             raw_result=job.result,
             error=job.error,
             updated_at=job.updated_at,
+            progress=job.progress,
+            snoozes=job.snoozes,
         )
+
+    async def set_progress(self, job_id: str, queue: str, progress: Progress) -> None:
+        job = self._broker.job(job_id, queue)
+        if job is not None:
+            job.progress = progress
 
     async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
         broker = self._broker
@@ -102,21 +109,31 @@ class MemoryStore(JobStore):
         ]
         return [w for w in found if include_gone or not w.gone]
 
-    async def claim_slot(self, schedule: str, slot: datetime, ttl: float) -> bool:
+    async def claim_slot(self, schedule: str, slot: datetime, ttl: float, job_id: str = "") -> bool:
         claims, now = self._broker.slot_claims, time.time()
-        for claim in [c for c, until in claims.items() if until <= now]:
+        for claim in [c for c, (until, _) in claims.items() if until <= now]:
             del claims[claim]
         claim = (schedule, round(slot.timestamp() * 1000))
         if claim in claims:
             return False
-        claims[claim] = now + ttl
+        claims[claim] = (now + ttl, job_id)
         return True
 
-    async def last_slot(self, schedule: str) -> datetime | None:
+    async def schedule_state(self, schedule: str) -> ScheduleState:
         now = time.time()
         slots = [
-            ms
-            for (name, ms), until in self._broker.slot_claims.items()
+            (ms, job_id)
+            for (name, ms), (until, job_id) in self._broker.slot_claims.items()
             if name == schedule and until > now
         ]
-        return datetime.fromtimestamp(max(slots) / 1000, UTC) if slots else None
+        paused = schedule in self._broker.paused_schedules
+        if not slots:
+            return ScheduleState(paused=paused)
+        ms, job_id = max(slots)
+        return ScheduleState(datetime.fromtimestamp(ms / 1000, UTC), job_id or None, paused)
+
+    async def pause_schedule(self, schedule: str, paused: bool) -> None:
+        if paused:
+            self._broker.paused_schedules.add(schedule)
+        else:
+            self._broker.paused_schedules.discard(schedule)

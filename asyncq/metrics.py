@@ -11,12 +11,12 @@ Instruments (OpenTelemetry name, then the Prometheus name the exporter gives it)
 * ``queue_depth_pending``, ``queue_depth_scheduled``, ``queue_depth_running`` and
   ``queue_dlq_depth`` (the same names in Prometheus): the queue's depth; queue.
 
-Outcomes are ``succeeded``, ``retried``, ``dead``, ``cancelled`` and ``released`` (handed
-back to the queue unstarted or unfinished by a stopping worker). Queue wait is the time from
-when a job could first run (enqueued, or its delay or retry backoff over) until a worker
-started it. The depth gauges are the backend's ``queue_stats`` of the worker's queues,
-polled every ``metrics_interval`` seconds (a worker option), so a scrape reads the last
-poll and costs the broker nothing.
+Outcomes are ``succeeded``, ``retried``, ``snoozed``, ``dead``, ``cancelled`` and
+``released`` (handed back to the queue unstarted or unfinished by a stopping worker).
+Queue wait is the time from when a job could first run (enqueued, or its delay or retry
+backoff over) until a worker started it. The depth gauges are the backend's
+``queue_stats`` of the worker's queues, polled every ``metrics_interval`` seconds (a worker
+option), so a scrape reads the last poll and costs the broker nothing.
 
 The queue depth names carry no ``asyncq_`` prefix and no unit suffix: they are what
 autoscalers and alert rules are written against (see ``examples/deploy``), so they stay

@@ -238,6 +238,8 @@ class TracingLink(Middleware):
                 attributes = (
                     {"asyncq.retry.eta": settlement.eta}
                     if outcome is Outcome.RETRY
+                    else {"asyncq.snooze.eta": settlement.eta}
+                    if outcome is Outcome.SNOOZE
                     else {"error.type": error and error.type}
                 )
                 tracing.event(span, outcome.event, attributes)

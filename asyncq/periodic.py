@@ -9,12 +9,17 @@ them) and then claims the slot in the store (``JobStore.claim_slot``), for at le
 The claim outlives the job: once claimed, a slot whose job died or was cancelled is not
 fired again. A worker killed between the two steps loses nothing: the next worker to pass
 the slot enqueues under the same key and gets the job already there.
+
+The claim holds the slot's job id, so ``overlap=False`` can skip a slot while the last
+slot's job is queued or running, and ``asyncq schedules`` can say how the last slot went. A
+paused schedule (``JobStore.pause_schedule``) fires nothing; its slots pass unclaimed.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +27,14 @@ import anyio
 
 from .errors import BrokerError
 from .schedules import Schedule
+from .task import TaskCall
 
 if TYPE_CHECKING:
     from .app import App
+    from .job import Job
     from .task import Task
 
-__all__ = ["CLAIM_TTL", "add_schedule", "fire_schedules"]
+__all__ = ["CLAIM_TTL", "add_schedule", "fire_schedules", "trigger"]
 
 log = logging.getLogger("asyncq.schedules")
 
@@ -56,11 +63,6 @@ def add_schedule(
         raise ValueError(f"a schedule named {schedule_name!r} is already registered")
     if task.app is not app:
         raise ValueError(f"schedule {schedule_name!r}: task {task.name!r} is another App's")
-    if not overlap:
-        raise ValueError(
-            f"schedule {schedule_name!r}: overlap=False is not supported yet; "
-            "concurrency_limit=1 on the task will keep runs apart once it lands"
-        )
     problem = task.bind_error(tuple(args), dict(kwargs or {}))
     if problem is not None:
         raise ValueError(f"schedule {schedule_name!r}: its arguments do not fit: {problem}")
@@ -91,18 +93,54 @@ def claim_ttl(schedule: Schedule, slot: datetime) -> float:
 
 
 async def fire(app: App, schedule: Schedule, slot: datetime) -> bool:
-    """Enqueue ``slot``'s job unless the slot was fired already; whether this call did."""
+    """Enqueue ``slot``'s job unless the slot was fired already, the schedule is paused, or
+    (``overlap=False``) the last slot's job is still queued or running; whether this call
+    fired it."""
     store = app.backend.store
-    last = await store.last_slot(schedule.name)
-    if last is not None and last >= slot:
+    state = await store.schedule_state(schedule.name)
+    if state.paused or (state.last_slot is not None and state.last_slot >= slot):
         return False
-    task = app.get_task(schedule.task)
-    call = task.options(key=slot_key(schedule, slot), queue=schedule.queue)
-    job = await call.enqueue(*schedule.args, **dict(schedule.kwargs))
-    won = await store.claim_slot(schedule.name, slot, claim_ttl(schedule, slot))
+    if not schedule.overlap and state.last_job is not None:
+        busy = await store.job_info(state.last_job, schedule.queue or _task_queue(app, schedule))
+        if busy is not None and not busy.status.finished:
+            log.info(
+                "schedule %s: slot %s skipped, the job of slot %s is still %s",
+                schedule.name,
+                slot,
+                state.last_slot,
+                busy.status,
+            )
+            return False
+    job = await _enqueue(app, schedule, slot, key=slot_key(schedule, slot))
+    won = await store.claim_slot(schedule.name, slot, claim_ttl(schedule, slot), job.id)
     if won:
         log.info("schedule %s: slot %s enqueued as job %s", schedule.name, slot, job.id)
     return won
+
+
+async def trigger(app: App, name: str) -> Job[Any]:
+    """Enqueue a run of schedule ``name`` now, outside its slots (``asyncq schedules
+    trigger``): its job's ``scheduled_for`` is now, and no slot is claimed."""
+    schedule = app.schedules.get(name)
+    if schedule is None:
+        raise KeyError(_unknown(app, name))
+    return await _enqueue(app, schedule, now(), key=None)
+
+
+def _unknown(app: App, name: str) -> str:
+    known = ", ".join(sorted(app.schedules)) or "none"
+    return f"no schedule named {name!r} on this App (its schedules: {known})"
+
+
+async def _enqueue(app: App, schedule: Schedule, slot: datetime, *, key: str | None) -> Job[Any]:
+    task = app.get_task(schedule.task)
+    options = task.options(key=key, queue=schedule.queue).options
+    call: TaskCall[Any, Any] = TaskCall(task, replace(options, scheduled_for=slot.timestamp()))
+    return await call.enqueue(*schedule.args, **dict(schedule.kwargs))
+
+
+def _task_queue(app: App, schedule: Schedule) -> str:
+    return app.get_task(schedule.task).queue
 
 
 def now() -> datetime:

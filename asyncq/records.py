@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .errors import ErrorInfo
@@ -20,7 +21,9 @@ __all__ = [
     "JobInfo",
     "JobListing",
     "JobStatus",
+    "Progress",
     "QueueStats",
+    "ScheduleState",
     "WorkerInfo",
 ]
 
@@ -31,7 +34,7 @@ class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     """Waiting in its queue for a worker."""
     SCHEDULED = "scheduled"
-    """Waiting for its ``eta`` (a delayed job)."""
+    """Waiting for its ``eta``: a delayed job, or a snoozed one."""
     RUNNING = "running"
     """A worker holds it and runs the handler."""
     SUCCEEDED = "succeeded"
@@ -50,6 +53,14 @@ class JobStatus(enum.StrEnum):
 
 
 _FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a running job says it is: ``value`` from 0 to 1, and what it is doing."""
+
+    value: float
+    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,11 @@ class JobInfo:
     updated_at: float = 0.0
     raw_result: bytes | None = None
     """The return value as the broker stores it, serialized."""
+    progress: Progress | None = None
+    """The last progress its handler reported (``current_job().set_progress``)."""
+    snoozes: int = 0
+    """How often its handler snoozed it (``raise asyncq.Snooze(delay)``); a snooze spends
+    no attempt, so this is counted apart from ``attempt``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +194,15 @@ class WorkerInfo:
 GONE_RETENTION = 3600.0
 """Seconds a worker that stopped heartbeating stays listed as gone, for whoever looks into
 why it died."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """What the store knows of one periodic schedule (``JobStore.schedule_state``)."""
+
+    last_slot: datetime | None = None
+    """The latest slot fired (claimed) within the claims' TTL, in UTC."""
+    last_job: str | None = None
+    """The id of that slot's job."""
+    paused: bool = False
+    """Paused schedules fire no slots until resumed (``asyncq schedules pause``)."""

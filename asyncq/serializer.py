@@ -6,6 +6,9 @@ A job travels as one object::
      "args": [...], "kwargs": {...}, "headers": {"traceparent": "..."},
      "attempt": 1, "enqueued_at": 1732630000.123, "eta": null, "key": null}
 
+and, only when set, ``retries`` and ``timeout`` (per-job overrides) and ``scheduled_for``
+(the time a periodic or delayed job was meant to run).
+
 Unknown fields are ignored when decoding, so a newer producer can add fields without
 breaking older workers. Results are written with the same serializer.
 """
@@ -101,6 +104,10 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
     """Retries allowed for this job, overriding its task's (``options(retries=...)``)."""
     timeout: float | None = None
     """Seconds each attempt may run, overriding its task's (``options(timeout=...)``)."""
+    scheduled_for: float | None = None
+    """When the job was meant to run (epoch seconds): a periodic job's slot, a delayed
+    job's ``at=``/``delay=`` time; None for a job that was to run at once. Retries and
+    snoozes keep it."""
 
     def encode(self, serializer: Serializer) -> bytes:
         return encode_job(
@@ -117,6 +124,7 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
             self.key,
             self.retries,
             self.timeout,
+            self.scheduled_for,
         )
 
     @classmethod
@@ -144,6 +152,7 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
                 get("key"),
                 get("retries"),
                 get("timeout"),
+                get("scheduled_for"),
             )
         except KeyError as exc:
             raise DecodeError(f"missing field {exc.args[0]!r}") from None
@@ -157,12 +166,17 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
             and type(msg.attempt) is int
             and (msg.retries is None or (type(msg.retries) is int and msg.retries >= 0))
             and (msg.timeout is None or (type(msg.timeout) in (int, float) and msg.timeout > 0))
+            and (msg.scheduled_for is None or type(msg.scheduled_for) in (int, float))
         ):
             raise DecodeError("a field has the wrong type")
         return msg
 
     def next_attempt(self, eta: float | None) -> Message:
         return replace(self, attempt=self.attempt + 1, eta=eta)
+
+    def snoozed(self, eta: float) -> Message:
+        """The same attempt, to run again at ``eta``."""
+        return replace(self, eta=eta)
 
 
 def encode_job(
@@ -179,6 +193,7 @@ def encode_job(
     key: str | None,
     retries: int | None = None,
     timeout: float | None = None,
+    scheduled_for: float | None = None,
 ) -> bytes:
     """The v1 wire form of a job; producers call it directly, without building a Message.
     The per-job overrides are written only when set (older workers ignore them)."""
@@ -199,6 +214,8 @@ def encode_job(
         job["retries"] = retries
     if timeout is not None:
         job["timeout"] = timeout
+    if scheduled_for is not None:
+        job["scheduled_for"] = scheduled_for
     return serializer.dumps(job)
 
 

@@ -1,6 +1,6 @@
 """How one delivery ended: the ``Outcome`` words and the ``Settlement`` a backend carries out.
 
-Each outcome has one constructor (``Settlement.succeeded``, ``.retry``, ``.dead``,
+Each outcome has one constructor (``Settlement.succeeded``, ``.retry``, ``.snooze``, ``.dead``,
 ``.cancelled``, ``.release``), and each takes the job's task and attempt, so whatever logs,
 counts or traces a settlement always knows which attempt of which task it was. The
 outcome of an attempt is decided in one place, :func:`asyncq.execution.execute`; a backend
@@ -11,6 +11,8 @@ What each outcome asks of a backend:
 * ``SUCCEEDED``: store the result (unless ``result`` is None), finish the record, ack;
 * ``RETRY``: schedule ``retry_body`` (attempt + 1) for ``eta`` and ack the current delivery,
   in one atomic step;
+* ``SNOOZE``: like ``RETRY``, but ``retry_body`` is the same attempt: schedule it for
+  ``eta``, ack the current delivery, count a snooze on the record, status SCHEDULED;
 * ``DEAD``: move the message to the dead-letter queue with ``error``, ack;
 * ``CANCELLED``: finish the record as cancelled, ack;
 * ``RELEASE``: give the job back to its queue unacknowledged, unchanged, for another worker
@@ -33,6 +35,7 @@ class Outcome(enum.Enum):
 
     SUCCEEDED = "succeeded"
     RETRY = "retry"
+    SNOOZE = "snooze"
     DEAD = "dead"
     CANCELLED = "cancelled"
     RELEASE = "release"
@@ -40,7 +43,7 @@ class Outcome(enum.Enum):
     @property
     def label(self) -> str:
         """The outcome in job logs and the ``outcome`` metric attribute: "succeeded",
-        "retried", "dead", "cancelled", "released"."""
+        "retried", "snoozed", "dead", "cancelled", "released"."""
         return _LABELS[self]
 
     @property
@@ -53,11 +56,16 @@ class Outcome(enum.Enum):
 _LABELS = {
     Outcome.SUCCEEDED: "succeeded",
     Outcome.RETRY: "retried",
+    Outcome.SNOOZE: "snoozed",
     Outcome.DEAD: "dead",
     Outcome.CANCELLED: "cancelled",
     Outcome.RELEASE: "released",
 }
-_EVENTS = {Outcome.RETRY: "asyncq.retry", Outcome.DEAD: "asyncq.dead_lettered"}
+_EVENTS = {
+    Outcome.RETRY: "asyncq.retry",
+    Outcome.SNOOZE: "asyncq.snooze",
+    Outcome.DEAD: "asyncq.dead_lettered",
+}
 
 
 @dataclass(slots=True)
@@ -69,9 +77,9 @@ class Settlement:
     result: bytes | None = None
     """SUCCEEDED: the serialized return value (None: the task stores none)."""
     retry_body: bytes | None = None
-    """RETRY: the next attempt's message (attempt + 1)."""
+    """RETRY: the next attempt's message (attempt + 1); SNOOZE: the same attempt's."""
     eta: float | None = None
-    """RETRY: when the next attempt may run."""
+    """RETRY and SNOOZE: when the job may run again."""
     error: ErrorInfo | None = None
     """RETRY and DEAD: why the attempt failed."""
     task: str = ""
@@ -121,6 +129,12 @@ class Settlement:
             task=task,
             attempt=attempt,
         )
+
+    @classmethod
+    def snooze(
+        cls, delivery: Delivery, *, task: str, attempt: int, body: bytes, eta: float
+    ) -> Settlement:
+        return cls(delivery, Outcome.SNOOZE, retry_body=body, eta=eta, task=task, attempt=attempt)
 
     @classmethod
     def dead(

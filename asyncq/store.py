@@ -10,11 +10,13 @@ What a store does:
 * ``job_info``, ``wait_finished`` (without polling), ``cancel`` and ``watch_cancellations``
   (how the worker running a cancelled job hears of it);
 * worker heartbeats: ``heartbeat``, ``deregister``, ``workers``;
-* periodic slots: ``claim_slot`` (one atomic step: exactly one caller wins a slot, and the
-  claim outlives the slot's job) and ``last_slot``.
+* a running job's progress: ``set_progress``, read back in ``job_info``;
+* periodic schedules: ``claim_slot`` (one atomic step: exactly one caller wins a slot, and
+  the claim outlives the slot's job), ``schedule_state`` (the last slot fired, its job,
+  whether the schedule is paused) and ``pause_schedule``.
 
 The primitives the next features need join here, each an atomic step on the store: taking
-and releasing a permit (rate and concurrency limits), and a running job's progress.
+and releasing a permit (rate and concurrency limits).
 
 A job belongs to its queue: its record and its idempotency key live with the queue (one
 Redis Cluster slot per queue), so the record calls name the queue as well as the job id.
@@ -28,7 +30,7 @@ from datetime import datetime
 from typing import ClassVar, NoReturn
 
 from .errors import ConfigurationError
-from .records import JobInfo, WorkerInfo
+from .records import JobInfo, Progress, ScheduleState, WorkerInfo
 
 __all__ = ["JobStore", "MissingStore"]
 
@@ -73,15 +75,29 @@ class JobStore(abc.ABC):
         those whose heartbeat expired within ``GONE_RETENTION`` (``gone=True``) and that did
         not deregister."""
 
-    async def claim_slot(self, schedule: str, slot: datetime, ttl: float) -> bool:
-        """Claim ``slot`` of ``schedule`` for ``ttl`` seconds: True for exactly one caller
-        (across every process of the broker), False for the rest and for a slot claimed
-        before. The winner's slot becomes the schedule's ``last_slot`` if it is later."""
+    async def set_progress(self, job_id: str, queue: str, progress: Progress) -> None:
+        """Store a running job's progress on its record (a record that is gone stays gone)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store progress")
+
+    async def claim_slot(self, schedule: str, slot: datetime, ttl: float, job_id: str = "") -> bool:
+        """Claim ``slot`` of ``schedule``, whose job is ``job_id``, for ``ttl`` seconds: True
+        for exactly one caller (across every process of the broker), False for the rest and
+        for a slot claimed before. The winner's slot becomes the schedule's last slot (with
+        its job) if it is later."""
         raise NotImplementedError(f"{type(self).__name__} cannot claim periodic slots")
+
+    async def schedule_state(self, schedule: str) -> ScheduleState:
+        """The latest slot of ``schedule`` claimed within the claims' ``ttl`` (in UTC) and its
+        job, and whether the schedule is paused."""
+        raise NotImplementedError(f"{type(self).__name__} cannot claim periodic slots")
+
+    async def pause_schedule(self, schedule: str, paused: bool) -> None:
+        """Pause (``paused=True``) or resume a schedule, for every worker; kept until changed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pause schedules")
 
     async def last_slot(self, schedule: str) -> datetime | None:
         """The latest slot of ``schedule`` claimed within the claims' ``ttl``, in UTC."""
-        raise NotImplementedError(f"{type(self).__name__} cannot claim periodic slots")
+        return (await self.schedule_state(schedule)).last_slot
 
 
 class MissingStore(JobStore):
@@ -117,8 +133,14 @@ class MissingStore(JobStore):
     async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
         self._refuse("listing workers")
 
-    async def claim_slot(self, schedule: str, slot: datetime, ttl: float) -> bool:
+    async def set_progress(self, job_id: str, queue: str, progress: Progress) -> None:
+        self._refuse("reporting a job's progress")
+
+    async def claim_slot(self, schedule: str, slot: datetime, ttl: float, job_id: str = "") -> bool:
         self._refuse("firing a periodic schedule")
 
-    async def last_slot(self, schedule: str) -> datetime | None:
+    async def schedule_state(self, schedule: str) -> ScheduleState:
         self._refuse("reading a schedule's last slot")
+
+    async def pause_schedule(self, schedule: str, paused: bool) -> None:
+        self._refuse("pausing a schedule")

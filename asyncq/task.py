@@ -40,6 +40,8 @@ class EnqueueOptions:
     headers: dict[str, str] = field(default_factory=dict)
     retries: int | None = None
     timeout: float | None = None
+    scheduled_for: float | None = None
+    """The slot of a periodic job; for a delayed one, its ``eta``."""
 
 
 class Task(Generic[P, R]):
@@ -132,7 +134,7 @@ class Task(Generic[P, R]):
         if retries is not None:
             _check_retries(retries)
         _check_timeout(timeout)
-        options = EnqueueOptions(eta, key, queue, dict(headers or {}), retries, timeout)
+        options = EnqueueOptions(eta, key, queue, dict(headers or {}), retries, timeout, eta)
         return TaskCall(self, options)
 
     def retries_error(self, error: BaseException) -> bool:
@@ -258,6 +260,7 @@ class TaskCall(Generic[P, R]):
                 opts.key,
                 opts.retries,
                 opts.timeout,
+                opts.scheduled_for,
             )
         except TypeError as exc:  # nothing has been sent
             raise TypeError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import asyncq
+from asyncq.periodic import trigger
 from asyncq.worker_options import WorkerOptions
 
 
@@ -54,12 +55,24 @@ def test_a_refused_periodic_leaves_no_task_behind(unique: str) -> None:
     assert app.tasks == {} and app.schedules == {}
 
 
-def test_overlap_false_is_refused_until_it_is_built(unique: str) -> None:
+def test_overlap_false_is_kept_on_the_schedule(unique: str) -> None:
     app = asyncq.App(f"memory://{unique}")
-    with pytest.raises(ValueError, match="overlap=False is not supported yet"):
 
-        @app.periodic(every=5, name="long", overlap=False)
-        async def long() -> None: ...
+    @app.periodic(every=5, name="long", overlap=False)
+    async def long() -> None: ...
+
+    assert app.schedules["long"].overlap is False
+
+
+@pytest.mark.anyio
+async def test_triggering_an_unknown_schedule_names_the_known_ones(unique: str) -> None:
+    app = asyncq.App(f"memory://{unique}")
+
+    @app.periodic(every=5, name="tick")
+    async def tick() -> None: ...
+
+    with pytest.raises(KeyError, match="no schedule named 'tock'.*its schedules: tick"):
+        await trigger(app, "tock")
 
 
 def test_no_schedules_travels_to_a_supervised_worker() -> None:

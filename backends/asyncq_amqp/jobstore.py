@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from asyncq.records import JobInfo, WorkerInfo
+from asyncq.records import JobInfo, Progress, ScheduleState, WorkerInfo
 from asyncq.store import JobStore, MissingStore
 
 from .connection import Link
@@ -75,11 +75,17 @@ class AmqpJobStore(JobStore):
         with self._link.errors("deregistering a worker"):
             await self._presence.withdraw(self._link.publisher, worker_id)
 
-    async def claim_slot(self, schedule: str, slot: datetime, ttl: float) -> bool:
-        return await self._records.claim_slot(schedule, slot, ttl)
+    async def set_progress(self, job_id: str, queue: str, progress: Progress) -> None:
+        await self._records.set_progress(job_id, queue, progress)
 
-    async def last_slot(self, schedule: str) -> datetime | None:
-        return await self._records.last_slot(schedule)
+    async def claim_slot(self, schedule: str, slot: datetime, ttl: float, job_id: str = "") -> bool:
+        return await self._records.claim_slot(schedule, slot, ttl, job_id)
+
+    async def schedule_state(self, schedule: str) -> ScheduleState:
+        return await self._records.schedule_state(schedule)
+
+    async def pause_schedule(self, schedule: str, paused: bool) -> None:
+        await self._records.pause_schedule(schedule, paused)
 
     async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
         """As the records list them, but a live-listed worker whose connection RabbitMQ

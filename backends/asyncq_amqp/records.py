@@ -161,6 +161,17 @@ for i = 4, #ARGV, 8 do
         else
             redis.call('HSET', jk, 'status', 'queued')
         end
+    elseif outcome == 'snooze' then
+        -- Counted once per settle: a batch settled twice (a retried call) counts twice,
+        -- which only overstates how often it snoozed.
+        redis.call('HINCRBY', jk, 'snoozes', 1)
+        redis.call('HSET', jk, 'updated', now)
+        if tonumber(eta) > tonumber(now) then
+            redis.call('HSET', jk, 'status', 'scheduled', 'eta', eta)
+            redis.call('SADD', scheduled, id)
+        else
+            redis.call('HSET', jk, 'status', 'queued')
+        end
     elseif outcome == 'dead' then
         redis.call('HSET', jk, 'error', err)
         finish(base, jk, id, 'dead', ttl, now)

@@ -58,9 +58,11 @@ class Settler:
             owners: list[Settlement] = []
             for s in live:
                 d = s.delivery
-                if s.outcome is Outcome.RETRY:
+                if s.outcome is Outcome.RETRY or s.outcome is Outcome.SNOOZE:
                     exchange, key = await self._topology.route(d.queue, s.eta)
-                    table = headers(attempt=s.attempt + 1, eta=s.eta)
+                    # A snooze runs the same attempt again.
+                    attempt = s.attempt + 1 if s.outcome is Outcome.RETRY else s.attempt
+                    table = headers(attempt=attempt, eta=s.eta)
                     messages.append(Outgoing(exchange, key, s.retry_body or b"", d.id, table))
                     owners.append(s)
                 elif s.outcome is Outcome.DEAD:
@@ -69,7 +71,7 @@ class Settler:
             failures = await self._publisher.publish(messages)
         failed = {id(s) for s, f in zip(owners, failures, strict=True) if f is not None}
         if failed:
-            log.error("RabbitMQ refused %d retry/dead-letter publish(es)", len(failed))
+            log.error("RabbitMQ refused %d retry/snooze/dead-letter publish(es)", len(failed))
         recorded = [s for s in live if id(s) not in failed] + stale_done
         if recorded and self._records is not None:
             await self._records.settle(recorded)
@@ -83,4 +85,6 @@ class Settler:
         if releases:
             requeue(releases)
         if failed:
-            raise BrokerError(f"RabbitMQ refused {len(failed)} retry/dead-letter publish(es)")
+            raise BrokerError(
+                f"RabbitMQ refused {len(failed)} retry/snooze/dead-letter publish(es)"
+            )

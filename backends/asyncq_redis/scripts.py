@@ -256,6 +256,18 @@ for i = 6, #ARGV, 9 do
             else
                 queue(stream, jk, id, body, now)
             end
+        elseif outcome == 'snooze' then
+            -- The same attempt again later: no attempt spent, no error recorded.
+            redis.call('HINCRBY', jk, 'snoozes', 1)
+            if tonumber(eta) > tonumber(now) then
+                redis.call('HSET', jk, 'status', 'scheduled', 'eta', eta, 'body', body,
+                    'updated', now)
+                redis.call('HDEL', jk, 'entry')
+                redis.call('ZADD', scheduled, eta, id)
+                redis.call('PUBLISH', base .. ':wake', eta)
+            else
+                queue(stream, jk, id, body, now)
+            end
         elseif outcome == 'dead' then
             redis.call('XADD', dead, '*', 'id', id, 'task', task, 'body', body, 'error', err,
                 'died', now)
@@ -275,7 +287,7 @@ return 1
 
 # Looked up once: on Python 3.11 an enum member looked up on its class, and its ``value``,
 # are each a property call, which costs more than the rest of a delivery's arguments.
-_RETRY, _DEAD, _RELEASE = Outcome.RETRY, Outcome.DEAD, Outcome.RELEASE
+_RETRY, _SNOOZE, _DEAD, _RELEASE = Outcome.RETRY, Outcome.SNOOZE, Outcome.DEAD, Outcome.RELEASE
 
 
 def settle_args(s: Settlement) -> list[Any]:
@@ -283,7 +295,7 @@ def settle_args(s: Settlement) -> list[Any]:
     task, and the record's TTL in ms ('' for the backend's)."""
     d = s.delivery
     outcome = s.outcome
-    if outcome is _RETRY:
+    if outcome is _RETRY or outcome is _SNOOZE:
         body = s.retry_body or b""
     elif outcome is _DEAD or outcome is _RELEASE:
         body = d.body

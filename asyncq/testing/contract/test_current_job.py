@@ -1,9 +1,10 @@
 """``current_job()``: inside a handler, the job's id, task, queue, attempt, redelivered flag,
-enqueue time and headers; outside one, a RuntimeError."""
+enqueue time, headers and the time it was scheduled for; outside one, a RuntimeError."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
@@ -40,6 +41,7 @@ async def test_current_job_describes_the_running_job(app: asyncq.App, settled: S
     assert first.redelivered is False
     assert before <= first.enqueued_at <= after
     assert first.headers["x-tenant"] == "acme"
+    assert first.scheduled_for is None  # it was to run at once
     assert second.id == other.id
     assert second.queue == "other"
     assert "x-tenant" not in second.headers
@@ -60,6 +62,31 @@ async def test_current_job_is_per_job_among_concurrent_jobs(
         for job in jobs:
             assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
     assert seen == {n: job.id for n, job in enumerate(jobs)}
+
+
+async def test_scheduled_for_is_a_delayed_jobs_time_and_survives_retries_and_snoozes(
+    app: asyncq.App, settled: SettleLog
+) -> None:
+    seen: list[tuple[int, datetime | None]] = []
+
+    @app.task(retries=1)
+    async def remind() -> None:
+        job = current_job()
+        seen.append((job.attempt, job.scheduled_for))
+        if len(seen) == 1:
+            raise asyncq.Snooze(0)
+        if len(seen) == 2:
+            raise asyncq.Retry(delay=0)
+
+    at = datetime.now(UTC) + timedelta(seconds=0.2)
+    async with app, app.worker(concurrency=1):
+        job = await remind.options(at=at).enqueue()
+        outcomes = await settled.wait(job.id, 3)
+    assert outcomes == [Outcome.SNOOZE, Outcome.RETRY, Outcome.SUCCEEDED]
+    assert [attempt for attempt, _ in seen] == [1, 1, 2]
+    for _, scheduled_for in seen:
+        assert scheduled_for is not None and scheduled_for.tzinfo is UTC
+        assert abs((scheduled_for - at).total_seconds()) < 0.001, (scheduled_for, at)
 
 
 def test_current_job_outside_a_handler_is_a_runtime_error() -> None:

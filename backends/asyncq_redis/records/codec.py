@@ -10,13 +10,14 @@ from collections.abc import Mapping
 import orjson
 
 from asyncq.errors import ErrorInfo
-from asyncq.records import JobInfo, JobStatus, WorkerInfo
+from asyncq.records import JobInfo, JobStatus, Progress, WorkerInfo
 from asyncq.settlement import Settlement
 
 __all__ = [
     "error_from_json",
     "error_to_json",
     "job_info",
+    "progress_to_json",
     "settle_values",
     "worker_from_json",
     "worker_to_json",
@@ -40,6 +41,7 @@ def job_info(job_id: str, queue: str, record: Mapping[bytes, bytes]) -> JobInfo 
         return None
     error = record.get(b"error")
     eta = record.get(b"eta")
+    progress = record.get(b"progress")
     return JobInfo(
         id=job_id,
         status=JobStatus(status.decode()),
@@ -50,7 +52,18 @@ def job_info(job_id: str, queue: str, record: Mapping[bytes, bytes]) -> JobInfo 
         raw_result=record.get(b"result") or None,
         error=error_from_json(error) if error else None,
         updated_at=float(record.get(b"updated", 0)),
+        progress=progress_from_json(progress) if progress else None,
+        snoozes=int(record.get(b"snoozes", 0)),
     )
+
+
+def progress_to_json(progress: Progress) -> bytes:
+    return orjson.dumps({"value": progress.value, "message": progress.message})
+
+
+def progress_from_json(raw: bytes) -> Progress:
+    data = orjson.loads(raw)
+    return Progress(float(data.get("value", 0.0)), data.get("message"))
 
 
 def error_to_json(error: ErrorInfo) -> bytes:

@@ -22,7 +22,7 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from asyncq.records import GONE_RETENTION, JobInfo, WorkerInfo
+from asyncq.records import GONE_RETENTION, JobInfo, Progress, ScheduleState, WorkerInfo
 from asyncq.store import JobStore
 
 from ..notifications import listen
@@ -39,9 +39,10 @@ _RETENTION_MS = int(GONE_RETENTION * 1000)
 
 
 _CLAIM_SLOT = """
--- KEYS: the slot's claim, the schedule's last slot. ARGV: slot (ms), ttl (ms).
+-- KEYS: the slot's claim, the schedule's last slot. ARGV: slot (ms), ttl (ms), job id.
 -- One step: only the caller that creates the claim wins, and moves the last slot forward.
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
+-- The claim holds the slot's job id, for whoever asks how the last slot went.
+if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[2]) then
     return 0
 end
 local last = redis.call('GET', KEYS[2])
@@ -49,6 +50,25 @@ if not last or tonumber(ARGV[1]) > tonumber(last) then
     redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 else
     redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+_SCHEDULE_STATE = """
+-- KEYS: the schedule's last slot, its paused flag. ARGV: the claim keys' prefix.
+-- Returns {last slot (ms) or false, that slot's job id or false, paused (0/1)}.
+local last = redis.call('GET', KEYS[1])
+local job = false
+if last then
+    job = redis.call('GET', ARGV[1] .. last)
+end
+return {last, job, redis.call('EXISTS', KEYS[2])}
+"""
+
+_SET_PROGRESS = """
+-- KEYS: the job's record. ARGV: progress (JSON). A record that expired is not brought back.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('HSET', KEYS[1], 'progress', ARGV[1])
 end
 return 1
 """
@@ -69,20 +89,39 @@ class RedisJobStore(JobStore):
         # One hash tag per schedule: its claims and its last slot share a Cluster slot.
         return f"{self._prefix}:{{schedule:{schedule}}}"
 
-    async def claim_slot(self, schedule: str, slot: datetime, ttl: float) -> bool:
+    async def set_progress(self, job_id: str, queue: str, progress: Progress) -> None:
+        record = self.keys(queue).job(job_id)
+        with self.redis.errors("storing a job's progress"):
+            await self.redis.client.eval(_SET_PROGRESS, 1, record, codec.progress_to_json(progress))
+
+    async def claim_slot(self, schedule: str, slot: datetime, ttl: float, job_id: str = "") -> bool:
         base = self._schedule_keys(schedule)
         slot_ms = round(slot.timestamp() * 1000)
         keys = [f"{base}:slot:{slot_ms}", f"{base}:last"]
         with self.redis.errors("claiming a periodic slot"):
             won = await self.redis.client.eval(
-                _CLAIM_SLOT, 2, *keys, slot_ms, max(int(ttl * 1000), 1)
+                _CLAIM_SLOT, 2, *keys, slot_ms, max(int(ttl * 1000), 1), job_id or "1"
             )
         return bool(won)
 
-    async def last_slot(self, schedule: str) -> datetime | None:
+    async def schedule_state(self, schedule: str) -> ScheduleState:
+        base = self._schedule_keys(schedule)
         with self.redis.errors("reading a schedule's last slot"):
-            raw = await self.redis.client.get(f"{self._schedule_keys(schedule)}:last")
-        return None if raw is None else datetime.fromtimestamp(int(raw) / 1000, UTC)
+            last, job, paused = await self.redis.client.eval(
+                _SCHEDULE_STATE, 2, f"{base}:last", f"{base}:paused", f"{base}:slot:"
+            )
+        # A claim made before claims held their job ids holds "1".
+        job_id = job.decode() if job and job != b"1" else None
+        slot = None if not last else datetime.fromtimestamp(int(last) / 1000, UTC)
+        return ScheduleState(slot, job_id, bool(paused))
+
+    async def pause_schedule(self, schedule: str, paused: bool) -> None:
+        key = f"{self._schedule_keys(schedule)}:paused"
+        with self.redis.errors("pausing a schedule" if paused else "resuming a schedule"):
+            if paused:
+                await self.redis.client.set(key, "1")
+            else:
+                await self.redis.client.delete(key)
 
     def keys(self, queue: str) -> QueueKeys:
         keys = self._queue_keys.get(queue)
