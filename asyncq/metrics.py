@@ -10,6 +10,10 @@ Instruments (OpenTelemetry name, then the Prometheus name the exporter gives it)
 * ``asyncq.jobs.in_flight`` (``asyncq_jobs_in_flight``): jobs workers hold; queue.
 * ``queue_depth_pending``, ``queue_depth_scheduled``, ``queue_depth_running`` and
   ``queue_dlq_depth`` (the same names in Prometheus): the queue's depth; queue.
+* ``asyncq.schedule.last_slot_timestamp_seconds`` (the same in Prometheus, dots as
+  underscores): each schedule's last fired slot; schedule, and the status of that slot's
+  job (``unknown`` once its record expired). ``time() - ...`` past a schedule's period is a
+  missed slot; ``status="dead"`` a failed one.
 
 Outcomes are ``succeeded``, ``retried``, ``snoozed``, ``dead``, ``cancelled`` and
 ``released`` (handed back to the queue unstarted or unfinished by a stopping worker).
@@ -32,7 +36,7 @@ import logging
 import os
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +48,7 @@ from .settlement import Outcome
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
+    from .periodic import ScheduleReport
     from .records import QueueStats
 
 __all__ = [
@@ -129,6 +134,12 @@ class _Instruments:
             meter.create_observable_gauge(
                 name, [self._depth_callback(field)], description=description
             )
+        meter.create_observable_gauge(
+            "asyncq.schedule.last_slot_timestamp_seconds",
+            [self._observe_schedules],
+            description="Each schedule's last fired slot (epoch seconds), with the status of "
+            "its job: alert when it falls behind, or on status dead.",
+        )
 
     def _observe_finished(self, options: CallbackOptions) -> Iterable[Observation]:
         from opentelemetry.metrics import Observation
@@ -148,6 +159,19 @@ class _Instruments:
             counts.update(dict.fromkeys(worker.queues, 0))
             counts.update(worker.in_flight())
         return [Observation(n, {"queue": queue}) for queue, n in counts.items()]
+
+    def _observe_schedules(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
+        found = {r.schedule.name: r for worker in list(self.workers) for r in worker.schedules}
+        return [
+            Observation(
+                r.last_slot.timestamp(),
+                {"schedule": name, "status": str(r.last_status or "unknown")},
+            )
+            for name, r in found.items()
+            if r.last_slot is not None
+        ]
 
     def _depth_callback(self, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
@@ -182,6 +206,8 @@ class WorkerMetrics:
         self.queues = tuple(queues)
         """The queues the worker serves: each has an in-flight series from the start."""
         self.depths: dict[str, QueueStats] = {}
+        self.schedules: list[ScheduleReport] = []
+        """The App's schedules as last polled (``poll_schedules``)."""
         # The attribute sets repeat for every job of a task: build each once.
         self._labels_cache: dict[tuple[str, str, Outcome | None], dict[str, str]] = {}
         instruments.workers.add(self)
@@ -215,6 +241,17 @@ class WorkerMetrics:
                 log.warning("could not read queue depths for metrics: %s", exc)
             else:
                 self.depths = {s.queue: s for s in found}
+            await anyio.sleep(interval)  # a gauge is sampled on a clock
+
+    async def poll_schedules(
+        self, reports: Callable[[], Awaitable[list[ScheduleReport]]], interval: float
+    ) -> None:
+        """Keep the schedule gauge fresh: read the schedules every ``interval`` seconds."""
+        while True:
+            try:
+                self.schedules = await reports()
+            except BrokerError as exc:
+                log.warning("could not read the schedules for metrics: %s", exc)
             await anyio.sleep(interval)  # a gauge is sampled on a clock
 
 

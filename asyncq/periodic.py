@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .errors import BrokerError
+from .records import JobStatus
 from .schedules import Schedule
 from .task import TaskCall
 
@@ -34,7 +35,14 @@ if TYPE_CHECKING:
     from .job import Job
     from .task import Task
 
-__all__ = ["CLAIM_TTL", "add_schedule", "fire_schedules", "trigger"]
+__all__ = [
+    "CLAIM_TTL",
+    "ScheduleReport",
+    "add_schedule",
+    "fire_schedules",
+    "report",
+    "trigger",
+]
 
 log = logging.getLogger("asyncq.schedules")
 
@@ -145,6 +153,37 @@ def _task_queue(app: App, schedule: Schedule) -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleReport:
+    """One schedule as ``asyncq schedules`` (and the schedule metric) show it."""
+
+    schedule: Schedule
+    next_slot: datetime
+    last_slot: datetime | None
+    last_job: str | None
+    last_status: JobStatus | None
+    """The status of the last slot's job; None when none was fired or its record expired."""
+    paused: bool
+
+
+async def report(app: App, schedule: Schedule) -> ScheduleReport:
+    """What the store knows of ``schedule``: its last slot, that slot's job and status."""
+    store = app.backend.store
+    state = await store.schedule_state(schedule.name)
+    status = None
+    if state.last_job is not None:
+        info = await store.job_info(state.last_job, schedule.queue or _task_queue(app, schedule))
+        status = None if info is None else info.status
+    return ScheduleReport(
+        schedule,
+        schedule.next_slot(now()),
+        state.last_slot,
+        state.last_job,
+        status,
+        state.paused,
+    )
 
 
 async def fire_schedules(app: App) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .errors import BrokerError
-from .periodic import fire_schedules
+from .periodic import ScheduleReport, fire_schedules, report
 from .records import WorkerInfo
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class WorkerService:
 
 def default_services(worker: Worker) -> list[WorkerService]:
     """Heartbeats, lease renewal, cancellation requests, the broker's upkeep, periodic
-    schedules, and the queue depths for metrics."""
+    schedules, and the queue depths and schedules for metrics."""
 
     def backend_has_store() -> bool:
         return worker.app.backend.store.available
@@ -70,6 +70,11 @@ def default_services(worker: Worker) -> list[WorkerService]:
         WorkerService("upkeep", maintain),
         WorkerService("schedules", partial(fire_schedules, worker.app), fires_schedules),
         WorkerService("queue depths", partial(poll_depths, worker), lambda: bool(worker.metrics)),
+        WorkerService(
+            "schedule metrics",
+            partial(poll_schedules, worker),
+            lambda: bool(worker.metrics) and fires_schedules(),
+        ),
     ]
 
 
@@ -123,3 +128,13 @@ async def poll_depths(worker: Worker) -> None:
     assert metrics is not None
     stats = partial(worker.app.backend.queue_stats, worker.queues)
     await metrics.poll_depths(stats, worker.metrics_interval)
+
+
+async def poll_schedules(worker: Worker) -> None:
+    metrics, app = worker.metrics, worker.app
+    assert metrics is not None
+
+    async def reports() -> list[ScheduleReport]:
+        return [await report(app, s) for s in app.schedules.values()]
+
+    await metrics.poll_schedules(reports, worker.metrics_interval)

@@ -7,7 +7,8 @@ listed in ``asyncq --help``.
 
 The group is defined here; the commands live in :mod:`.run` (``run``), :mod:`.queues`
 (``enqueue``, ``stats``, ``workers``), :mod:`.dlq` (``dlq``), :mod:`.jobs` (``job``) and
-:mod:`.queue_ops` (``queue``), and what they share in :mod:`.common`.
+:mod:`.queue_ops` (``queue``), :mod:`.schedules` (``schedules``), and what they share in
+:mod:`.common`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import dlq, jobs, queue_ops, queues, run
+from . import dlq, jobs, queue_ops, queues, run, schedules
 from .common import CliGroup
 
 __all__ = ["cli", "main"]
@@ -51,6 +52,7 @@ cli.add_command(queues.workers)
 cli.add_command(dlq.dlq)
 cli.add_command(jobs.job)
 cli.add_command(queue_ops.queue)
+cli.add_command(schedules.schedules)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import click
 
 from ..errors import MessageTooLarge, TaskNotFound
 from ..job import Job
-from ..records import QueueStats, WorkerInfo
+from ..records import Progress, QueueStats, WorkerInfo
 from .common import (
     Failure,
     JsonValue,
@@ -103,7 +103,12 @@ class Moment(click.ParamType[float]):
     "recently, no second one is enqueued and the existing job's id is printed.",
 )
 @click.option("--queue", metavar="QUEUE", help="Send the job to this queue, not the task's own.")
-@click.option("--wait", is_flag=True, help="Wait for the job to finish and print its JSON result.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the job to finish and print its JSON result; progress the job reports "
+    "is shown on stderr meanwhile.",
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -171,11 +176,30 @@ def enqueue(
 
 
 async def _result(job: Job[Any], timeout: float | None) -> Any:
-    try:
-        return await job.result(timeout=timeout)
-    except TimeoutError:
-        status = await job.status()
-        raise Failure(f"job {job.id} did not finish within {timeout:g} s; it is {status}") from None
+    """Wait for the job's result, saying on stderr how far it is whenever its handler
+    reports progress."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown: Progress | None = None
+    while True:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        # Progress is a value on the record, not an event: it is read between waits.
+        step = _PROGRESS_LOOK if left is None else min(_PROGRESS_LOOK, left)
+        try:
+            return await job.result(timeout=step)
+        except TimeoutError:
+            info = await job.info()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Failure(
+                    f"job {job.id} did not finish within {timeout:g} s; it is {info.status}"
+                ) from None
+        if info.progress is not None and info.progress != shown:
+            shown = info.progress
+            note = f" {shown.message}" if shown.message else ""
+            click.echo(f"job {job.id} {info.status}: {shown.value:.0%}{note}", err=True)
+
+
+_PROGRESS_LOOK = 0.5
+"""Seconds between looks at a waited-for job's progress."""
 
 
 # -- asyncq stats, asyncq workers ------------------------------------------------------------

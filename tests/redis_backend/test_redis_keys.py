@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,6 +17,7 @@ from redis.crc import key_slot
 import asyncq
 from asyncq import JobStatus
 from asyncq.backend import Outcome
+from asyncq.periodic import fire
 
 from .redis_support import redis_url
 
@@ -145,3 +147,31 @@ def test_a_bad_option_value_is_an_error_naming_the_option(query: str, option: st
 def test_a_db_that_is_not_a_number_is_an_error() -> None:
     with pytest.raises(asyncq.ConfigurationError, match="must be a number"):
         _resolve("redis://127.0.0.1:6379/fifteen?prefix=p")
+
+
+@pytest.mark.anyio
+async def test_schedules_of_apps_with_different_prefixes_never_collide(prefix: str) -> None:
+    """Two Apps on one Redis, each with a schedule named "nightly": each fires its own slot,
+    and pausing one pauses only that one."""
+    first, second = asyncq.App(redis_url(f"{prefix}-a")), asyncq.App(redis_url(f"{prefix}-b"))
+    slot = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+    try:
+        for app in (first, second):
+
+            @app.periodic("0 3 * * *", name="nightly")
+            async def nightly() -> None: ...
+
+        async with first, second:
+            assert await fire(first, first.schedules["nightly"], slot)
+            assert await fire(second, second.schedules["nightly"], slot)  # its own slot
+            a = await first.backend.store.schedule_state("nightly")
+            b = await second.backend.store.schedule_state("nightly")
+            assert a.last_slot == b.last_slot == slot and a.last_job != b.last_job
+            await first.backend.store.pause_schedule("nightly", True)
+            assert (await first.backend.store.schedule_state("nightly")).paused
+            assert not (await second.backend.store.schedule_state("nightly")).paused
+            keys = await _keys(services.REDIS_URL, f"{prefix}-a")
+    finally:
+        services.delete_redis_keys(f"{prefix}-a")
+        services.delete_redis_keys(f"{prefix}-b")
+    assert keys and all(key.startswith(f"{prefix}-a:") for key in keys)

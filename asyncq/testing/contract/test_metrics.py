@@ -1,9 +1,11 @@
 """Metrics: what a worker records through an OpenTelemetry MeterProvider, on every backend:
-jobs by outcome, durations, queue wait, in-flight jobs, and its queues' depths."""
+jobs by outcome, durations, queue wait, in-flight jobs, its queues' depths, and the last
+slot of each schedule."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -13,7 +15,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import asyncq
 from asyncq.backend import Outcome
-from asyncq.records import QueueStats
+from asyncq.periodic import fire
+from asyncq.records import QueueStats, ScheduleState
 from asyncq.testing import Recorded, SettleLog
 
 pytestmark = pytest.mark.anyio
@@ -161,3 +164,41 @@ async def test_in_flight_reads_zero_for_every_served_queue_before_any_job(
         found = points(meters.reader)
     assert value(found, "asyncq.jobs.in_flight", queue="default").value == 0
     assert value(found, "asyncq.jobs.in_flight", queue="emails").value == 0
+
+
+@pytest.mark.needs_store
+async def test_each_schedules_last_slot_is_a_gauge_labelled_with_its_jobs_status(
+    app: asyncq.App, meters: Meters, settled: SettleLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @app.periodic("0 3 * * *", name="nightly")
+    async def nightly() -> None: ...
+
+    store = app.backend.store
+    read = store.schedule_state
+    looks: list[anyio.Event] = []
+
+    async def schedule_state(schedule: str) -> ScheduleState:
+        for look in looks:
+            look.set()
+        return await read(schedule)
+
+    monkeypatch.setattr(store, "schedule_state", schedule_state)
+    slot = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+    async with app:
+        assert await fire(app, app.schedules["nightly"], slot)
+        job_id = (await read("nightly")).last_job
+        assert job_id is not None
+        async with app.worker(concurrency=1, meter_provider=meters.provider, metrics_interval=0.02):
+            assert await settled.wait(job_id) == [Outcome.SUCCEEDED]
+            # The metrics poll reads the schedule and then its job: a poll that begins after
+            # the next one has begun has stored what it read after the job finished.
+            first, second = anyio.Event(), anyio.Event()
+            looks.append(first)
+            with anyio.fail_after(10):
+                await first.wait()
+                looks.append(second)
+                await second.wait()
+            found = points(meters.reader)
+    point = value(found, "asyncq.schedule.last_slot_timestamp_seconds", schedule="nightly")
+    assert point.attributes == {"schedule": "nightly", "status": "succeeded"}
+    assert point.value == slot.timestamp()
