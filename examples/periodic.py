@@ -12,7 +12,6 @@ every second, and each run prints its slot: one line per second, never two.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 
 import anyio
 
@@ -28,9 +27,10 @@ def make_app() -> asyncq.App:
 
     @app.periodic(every=1, name="example.tick")
     async def tick() -> None:
-        slot = int(asyncq.current_job().enqueued_at)  # enqueued a few ms after its slot
-        runs.append(slot)
-        print(f"tick for {datetime.fromtimestamp(slot, UTC):%H:%M:%S}")
+        slot = asyncq.current_job().scheduled_for  # the slot it runs for, in UTC
+        assert slot is not None
+        runs.append(int(slot.timestamp()))
+        print(f"tick for {slot:%H:%M:%S}")
 
     @app.periodic("0 3 * * *", name="example.nightly", timezone="Europe/Berlin")
     async def nightly() -> None:

@@ -41,6 +41,19 @@ def test_periodic_runs_each_slot_once() -> None:
     assert out[-1].endswith("slots, each run once by one of two workers"), out
 
 
+def test_snooze_and_progress_run() -> None:
+    out = run_example("snooze_progress.py").stdout.splitlines()
+    assert out == [
+        "export attempt 1: the data is not there yet, snoozing 0.2 s",
+        "export attempt 1: 25%",
+        "export attempt 1: 50%",
+        "export attempt 1: 75%",
+        "export attempt 1: 100%",
+        "exported 1000 rows on attempt 1, snoozed 1 time(s); last progress: "
+        "Progress(value=1.0, message='exported 1000 of 1000 rows')",
+    ]
+
+
 def test_quickstart_runs() -> None:
     out = run_example("quickstart.py").stdout.splitlines()
     assert out[-1] == "done"
