@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +136,12 @@ def test_schedules_needs_a_record_store(unique: str) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["redis", "amqp"])
 async def test_enqueue_wait_shows_the_progress_the_job_reports(kind: str, unique: str) -> None:
+    # The checks run an event loop of their own: not on this test's.
     if kind == "redis":
-        services.require_redis()
+        await anyio.to_thread.run_sync(services.require_redis)
         url = f"{services.REDIS_URL}?prefix={unique}"
     else:
-        services.require_rabbitmq_and_redis()
+        await anyio.to_thread.run_sync(services.require_rabbitmq_and_redis)
         url = f"{services.AMQP_URL}?records={services.REDIS_URL}&prefix={unique}"
     scheduled.app.use_broker(url)
     scheduled.resized = anyio.Event()
@@ -159,6 +161,8 @@ async def test_enqueue_wait_shows_the_progress_the_job_reports(kind: str, unique
                     async for chunk in waiting.stdout:
                         out += chunk
                     code = await waiting.wait()
+        job_id = out.decode().split()[0]
+        shown = await anyio.to_thread.run_sync(partial(invoke, url, "job show", job_id, "--json"))
     finally:
         await anyio.to_thread.run_sync(services.delete_redis_keys, unique)
         if kind == "amqp":  # it runs an event loop of its own
@@ -167,3 +171,4 @@ async def test_enqueue_wait_shows_the_progress_the_job_reports(kind: str, unique
     job_id, result = out.decode().splitlines()
     assert json.loads(result) == 10
     assert f"job {job_id} running: 50% resized 5 of 10" in seen.decode()
+    assert json.loads(shown.stdout)["progress"] == {"value": 0.5, "message": "resized 5 of 10"}

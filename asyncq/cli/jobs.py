@@ -51,7 +51,8 @@ def job() -> None:
 def job_show(
     app_spec: str, job_id: str, queue: str | None, as_json: bool, broker: str | None
 ) -> None:
-    """Show a job's status, attempt, next run, last error with its traceback, and result."""
+    """Show a job's status, attempt, snoozes, progress, next run, last error with its
+    traceback, and result."""
     app = load_app(app_spec, broker)
 
     async def fetch() -> JobInfo:
@@ -69,8 +70,12 @@ def job_show(
                 "queue": info.queue,
                 "status": info.status.value,
                 "attempt": info.attempt,
+                "snoozes": info.snoozes,
                 "eta": info.eta,
                 "updated_at": info.updated_at,
+                "progress": None
+                if info.progress is None
+                else {"value": info.progress.value, "message": info.progress.message},
                 "result": result,
                 "error": None
                 if error is None
@@ -85,6 +90,11 @@ def job_show(
         ("status", info.status.value),
         ("attempt", str(info.attempt)),
     ]
+    if info.snoozes:
+        rows.append(("snoozes", str(info.snoozes)))
+    if info.progress is not None:
+        note = f" {info.progress.message}" if info.progress.message else ""
+        rows.append(("progress", f"{info.progress.value:.0%}{note}"))
     if info.eta is not None:
         rows.append(("runs at", _when(info.eta)))
     if info.updated_at:
