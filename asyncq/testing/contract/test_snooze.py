@@ -1,13 +1,16 @@
 """Snooze: ``raise asyncq.Snooze(delay)`` runs the job again after ``delay`` with the same
 attempt number, spending none of its retries; it is SCHEDULED meanwhile, and its record
-counts the snoozes."""
+counts the snoozes; logs and spans name it as its own outcome."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import anyio
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 import asyncq
 from asyncq import JobStatus, current_job
@@ -90,3 +93,31 @@ async def test_a_snoozed_job_is_scheduled_until_it_runs_again(
     assert info.error is None  # a snooze is not a failure
     assert info.eta is not None and before + 60 <= info.eta <= time.time() + 60
     assert stats.scheduled == 1 and stats.pending == 0
+
+
+async def test_a_snooze_is_its_own_outcome_in_logs_and_spans(
+    app: asyncq.App,
+    settled: SettleLog,
+    spans: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs: list[int] = []
+
+    @app.task
+    async def poll() -> None:
+        runs.append(current_job().attempt)
+        if len(runs) == 1:
+            raise asyncq.Snooze(0)
+
+    caplog.set_level(logging.INFO, logger="asyncq.job")
+    async with app, app.worker(concurrency=1):
+        job = await poll.enqueue()
+        assert await settled.wait(job.id, 2) == [Outcome.SNOOZE, Outcome.SUCCEEDED]
+    logged = [r for r in caplog.records if getattr(r, "job", {}).get("job_id") == job.id]
+    assert [r.job["outcome"] for r in logged] == ["snoozed", "succeeded"]  # type: ignore[attr-defined]
+    assert logged[0].levelno == logging.INFO  # not a failure: no warning
+    assert "snoozed after" in logged[0].getMessage()
+    attempts = [s for s in spans.get_finished_spans() if s.name == "process default"]
+    events = sorted(([e.name for e in s.events] for s in attempts), key=len, reverse=True)
+    assert events == [["asyncq.snooze"], []]
+    assert all(s.status.status_code is StatusCode.UNSET for s in attempts)
