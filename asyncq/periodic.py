@@ -191,6 +191,11 @@ async def fire_schedules(app: App) -> None:
     schedules = list(app.schedules.values())
     if not schedules:
         return
+    log.info(
+        "firing %d schedule(s): %s",
+        len(schedules),
+        ", ".join(f"{s.name} ({_when(s)})" for s in schedules),
+    )
     due: dict[str, datetime] = {}
     for schedule in schedules:
         at = now()
@@ -212,6 +217,12 @@ async def fire_schedules(app: App) -> None:
         wait = (min(due.values()) - now()).total_seconds()
         # A slot is a moment on the clock: waiting for it is a timer, not a poll.
         await anyio.sleep(max(wait, 0.0))
+
+
+def _when(schedule: Schedule) -> str:
+    if schedule.cron is None:
+        return f"every {schedule.every:g} s"
+    return f"{schedule.cron} in {schedule.timezone}"
 
 
 async def _catch_up(app: App, schedule: Schedule, at: datetime) -> None:
