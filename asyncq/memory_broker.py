@@ -7,15 +7,16 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import anyio
 
 from .errors import ErrorInfo
 from .records import DeadLetter, JobStatus, WorkerInfo
+from .serializer import MAX_PRIORITY
 
-__all__ = ["BROKERS", "MemoryBroker", "QueueState", "StoredJob"]
+__all__ = ["BROKERS", "MemoryBroker", "QueueState", "Ready", "StoredJob"]
 
 
 @dataclass(slots=True)
@@ -38,11 +39,52 @@ class StoredJob:
     cancel_requested: bool = False
     ttl: float | None = None
     """How long its record is kept once finished, when its task says (else result_ttl)."""
+    priority: int = 0
+
+
+class Ready:
+    """A queue's ready jobs: one FIFO per priority, the highest served first."""
+
+    __slots__ = ("_levels",)
+
+    def __init__(self) -> None:
+        self._levels = [deque[str]() for _ in range(MAX_PRIORITY + 1)]
+
+    def append(self, job: StoredJob) -> None:
+        """At the back of its priority: after every ready job of that priority."""
+        self._levels[job.priority].append(job.id)
+
+    def appendleft(self, job: StoredJob) -> None:
+        """At the front of its priority (a job handed back, or a lost worker's)."""
+        self._levels[job.priority].appendleft(job.id)
+
+    def remove(self, job: StoredJob) -> None:
+        """Take the job out, if it is here (a cancellation before it ran)."""
+        level = self._levels[job.priority]
+        if job.id in level:
+            level.remove(job.id)
+
+    def popleft(self) -> str:
+        for level in reversed(self._levels):
+            if level:
+                return level.popleft()
+        raise IndexError("no ready job")
+
+    def __len__(self) -> int:
+        return sum(map(len, self._levels))
+
+    def __bool__(self) -> bool:
+        return any(self._levels)
+
+    def __iter__(self) -> Iterator[str]:
+        """In the order they will be served."""
+        for level in reversed(self._levels):
+            yield from level
 
 
 @dataclass(slots=True)
 class QueueState:
-    ready: deque[str] = field(default_factory=deque)
+    ready: Ready = field(default_factory=Ready)
     scheduled: list[tuple[float, int, str]] = field(default_factory=list)
     scheduled_ids: set[str] = field(default_factory=set)
     running: set[str] = field(default_factory=set)
