@@ -61,7 +61,9 @@ class Settler:
                 if s.outcome is Outcome.RETRY:
                     exchange, key = await self._topology.route(d.queue, s.eta)
                     table = headers(attempt=s.attempt + 1, eta=s.eta)
-                    messages.append(Outgoing(exchange, key, s.retry_body or b"", d.id, table))
+                    # At the job's priority, which the message it came in carried.
+                    body = s.retry_body or b""
+                    messages.append(Outgoing(exchange, key, body, d.id, table, d.priority))
                     owners.append(s)
                 elif s.outcome is Outcome.DEAD:
                     messages.append(self._dead_letters.message(s))
