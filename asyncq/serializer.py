@@ -143,7 +143,7 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
             self.key,
             self.retries,
             self.timeout,
-            self.priority,
+            priority=self.priority,
         )
 
     @classmethod
@@ -171,7 +171,7 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
                 get("key"),
                 get("retries"),
                 get("timeout"),
-                get("priority", 0),
+                priority=get("priority", 0),
             )
         except KeyError as exc:
             raise DecodeError(f"missing field {exc.args[0]!r}") from None

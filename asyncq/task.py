@@ -268,7 +268,7 @@ class TaskCall(Generic[P, R]):
                 opts.key,
                 opts.retries,
                 opts.timeout,
-                priority,
+                priority=priority,
             )
         except TypeError as exc:  # nothing has been sent
             raise TypeError(
