@@ -189,8 +189,12 @@ class MemoryBackend(Backend):
             queues = [*queues[self._turn :], *queues[: self._turn]]
         for name in queues:
             q = broker.queues[name]
-            while q.ready and len(out) < limit:
-                job = broker.jobs.get(q.ready.popleft())
+            take = q.ready.take
+            while len(out) < limit:
+                job_id = take()
+                if job_id is None:
+                    break
+                job = broker.jobs.get(job_id)
                 if job is None or job.status is not JobStatus.QUEUED:
                     continue
                 if job.cancel_requested:
@@ -305,8 +309,11 @@ class MemoryBackend(Backend):
             return 0
         now = time.time()
         purged = 0
-        while q.ready and purged < limit:
-            job = self._broker.jobs.get(q.ready.popleft())
+        while purged < limit:
+            job_id = q.ready.take()
+            if job_id is None:
+                break
+            job = self._broker.jobs.get(job_id)
             if job is not None and job.status is JobStatus.QUEUED:
                 purged += self._cancel_waiting(job, now)
         for job_id in list(q.scheduled_ids)[: limit - purged]:

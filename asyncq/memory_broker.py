@@ -14,7 +14,6 @@ import anyio
 
 from .errors import ErrorInfo
 from .records import DeadLetter, JobStatus, WorkerInfo
-from .serializer import MAX_PRIORITY
 
 __all__ = ["BROKERS", "MemoryBroker", "QueueState", "Ready", "StoredJob"]
 
@@ -43,43 +42,55 @@ class StoredJob:
 
 
 class Ready:
-    """A queue's ready jobs: one FIFO per priority, the highest served first."""
+    """A queue's ready jobs: one FIFO per priority, the highest served first. Priority 0
+    has its deque at hand (most jobs have it); the others are made when first used."""
 
-    __slots__ = ("_levels",)
+    __slots__ = ("_higher", "_levels", "zero")
 
     def __init__(self) -> None:
-        self._levels = [deque[str]() for _ in range(MAX_PRIORITY + 1)]
+        self.zero: deque[str] = deque()
+        self._levels: dict[int, deque[str]] = {}
+        self._higher: list[deque[str]] = []
+        """The deques of the priorities above 0 used so far, the highest first."""
+
+    def _level(self, priority: int) -> deque[str]:
+        if not priority:
+            return self.zero
+        level = self._levels.get(priority)
+        if level is None:
+            level = self._levels[priority] = deque()
+            self._higher = [self._levels[p] for p in sorted(self._levels, reverse=True)]
+        return level
 
     def append(self, job: StoredJob) -> None:
         """At the back of its priority: after every ready job of that priority."""
-        self._levels[job.priority].append(job.id)
+        self._level(job.priority).append(job.id)
 
     def appendleft(self, job: StoredJob) -> None:
         """At the front of its priority (a job handed back, or a lost worker's)."""
-        self._levels[job.priority].appendleft(job.id)
+        self._level(job.priority).appendleft(job.id)
 
     def remove(self, job: StoredJob) -> None:
         """Take the job out, if it is here (a cancellation before it ran)."""
-        level = self._levels[job.priority]
+        level = self._level(job.priority)
         if job.id in level:
             level.remove(job.id)
 
-    def popleft(self) -> str:
-        for level in reversed(self._levels):
+    def take(self) -> str | None:
+        """The next job to serve, taken out; None when there is none."""
+        for level in self._higher:
             if level:
                 return level.popleft()
-        raise IndexError("no ready job")
+        return self.zero.popleft() if self.zero else None
 
     def __len__(self) -> int:
-        return sum(map(len, self._levels))
-
-    def __bool__(self) -> bool:
-        return any(self._levels)
+        return len(self.zero) + sum(map(len, self._higher))
 
     def __iter__(self) -> Iterator[str]:
         """In the order they will be served."""
-        for level in reversed(self._levels):
+        for level in self._higher:
             yield from level
+        yield from self.zero
 
 
 @dataclass(slots=True)

@@ -171,7 +171,7 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
                 get("key"),
                 get("retries"),
                 get("timeout"),
-                priority=get("priority", 0),
+                get("priority", 0),  # positional: calling a class with a keyword makes a dict
             )
         except KeyError as exc:
             raise DecodeError(f"missing field {exc.args[0]!r}") from None

@@ -268,7 +268,7 @@ class TaskCall(Generic[P, R]):
                 opts.key,
                 opts.retries,
                 opts.timeout,
-                priority=priority,
+                priority,  # positional: a keyword costs the hot path a lookup per job
             )
         except TypeError as exc:  # nothing has been sent
             raise TypeError(
@@ -283,7 +283,8 @@ class TaskCall(Generic[P, R]):
                 size=len(body),
                 limit=limit,
             )
-        return Envelope(job_id, queue, body, task.name, opts.eta, opts.key, priority=priority)
+        # Positional: calling a class with a keyword builds a dict per job.
+        return Envelope(job_id, queue, body, task.name, opts.eta, opts.key, priority)
 
 
 def _size(count: int) -> str:
