@@ -144,6 +144,7 @@ class App:
 
     async def __aenter__(self) -> Self:
         if self._opened == 0:
+            self._check_priorities()
             try:
                 await self.backend.connect()
             except BaseException:
@@ -154,6 +155,19 @@ class App:
                 raise
         self._opened += 1
         return self
+
+    def _check_priorities(self) -> None:
+        """A task with a priority on a broker without priorities fails at open, not later."""
+        backend = self.backend
+        if backend.supports_priorities:
+            return
+        for task in self.tasks.values():
+            if task.priority:
+                raise ConfigurationError(
+                    f"task {task.name!r} has priority={task.priority}, but the broker at "
+                    f"{self.broker_url} cannot order jobs by priority: "
+                    f"{backend.no_priorities_hint}"
+                )
 
     async def __aexit__(
         self,
@@ -184,6 +198,7 @@ class App:
         no_retry_on: ExceptionClasses = (),
         result_ttl: float | None = None,
         store_result: bool = True,
+        priority: int = 0,
     ) -> TaskDecorator: ...
 
     def task(
@@ -199,6 +214,7 @@ class App:
         no_retry_on: ExceptionClasses = (),
         result_ttl: float | None = None,
         store_result: bool = True,
+        priority: int = 0,
     ) -> Any:
         """Register a handler, as ``@app.task`` or ``@app.task(name=..., queue=..., ...)``.
 
@@ -207,6 +223,8 @@ class App:
         dead-letter queue at once), ``no_retry_on`` never retries those; ``result_ttl``
         keeps this task's finished records for so many seconds instead of the broker's
         default, and ``store_result=False`` records a success without its value.
+        ``priority`` (0..9, default 0) orders the jobs of a queue: a worker starts the
+        highest first, FIFO within a priority.
         """
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
@@ -225,6 +243,7 @@ class App:
                 no_retry_on=no_retry_on,
                 result_ttl=result_ttl,
                 store_result=store_result,
+                priority=priority,
             )
             self.tasks[task_name] = task
             return task

@@ -94,6 +94,14 @@ class Backend(abc.ABC):
     ack_deadline_hint: str = "raise the broker's acknowledgement deadline"
     """How to allow longer attempts, in error messages."""
 
+    supports_priorities: bool = True
+    """Whether the broker orders a queue's ready jobs by priority (0..9, higher first, FIFO
+    within one). Where it cannot (RabbitMQ quorum queues), a task or job with a priority is
+    a ``ConfigurationError`` rather than a wish silently ignored."""
+
+    no_priorities_hint: str = "drop the priority, or use a broker that has priorities"
+    """What to do instead, in that error."""
+
     @classmethod
     @abc.abstractmethod
     def from_url(cls: type[B], url: str) -> B:

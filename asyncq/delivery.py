@@ -23,6 +23,9 @@ class Envelope:
     """Idempotency key, scoped to the queue: while a job with this key is queued, running or
     succeeded (within the result TTL), enqueueing the key again returns that job's id and
     stores nothing."""
+    priority: int = 0
+    """0..9 (checked by the core): among a queue's ready jobs the highest starts first, FIFO
+    within a priority. The body carries it too; a broker indexes by this copy."""
     replay: bool = False
     """A dead (or cancelled) job sent again under its own id: its old record is replaced.
     Any other envelope with the id of a job the broker knows stores nothing."""
@@ -39,3 +42,5 @@ class Delivery:
     """The backend's own handle (stream entry id, delivery tag, ...)."""
     redelivered: bool = False
     """True when an earlier delivery of this job went to a worker that was lost."""
+    priority: int = 0
+    """The priority the broker held the job at: a retry or a release goes back at it."""

@@ -11,6 +11,8 @@ unsettled job waits for its worker's lease renewal before it is delivered again;
 ``max_message_size`` (bytes, default none): refuse larger jobs at enqueue, as a networked
 broker would.
 
+A queue's ready jobs are one FIFO per priority, served highest first.
+
 Every operation runs synchronously between awaits, so each is atomic with respect to the
 others: the event loop is the lock.
 """
@@ -107,6 +109,7 @@ class MemoryBackend(Backend):
                 status=JobStatus.SCHEDULED if delayed else JobStatus.QUEUED,
                 eta=env.eta if delayed else None,
                 updated_at=now,
+                priority=env.priority,
             )
             broker.jobs[env.id] = job
             self._place(job)
@@ -120,7 +123,7 @@ class MemoryBackend(Backend):
             heapq.heappush(q.scheduled, (job.eta, next(self._broker.sequence), job.id))
             q.scheduled_ids.add(job.id)
         else:
-            q.ready.append(job.id)
+            q.ready.append(job)
 
     # -- consuming -------------------------------------------------------------------------
     async def fetch(
@@ -160,7 +163,7 @@ class MemoryBackend(Backend):
                     job = broker.jobs.get(job_id)
                     if job is not None:
                         job.status, job.eta = JobStatus.QUEUED, None
-                        q.ready.append(job_id)
+                        q.ready.append(job)
             if q.scheduled:
                 wake_at = q.scheduled[0][0] if wake_at is None else min(wake_at, q.scheduled[0][0])
             for job_id in list(q.running):
@@ -172,7 +175,7 @@ class MemoryBackend(Backend):
                     q.running.discard(job_id)
                     job.status, job.redelivered = JobStatus.QUEUED, True
                     job.receipt = 0
-                    q.ready.appendleft(job_id)
+                    q.ready.appendleft(job)
                 else:
                     wake_at = job.lease_until if wake_at is None else min(wake_at, job.lease_until)
         return wake_at
@@ -186,8 +189,12 @@ class MemoryBackend(Backend):
             queues = [*queues[self._turn :], *queues[: self._turn]]
         for name in queues:
             q = broker.queues[name]
-            while q.ready and len(out) < limit:
-                job = broker.jobs.get(q.ready.popleft())
+            take = q.ready.take
+            while len(out) < limit:
+                job_id = take()
+                if job_id is None:
+                    break
+                job = broker.jobs.get(job_id)
                 if job is None or job.status is not JobStatus.QUEUED:
                     continue
                 if job.cancel_requested:
@@ -200,7 +207,9 @@ class MemoryBackend(Backend):
                 job.lease_until = now + self.visibility_timeout
                 job.updated_at = now
                 q.running.add(job.id)
-                out.append(Delivery(job.id, name, job.body, job.receipt, job.redelivered))
+                out.append(
+                    Delivery(job.id, name, job.body, job.receipt, job.redelivered, job.priority)
+                )
         return out
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
@@ -217,7 +226,7 @@ class MemoryBackend(Backend):
             outcome = s.outcome
             if outcome is Outcome.RELEASE:
                 job.status = JobStatus.QUEUED
-                q.ready.appendleft(job.id)
+                q.ready.appendleft(job)
             elif outcome is Outcome.RETRY:
                 assert s.retry_body is not None
                 job.body, job.attempt, job.error = s.retry_body, s.attempt + 1, s.error
@@ -308,8 +317,11 @@ class MemoryBackend(Backend):
             return 0
         now = time.time()
         purged = 0
-        while q.ready and purged < limit:
-            job = self._broker.jobs.get(q.ready.popleft())
+        while purged < limit:
+            job_id = q.ready.take()
+            if job_id is None:
+                break
+            job = self._broker.jobs.get(job_id)
             if job is not None and job.status is JobStatus.QUEUED:
                 purged += self._cancel_waiting(job, now)
         for job_id in list(q.scheduled_ids)[: limit - purged]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import anyio
@@ -15,7 +15,7 @@ import anyio
 from .errors import ErrorInfo
 from .records import DeadLetter, JobStatus, Progress, WorkerInfo
 
-__all__ = ["BROKERS", "MemoryBroker", "QueueState", "StoredJob"]
+__all__ = ["BROKERS", "MemoryBroker", "QueueState", "Ready", "StoredJob"]
 
 
 @dataclass(slots=True)
@@ -38,13 +38,66 @@ class StoredJob:
     cancel_requested: bool = False
     ttl: float | None = None
     """How long its record is kept once finished, when its task says (else result_ttl)."""
+    priority: int = 0
     progress: Progress | None = None
     snoozes: int = 0
 
 
+class Ready:
+    """A queue's ready jobs: one FIFO per priority, the highest served first. Priority 0
+    has its deque at hand (most jobs have it); the others are made when first used."""
+
+    __slots__ = ("_higher", "_levels", "zero")
+
+    def __init__(self) -> None:
+        self.zero: deque[str] = deque()
+        self._levels: dict[int, deque[str]] = {}
+        self._higher: list[deque[str]] = []
+        """The deques of the priorities above 0 used so far, the highest first."""
+
+    def _level(self, priority: int) -> deque[str]:
+        if not priority:
+            return self.zero
+        level = self._levels.get(priority)
+        if level is None:
+            level = self._levels[priority] = deque()
+            self._higher = [self._levels[p] for p in sorted(self._levels, reverse=True)]
+        return level
+
+    def append(self, job: StoredJob) -> None:
+        """At the back of its priority: after every ready job of that priority."""
+        self._level(job.priority).append(job.id)
+
+    def appendleft(self, job: StoredJob) -> None:
+        """At the front of its priority (a job handed back, or a lost worker's)."""
+        self._level(job.priority).appendleft(job.id)
+
+    def remove(self, job: StoredJob) -> None:
+        """Take the job out, if it is here (a cancellation before it ran)."""
+        level = self._level(job.priority)
+        if job.id in level:
+            level.remove(job.id)
+
+    def take(self) -> str | None:
+        """The next job to serve, taken out; None when there is none."""
+        for level in self._higher:
+            if level:
+                return level.popleft()
+        return self.zero.popleft() if self.zero else None
+
+    def __len__(self) -> int:
+        return len(self.zero) + sum(map(len, self._higher))
+
+    def __iter__(self) -> Iterator[str]:
+        """In the order they will be served."""
+        for level in self._higher:
+            yield from level
+        yield from self.zero
+
+
 @dataclass(slots=True)
 class QueueState:
-    ready: deque[str] = field(default_factory=deque)
+    ready: Ready = field(default_factory=Ready)
     scheduled: list[tuple[float, int, str]] = field(default_factory=list)
     scheduled_ids: set[str] = field(default_factory=set)
     running: set[str] = field(default_factory=set)

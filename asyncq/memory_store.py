@@ -73,10 +73,7 @@ class MemoryStore(JobStore):
                 watcher(job_id)
             return True
         if job.status is JobStatus.QUEUED:
-            try:
-                q.ready.remove(job_id)
-            except ValueError:
-                pass
+            q.ready.remove(job)
         q.scheduled_ids.discard(job_id)  # its heap entry is skipped when it comes due
         job.status, job.eta, job.updated_at = JobStatus.CANCELLED, None, now
         broker.finish(job, now, self._result_ttl)

@@ -207,7 +207,9 @@ class Operations:
             return Envelope(dead.id, dead.queue, dead.body, dead.task, replay=True)
         fresh = replace(msg, attempt=1, eta=None)  # a fresh retry budget, runnable now
         body = fresh.encode(serializer)
-        return Envelope(msg.id, msg.queue, body, msg.task, None, msg.key, replay=True)
+        return Envelope(
+            msg.id, msg.queue, body, msg.task, None, msg.key, replay=True, priority=msg.priority
+        )
 
 
 def _offset(on_progress: Progress | None, earlier: int) -> Progress | None:

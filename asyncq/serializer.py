@@ -6,11 +6,12 @@ A job travels as one object::
      "args": [...], "kwargs": {...}, "headers": {"traceparent": "..."},
      "attempt": 1, "enqueued_at": 1732630000.123, "eta": null, "key": null}
 
-and, only when set, ``retries`` and ``timeout`` (per-job overrides) and ``scheduled_for``
-(the time a periodic or delayed job was meant to run).
-
-Unknown fields are ignored when decoding, so a newer producer can add fields without
-breaking older workers. Results are written with the same serializer.
+Optional fields are written only when they differ from their default: ``retries`` and
+``timeout`` (per-job overrides), ``priority`` (1..9; absent means 0) and ``scheduled_for``
+(the time a periodic or delayed job was meant to run), so a job that uses
+none of them has the same bytes as before they existed. Unknown fields are ignored when
+decoding, so a newer producer can add fields without breaking older workers. Results are
+written with the same serializer.
 """
 
 from __future__ import annotations
@@ -24,9 +25,30 @@ from typing import Any, Protocol
 
 import orjson
 
-__all__ = ["DecodeError", "Message", "OrjsonSerializer", "Serializer", "new_job_id"]
+__all__ = [
+    "MAX_PRIORITY",
+    "DecodeError",
+    "Message",
+    "OrjsonSerializer",
+    "Serializer",
+    "check_priority",
+    "new_job_id",
+]
 
 WIRE_VERSION = 1
+
+MAX_PRIORITY = 9
+"""Priorities run from 0 (the default) to this; higher runs first."""
+
+
+def check_priority(priority: object) -> int:
+    """``priority`` if it is an int from 0 to MAX_PRIORITY, else ``ValueError``."""
+    if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(
+            f"priority must be an integer from 0 to {MAX_PRIORITY} (higher runs first), "
+            f"not {priority!r}"
+        )
+    return priority
 
 
 class DecodeError(ValueError):
@@ -104,6 +126,8 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
     """Retries allowed for this job, overriding its task's (``options(retries=...)``)."""
     timeout: float | None = None
     """Seconds each attempt may run, overriding its task's (``options(timeout=...)``)."""
+    priority: int = 0
+    """0..9, higher first; kept by every later attempt (retries, delays, snoozes)."""
     scheduled_for: float | None = None
     """When the job was meant to run (epoch seconds): a periodic job's slot, a delayed
     job's ``at=``/``delay=`` time; None for a job that was to run at once. Retries and
@@ -124,6 +148,7 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
             self.key,
             self.retries,
             self.timeout,
+            self.priority,
             self.scheduled_for,
         )
 
@@ -152,6 +177,8 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
                 get("key"),
                 get("retries"),
                 get("timeout"),
+                # Positional: calling a class with keywords makes a dict per call.
+                get("priority", 0),
                 get("scheduled_for"),
             )
         except KeyError as exc:
@@ -166,12 +193,16 @@ class Message:  # dataclasses pay for object.__setattr__ on every field
             and type(msg.attempt) is int
             and (msg.retries is None or (type(msg.retries) is int and msg.retries >= 0))
             and (msg.timeout is None or (type(msg.timeout) in (int, float) and msg.timeout > 0))
+            and type(msg.priority) is int
+            and 0 <= msg.priority <= MAX_PRIORITY
             and (msg.scheduled_for is None or type(msg.scheduled_for) in (int, float))
         ):
             raise DecodeError("a field has the wrong type")
         return msg
 
     def next_attempt(self, eta: float | None) -> Message:
+        """The next attempt of this job, due at ``eta``: the same job (priority included)
+        with the attempt counted up."""
         return replace(self, attempt=self.attempt + 1, eta=eta)
 
     def snoozed(self, eta: float) -> Message:
@@ -193,10 +224,12 @@ def encode_job(
     key: str | None,
     retries: int | None = None,
     timeout: float | None = None,
+    priority: int = 0,
     scheduled_for: float | None = None,
 ) -> bytes:
     """The v1 wire form of a job; producers call it directly, without building a Message.
-    The per-job overrides are written only when set (older workers ignore them)."""
+    The per-job overrides and a priority above 0 are written only when set (older workers
+    ignore them)."""
     job = {
         "v": WIRE_VERSION,
         "id": job_id,
@@ -214,6 +247,8 @@ def encode_job(
         job["retries"] = retries
     if timeout is not None:
         job["timeout"] = timeout
+    if priority:
+        job["priority"] = priority
     if scheduled_for is not None:
         job["scheduled_for"] = scheduled_for
     return serializer.dumps(job)

@@ -16,7 +16,7 @@ from .errors import MessageTooLarge
 from .job import Job
 from .middleware import Outgoing, OutgoingJob
 from .retry import Backoff
-from .serializer import encode_job, new_job_id
+from .serializer import check_priority, encode_job, new_job_id
 
 if TYPE_CHECKING:
     from .app import App
@@ -40,6 +40,8 @@ class EnqueueOptions:
     headers: dict[str, str] = field(default_factory=dict)
     retries: int | None = None
     timeout: float | None = None
+    priority: int | None = None
+    """0..9 for this job instead of its task's; None: the task's."""
     scheduled_for: float | None = None
     """The slot of a periodic job; for a delayed one, its ``eta``."""
 
@@ -62,8 +64,10 @@ class Task(Generic[P, R]):
         no_retry_on: ExceptionClasses = (),
         result_ttl: float | None = None,
         store_result: bool = True,
+        priority: int = 0,
     ) -> None:
         _check_retries(retries)
+        check_priority(priority)
         _check_timeout(timeout)
         if result_ttl is not None and not result_ttl > 0:
             raise ValueError(f"result_ttl must be a number of seconds > 0, not {result_ttl!r}")
@@ -83,6 +87,8 @@ class Task(Generic[P, R]):
         """Seconds this task's finished records and results are kept; None: the broker's."""
         self.store_result = store_result
         """False: a success records its status but not the returned value."""
+        self.priority = priority
+        """0..9, higher first, for this task's jobs unless ``options(priority=)`` says."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.parameters = Parameters(fn, name)
         self._plain = TaskCall(self, EnqueueOptions())  # no options: built once, not per job
@@ -110,10 +116,11 @@ class Task(Generic[P, R]):
         headers: Mapping[str, str] | None = None,
         retries: int | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
     ) -> TaskCall[P, R]:
         """Options for the next enqueue: ``delay`` seconds or ``at`` a time (an aware
         datetime or epoch seconds), an idempotency ``key``, another ``queue``, headers, and
-        ``retries`` and ``timeout`` for this job instead of the task's."""
+        ``retries``, ``timeout`` and ``priority`` (0..9) for this job instead of the task's."""
         if delay is not None and at is not None:
             raise ValueError("give delay= or at=, not both")
         eta: float | None = None
@@ -134,7 +141,11 @@ class Task(Generic[P, R]):
         if retries is not None:
             _check_retries(retries)
         _check_timeout(timeout)
-        options = EnqueueOptions(eta, key, queue, dict(headers or {}), retries, timeout, eta)
+        if priority is not None:
+            check_priority(priority)
+        options = EnqueueOptions(
+            eta, key, queue, dict(headers or {}), retries, timeout, priority, eta
+        )
         return TaskCall(self, options)
 
     def retries_error(self, error: BaseException) -> bool:
@@ -244,6 +255,7 @@ class TaskCall(Generic[P, R]):
         task, opts = self.task, self.options
         queue = opts.queue or task.queue
         job_id = job_id or new_job_id()
+        priority = task.priority if opts.priority is None else opts.priority
         enqueued_at = time.time() if now is None else now
         try:
             body = encode_job(
@@ -260,6 +272,7 @@ class TaskCall(Generic[P, R]):
                 opts.key,
                 opts.retries,
                 opts.timeout,
+                priority,  # positional: a keyword costs the hot path a lookup per job
                 opts.scheduled_for,
             )
         except TypeError as exc:  # nothing has been sent
@@ -275,7 +288,8 @@ class TaskCall(Generic[P, R]):
                 size=len(body),
                 limit=limit,
             )
-        return Envelope(job_id, queue, body, task.name, opts.eta, opts.key)
+        # Positional: calling a class with a keyword builds a dict per job.
+        return Envelope(job_id, queue, body, task.name, opts.eta, opts.key, priority)
 
 
 def _size(count: int) -> str:

@@ -113,6 +113,7 @@ class Settings:
     retries: int
     amqp_port: int | None
     rabbitmq_node: str | None
+    redis_db: int | None
     callgrind: list[str]
     callgrind_jobs: int
     callgrind_few: int
@@ -268,6 +269,8 @@ def script_argv(side: Side, broker: str, cfg: Settings, out: Path) -> list[str]:
     if broker == "redis":
         # asyncq in this process, on the side's own redis-py.
         argv += ["--asyncq-python", str(side.python)]
+        if cfg.redis_db is not None:
+            argv += ["--db", str(cfg.redis_db)]
     else:
         if cfg.amqp_port is not None:
             argv += ["--amqp-port", str(cfg.amqp_port)]
@@ -593,6 +596,12 @@ def parse_args() -> argparse.Namespace:
         help="times a failed run is tried again (e.g. a broker restarted under it; default 1)",
     )
     parser.add_argument("--amqp-port", type=int, help="passed to amqp_compare.py")
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        help="passed to redis_compare.py as --db (flushed before each workload; default 14): "
+        "another database where others' tests use 14",
+    )
     parser.add_argument("--rabbitmq-node", help="passed to amqp_compare.py")
     parser.add_argument(
         "--callgrind",
@@ -710,6 +719,7 @@ def main() -> None:
         retries=args.retries,
         amqp_port=args.amqp_port,
         rabbitmq_node=args.rabbitmq_node,
+        redis_db=args.redis_db,
         callgrind=args.callgrind,
         callgrind_jobs=args.callgrind_jobs,
         callgrind_few=args.callgrind_few,

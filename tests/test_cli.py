@@ -184,6 +184,11 @@ MISTAKES = {
     ),
     "negative delay": (["enqueue", "apps.good:app", "add", "--delay", "-1"], 2, "'--delay'"),
     "timeout without wait": (["enqueue", "apps.good:app", "add", "--timeout", "1"], 2, "--wait"),
+    "priority beyond 9": (
+        ["enqueue", "apps.good:app", "add", "--args", "[1, 2]", "--priority", "10"],
+        2,
+        "priority must be an integer from 0 to 9 (higher runs first), not 10",
+    ),
     "bad concurrency": (["run", "apps.good:app", "--concurrency", "0"], 2, "'--concurrency'"),
     "empty queue name": (["run", "apps.good:app", "--queues", "a,,b"], 2, "queue names"),
     "metrics ports beyond 65535": (

@@ -66,6 +66,12 @@ def test_quickstart_runs() -> None:
     assert "queue default: pending=0 scheduled=0 running=0 dead=1" in out
 
 
+def test_priorities_runs_the_priority_9_jobs_first() -> None:
+    out = run_example("priorities.py").stdout.splitlines()
+    assert out[1] == f"first 10 to run: {', '.join(f'page-{i}' for i in range(10))}", out
+    assert out[-1] == "priority 9 first, FIFO within each priority: True", out
+
+
 def test_tenant_middleware_runs() -> None:
     out = run_example("tenant_middleware.py").stdout.splitlines()
     assert out == [

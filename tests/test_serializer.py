@@ -208,6 +208,27 @@ def test_per_job_overrides_travel_only_when_set() -> None:
             Message.decode(orjson.dumps(wire(**bad)), serializer)
 
 
+def test_priority_travels_only_above_zero_and_survives_a_retry() -> None:
+    plain = sample()
+    assert "priority" not in orjson.loads(plain.encode(serializer))
+    assert Message.decode(plain.encode(serializer), serializer).priority == 0
+    urgent = Message(**{**_fields(plain), "priority": 9})
+    body = urgent.encode(serializer)
+    assert orjson.loads(body)["priority"] == 9
+    decoded = Message.decode(body, serializer)
+    assert decoded.priority == 9
+    assert decoded.next_attempt(eta=None).priority == 9
+    for bad in ({"priority": 10}, {"priority": -1}, {"priority": "9"}, {"priority": True}):
+        with pytest.raises(DecodeError, match="wrong type"):
+            Message.decode(orjson.dumps(wire(**bad)), serializer)
+
+
+def test_priority_zero_leaves_the_bytes_as_they_were() -> None:
+    # An explicit 0 and no priority at all encode the same: old workers see nothing new.
+    msg = sample()
+    assert Message(**{**_fields(msg), "priority": 0}).encode(serializer) == msg.encode(serializer)
+
+
 def _fields(msg: Message) -> dict[str, Any]:
     return {name: getattr(msg, name) for name in Message.__dataclass_fields__}
 

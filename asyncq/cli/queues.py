@@ -104,6 +104,12 @@ class Moment(click.ParamType[float]):
 )
 @click.option("--queue", metavar="QUEUE", help="Send the job to this queue, not the task's own.")
 @click.option(
+    "--priority",
+    type=int,
+    metavar="N",
+    help="Priority 0..9 (higher runs first) instead of the task's own.",
+)
+@click.option(
     "--wait",
     is_flag=True,
     help="Wait for the job to finish and print its JSON result; progress the job reports "
@@ -125,6 +131,7 @@ def enqueue(
     at: float | None,
     key: str | None,
     queue: str | None,
+    priority: int | None,
     wait: bool,
     timeout: float | None,
     broker: str | None,
@@ -151,7 +158,7 @@ def enqueue(
     if problem is not None:
         raise UsageFailure(problem)
     try:
-        call = task.options(delay=delay, at=at, key=key, queue=queue)
+        call = task.options(delay=delay, at=at, key=key, queue=queue, priority=priority)
     except ValueError as exc:
         raise UsageFailure(str(exc)) from None
     if wait and app.backend.in_process:

@@ -111,6 +111,12 @@ CAPABILITIES: Sequence[Capability] = (
         "this one tracks consumer liveness itself (lease_renewal_interval is None), so a "
         "live consumer keeps its jobs",
     ),
+    Capability(
+        "needs_priorities",
+        lambda backend: backend.supports_priorities,
+        "a broker that orders a queue's ready jobs by priority",
+        "this one has none (backend.supports_priorities is False)",
+    ),
 )
 """The capabilities a contract test can need, each read from a backend built from the
 test's URL (not connected). A test marked ``@pytest.mark.needs_store`` is skipped, with the

@@ -51,7 +51,7 @@ from .queues import Queues
 from .records import RecordStore
 from .settings import RECORDS_HINT, AmqpSettings
 from .settling import Settler
-from .topology import Names, Topology
+from .topology import QUORUM_HAS_NO_PRIORITIES, Names, Topology
 
 __all__ = ["AmqpBackend", "QueueFull"]
 
@@ -81,6 +81,9 @@ class AmqpBackend(Backend):
 
     def __init__(self, settings: AmqpSettings) -> None:
         self.settings = settings
+        if settings.queue_type == "quorum":
+            self.supports_priorities = False
+            self.no_priorities_hint = QUORUM_HAS_NO_PRIORITIES
         # ... up to its consumer timeout, though: see consumer_timeout.py.
         self.ack_deadline = settings.consumer_timeout
         self.ack_deadline_hint = RAISE_CONSUMER_TIMEOUT
@@ -144,6 +147,10 @@ class AmqpBackend(Backend):
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
         if self.records is None and any(env.key is not None for env in envelopes):
             raise ConfigurationError(f"an idempotency key needs a job record store: {RECORDS_HINT}")
+        if not self.supports_priorities and any(env.priority for env in envelopes):
+            raise ConfigurationError(
+                f"a job with a priority cannot be enqueued: {self.no_priorities_hint}"
+            )
         # Enqueues in flight together are published as one batch, its confirms awaited
         # together, with one records round trip; each caller hears of its own jobs' refusals.
         results = await self._enqueues.results(envelopes)
@@ -200,7 +207,7 @@ class AmqpBackend(Backend):
             for env in envelopes:
                 exchange, key = await self._open.topology.route(env.queue, env.eta)
                 table = headers(eta=env.eta) if env.eta is not None else None
-                messages.append(Outgoing(exchange, key, env.body, env.id, table))
+                messages.append(Outgoing(exchange, key, env.body, env.id, table, env.priority))
             try:
                 return await self._open.publisher.publish(messages)
             except BaseException:

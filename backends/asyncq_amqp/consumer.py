@@ -160,7 +160,9 @@ class Consumer:
             tag = message.delivery_tag
             receipt = Receipt(acks, tag, attempt if isinstance(attempt, int) else 1)
             job_id = message.message_id or f"amqp-{q}-{tag}"
-            out.append(Delivery(job_id, q, message.body, receipt, message.redelivered))
+            out.append(
+                Delivery(job_id, q, message.body, receipt, message.redelivered, message.priority)
+            )
         return out
 
     async def cancel(self) -> None:

@@ -40,10 +40,17 @@ def mapped(action: str, where: str) -> Iterator[None]:
                 size=size,
                 limit=limit,
             ) from exc
+        # RabbitMQ names the first argument that differs; a classic work queue's priorities
+        # come before its type.
+        priorities = (
+            " (x-max-priority: it is a classic work queue, which asyncq declares with priorities)"
+            if "'x-max-priority'" in str(exc)
+            else ""
+        )
         raise ConfigurationError(
             f"RabbitMQ refused a declaration {action} ({exc}); a queue of that name "
-            "exists with other arguments (queue_type, max_length?): delete it or use "
-            "another prefix"
+            f"exists with other arguments{priorities} (queue_type, max_length?): delete it "
+            "or use another prefix"
         ) from exc
     except (
         aiormq.exceptions.AMQPConnectionError,

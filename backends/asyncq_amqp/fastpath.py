@@ -4,7 +4,8 @@ one write. (Receiving goes past aiormq altogether: receiver.py.)
 aiormq's ``basic_publish`` costs a coroutine, a lock round, three pamqp frame
 objects and their generic marshalling per message; with confirms, a batch needs a task
 per message on top to wait for them together. asyncq's messages all have the same few
-properties (content type, optional headers, persistent delivery mode, message id), so
+properties (content type, optional headers, persistent delivery mode, a priority above 0,
+message id), so
 their frames are encoded here directly, the whole batch goes to aiormq's writer as one
 buffer, and the confirm of each message is a future in aiormq's own table, which aiormq
 resolves (Ack) or fails (Nack, a closed channel) as usual. The frame layout is AMQP
@@ -36,18 +37,22 @@ _HEADER_FRAME, _BODY_FRAME = 2, 3
 _PERSISTENT = b"\x02"
 
 # Property flags of Basic (AMQP 0-9-1, 4.2.6.1): one bit per property present.
-_CONTENT_TYPE, _HEADERS, _DELIVERY_MODE, _MESSAGE_ID = 1 << 15, 1 << 13, 1 << 12, 1 << 7
+_CONTENT_TYPE, _HEADERS, _DELIVERY_MODE, _PRIORITY = 1 << 15, 1 << 13, 1 << 12, 1 << 11
+_MESSAGE_ID = 1 << 7
+_PRIORITIES = tuple(bytes((p,)) for p in range(256))  # one octet each, made once
 _CONTENT_TYPE_VALUE = encode.short_string("application/json")
 
 
 class Outgoing(NamedTuple):
-    """One message to publish: where to, its body, its job id and its headers."""
+    """One message to publish: where to, its body, its job id, its headers and its job's
+    priority (the AMQP property; 0 is left out, which a queue reads as 0)."""
 
     exchange: str
     routing_key: str
     body: bytes
     message_id: str
     headers: FieldTable | None = None
+    priority: int = 0
 
 
 @lru_cache(maxsize=4096)
@@ -63,15 +68,21 @@ def encode_message(channel: int, message: Outgoing, max_body_frame: int) -> byte
     """The method, header and body frames of one persistent publish."""
     body = message.body
     flags = _CONTENT_TYPE | _DELIVERY_MODE | _MESSAGE_ID
-    table = b""
+    table = priority = b""
     if message.headers:
         flags |= _HEADERS
         table = encode.field_table(message.headers)
+    if message.priority:
+        flags |= _PRIORITY
+        priority = _PRIORITIES[message.priority]
+    # The properties in the order of their flags: content type, headers, delivery mode,
+    # priority, message id.
     properties = (
         _HEADER_HEAD.pack(spec.Basic.frame_id, 0, len(body), flags)
         + _CONTENT_TYPE_VALUE
         + table
         + _PERSISTENT
+        + priority
         + encode.short_string(message.message_id)
     )
     parts = [

@@ -91,10 +91,11 @@ class DelayMover:
         eta = raw_eta / 1000 if isinstance(raw_eta, int) else None
         headers.pop("x-death", None)  # RabbitMQ's record of the waits so far
         job_id = message.message_id or ""
+        priority = message.priority or 0  # kept through every wait, as the job's own
         try:
             with self._link.errors("moving a delayed job"):
                 exchange, key = await topology.route(queue, eta)
-                moved = Outgoing(exchange, key, message.body, job_id, headers or None)
+                moved = Outgoing(exchange, key, message.body, job_id, headers or None, priority)
                 (failure,) = await publish([moved])
                 if failure is not None:
                     # Refused (its work queue is full): it waits a second and comes back
@@ -102,7 +103,7 @@ class DelayMover:
                     log.warning("delayed job %s waits: %s", job_id, failure)
                     wait = await topology.declare_wait(_RETRY_WAIT_MS, queue)
                     back = topology.names.delayed(queue)
-                    again = Outgoing(wait, back, message.body, job_id, moved.headers)
+                    again = Outgoing(wait, back, message.body, job_id, moved.headers, priority)
                     (failure,) = await publish([again])
                 if failure is not None:
                     raise failure

@@ -64,7 +64,7 @@ _HEARTBEAT_FRAME = pamqp_frame.marshal(Heartbeat(), 0)
 _PORTS = {"amqp": 5672, "amqps": 5671}
 
 # Basic's properties (AMQP 0-9-1, 4.2.6.1) in wire order: flag bit, and how to skip or read
-# the value. Only the headers and the message id are kept.
+# the value. Only the headers, the priority and the message id are kept.
 _SHORT, _OCTET, _TABLE, _LONGLONG = 0, 1, 2, 3
 _PROPERTIES = (
     (1 << 15, _SHORT),  # content type
@@ -82,7 +82,7 @@ _PROPERTIES = (
     (1 << 3, _SHORT),  # app id
     (1 << 2, _SHORT),  # cluster id
 )
-_HEADERS_FLAG, _MESSAGE_ID_FLAG = 1 << 13, 1 << 7
+_HEADERS_FLAG, _PRIORITY_FLAG, _MESSAGE_ID_FLAG = 1 << 13, 1 << 11, 1 << 7
 
 
 class Incoming(NamedTuple):
@@ -94,15 +94,17 @@ class Incoming(NamedTuple):
     message_id: str | None
     headers: FieldTable
     body: bytes
+    priority: int = 0
 
 
 OnDelivery = Callable[[Incoming], None]
 OnClose = Callable[["Receiver", BaseException], None]
 
 
-def _properties(payload: bytes, flags: int) -> tuple[str | None, FieldTable]:
-    """The message id and headers of a content header's properties (from offset 14)."""
-    at, message_id, headers = 14, None, {}
+def _properties(payload: bytes, flags: int) -> tuple[str | None, FieldTable, int]:
+    """The message id, headers and priority of a content header's properties (from offset
+    14)."""
+    at, message_id, headers, priority = 14, None, {}, 0
     for flag, kind in _PROPERTIES:
         if not flags & flag:
             continue
@@ -116,9 +118,13 @@ def _properties(payload: bytes, flags: int) -> tuple[str | None, FieldTable]:
             if flag == _HEADERS_FLAG:
                 headers = table
             at += size
+        elif kind == _OCTET:
+            if flag == _PRIORITY_FLAG:
+                priority = payload[at]
+            at += 1
         else:
-            at += 1 if kind == _OCTET else 8
-    return message_id, headers
+            at += 8
+    return message_id, headers, priority
 
 
 def ssl_context(url: str) -> ssl.SSLContext | None:
@@ -162,7 +168,8 @@ class Receiver(asyncio.Protocol):
         self._buffer = bytearray()
         self._pending: tuple[str, int, bool] | None = None
         """The delivery whose header is due: consumer tag, delivery tag, redelivered."""
-        self._content: tuple[str | None, FieldTable, int, list[bytes]] | None = None
+        # message id, headers, body size, body chunks, priority
+        self._content: tuple[str | None, FieldTable, int, list[bytes], int] | None = None
         """The delivery whose body is due: message id, headers, size, chunks so far."""
         self._outgoing: list[bytes] = []
         self._reply: asyncio.Future[Any] | None = None
@@ -290,8 +297,8 @@ class Receiver(asyncio.Protocol):
 
     def _header(self, payload: bytes) -> None:
         _, _, size, flags = _HEADER_HEAD.unpack_from(payload)
-        message_id, headers = _properties(payload, flags)
-        self._content = (message_id, headers, size, [])
+        message_id, headers, priority = _properties(payload, flags)
+        self._content = (message_id, headers, size, [], priority)
         if size == 0:
             self._complete()
 
@@ -309,9 +316,9 @@ class Receiver(asyncio.Protocol):
         self._pending = self._content = None
         if pending is None or content is None:
             raise BrokerError(f"RabbitMQ at {self.where} sent content without a delivery")
-        message_id, headers, _, chunks = content
+        message_id, headers, _, chunks, priority = content
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self._on_delivery(Incoming(*pending, message_id, headers, body))
+        self._on_delivery(Incoming(*pending, message_id, headers, body, priority))
 
     # -- acknowledgements ----------------------------------------------------------------------
     def ack(self, delivery_tag: int, *, multiple: bool) -> None:

@@ -63,7 +63,9 @@ class Settler:
                     # A snooze runs the same attempt again.
                     attempt = s.attempt + 1 if s.outcome is Outcome.RETRY else s.attempt
                     table = headers(attempt=attempt, eta=s.eta)
-                    messages.append(Outgoing(exchange, key, s.retry_body or b"", d.id, table))
+                    # At the job's priority, which the message it came in carried.
+                    body = s.retry_body or b""
+                    messages.append(Outgoing(exchange, key, body, d.id, table, d.priority))
                     owners.append(s)
                 elif s.outcome is Outcome.DEAD:
                     messages.append(self._dead_letters.message(s))

@@ -2,7 +2,9 @@
 
 Per asyncq queue ``q`` (all names start with the ``prefix`` option):
 
-* ``<prefix>.q``: the work queue workers consume from (durable, classic or quorum);
+* ``<prefix>.q``: the work queue workers consume from (durable, classic or quorum); a
+  classic one has RabbitMQ's priorities (``x-max-priority`` 9, a job's priority in the
+  message's ``priority`` property), so the broker hands out the highest first;
 * ``<prefix>.q.dead``: its dead-letter queue; each message carries the error's type,
   message and traceback in its headers;
 * ``<prefix>.q.delayed``: delayed jobs between two waits (see below).
@@ -25,24 +27,52 @@ count each queue's delayed jobs. Without one, each queue has wait queues of its 
 ``<prefix>.q.wait.<ms>``, all declared with the queue, so that RabbitMQ's message counts
 say how many of that queue's jobs wait.
 
+Only the work queue has priorities: a message waits in the others for its time, not its
+turn, and keeps its priority property through them.
+
+A work queue declared before asyncq had priorities has no ``x-max-priority``, and a queue's
+arguments cannot change once it exists: declaring it with them fails (PRECONDITION_FAILED).
+Such a queue is then used as it is, with one warning; its jobs run in arrival order until it
+is moved (the README's "Priorities" says how).
+
 :class:`Topology` declares all this, once per process, and routes a job to where it goes
 next.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
 import anyio
+from aio_pika.abc import AbstractRobustChannel
 
 from .connection import Link
 
-__all__ = ["BUCKETS_MS", "Names", "Topology", "next_wait", "queue_arguments"]
+__all__ = [
+    "BUCKETS_MS",
+    "MAX_PRIORITY",
+    "QUORUM_HAS_NO_PRIORITIES",
+    "Names",
+    "Topology",
+    "next_wait",
+    "queue_arguments",
+]
+
+log = logging.getLogger("asyncq.amqp")
+
+MAX_PRIORITY = 9
+"""A classic work queue's ``x-max-priority``: asyncq's priorities 0..9, one level each."""
+
+QUORUM_HAS_NO_PRIORITIES = (
+    "RabbitMQ's quorum queues (queue_type=quorum) have no priorities; use classic queues "
+    "(queue_type=classic, the default) for jobs with priorities, or drop the priority"
+)
 
 BUCKETS_MS = tuple(2**k for k in range(4, 27))
 """The wait queues' TTLs in milliseconds: 16 ms ... 67,108,864 ms (18.6 h)."""
@@ -92,10 +122,17 @@ class Names:
 
 
 def queue_arguments(
-    queue_type: str, *, max_length: int | None = None, ttl_ms: int | None = None
+    queue_type: str,
+    *,
+    max_length: int | None = None,
+    ttl_ms: int | None = None,
+    priorities: bool = False,
 ) -> dict[str, Any]:
-    """The x-arguments of a durable queue of the configured type."""
+    """The x-arguments of a durable queue of the configured type; ``priorities``: a work
+    queue, with RabbitMQ's priorities where its type has them (classic)."""
     args: dict[str, Any] = {"x-queue-type": queue_type}
+    if priorities and queue_type == "classic":
+        args["x-max-priority"] = MAX_PRIORITY
     if max_length is not None:
         args["x-max-length"] = max_length
         args["x-overflow"] = "reject-publish"
@@ -124,6 +161,9 @@ class Topology:
         """RabbitMQ queue name -> the asyncq queue it belongs to."""
         self._waits: set[str] = set()
         self._declaring = anyio.Lock()
+        self.unordered: set[str] = set()
+        """asyncq queues whose work queue exists without priorities (declared before asyncq
+        had them): their jobs run in arrival order."""
 
     def declared_name(self, name: str) -> bool:
         """Whether this process declared the RabbitMQ queue ``name`` (so it exists)."""
@@ -156,11 +196,10 @@ class Topology:
             for q in queues:
                 if q in self.declared:
                     continue
+                await self._declare_work_queue(q)
                 channel = self._link.publisher
-                work = queue_arguments(s.queue_type, max_length=s.max_length)
                 plain = queue_arguments(s.queue_type)
                 try:
-                    await channel.declare_queue(names.work(q), durable=True, arguments=work)
                     await channel.declare_queue(names.dead(q), durable=True, arguments=plain)
                     await channel.declare_queue(names.delayed(q), durable=True, arguments=plain)
                     for ms in BUCKETS_MS if names.per_queue_waits else ():
@@ -171,6 +210,38 @@ class Topology:
                 self.declared.add(q)
                 for name in self._names_of(q):
                     self._owner[name] = q
+
+    async def _declare_work_queue(self, queue: str) -> None:
+        s, name = self._settings, self.names.work(queue)
+        work = queue_arguments(s.queue_type, max_length=s.max_length, priorities=True)
+        before = queue_arguments(s.queue_type, max_length=s.max_length)
+        if work != before:
+            # On a channel of its own: a queue from before priorities refuses the declaration
+            # and RabbitMQ closes the channel, which must not be one publishes are in flight on.
+            async with self._link.channel() as channel:
+                try:
+                    await channel.declare_queue(name, durable=True, arguments=work)
+                    return
+                except aiormq.exceptions.ChannelPreconditionFailed:
+                    # aio-pika reopens it: wait, so that the block's end closes it for good.
+                    await self._link.reopened(cast(AbstractRobustChannel, channel))
+        # A quorum queue (no priorities to ask for), or one from before priorities: as it
+        # was declared then, it is fine.
+        channel = self._link.publisher
+        try:
+            await channel.declare_queue(name, durable=True, arguments=before)
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            await self._link.reopened(channel)
+            raise
+        if work != before:
+            self.unordered.add(queue)
+            log.warning(
+                "RabbitMQ queue %r has no priorities (it was declared without x-max-priority, "
+                "before asyncq had them): it keeps working, but its jobs run in arrival order "
+                "and their priorities are ignored until it is moved (see the README's "
+                "'Priorities': a queue's arguments cannot change while it exists)",
+                name,
+            )
 
     async def declare_wait(self, ms: int, queue: str) -> str:
         """The wait of ``ms`` for jobs of ``queue``, declared; its name."""

@@ -10,6 +10,16 @@ none), each look going on from where the last one stopped. Live workers keep the
 fresh with XCLAIM ... JUSTID. Every state change is one Lua script (see scripts.py), and
 batches travel as one pipelined round trip. Job records, cancellations and heartbeats are
 kept through the record layer (records/; the backend's JobStore is jobstore.py).
+
+Priorities: the queue's stream holds priority 0, and each priority above 0 that was ever
+used has a stream of its own (scripts.py); a fetch's TAKE reads the set of those
+priorities on the server, takes from the highest down, and answers with the set, so the
+worker knows which streams its blocking read must cover. A queue that never had a
+priority costs nothing more: one stream, one blocking read on it. When a queue gets a
+stream for a new priority, its enqueue announces it on the queue's wake channel; the
+mover (``maintain``) hears it and ends a blocking read that does not cover it, so the
+worker takes the new job at once. Priorities are strict: while higher ones have ready
+jobs, lower ones wait.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from asyncq.store import JobStore
 
 from . import blocking, jobstore, listing, mover, scripts
 from .jobstore import GROUP, StreamJobStore
-from .records import Call, QueueKeys, RedisStore, settle_chunks
+from .records import Call, QueueKeys, RedisStore
 from .settings import RedisSettings
 from .wire import Wire
 
@@ -86,7 +96,13 @@ class RedisBackend(Backend):
         self._groups: set[str] = set()
         self._reclaim_idle_ms = str(max(int(settings.visibility_timeout * 1000), 1))
         self._reclaim_due: dict[str, float] = {}
-        self._reclaim_cursor: dict[str, str] = {}
+        self._reclaim_cursor: dict[str, dict[str, str]] = {}
+        """Per queue, where the last look for abandoned entries stopped, per priority."""
+        self._levels: dict[str, tuple[int, ...]] = {}
+        """Per queue, its priorities above 0 (highest first), as its last TAKE found them."""
+        self._levels_stale = False
+        """A queue got a new priority since the last TAKE: take again before blocking."""
+        self._blocking: anyio.CancelScope | None = None
         self._turn = 0
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         # Enqueues in flight together share one pipelined round trip.
@@ -143,14 +159,17 @@ class RedisBackend(Backend):
         now = repr(time.time())
 
         def call(keys: QueueKeys, jobs: Sequence[Envelope]) -> Call:
-            args: list[Any] = [keys.base, now]
+            priority = jobs[0].priority  # a chunk's jobs share their priority
+            args: list[Any] = [keys.base, now, priority, GROUP]
             for env in jobs:
                 eta = "" if env.eta is None else repr(env.eta)
                 args += [env.id, env.body, env.task, eta, env.key or ""]
-            return ("ENQUEUE", [keys.stream, keys.scheduled], args)
+            return ("ENQUEUE", [keys.stream_at(priority), keys.scheduled, keys.levels], args)
 
         with self._errors("enqueueing"):
-            return await self._redis.run_chunked(envelopes, self._k, call, bytes.decode)
+            return await self._redis.run_chunked(
+                envelopes, self._k, call, bytes.decode, by_priority=True
+            )
 
     # -- consuming -------------------------------------------------------------------------
     async def fetch(
@@ -181,12 +200,14 @@ class RedisBackend(Backend):
         now, mono = repr(time.time()), time.monotonic()
         calls = []
         shares = self._shares(queues, limit)
+        self._levels_stale = False  # what this TAKE answers is news enough
         for q, count in shares:
             keys = self._k(q)
             reclaim = self._reclaim_idle_ms if mono >= self._reclaim_due.get(q, 0.0) else ""
-            cursor = self._reclaim_cursor.get(q, "0-0")
-            args = [GROUP, self._consumer, count, keys.base, now, self._ttl_ms, reclaim, cursor]
-            calls.append(("TAKE", [keys.stream], args))
+            args = [GROUP, self._consumer, count, keys.base, now, self._ttl_ms, reclaim]
+            for level, cursor in self._reclaim_cursor.get(q, {}).items():
+                args += [level, cursor]
+            calls.append(("TAKE", [keys.stream, keys.levels], args))
         try:
             replies = await self._run_scripts(calls)
         except rx.ResponseError as exc:
@@ -196,13 +217,16 @@ class RedisBackend(Backend):
             await self._ensure_groups(queues)
             replies = await self._run_scripts(calls)
         deliveries = []
-        for (q, count), (cursor, pending, rows) in zip(shares, replies, strict=True):
+        for (q, count), (cursors, pending, rows, levels) in zip(shares, replies, strict=True):
             if pending >= 0:  # this call looked for abandoned entries
-                self._reclaim_cursor[q] = cursor.decode()
+                looked = self._reclaim_cursor.setdefault(q, {})
+                for i in range(0, len(cursors), 2):
+                    looked[cursors[i].decode()] = cursors[i + 1].decode()
                 self._reclaim_due[q] = mono + self._next_look(pending, rows, count)
+            self._levels[q] = tuple(int(level) for level in levels)
             deliveries += [
-                Delivery(job_id.decode(), q, body, entry, bool(redelivered))
-                for entry, job_id, body, redelivered in rows
+                Delivery(job_id.decode(), q, body, entry, bool(redelivered), int(level))
+                for entry, job_id, body, redelivered, level in rows
             ]
         return deliveries
 
@@ -225,31 +249,42 @@ class RedisBackend(Backend):
         wait = min(self._reclaim_due.get(q, mono) for q in queues) - mono
         if timeout is not None:
             wait = min(wait, timeout)
-        if wait <= 0:
+        if wait <= 0 or self._levels_stale:
             return []
-        streams = {self._k(q).stream: ">" for q in queues}
+        # Every stream of the queues, as the last TAKE found them, the highest priority first.
+        by_stream: dict[str, tuple[str, int]] = {}
+        for q in queues:
+            keys = self._k(q)
+            for level in (*self._levels.get(q, ()), 0):
+                by_stream[keys.stream_at(level)] = (q, level)
         if self._reader is None:
             raise BrokerError("the Redis backend is not connected: open the App first")
-        read = await blocking.read_group(
-            self._reader,
-            GROUP,
-            self._consumer,
-            streams,
-            count=limit if len(queues) == 1 else 1,
-            block=wait,
-            grace=self.settings.socket_timeout,
-        )
+        read: blocking.Entries = []
+        with anyio.CancelScope() as self._blocking:
+            read = await blocking.read_group(
+                self._reader,
+                GROUP,
+                self._consumer,
+                dict.fromkeys(by_stream, ">"),
+                count=limit if len(by_stream) == 1 else 1,
+                block=wait,
+                grace=self.settings.socket_timeout,
+            )
+        self._blocking = None
         if not read:
             return []
         # Fresh entries need no admission step (see scripts.py): they run as delivered.
-        by_stream = {self._k(q).stream: q for q in queues}
         deliveries = [
-            Delivery(fields.get(b"id", entry).decode(), q, fields.get(b"body", b""), entry)
+            Delivery(
+                fields.get(b"id", entry).decode(), q, fields.get(b"body", b""), entry, False, level
+            )
             for stream, entries in read
-            for q in (by_stream[stream.decode()],)
+            for q, level in (by_stream[stream.decode()],)
             for entry, fields in entries
         ]
-        if len(deliveries) > limit:  # several queues woke at once: give the extra back
+        if len(deliveries) > limit:
+            # Several streams woke at once: keep the highest priorities, give the rest back.
+            deliveries.sort(key=lambda d: -d.priority)
             with anyio.CancelScope(shield=True):
                 await self.settle([Settlement(d, Outcome.RELEASE) for d in deliveries[limit:]])
             deliveries = deliveries[:limit]
@@ -258,28 +293,40 @@ class RedisBackend(Backend):
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         now, ttl = repr(time.time()), self._ttl_ms
         calls = []
-        for keys, chunk in settle_chunks(settlements, self._k):
+        # One call per stream: a delivery's entry is in the stream of its priority.
+        for (keys, priority), chunk in scripts.settle_chunks(settlements, self._k):
             args: list[Any] = [GROUP, self._consumer, keys.base, now, ttl]
             for s in chunk:
                 args += scripts.settle_args(s)
-            calls.append(("SETTLE", [keys.stream, keys.scheduled, keys.dead], args))
+            calls.append(("SETTLE", [keys.stream_at(priority), keys.scheduled, keys.dead], args))
         with self._errors("settling jobs"):
             await self._run_scripts(calls)
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
-        by_queue: dict[str, list[Any]] = defaultdict(list)
+        by_stream: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for d in deliveries:
-            by_queue[d.queue].append(d.receipt)
+            by_stream[d.queue, d.priority].append(d.receipt)
         calls = [
-            ("RENEW", [self._k(q).stream], [GROUP, self._consumer, *entries])
-            for q, entries in by_queue.items()
+            ("RENEW", [self._k(q).stream_at(priority)], [GROUP, self._consumer, *entries])
+            for (q, priority), entries in by_stream.items()
         ]
         with self._errors("renewing leases"):
             await self._run_scripts(calls)
 
     async def maintain(self, queues: Sequence[str]) -> None:
         """Move due delayed jobs and retries into their streams (see mover.py)."""
-        await mover.move_due_jobs(self._redis, [self._k(q) for q in queues])
+        await mover.move_due_jobs(self._redis, [self._k(q) for q in queues], self._new_level)
+
+    def _new_level(self, queue: str) -> None:
+        """``queue`` has a stream for a new priority: a blocking read that does not cover
+        it ends, and the next fetch's TAKE finds it."""
+        if queue in self._levels:  # a queue this worker serves (others are not its concern)
+            self._levels_stale = True
+            if self._blocking is not None:
+                # Its reply is dropped with its connection. In the rare case that an entry
+                # was handed over just then, it stays pending to this worker until the
+                # visibility timeout hands it on: late, never lost.
+                self._blocking.cancel()
 
     # -- operations ------------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
@@ -289,7 +336,8 @@ class RedisBackend(Backend):
             calls = []
             for q in queues:
                 keys = self._k(q)
-                calls.append(("STATS", [keys.stream, keys.scheduled, keys.dead], [GROUP]))
+                stats_keys = [keys.stream, keys.scheduled, keys.dead, keys.levels]
+                calls.append(("STATS", stats_keys, [GROUP]))
             replies = await self._run_scripts(calls)
         return [
             QueueStats(q, max(length - running, 0), scheduled, running, dead)
@@ -338,11 +386,17 @@ class RedisBackend(Backend):
         keys = self._k(queue)
         args = [keys.base, GROUP, repr(time.time()), self._ttl_ms, limit]
         with self._errors("purging a queue"):
-            (purged,) = await self._run_scripts([("PURGE", [keys.stream, keys.scheduled], args)])
+            purge_keys = [keys.stream, keys.scheduled, keys.levels]
+            (purged,) = await self._run_scripts([("PURGE", purge_keys, args)])
         return int(purged)
 
     async def remove_queue(self, queue: str) -> None:
         keys = self._k(queue)
         with self._errors("removing a queue"):
-            await self._redis.unregister(queue, keys.stream, keys.scheduled, keys.dead)
+            levels: Any = await self.client.smembers(keys.levels)
+            streams = [keys.stream_at(int(level)) for level in levels]
+            doomed = [keys.stream, *streams, keys.levels, keys.scheduled, keys.dead]
+            await self._redis.unregister(queue, *doomed)
         self._groups.discard(queue)
+        self._levels.pop(queue, None)
+        self._reclaim_cursor.pop(queue, None)

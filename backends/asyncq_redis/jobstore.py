@@ -20,15 +20,22 @@ INFO = (
     define(DELIVERED)
     + """
 -- KEYS: stream. ARGV: group, job key.
--- The job's record as a flat list of fields; a queued job whose entry is delivered and
--- not yet acknowledged is running.
+-- The job's record as a flat list of fields; a queued job whose entry (in the stream of
+-- its priority) is delivered and not yet acknowledged is running.
 local record = redis.call('HGETALL', ARGV[2])
 local status, entry
+local stream = KEYS[1]
 for i = 1, #record, 2 do
-    if record[i] == 'status' then status = i + 1 elseif record[i] == 'entry' then
-        entry = record[i + 1] end
+    local name = record[i]
+    if name == 'status' then
+        status = i + 1
+    elseif name == 'entry' then
+        entry = record[i + 1]
+    elseif name == 'priority' then
+        stream = KEYS[1] .. ':' .. record[i + 1]
+    end
 end
-if status and record[status] == 'queued' and entry and delivered(KEYS[1], ARGV[1], entry) then
+if status and record[status] == 'queued' and entry and delivered(stream, ARGV[1], entry) then
     record[status] = 'running'
 end
 return record
@@ -43,8 +50,11 @@ CANCEL = (
 local stream, scheduled = KEYS[1], KEYS[2]
 local base, id, now, ttl, channel, group = unpack(ARGV)
 local jk = base .. ':job:' .. id
-local state = redis.call('HMGET', jk, 'status', 'entry')
+local state = redis.call('HMGET', jk, 'status', 'entry', 'priority')
 local status, entry = state[1], state[2]
+if state[3] then  -- its entry is in the stream of its priority
+    stream = stream .. ':' .. state[3]
+end
 if status == 'queued' and entry and delivered(stream, group, entry) then
     status = 'running'
 end

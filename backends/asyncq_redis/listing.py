@@ -1,9 +1,11 @@
 """Listing a queue's jobs by state, a page at a time, from the structure that holds them:
-queued jobs are the stream's entries after the group's last-delivered id, running ones
-its pending entries, scheduled ones (delayed, or waiting for a retry: their status says
-failed) the scheduled set, soonest first, and dead ones the dead-letter stream. A page is
-one script call, which reads each job's task and attempt from its record on the way. Also
-how a dead-letter stream's entries read as ``DeadLetter``s."""
+queued jobs are the streams' entries after the group's last-delivered id, running ones
+their pending entries (of every priority, the highest first: the order a worker takes
+them in; a cursor in the stream of a priority above 0 is ``<priority>/<entry>``),
+scheduled ones (delayed, or waiting for a retry: their status says failed) the scheduled
+set, soonest first, and dead ones the dead-letter stream. A page is one script call, which
+reads each job's task and attempt from its record on the way. Also how a dead-letter
+stream's entries read as ``DeadLetter``s."""
 
 from __future__ import annotations
 
@@ -14,17 +16,17 @@ from asyncq.records import LISTABLE, DeadLetter, JobListing, JobStatus
 
 from .jobstore import GROUP
 from .records import QueueKeys, RedisStore, define, error_from_json
-from .scripts import ENTRY_FIELDS, UNDELIVERED
+from .scripts import ENTRY_FIELDS, LEVELS, UNDELIVERED
 
 __all__ = ["LIST", "dead_letter", "list_jobs"]
 
 LIST = (
-    define(UNDELIVERED, ENTRY_FIELDS)
+    define(UNDELIVERED, ENTRY_FIELDS, LEVELS)
     + """
--- KEYS: stream, scheduled, dead. ARGV: base, group, status, limit, after (the cursor of the
--- previous page's last job; '' = from the start).
+-- KEYS: stream, scheduled, dead, levels. ARGV: base, group, status, limit, after (the
+-- cursor of the previous page's last job; '' = from the start).
 -- Returns up to limit rows {id, cursor, status, task, attempt, eta} ('' where unknown).
-local stream, scheduled, dead = KEYS[1], KEYS[2], KEYS[3]
+local stream, scheduled, dead, levels = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local base, group, status, limit, after = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local out = {}
 
@@ -43,32 +45,59 @@ local function later(a, b)
     return b
 end
 
-if status == 'queued' then
-    local start = undelivered(stream, group)
+-- An entry's cursor: its id in the priority-0 stream, '<priority>/<id>' in another.
+local function cursor_of(level, entry)
+    return level == '0' and entry or level .. '/' .. entry
+end
+
+if status == 'queued' or status == 'running' then
+    -- The streams from the highest priority down, the page going on in the cursor's.
+    local after_level, after_entry
     if after ~= '' then
-        start = later(start, '(' .. after)
-    end
-    for _, e in ipairs(redis.call('XRANGE', stream, start, '+', 'COUNT', limit)) do
-        local id = entry_fields(e[2])
-        add(id or e[1], e[1], 'queued', '')
-    end
-elseif status == 'running' then
-    -- Pending entries deleted meanwhile (their job settled) have no fields: skipped.
-    local start = after == '' and '-' or '(' .. after
-    while #out < limit do
-        local ok, pending = pcall(redis.call, 'XPENDING', stream, group, start, '+',
-            limit - #out)
-        if not ok or #pending == 0 then
-            break
+        after_level, after_entry = string.match(after, '^(%d+)/(.*)$')
+        if not after_level then
+            after_level, after_entry = '0', after
         end
-        for _, p in ipairs(pending) do
-            local entry = redis.call('XRANGE', stream, p[1], p[1])[1]
-            if entry then
-                local id = entry_fields(entry[2])
-                add(id or p[1], p[1], 'running', '')
+    end
+    for _, l in ipairs(levels_of(stream, levels)) do
+        local level, s = l[1], l[2]
+        local from
+        if after_level then
+            if level == after_level then
+                from, after_level = after_entry, nil
             end
         end
-        start = '(' .. pending[#pending][1]
+        if not after_level and #out < limit then
+            if status == 'queued' then
+                local start = undelivered(s, group)
+                if from then
+                    start = later(start, '(' .. from)
+                end
+                for _, e in ipairs(redis.call('XRANGE', s, start, '+', 'COUNT', limit - #out)) do
+                    local id = entry_fields(e[2])
+                    add(id or e[1], cursor_of(level, e[1]), 'queued', '')
+                end
+            else
+                -- Pending entries deleted meanwhile (their job settled) have no fields:
+                -- skipped.
+                local start = from and '(' .. from or '-'
+                while #out < limit do
+                    local ok, pending = pcall(redis.call, 'XPENDING', s, group, start, '+',
+                        limit - #out)
+                    if not ok or #pending == 0 then
+                        break
+                    end
+                    for _, p in ipairs(pending) do
+                        local entry = redis.call('XRANGE', s, p[1], p[1])[1]
+                        if entry then
+                            local id = entry_fields(entry[2])
+                            add(id or p[1], cursor_of(level, p[1]), 'running', '')
+                        end
+                    end
+                    start = '(' .. pending[#pending][1]
+                end
+            end
+        end
     end
 elseif status == 'scheduled' then
     -- The cursor is the last job's score and id. While that job is still in the set, the
@@ -138,7 +167,9 @@ async def list_jobs(
         return []
     args = [keys.base, GROUP, status.value, limit, after or ""]
     with redis.errors("listing jobs"):
-        (rows,) = await redis.run([("LIST", [keys.stream, keys.scheduled, keys.dead], args)])
+        (rows,) = await redis.run(
+            [("LIST", [keys.stream, keys.scheduled, keys.dead, keys.levels], args)]
+        )
     return [_listing(queue, row) for row in rows]
 
 

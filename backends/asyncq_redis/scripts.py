@@ -9,20 +9,39 @@ On this backend a record also keeps ``entry`` (its stream entry while queued) an
 (only while it waits in the scheduled set). Its ``status`` is queued, scheduled, failed or
 how it ended: a queued job whose stream entry is delivered and unacknowledged is running
 (see ``DELIVERED``), which is what reading a record and cancelling one look at.
+
+Priorities: the queue's stream holds its priority-0 jobs, as it did before priorities
+existed, and each priority above 0 that was ever used has a stream of its own beside it,
+``<stream>:<priority>``, with the same consumer group; the set ``levels`` names those
+priorities (``LEVELS``). A record of a job above 0 keeps ``priority``, which says which
+stream its entry is in. A queue that never had a priority has neither, and its scripts do
+what they did before.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from asyncq.settlement import Outcome, Settlement
 
-from .records import CLAIM, FINISH, IS_FINISHED, Fragment, define, settle_values
+from .records import (
+    CLAIM,
+    FINISH,
+    IS_FINISHED,
+    SCRIPT_CHUNK,
+    Fragment,
+    QueueKeys,
+    define,
+    settle_values,
+)
 
 __all__ = [
     "DELIVERED",
     "ENQUEUE",
     "ENTRY_FIELDS",
+    "LEVELS",
     "PURGE",
     "QUEUE",
     "RENEW",
@@ -31,6 +50,7 @@ __all__ = [
     "TAKE",
     "UNDELIVERED",
     "settle_args",
+    "settle_chunks",
 ]
 
 # Put a job into its stream, ready for a worker.
@@ -75,6 +95,22 @@ local function undelivered(stream, group)
 end
 """)
 
+LEVELS = Fragment("""
+-- The queue's streams, highest priority first, each {priority, stream}: those of the
+-- priorities above 0 in the set `levels` (each `stream` .. ':' .. priority), then `stream`
+-- itself, priority 0.
+local function levels_of(stream, levels)
+    local found = redis.call('SMEMBERS', levels)
+    table.sort(found, function(a, b) return tonumber(a) > tonumber(b) end)
+    local out = {}
+    for _, level in ipairs(found) do
+        table.insert(out, {level, stream .. ':' .. level})
+    end
+    table.insert(out, {'0', stream})
+    return out
+end
+""")
+
 ENTRY_FIELDS = Fragment("""
 -- A stream entry's job id and body (nil where the entry has none: not ours).
 local function entry_fields(fields)
@@ -90,13 +126,20 @@ end
 ENQUEUE = (
     define(CLAIM)
     + """
--- KEYS: stream, scheduled. ARGV: base, now, then per job: id, body, task, eta ('' = now),
--- key ('' = none). Returns each job's id: a key already held returns its holder's id.
-local stream, scheduled = KEYS[1], KEYS[2]
-local base, now = ARGV[1], ARGV[2]
+-- KEYS: stream (the one of the jobs' priority), scheduled, levels. ARGV: base, now,
+-- priority, group, then per job: id, body, task, eta ('' = now), key ('' = none).
+-- Returns each job's id: a key already held returns its holder's id.
+local stream, scheduled, levels = KEYS[1], KEYS[2], KEYS[3]
+local base, now, level, group = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ids = {}
 local wake = false
-for i = 3, #ARGV, 5 do
+if level ~= '0' and redis.call('SADD', levels, level) == 1 then
+    -- A priority's first job makes its stream, with the group, and tells the workers: their
+    -- blocking reads cover the streams they know of (see backend.py).
+    pcall(redis.call, 'XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+    redis.call('PUBLISH', base .. ':wake', 'levels')
+end
+for i = 5, #ARGV, 5 do
     local id, body, task, eta, key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
     local jk = base .. ':job:' .. id
     local claimed, got = claim(base, jk, id, key, true)
@@ -110,6 +153,9 @@ for i = 3, #ARGV, 5 do
             local entry = redis.call('XADD', stream, '*', 'id', id, 'body', body)
             redis.call('HSET', jk, 'status', 'queued', 'task', task, 'attempt', 1,
                 'entry', entry, 'updated', now)
+        end
+        if level ~= '0' then  -- where its entry is, now and after a delay or a retry
+            redis.call('HSET', jk, 'priority', level)
         end
     end
     table.insert(ids, got)
@@ -130,13 +176,13 @@ return ids
 # while its entry is delivered and unacknowledged, which is what reading a record looks at.
 _ADMIT = Fragment(
     """
-local function admit(stream, group, base, entries, redelivered, now, ttl, out)
+local function admit(stream, level, group, base, entries, redelivered, now, ttl, out)
     for _, e in ipairs(entries) do
         local entry = e[1]
         local id, body = entry_fields(e[2])
         if not id or not body then
             -- Not ours (written by hand?): hand it over so the worker dead-letters it.
-            table.insert(out, {entry, id or entry, body or '', redelivered})
+            table.insert(out, {entry, id or entry, body or '', redelivered, level})
         else
             local jk = base .. ':job:' .. id
             local state = redis.call('HMGET', jk, 'status', 'cancel')
@@ -148,17 +194,17 @@ local function admit(stream, group, base, entries, redelivered, now, ttl, out)
                 redis.call('XDEL', stream, entry)
                 finish(base, jk, id, 'cancelled', ttl, now)
             else
-                table.insert(out, {entry, id, body, redelivered})
+                table.insert(out, {entry, id, body, redelivered, level})
             end
         end
     end
 end
 
-local function fresh(entries, out)
+local function fresh(entries, level, out)
     for _, e in ipairs(entries) do
         local entry = e[1]
         local id, body = entry_fields(e[2])
-        table.insert(out, {entry, id or entry, body or '', 0})
+        table.insert(out, {entry, id or entry, body or '', 0, level})
     end
 end
 """,
@@ -166,62 +212,90 @@ end
 )
 
 TAKE = (
-    define(_ADMIT)
+    define(_ADMIT, LEVELS)
     + """
--- KEYS: stream. ARGV: group, consumer, count, base, now, ttl_ms, reclaim_idle_ms ('' = skip),
--- cursor (where the last look for abandoned entries stopped; '0-0' = the start).
+-- KEYS: stream, levels. ARGV: group, consumer, count, base, now, ttl_ms, reclaim_idle_ms
+-- ('' = skip), then for each priority whose last look for abandoned entries stopped part
+-- way: the priority and its cursor (none given: from the start, '0-0').
 -- Reclaims entries whose worker stopped renewing them (idle past the visibility timeout),
--- then reads new ones, up to count in all. Returns {cursor, pending, rows}: where this look
--- stopped and whether the group has pending entries at all (1 or 0; -1: no look this time).
-local stream = KEYS[1]
-local group, consumer, count, base, now, ttl, idle, cursor = unpack(ARGV)
+-- then reads new ones, up to count in all, each time from the highest priority down.
+-- Returns {cursors, pending, rows, levels}: where this look stopped in each stream it
+-- looked at (priority, cursor, ...); whether the group has pending entries at all (1 or
+-- 0; -1: no look this time); rows {entry, id, body, redelivered, priority}; and the
+-- priorities above 0 the queue has streams for, highest first.
+local stream, levels_key = KEYS[1], KEYS[2]
+local group, consumer, count, base, now, ttl, idle = unpack(ARGV, 1, 7)
 count = tonumber(count)
-local out = {}
+local cursors = {}
+for i = 8, #ARGV, 2 do
+    cursors[ARGV[i]] = ARGV[i + 1]
+end
+local levels = levels_of(stream, levels_key)
+local out, looked = {}, {}
 local pending = -1
 if idle ~= '' then
     pending = 0
-    if #redis.call('XPENDING', stream, group, '-', '+', 1) == 1 then
-        pending = 1
-        -- XAUTOCLAIM looks at no more than ten entries for each one it may claim. Going on
-        -- from the last look's cursor (round to the start once), up to about 1,000 entries
-        -- a call, reaches abandoned entries behind any number of live ones.
-        local wrapped = cursor == '0-0'
-        local budget = 1000
-        while budget > 0 and #out < count do
-            local want = count - #out
-            local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, idle, cursor,
-                'COUNT', want)
-            cursor = claimed[1]
-            admit(stream, group, base, claimed[2], 1, now, ttl, out)
-            -- Entries deleted while pending come back as ids only; their ack is all that is left.
-            for _, entry in ipairs(claimed[3] or {}) do
-                redis.call('XACK', stream, group, entry)
-            end
-            budget = budget - 10 * want
-            if cursor == '0-0' then
-                if wrapped then
-                    break
+    -- XAUTOCLAIM looks at no more than ten entries for each one it may claim. Going on
+    -- from the last look's cursor (round to the start once), up to about 1,000 entries a
+    -- call, reaches abandoned entries behind any number of live ones.
+    local budget = 1000
+    for _, l in ipairs(levels) do
+        if budget <= 0 or #out >= count then
+            break
+        end
+        local level, s = l[1], l[2]
+        if #redis.call('XPENDING', s, group, '-', '+', 1) == 1 then
+            pending = 1
+            local cursor = cursors[level] or '0-0'
+            local wrapped = cursor == '0-0'
+            while budget > 0 and #out < count do
+                local want = count - #out
+                local claimed = redis.call('XAUTOCLAIM', s, group, consumer, idle, cursor,
+                    'COUNT', want)
+                cursor = claimed[1]
+                admit(s, level, group, base, claimed[2], 1, now, ttl, out)
+                -- Entries deleted while pending come back as ids only; their ack is all that
+                -- is left.
+                for _, entry in ipairs(claimed[3] or {}) do
+                    redis.call('XACK', s, group, entry)
                 end
-                wrapped = true
+                budget = budget - 10 * want
+                if cursor == '0-0' then
+                    if wrapped then
+                        break
+                    end
+                    wrapped = true
+                end
             end
+            table.insert(looked, level)
+            table.insert(looked, cursor)
         end
     end
 end
-if #out < count then
+for _, l in ipairs(levels) do
+    if #out >= count then
+        break
+    end
     local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #out,
-        'STREAMS', stream, '>')
+        'STREAMS', l[2], '>')
     if read then
-        fresh(read[1][2], out)
+        fresh(read[1][2], l[1], out)
     end
 end
-return {cursor, pending, out}
+local known = {}
+for i = 1, #levels - 1 do
+    known[i] = levels[i][1]
+end
+return {looked, pending, out, known}
 """
 )
 
 SETTLE = (
     define(FINISH, QUEUE, DELIVERED)
     + """
--- KEYS: stream, scheduled, dead. ARGV: group, consumer, base, now, ttl_ms, then per delivery
+-- KEYS: stream (the one the deliveries came from: they are of one priority, which a retry
+-- or a release keeps by going back to it), scheduled, dead.
+-- ARGV: group, consumer, base, now, ttl_ms, then per delivery
 -- the values settle_args() gives: outcome, entry, id, body, result, eta, error, task, ttl_ms
 -- of its task (empty strings where unused; an empty ttl is the backend's).
 -- Everything for one delivery happens in one step: a retry schedules the next attempt and
@@ -305,8 +379,24 @@ def settle_args(s: Settlement) -> list[Any]:
     return [outcome._value_, d.receipt, d.id, body, result, eta, error, s.task, ttl]
 
 
+def settle_chunks(
+    settlements: Sequence[Settlement], keys: Callable[[str], QueueKeys]
+) -> list[tuple[tuple[QueueKeys, int], list[Settlement]]]:
+    """The settlements per stream (queue and priority) and SCRIPT_CHUNK at a time, with
+    their queue's keys and priority: one SETTLE call each."""
+    by_stream: dict[tuple[str, int], list[Settlement]] = defaultdict(list)
+    for s in settlements:
+        d = s.delivery
+        by_stream[d.queue, d.priority].append(s)
+    return [
+        ((keys(q), priority), items[start : start + SCRIPT_CHUNK])
+        for (q, priority), items in by_stream.items()
+        for start in range(0, len(items), SCRIPT_CHUNK)
+    ]
+
+
 RENEW = """
--- KEYS: stream. ARGV: group, consumer, entry ids...
+-- KEYS: stream (of the entries' priority). ARGV: group, consumer, entry ids...
 -- Reset the idle time of the entries this worker still owns (XCLAIM ... JUSTID), so a
 -- long job is not reclaimed from a live worker; entries another worker took are left alone.
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
@@ -320,37 +410,46 @@ end
 return renewed
 """
 
-STATS = """
--- KEYS: stream, scheduled, dead. ARGV: group.
--- Returns {entries in the stream, entries delivered and not acknowledged, scheduled, dead}.
-local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
-local running = 0
-if ok then
-    running = pending[1]
+STATS = (
+    define(LEVELS)
+    + """
+-- KEYS: stream, scheduled, dead, levels. ARGV: group.
+-- Returns {entries in the streams of every priority, of them delivered and not
+-- acknowledged, scheduled, dead}.
+local length, running = 0, 0
+for _, l in ipairs(levels_of(KEYS[1], KEYS[4])) do
+    length = length + redis.call('XLEN', l[2])
+    local ok, pending = pcall(redis.call, 'XPENDING', l[2], ARGV[1])
+    if ok then
+        running = running + pending[1]
+    end
 end
-return {redis.call('XLEN', KEYS[1]), running, redis.call('ZCARD', KEYS[2]),
-    redis.call('XLEN', KEYS[3])}
+return {length, running, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3])}
 """
+)
 
 PURGE = (
-    define(FINISH, UNDELIVERED, ENTRY_FIELDS)
+    define(FINISH, UNDELIVERED, ENTRY_FIELDS, LEVELS)
     + """
--- KEYS: stream, scheduled. ARGV: base, group, now, ttl_ms, limit.
+-- KEYS: stream, scheduled, levels. ARGV: base, group, now, ttl_ms, limit.
 -- Cancel up to limit waiting jobs of the queue: stream entries no worker has been handed
--- and jobs in the scheduled set (delayed, or waiting for a retry). Returns how many were
--- cancelled.
-local stream, scheduled = KEYS[1], KEYS[2]
+-- (of every priority, the highest first) and jobs in the scheduled set (delayed, or
+-- waiting for a retry). Returns how many were cancelled.
+local stream, scheduled, levels = KEYS[1], KEYS[2], KEYS[3]
 local base, group, now, ttl, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local purged = 0
-if redis.call('EXISTS', stream) == 1 then
-    for _, e in ipairs(redis.call('XRANGE', stream, undelivered(stream, group), '+', 'COUNT',
-            limit)) do
-        local entry, id = e[1], entry_fields(e[2])
-        redis.call('XDEL', stream, entry)
-        if id then
-            finish(base, base .. ':job:' .. id, id, 'cancelled', ttl, now)
+for _, l in ipairs(levels_of(stream, levels)) do
+    local s = l[2]
+    if purged < limit and redis.call('EXISTS', s) == 1 then
+        for _, e in ipairs(redis.call('XRANGE', s, undelivered(s, group), '+', 'COUNT',
+                limit - purged)) do
+            local entry, id = e[1], entry_fields(e[2])
+            redis.call('XDEL', s, entry)
+            if id then
+                finish(base, base .. ':job:' .. id, id, 'cancelled', ttl, now)
+            end
+            purged = purged + 1
         end
-        purged = purged + 1
     end
 end
 if purged < limit then

@@ -84,6 +84,8 @@ async def test_quorum_app_on_a_prefix_declared_classic_names_the_mismatch(prefix
     assert not isinstance(caught.value.__cause__, asyncq.ConfigurationError)
     # What RabbitMQ said (which queue, which argument, both values) and what to do.
     assert f"queue '{prefix}.default'" in message, message
-    assert re.search(r"x-queue-type.*'quorum'.*'classic'", message), message
+    # RabbitMQ names the first argument that differs: the classic work queue's priorities.
+    assert re.search(r"'x-max-priority'.*received none.*'9'", message), message
+    assert "it is a classic work queue" in message, message
     assert "queue_type" in message and "another prefix" in message, message
     assert f"queue '{prefix}.wait.32768'" in str(wait.value), str(wait.value)

@@ -126,12 +126,14 @@ async def test_the_frame_reader_reads_deliveries_however_the_bytes_are_split() -
             _delivery(1, b"x" * 250, 100, message_id="a", headers={"x-attempt": 3}),
             _delivery(2, b"", 100, content_type="application/json", message_id="b"),
             _delivery(3, b"small", 100, delivery_mode=2, timestamp=None, app_id="other"),
+            _delivery(4, b"{}", 100, delivery_mode=2, priority=7, message_id="d", app_id="x"),
         ]
     )
     expected = [
         Incoming("ctag", 1, False, "a", {"x-attempt": 3}, b"x" * 250),
         Incoming("ctag", 2, True, "b", {}, b""),
         Incoming("ctag", 3, False, None, {}, b"small"),
+        Incoming("ctag", 4, True, "d", {}, b"{}", 7),
     ]
     for size in (1, 2, 7, 8, 13, 64, len(wire)):
         got.clear()

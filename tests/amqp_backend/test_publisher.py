@@ -15,6 +15,7 @@ def pamqp_frames(channel: int, message: Outgoing, max_body_frame: int) -> bytes:
         content_type="application/json",
         headers=message.headers,
         delivery_mode=2,
+        priority=message.priority or None,
         message_id=message.message_id,
     )
     method = spec.Basic.Publish(
@@ -34,8 +35,10 @@ def pamqp_frames(channel: int, message: Outgoing, max_body_frame: int) -> bytes:
         Outgoing("asyncq.wait.512", "asyncq.default.delayed", b"{}", "id", {"x-eta-ms": 17}),
         Outgoing("", "q", b"x" * 10_000, "big", {"x-attempt": 3, "x-task": "send"}),
         Outgoing("", "q", b"", "empty"),
+        Outgoing("", "q", b"{}", "urgent", None, 9),
+        Outgoing("asyncq.wait.16", "q", b"{}", "retried", {"x-attempt": 2}, 4),
     ],
-    ids=["plain", "headers", "split-body", "empty-body"],
+    ids=["plain", "headers", "split-body", "empty-body", "priority", "headers-and-priority"],
 )
 def test_frames_match_pamqp(message: Outgoing) -> None:
     assert encode_message(7, message, 4096) == pamqp_frames(7, message, 4096)

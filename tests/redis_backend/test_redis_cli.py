@@ -73,6 +73,18 @@ def test_dead_letters_listed_replayed_and_purged_by_separate_commands(url: str) 
     assert json.loads(asyncq_cli(url, "stats", "--json"))["default"]["dead"] == 0
 
 
+def test_enqueue_priority_puts_the_job_at_that_priority(url: str, prefix: str) -> None:
+    job_id = asyncq_cli(url, "enqueue", "charge", "--args", "[44]", "--priority", "7").strip()
+
+    async def stream_of_7() -> list[bytes]:
+        async with asyncq.App(url) as app:
+            client = app.backend.client  # type: ignore[attr-defined]
+            entries = await client.xrange(f"{prefix}:{{default}}:stream:7")
+            return [fields[b"id"] for _, fields in entries]
+
+    assert anyio.run(stream_of_7) == [job_id.encode()]
+
+
 # -- a Redis that refuses the URL ------------------------------------------------------------
 def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     """The one line a failed command printed: its whole stderr."""

@@ -145,11 +145,14 @@ class RedisStore:
         keys: Callable[[str], QueueKeys],
         call: Callable[[QueueKeys, Sequence[Envelope]], Call],
         reply: Callable[[Any], T],
+        *,
+        by_priority: bool = False,
     ) -> list[T]:
-        """Run one script call per queue and SCRIPT_CHUNK envelopes (``call`` builds it from
-        the queue's keys and those envelopes), all in one round trip that registers their
-        queues; each envelope's reply, converted by ``reply``, in their order."""
-        chunks, places = enqueue_chunks(envelopes, keys)
+        """Run one script call per queue (and, ``by_priority``, per priority) and
+        SCRIPT_CHUNK envelopes (``call`` builds it from the queue's keys and those
+        envelopes), all in one round trip that registers their queues; each envelope's
+        reply, converted by ``reply``, in their order."""
+        chunks, places = enqueue_chunks(envelopes, keys, by_priority=by_priority)
         calls = [call(queue_keys, jobs) for queue_keys, jobs in chunks]
         replies = await self.run(calls, queues=[queue_keys.queue for queue_keys, _ in chunks])
         values = [reply(value) for replied in replies for value in replied]

@@ -11,18 +11,31 @@ class QueueKeys:
     ``<base>:job:<id>`` (the record), ``<base>:key:<key>`` (an idempotency key) and
     ``<base>:done:<id>`` (where the job's end is announced).
 
-    ``stream``, ``dead`` and ``wake`` are the Redis backend's (its work and dead-letter
-    streams, the delayed-job mover's wake-ups); ``running`` is a record store's set of the
+    ``stream``, ``levels``, ``dead`` and ``wake`` are the Redis backend's (its work stream,
+    which holds priority 0, the set of the priorities above 0 that have a stream of their
+    own, ``<stream>:<priority>``, its dead-letter stream, the delayed-job mover's wake-ups);
+    ``running`` is a record store's set of the
     jobs a broker holds unacknowledged; both kinds keep ``scheduled``, the delayed jobs and
     retries (a sorted set by due time on the Redis backend, a set in a record store).
     """
 
-    __slots__ = ("base", "dead", "done_prefix", "queue", "running", "scheduled", "stream", "wake")
+    __slots__ = (
+        "base",
+        "dead",
+        "done_prefix",
+        "levels",
+        "queue",
+        "running",
+        "scheduled",
+        "stream",
+        "wake",
+    )
 
     def __init__(self, prefix: str, queue: str) -> None:
         self.queue = queue
         self.base = f"{prefix}:{{{queue}}}"
         self.stream = f"{self.base}:stream"
+        self.levels = f"{self.base}:levels"
         self.scheduled = f"{self.base}:scheduled"
         self.dead = f"{self.base}:dead"
         self.wake = f"{self.base}:wake"
@@ -31,3 +44,7 @@ class QueueKeys:
 
     def job(self, job_id: str) -> str:
         return f"{self.base}:job:{job_id}"
+
+    def stream_at(self, priority: int) -> str:
+        """The stream of the queue's jobs of ``priority``: ``stream`` itself for 0."""
+        return self.stream if priority == 0 else f"{self.stream}:{priority}"

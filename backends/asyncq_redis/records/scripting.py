@@ -30,27 +30,28 @@ Call = tuple[str, list[Any], list[Any]]
 
 
 def enqueue_chunks(
-    envelopes: Sequence[Envelope], keys: Callable[[str], QueueKeys]
+    envelopes: Sequence[Envelope], keys: Callable[[str], QueueKeys], *, by_priority: bool = False
 ) -> tuple[list[tuple[QueueKeys, Sequence[Envelope]]], list[int] | None]:
-    """The envelopes per queue and SCRIPT_CHUNK at a time, with their queue's keys: one
-    script call each. Also where each envelope stands in ``envelopes``, in the order of the
-    chunks; None when that is their own order (they are all for one queue)."""
+    """The envelopes per queue (and, ``by_priority``, per priority) and SCRIPT_CHUNK at a
+    time, with their queue's keys: one script call each. Also where each envelope stands in
+    ``envelopes``, in the order of the chunks; None when that is their own order (they all
+    go into one group)."""
     if len(envelopes) == 1:  # the common one-job enqueue, without the grouping
         return [(keys(envelopes[0].queue), envelopes)], None
-    by_queue: dict[str, list[Envelope]] = defaultdict(list)
+    groups: dict[tuple[str, int], list[Envelope]] = defaultdict(list)
     for env in envelopes:
-        by_queue[env.queue].append(env)
+        groups[env.queue, env.priority if by_priority else 0].append(env)
     chunks: list[tuple[QueueKeys, Sequence[Envelope]]] = [
         (keys(q), jobs[start : start + SCRIPT_CHUNK])
-        for q, jobs in by_queue.items()
+        for (q, _), jobs in groups.items()
         for start in range(0, len(jobs), SCRIPT_CHUNK)
     ]
-    if len(by_queue) == 1:
+    if len(groups) == 1:
         return chunks, None
-    places: dict[str, list[int]] = defaultdict(list)
+    places: dict[tuple[str, int], list[int]] = defaultdict(list)
     for i, env in enumerate(envelopes):
-        places[env.queue].append(i)
-    return chunks, [i for q in by_queue for i in places[q]]
+        places[env.queue, env.priority if by_priority else 0].append(i)
+    return chunks, [i for group in groups for i in places[group]]
 
 
 def settle_chunks(
