@@ -122,8 +122,10 @@ class MemoryBackend(Backend):
         if job.eta is not None:
             heapq.heappush(q.scheduled, (job.eta, next(self._broker.sequence), job.id))
             q.scheduled_ids.add(job.id)
-        else:
+        elif job.priority:
             q.ready.append(job)
+        else:  # priority 0, most jobs: straight into its deque, without a call
+            q.ready.zero.append(job.id)
 
     # -- consuming -------------------------------------------------------------------------
     async def fetch(

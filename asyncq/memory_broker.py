@@ -66,7 +66,10 @@ class Ready:
 
     def append(self, job: StoredJob) -> None:
         """At the back of its priority: after every ready job of that priority."""
-        self._level(job.priority).append(job.id)
+        if job.priority:
+            self._level(job.priority).append(job.id)
+        else:  # without the call: every enqueue comes here
+            self.zero.append(job.id)
 
     def appendleft(self, job: StoredJob) -> None:
         """At the front of its priority (a job handed back, or a lost worker's)."""

@@ -172,11 +172,13 @@ class Task(Generic[P, R]):
 class TaskCall(Generic[P, R]):
     """A task with per-call options attached, from ``task.options(...)``."""
 
-    __slots__ = ("options", "task")
+    __slots__ = ("options", "priority", "task")
 
     def __init__(self, task: Task[P, R], options: EnqueueOptions) -> None:
         self.task = task
         self.options = options
+        self.priority = task.priority if options.priority is None else options.priority
+        """The jobs' priority: the options', else the task's (decided once, not per job)."""
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         app = self.task.app
@@ -255,7 +257,7 @@ class TaskCall(Generic[P, R]):
         task, opts = self.task, self.options
         queue = opts.queue or task.queue
         job_id = job_id or new_job_id()
-        priority = task.priority if opts.priority is None else opts.priority
+        priority = self.priority
         enqueued_at = time.time() if now is None else now
         try:
             body = encode_job(
