@@ -140,6 +140,15 @@ SETTLE = (
 -- task (empty strings where unused; an empty ttl is the store's).
 local scheduled, running = KEYS[1], KEYS[2]
 local base, now, default_ttl = ARGV[1], ARGV[2], ARGV[3]
+-- A retry or a snooze: `waiting` (and in the scheduled set) until eta, or queued at once.
+local function again(jk, id, eta, waiting)
+    if tonumber(eta) > tonumber(now) then
+        redis.call('HSET', jk, 'status', waiting, 'eta', eta)
+        redis.call('SADD', scheduled, id)
+    else
+        redis.call('HSET', jk, 'status', 'queued')
+    end
+end
 for i = 4, #ARGV, 8 do
     local outcome, id, result, eta, err, task, attempt, ttl = unpack(ARGV, i, i + 7)
     if ttl == '' then
@@ -155,23 +164,13 @@ for i = 4, #ARGV, 8 do
     elseif outcome == 'retry' then
         -- The attempt is set, not incremented: settling the same batch twice is harmless.
         redis.call('HSET', jk, 'attempt', attempt, 'error', err, 'updated', now)
-        if tonumber(eta) > tonumber(now) then
-            redis.call('HSET', jk, 'status', 'failed', 'eta', eta)
-            redis.call('SADD', scheduled, id)
-        else
-            redis.call('HSET', jk, 'status', 'queued')
-        end
+        again(jk, id, eta, 'failed')
     elseif outcome == 'snooze' then
         -- Counted once per settle: a batch settled twice (a retried call) counts twice,
         -- which only overstates how often it snoozed.
         redis.call('HINCRBY', jk, 'snoozes', 1)
         redis.call('HSET', jk, 'updated', now)
-        if tonumber(eta) > tonumber(now) then
-            redis.call('HSET', jk, 'status', 'scheduled', 'eta', eta)
-            redis.call('SADD', scheduled, id)
-        else
-            redis.call('HSET', jk, 'status', 'queued')
-        end
+        again(jk, id, eta, 'scheduled')
     elseif outcome == 'dead' then
         redis.call('HSET', jk, 'error', err)
         finish(base, jk, id, 'dead', ttl, now)

@@ -302,6 +302,17 @@ SETTLE = (
 -- acknowledges this one together, so a crash between the two cannot lose or double a job.
 local stream, scheduled, dead = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, base, now, default_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+-- A retry or a snooze: wait in the scheduled set as `waiting` until eta, or queue at once.
+local function again(jk, id, body, eta, waiting)
+    if tonumber(eta) > tonumber(now) then
+        redis.call('HSET', jk, 'status', waiting, 'eta', eta, 'body', body, 'updated', now)
+        redis.call('HDEL', jk, 'entry')
+        redis.call('ZADD', scheduled, eta, id)
+        redis.call('PUBLISH', base .. ':wake', eta)
+    else
+        queue(stream, jk, id, body, now)
+    end
+end
 for i = 6, #ARGV, 9 do
     local outcome, entry, id, body, result, eta, err, task, ttl = unpack(ARGV, i, i + 8)
     if ttl == '' then
@@ -322,26 +333,11 @@ for i = 6, #ARGV, 9 do
         if outcome == 'retry' then
             redis.call('HINCRBY', jk, 'attempt', 1)
             redis.call('HSET', jk, 'error', err)
-            if tonumber(eta) > tonumber(now) then
-                redis.call('HSET', jk, 'status', 'failed', 'eta', eta, 'body', body, 'updated', now)
-                redis.call('HDEL', jk, 'entry')
-                redis.call('ZADD', scheduled, eta, id)
-                redis.call('PUBLISH', base .. ':wake', eta)
-            else
-                queue(stream, jk, id, body, now)
-            end
+            again(jk, id, body, eta, 'failed')
         elseif outcome == 'snooze' then
             -- The same attempt again later: no attempt spent, no error recorded.
             redis.call('HINCRBY', jk, 'snoozes', 1)
-            if tonumber(eta) > tonumber(now) then
-                redis.call('HSET', jk, 'status', 'scheduled', 'eta', eta, 'body', body,
-                    'updated', now)
-                redis.call('HDEL', jk, 'entry')
-                redis.call('ZADD', scheduled, eta, id)
-                redis.call('PUBLISH', base .. ':wake', eta)
-            else
-                queue(stream, jk, id, body, now)
-            end
+            again(jk, id, body, eta, 'scheduled')
         elseif outcome == 'dead' then
             redis.call('XADD', dead, '*', 'id', id, 'task', task, 'body', body, 'error', err,
                 'died', now)
