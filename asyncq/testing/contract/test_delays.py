@@ -60,12 +60,13 @@ async def test_at_is_honoured(app: asyncq.App, settled: SettleLog, recorded: Rec
         ran_at.append(time.time())
 
     async with app, app.worker(concurrency=1):
+        await warm(settled, later)
         at = datetime.now(UTC) + timedelta(seconds=delay)
         job = await later.options(at=at).enqueue()
         await recorded.status(job, JobStatus.SCHEDULED)
         assert await settled.wait(job.id, timeout=delay + 5) == [Outcome.SUCCEEDED]
         await recorded.result(job, None)
-    late = ran_at[0] - at.timestamp()
+    late = ran_at[-1] - at.timestamp()  # [0] is the warm-up
     assert 0 <= late <= tolerance(delay)
 
 
