@@ -127,3 +127,33 @@ def delete_redis_keys(prefix: str, url: str = REDIS_URL) -> None:
         names = list(client.scan_iter(f"{prefix}:*", count=1000))
         for start in range(0, len(names), 1000):
             client.delete(*names[start : start + 1000])
+
+
+# -- one broker of a test's own, by kind -----------------------------------------------------
+BROKER_KINDS = ("memory", "redis", "amqp")
+"""What the operator tests run on: the in-process broker, Redis, RabbitMQ with records."""
+
+
+def require_broker(kind: str) -> None:
+    """Fail (in CI) or skip unless the servers ``kind`` needs answer; memory needs none."""
+    if kind == "redis":
+        require_redis()
+    elif kind == "amqp":
+        require_rabbitmq_and_redis()
+
+
+def broker_url(kind: str, unique: str) -> str:
+    """A URL of broker ``kind`` under names (prefix, queues) only this test uses."""
+    if kind == "memory":
+        return f"memory://{unique}"
+    if kind == "redis":
+        return f"{REDIS_URL}?prefix={unique}"
+    return f"{AMQP_URL}?records={REDIS_URL}&prefix={unique}"
+
+
+def clean_broker(kind: str, unique: str) -> None:
+    """Delete what a test made on broker ``kind`` under ``unique``."""
+    if kind != "memory":
+        delete_redis_keys(unique)
+    if kind == "amqp":
+        delete_amqp_entities(rf"{unique}\.")

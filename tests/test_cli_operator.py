@@ -23,7 +23,7 @@ from asyncq.cli import cli
 
 
 # -- in-process, with CliRunner --------------------------------------------------------------
-@pytest.fixture(params=["memory", "redis", "amqp"])
+@pytest.fixture(params=services.BROKER_KINDS)
 def broker_url(request: pytest.FixtureRequest, unique: str) -> Iterator[str]:
     """A broker of this test's own for the in-process app (the CLI's --broker points at it),
     on each backend: the operator commands read what the backend stores."""
@@ -37,20 +37,11 @@ def shared_broker_url(request: pytest.FixtureRequest, unique: str) -> Iterator[s
 
 
 def _broker_url(kind: str, unique: str) -> Iterator[str]:
-    if kind == "memory":
-        url = f"memory://{unique}"
-    elif kind == "redis":
-        services.require_redis()
-        url = f"{services.REDIS_URL}?prefix={unique}"
-    else:
-        services.require_rabbitmq_and_redis()
-        url = f"{services.AMQP_URL}?records={services.REDIS_URL}&prefix={unique}"
+    services.require_broker(kind)
+    url = services.broker_url(kind, unique)
     inproc.app.use_broker(url)
     yield url
-    if kind != "memory":
-        services.delete_redis_keys(unique)
-    if kind == "amqp":
-        services.delete_amqp_entities(rf"{unique}\.")
+    services.clean_broker(kind, unique)
 
 
 EMPTY = {"pending": 0, "scheduled": 0, "running": 0, "dead": 0, "workers": 0}

@@ -25,22 +25,13 @@ from asyncq.periodic import fire
 TESTS_DIR = Path(__file__).parent
 
 
-@pytest.fixture(params=["memory", "redis", "amqp"])
+@pytest.fixture(params=services.BROKER_KINDS)
 def broker_url(request: pytest.FixtureRequest, unique: str) -> Iterator[str]:
-    if request.param == "memory":
-        url = f"memory://{unique}"
-    elif request.param == "redis":
-        services.require_redis()
-        url = f"{services.REDIS_URL}?prefix={unique}"
-    else:
-        services.require_rabbitmq_and_redis()
-        url = f"{services.AMQP_URL}?records={services.REDIS_URL}&prefix={unique}"
+    services.require_broker(request.param)
+    url = services.broker_url(request.param, unique)
     scheduled.app.use_broker(url)
     yield url
-    if request.param != "memory":
-        services.delete_redis_keys(unique)
-    if request.param == "amqp":
-        services.delete_amqp_entities(rf"{unique}\.")
+    services.clean_broker(request.param, unique)
 
 
 def _env() -> dict[str, str]:
@@ -136,13 +127,9 @@ def test_schedules_needs_a_record_store(unique: str) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["redis", "amqp"])
 async def test_enqueue_wait_shows_the_progress_the_job_reports(kind: str, unique: str) -> None:
-    # The checks run an event loop of their own: not on this test's.
-    if kind == "redis":
-        await anyio.to_thread.run_sync(services.require_redis)
-        url = f"{services.REDIS_URL}?prefix={unique}"
-    else:
-        await anyio.to_thread.run_sync(services.require_rabbitmq_and_redis)
-        url = f"{services.AMQP_URL}?records={services.REDIS_URL}&prefix={unique}"
+    # The check and the clean-up run event loops of their own: not on this test's.
+    await anyio.to_thread.run_sync(services.require_broker, kind)
+    url = services.broker_url(kind, unique)
     scheduled.app.use_broker(url)
     scheduled.resized = anyio.Event()
     command = [sys.executable, "-m", "asyncq", "enqueue", "apps.scheduled:app", "resize"]
@@ -164,9 +151,7 @@ async def test_enqueue_wait_shows_the_progress_the_job_reports(kind: str, unique
         job_id = out.decode().split()[0]
         shown = await anyio.to_thread.run_sync(partial(invoke, url, "job show", job_id, "--json"))
     finally:
-        await anyio.to_thread.run_sync(services.delete_redis_keys, unique)
-        if kind == "amqp":  # it runs an event loop of its own
-            await anyio.to_thread.run_sync(services.delete_amqp_entities, rf"{unique}\.")
+        await anyio.to_thread.run_sync(services.clean_broker, kind, unique)
     assert code == 0, (out, seen)
     job_id, result = out.decode().splitlines()
     assert json.loads(result) == 10
