@@ -36,8 +36,19 @@ def enqueue_chunks(
     time, with their queue's keys: one script call each. Also where each envelope stands in
     ``envelopes``, in the order of the chunks; None when that is their own order (they all
     go into one group)."""
-    if len(envelopes) == 1:  # the common one-job enqueue, without the grouping
-        return [(keys(envelopes[0].queue), envelopes)], None
+    if not envelopes:
+        return [], None
+    first = envelopes[0]
+    queue, priority = first.queue, first.priority if by_priority else 0
+    for env in envelopes:  # most often one group (one job, or one enqueue_many): no grouping
+        if env.queue != queue or (by_priority and env.priority != priority):
+            break
+    else:
+        queue_keys = keys(queue)
+        return [
+            (queue_keys, envelopes[start : start + SCRIPT_CHUNK])
+            for start in range(0, len(envelopes), SCRIPT_CHUNK)
+        ], None
     groups: dict[tuple[str, int], list[Envelope]] = defaultdict(list)
     for env in envelopes:
         groups[env.queue, env.priority if by_priority else 0].append(env)
@@ -46,8 +57,6 @@ def enqueue_chunks(
         for (q, _), jobs in groups.items()
         for start in range(0, len(jobs), SCRIPT_CHUNK)
     ]
-    if len(groups) == 1:
-        return chunks, None
     places: dict[tuple[str, int], list[int]] = defaultdict(list)
     for i, env in enumerate(envelopes):
         places[env.queue, env.priority if by_priority else 0].append(i)
