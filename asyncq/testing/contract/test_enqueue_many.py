@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
+import anyio
 import pytest
 
 import asyncq
@@ -78,3 +79,34 @@ async def test_enqueue_many_with_options_and_a_bad_item(
                 assert await settled.wait(job.id) == [Outcome.SUCCEEDED]
                 await recorded.result(job, value)
     assert sorted(seen) == ["a", "b"]
+
+
+@pytest.mark.needs_priorities
+async def test_concurrent_enqueues_of_several_queues_and_priorities_each_get_their_job_s_id(
+    app: asyncq.App, settled: SettleLog
+) -> None:
+    # Enqueues made at once may reach the broker as one batch (see asyncq.coalescing); a
+    # broker that groups that batch by queue and priority must hand each caller its own
+    # job's id back, in the caller's order.
+    ran: dict[str, str] = {}
+
+    @app.task
+    async def job(name: str) -> None:
+        ran[asyncq.current_job().id] = name
+
+    calls = [(queue, priority) for queue in ("left", "right") for priority in (0, 3, 0, 7)]
+    jobs: dict[str, asyncq.Job[None]] = {}
+
+    async def send(i: int, queue: str, priority: int) -> None:
+        name = f"{queue}-{priority}-{i}"
+        jobs[name] = await job.options(queue=queue, priority=priority).enqueue(name)
+
+    async with app:
+        async with anyio.create_task_group() as tg:
+            for i, (queue, priority) in enumerate(calls):
+                tg.start_soon(send, i, queue, priority)
+        assert len({j.id for j in jobs.values()}) == len(calls)
+        async with app.worker(queues=["left", "right"], concurrency=4):
+            for j in jobs.values():
+                assert await settled.wait(j.id) == [Outcome.SUCCEEDED]
+    assert ran == {j.id: name for name, j in jobs.items()}
