@@ -50,7 +50,9 @@ class Supervisor:
     seconds after it should have finished is killed. A child that dies unexpectedly is
     restarted after ``restart_delay`` seconds, doubling up to ``max_restart_delay`` while
     it keeps dying within ``stable_after`` seconds of its start. A child exiting with one of
-    ``fatal_exit_codes`` (a configuration error, which a restart cannot fix) stops them all.
+    ``fatal_exit_codes`` (a configuration error, which a restart cannot fix) stops them all;
+    one exiting with one of ``recycle_exit_codes`` (it recycled itself, see
+    :mod:`asyncq.recycling`) is replaced at once, without a back-off.
     ``slot_arguments(slot)`` gives the arguments added to the command of the child in slot
     1 to ``processes``, the same for every child that slot restarts (its own metrics port).
     With ``lifeline_option`` (``--lifeline``), each child is also given that option and the
@@ -68,6 +70,7 @@ class Supervisor:
         max_restart_delay: float = 30.0,
         stable_after: float = 30.0,
         fatal_exit_codes: Collection[int] = (),
+        recycle_exit_codes: Collection[int] = (),
         slot_arguments: Callable[[int], Sequence[str]] | None = None,
         lifeline_option: str | None = None,
     ) -> None:
@@ -81,6 +84,9 @@ class Supervisor:
         self.max_restart_delay = max_restart_delay
         self.stable_after = stable_after
         self.fatal_exit_codes = frozenset(fatal_exit_codes)
+        self.recycle_exit_codes = frozenset(recycle_exit_codes)
+        self.recycled = 0
+        """Children replaced because they recycled themselves."""
         self.slot_arguments = slot_arguments
         self.lifeline_option = lifeline_option
         self._lifeline: int | None = None
@@ -115,7 +121,7 @@ class Supervisor:
 
     async def run(self) -> int:
         """Run the children until they have all exited; return the exit code to use: 0 when
-        each exited 0, a child's fatal exit code if one had one, else 1."""
+        each exited 0 (or recycled itself), a child's fatal exit code if one had one, else 1."""
         # One pipe serves every child, restarted ones too. Its write end is never written:
         # it only has to stay open while this process lives. Both ends are non-inheritable,
         # so a child gets only the read end, which it is passed by number (pass_fds).
@@ -140,7 +146,10 @@ class Supervisor:
                     os.close(fd)
         if self._fatal_exit_code is not None:
             return self._fatal_exit_code
-        return 0 if all(code == 0 for code in self._exit_codes.values()) else 1
+        # A child that a forwarded signal killed before it could handle it was still
+        # starting: it held no job, and it stopped as asked.
+        clean = {0, *self.recycle_exit_codes, *(-signum for signum in self._forwarded)}
+        return 0 if all(code in clean for code in self._exit_codes.values()) else 1
 
     def stop(self, signum: signal.Signals = signal.SIGTERM) -> None:
         """Ask every child to shut down gracefully (again: at once), and restart none."""
@@ -166,6 +175,10 @@ class Supervisor:
                 # Only a burst worker ends on its own: its queues are empty.
                 log.info("%s finished: its queues are drained", name)
                 return
+            if code in self.recycle_exit_codes:
+                self.recycled += 1
+                log.info("%s recycled itself; starting a fresh one", name)
+                continue
             if code in self.fatal_exit_codes:
                 log.error("%s %s, which a restart cannot fix; stopping", name, _describe(code))
                 self._fatal_exit_code = code

@@ -81,6 +81,14 @@ class Worker:
         self.fetch_timeout = options.fetch_timeout
         self.metrics_interval = options.metrics_interval
         self.wait_for_broker = options.wait_for_broker
+        self.max_jobs = options.max_jobs
+        self.recycled: str | None = None
+        """Why the worker recycled itself (``max_jobs``, ``max_memory``); None if it did not."""
+        self._taken = 0
+        """Jobs fetched so far, against ``max_jobs``."""
+        self._run_held = False
+        """On this stop, jobs fetched and not yet started run anyway (a ``max_jobs``
+        recycle: they were within the budget) instead of going back to the queue."""
         self.services: list[WorkerService] = default_services(self)
         """The loops that run beside the jobs as long as the worker serves (heartbeat,
         lease renewal, cancellation requests, the broker's upkeep, metrics); a feature
@@ -108,6 +116,22 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self.running)
+
+    def recycle(self, reason: str, *, run_held: bool = False) -> None:
+        """Stop gracefully, as ``stop()`` does, because of ``reason``: the process is to be
+        replaced by a fresh one (see :mod:`asyncq.recycling`). ``run_held``: the jobs it
+        holds and has not started run too (else they go back, as on SIGTERM)."""
+        if self._stopping:
+            return
+        self.recycled, self._run_held = reason, run_held
+        log.warning(
+            "worker %s recycles itself: %s; finishing %d in-flight job(s) within %g s",
+            self.id,
+            reason,
+            len(self.running),
+            self.shutdown_timeout,
+        )
+        self.stop()
 
     def stop(self, *, now: bool = False) -> None:
         """Stop fetching and let in-flight jobs finish within ``shutdown_timeout``; with
@@ -236,6 +260,11 @@ class Worker:
             while slots.value > 0:
                 slots.acquire_nowait()
                 free += 1
+            if self.max_jobs is not None and free > self.max_jobs - self._taken:
+                budget = self.max_jobs - self._taken  # >= 1: the loop ends when it is spent
+                for _ in range(free - budget):
+                    slots.release()
+                free = budget
             try:
                 # Burst: the last job to finish cancels a waiting fetch, so the worker sees
                 # at once that the queues are drained instead of after the timeout.
@@ -253,6 +282,7 @@ class Worker:
                     slots.release()
                 raise
             self._fetched_nothing = not deliveries
+            self._taken += len(deliveries)
             for _ in range(free - len(deliveries)):
                 slots.release()
             if not deliveries:
@@ -265,6 +295,9 @@ class Worker:
                 self.running[delivery.id] = attempt
                 # The next free runner takes it; slots bound what waits to concurrency + prefetch.
                 ready.put(attempt)
+            if self.max_jobs is not None and self._taken >= self.max_jobs:
+                self.recycle(f"it has taken {self._taken} job(s), its max_jobs", run_held=True)
+                return
             # The jobs start before the next fetch is sent: a runner wakes, then its job's
             # task, and the acquire above yields once; this lets both go first, so an idle
             # worker's job does not wait behind the next round trip's writing.
@@ -296,7 +329,7 @@ class Worker:
     async def _run_one(self, attempt: Attempt) -> None:
         delivery = attempt.delivery
         attempt.started_at = time.time()
-        if self._stopping:  # prefetched, not started: execute() hands it back as it was
+        if self._stopping and not self._run_held:  # prefetched: execute() hands it back
             attempt.cause = SHUTDOWN
         assert self._execute is not None
         try:
@@ -342,9 +375,11 @@ class Worker:
 
     async def _signal_loop(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            heard = False  # not self._stopping: a worker that recycles itself stops unasked
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if not self._stopping:
+                if not heard:
+                    heard = True
                     log.warning(
                         "%s: finishing %d in-flight job(s) within %.0f s; again to exit now",
                         name,

@@ -39,6 +39,12 @@ class WorkerOptions:
     """Seconds between reads of the queue depths for metrics."""
     wait_for_broker: float = 0.0
     """At start, seconds to keep trying a broker that cannot be reached; 0: fail at once."""
+    max_jobs: int | None = None
+    """Recycle the worker after it has taken this many jobs (see :mod:`asyncq.recycling`);
+    None: never."""
+    max_memory: float | None = None
+    """Recycle the worker once its process's resident memory is above this many megabytes;
+    None: never."""
     meter_provider: Any = None
     """The OpenTelemetry MeterProvider to record into; None: the global one, when an SDK has
     set it (else nothing is recorded)."""
@@ -60,6 +66,10 @@ class WorkerOptions:
                 raise ValueError(f"{name} must be > 0 seconds")
         if not self.wait_for_broker >= 0:
             raise ValueError("wait_for_broker must be >= 0 seconds")
+        if self.max_jobs is not None and (type(self.max_jobs) is not int or self.max_jobs < 1):
+            raise ValueError(f"max_jobs must be an integer >= 1, not {self.max_jobs!r}")
+        if self.max_memory is not None and not self.max_memory > 0:
+            raise ValueError(f"max_memory must be > 0 megabytes, not {self.max_memory!r}")
 
     @property
     def slots(self) -> int:
@@ -85,6 +95,8 @@ class WorkerOptions:
         args += ["--heartbeat-interval", repr(self.heartbeat_interval)]
         args += ["--metrics-interval", repr(self.metrics_interval)]
         args += ["--wait-for-broker", repr(self.wait_for_broker)]
+        args += ["--max-jobs", str(self.max_jobs)] if self.max_jobs is not None else []
+        args += ["--max-memory", repr(self.max_memory)] if self.max_memory is not None else []
         return args
 
 
@@ -103,4 +115,6 @@ class WorkerOptionsOverrides(TypedDict, total=False):
     fetch_timeout: float
     metrics_interval: float
     wait_for_broker: float
+    max_jobs: int | None
+    max_memory: float | None
     meter_provider: Any

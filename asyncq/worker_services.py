@@ -20,6 +20,7 @@ import anyio
 from .errors import BrokerError
 from .periodic import ScheduleReport, fire_schedules, report
 from .records import WorkerInfo
+from .recycling import watch_memory
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -63,11 +64,18 @@ def default_services(worker: Worker) -> list[WorkerService]:
     async def maintain() -> None:
         await worker.app.backend.maintain(worker.queues)
 
+    max_memory = worker.options.max_memory
+
     return [
         WorkerService("heartbeat", partial(heartbeat, worker), backend_has_store),
         WorkerService("lease renewal", partial(renew_leases, worker), leases_need_renewal),
         WorkerService("cancellations", watch_cancellations, backend_has_store),
         WorkerService("upkeep", maintain),
+        WorkerService(
+            "memory limit",
+            partial(watch_memory, worker, max_memory or 0),
+            lambda: max_memory is not None,
+        ),
         WorkerService("schedules", partial(fire_schedules, worker.app), fires_schedules),
         WorkerService("queue depths", partial(poll_depths, worker), lambda: bool(worker.metrics)),
         WorkerService(

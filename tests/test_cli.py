@@ -529,6 +529,95 @@ async def test_supervised_burst_workers_are_not_restarted() -> None:
     assert "".join(supervisor.stderr).count("finished: its queues are drained") == 2
 
 
+# -- worker recycling (--max-jobs, --max-memory), on Redis: processes share its queues -------
+@pytest.fixture
+async def recycling_url(unique: str) -> AsyncIterator[str]:
+    await anyio.to_thread.run_sync(services.require_broker, "redis")
+    yield services.broker_url("redis", unique)
+    await anyio.to_thread.run_sync(services.clean_broker, "redis", unique)
+
+
+async def enqueue_leaky(url: str, count: int) -> asyncq.App:
+    """``count`` jobs for tests/apps/recycling.py on ``url``; the App that sent them."""
+    app = asyncq.App(url)
+
+    @app.task(name="leaky", queue="recycling")
+    async def leaky(n: int) -> None: ...
+
+    async with app:
+        await leaky.enqueue_many([(n,) for n in range(count)])
+    return app
+
+
+def ran_jobs(process: CliProcess) -> list[tuple[int, int, int]]:
+    """(job, pid, attempt) of each "ran" line of tests/apps/recycling.py."""
+    out = []
+    for line in process.stdout:
+        if line.startswith("ran "):
+            n, pid, attempt = map(int, line.split()[1:])
+            out.append((n, pid, attempt))
+    return out
+
+
+async def queue_is_empty(app: asyncq.App) -> bool:
+    async with app:
+        stats = (await app.queue_stats(["recycling"]))["recycling"]
+    return stats == asyncq.QueueStats("recycling")
+
+
+@pytest.mark.anyio
+async def test_max_jobs_worker_exits_75_after_that_many(recycling_url: str) -> None:
+    app = await enqueue_leaky(recycling_url, 10)
+    args = ("run", "apps.recycling:app", "--broker", recycling_url, "--max-jobs", "3")
+    async with spawn(*args, "--concurrency", "2") as worker:
+        code = await worker.finish()
+    assert code == 75, worker.transcript()
+    assert sorted(n for n, _, _ in ran_jobs(worker)) == [0, 1, 2]
+    assert "recycles itself: it has taken 3 job(s), its max_jobs" in "".join(worker.stderr)
+    async with app:
+        stats = (await app.queue_stats(["recycling"]))["recycling"]
+    assert (stats.pending, stats.running, stats.dead) == (7, 0, 0)
+
+
+@pytest.mark.anyio
+async def test_supervisor_replaces_a_worker_past_max_jobs(recycling_url: str) -> None:
+    app = await enqueue_leaky(recycling_url, 20)
+    args = ["run", "apps.recycling:app", "--broker", recycling_url, "--processes", "2"]
+    async with spawn(*args, "--max-jobs", "5", "--concurrency", "2") as supervisor:
+        await supervisor.expect(lambda _: len(ran_jobs(supervisor)) >= 20, timeout=60)
+        supervisor.process.send_signal(signal.SIGTERM)
+        code = await supervisor.finish()
+    assert code == 0, supervisor.transcript()
+    ran = ran_jobs(supervisor)
+    assert sorted(n for n, _, _ in ran) == list(range(20))  # each once: none lost, none twice
+    assert {attempt for _, _, attempt in ran} == {1}  # no retry spent
+    assert len({pid for _, pid, _ in ran}) >= 4  # 20 jobs, at most 5 per process
+    assert "".join(supervisor.stderr).count("recycled itself; starting a fresh one") >= 2
+    assert await queue_is_empty(app)
+
+
+@pytest.mark.anyio
+async def test_supervisor_replaces_a_worker_past_max_memory(recycling_url: str) -> None:
+    # Each job keeps 8 MB; a worker process starts near 60 MB, so one past 120 MB has run
+    # about eight jobs. Looked at once a second, a worker overshoots by what it runs in
+    # the meantime (about 4 jobs here).
+    app = await enqueue_leaky(recycling_url, 40)
+    args = ["run", "apps.recycling:app", "--broker", recycling_url, "--processes", "2"]
+    args += ["--max-memory", "120", "--concurrency", "2"]
+    async with spawn(*args, LEAK_MB="8", JOB_SECONDS="0.1") as supervisor:
+        await supervisor.expect(lambda _: len(ran_jobs(supervisor)) >= 40, timeout=90)
+        supervisor.process.send_signal(signal.SIGTERM)
+        code = await supervisor.finish()
+    assert code == 0, supervisor.transcript()
+    ran = ran_jobs(supervisor)
+    assert sorted(n for n, _, _ in ran) == list(range(40))
+    assert {attempt for _, _, attempt in ran} == {1}
+    assert len({pid for _, pid, _ in ran}) >= 3
+    log = "".join(supervisor.stderr)
+    assert "is over --max-memory (120 MB)" in log, log
+    assert await queue_is_empty(app)
+
+
 # -- the supervisor on its own ---------------------------------------------------------------
 @pytest.mark.anyio
 async def test_supervisor_stops_instead_of_restarting_a_fatal_exit() -> None:

@@ -13,6 +13,7 @@ import anyio
 import click
 
 from .. import __version__
+from ..recycling import EXIT_RECYCLED
 from ..supervisor import Supervisor, supervisor_gone
 from ..worker import Worker
 from ..worker_options import WorkerOptions
@@ -146,6 +147,21 @@ log = logging.getLogger("asyncq.cli")
     help="How often the queue depth gauges are read from the broker.",
 )
 @click.option(
+    "--max-jobs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Recycle each worker process after it has taken N jobs: it stops fetching, lets its "
+    "in-flight jobs finish (within --shutdown-timeout; the rest go back to the queue, their "
+    "attempt unspent) and exits with code 75; with --processes, a fresh one replaces it.",
+)
+@click.option(
+    "--max-memory",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="MB",
+    help="Recycle each worker process, as --max-jobs does, once its resident memory is over "
+    "MB megabytes (looked at every second): for handlers that leak.",
+)
+@click.option(
     "--lifeline",
     type=click.IntRange(min=0),
     hidden=True,
@@ -169,13 +185,16 @@ def run(
     metrics_port: int | None,
     metrics_address: str,
     metrics_interval: float,
+    max_jobs: int | None,
+    max_memory: float | None,
     lifeline: int | None,
-) -> None:
+) -> int:
     """Run a worker: fetch jobs from the app's queues and run them until stopped.
 
     SIGTERM or SIGINT stops fetching and lets in-flight jobs finish (see
     --shutdown-timeout); jobs still running then go back to their queue, keeping their
-    attempt number. The command exits 0 after such a graceful stop.
+    attempt number. The command exits 0 after such a graceful stop, and 75 after a
+    worker recycled itself (--max-jobs, --max-memory).
 
     \b
     Example:
@@ -212,6 +231,8 @@ def run(
             heartbeat_interval=heartbeat_interval,
             metrics_interval=metrics_interval,
             wait_for_broker=wait_for_broker,
+            max_jobs=max_jobs,
+            max_memory=max_memory,
         )
     except ValueError as exc:
         raise UsageFailure(str(exc)) from None
@@ -230,29 +251,32 @@ def run(
             command += ["--metrics-address", metrics_address]
             slot_arguments = partial(_slot_metrics_port, metrics_port)
         _supervise(command, options, processes, slot_arguments)
-        return
+        return 0
     if metrics_port is None:
-        run_async(partial(_work, partial(Worker, app, options), lifeline))
-        return
-    server = _serve_metrics(metrics_port, metrics_address)
-    try:
-        served = options.replace(meter_provider=server.provider)
-        run_async(partial(_work, partial(Worker, app, served), lifeline))
-    finally:
-        server.stop()
+        recycled = run_async(partial(_work, partial(Worker, app, options), lifeline))
+    else:
+        server = _serve_metrics(metrics_port, metrics_address)
+        try:
+            served = options.replace(meter_provider=server.provider)
+            recycled = run_async(partial(_work, partial(Worker, app, served), lifeline))
+        finally:
+            server.stop()
+    return EXIT_RECYCLED if recycled else 0
 
 
-async def _work(make_worker: Callable[[], Worker], lifeline: int | None) -> None:
-    """Run a worker until it stops; with a ``lifeline``, also until the supervisor is gone."""
+async def _work(make_worker: Callable[[], Worker], lifeline: int | None) -> bool:
+    """Run a worker until it stops; with a ``lifeline``, also until the supervisor is gone.
+    Whether it recycled itself."""
     # Built here, not by the caller: its events and scopes belong to this event loop.
     worker = make_worker()
     if lifeline is None:
         await worker.run()
-        return
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_when_orphaned, worker, lifeline)
-        await worker.run()
-        tg.cancel_scope.cancel()
+    else:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_when_orphaned, worker, lifeline)
+            await worker.run()
+            tg.cancel_scope.cancel()
+    return worker.recycled is not None
 
 
 async def _stop_when_orphaned(worker: Worker, lifeline: int) -> None:
@@ -315,6 +339,7 @@ def _supervise(
         options,
         processes,
         fatal_exit_codes={EXIT_USAGE},
+        recycle_exit_codes={EXIT_RECYCLED},
         slot_arguments=slot_arguments,
         lifeline_option="--lifeline",
     )
