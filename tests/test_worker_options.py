@@ -17,6 +17,9 @@ BAD_OPTIONS = {
     "metrics_interval": ({"metrics_interval": -2.5}, "metrics_interval must be > 0 seconds"),
     "wait_for_broker": ({"wait_for_broker": -1}, "wait_for_broker must be >= 0 seconds"),
     "queues": ({"queues": ["a", ""]}, "queues must be non-empty queue names"),
+    "max_jobs": ({"max_jobs": 0}, "max_jobs must be an integer >= 1, not 0"),
+    "max_jobs_float": ({"max_jobs": 2.5}, "max_jobs must be an integer >= 1, not 2.5"),
+    "max_memory": ({"max_memory": 0}, "max_memory must be > 0 megabytes, not 0"),
 }
 
 
@@ -39,6 +42,8 @@ def test_options_travel_to_a_supervised_worker_as_flags() -> None:
         heartbeat_interval=3.0,
         metrics_interval=2.0,
         wait_for_broker=9.0,
+        max_jobs=500,
+        max_memory=512.0,
     )
     supervisor = Supervisor.for_workers(["asyncq", "run", "m:app"], options, 2)
     assert supervisor.command == [
@@ -46,6 +51,7 @@ def test_options_travel_to_a_supervised_worker_as_flags() -> None:
         "--concurrency", "7", "--prefetch", "2", "--shutdown-timeout", "4.5",
         "--queues", "a,b", "--burst", "--heartbeat-interval", "3.0",
         "--metrics-interval", "2.0", "--wait-for-broker", "9.0",
+        "--max-jobs", "500", "--max-memory", "512.0",
     ]  # fmt: skip
     assert supervisor.shutdown_timeout == 4.5
 
