@@ -599,7 +599,7 @@ async def test_supervisor_replaces_a_worker_past_max_jobs(recycling_url: str) ->
 @pytest.mark.anyio
 async def test_supervisor_replaces_a_worker_past_max_memory(recycling_url: str) -> None:
     # Each job keeps 8 MB; a worker process starts near 60 MB, so one past 120 MB has run
-    # about eight jobs. Looked at once a second, a worker overshoots by what it runs in
+    # about eight jobs. Looked at four times a second, a worker overshoots by what it runs in
     # the meantime (about 4 jobs here).
     app = await enqueue_leaky(recycling_url, 40)
     args = ["run", "apps.recycling:app", "--broker", recycling_url, "--processes", "2"]

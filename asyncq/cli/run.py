@@ -159,7 +159,7 @@ log = logging.getLogger("asyncq.cli")
     type=click.FloatRange(min=0, min_open=True),
     metavar="MB",
     help="Recycle each worker process, as --max-jobs does, once its resident memory is over "
-    "MB megabytes (looked at every second): for handlers that leak.",
+    "MB megabytes (looked at four times a second): for handlers that leak.",
 )
 @click.option(
     "--lifeline",
