@@ -102,6 +102,10 @@ class Backend(abc.ABC):
     no_priorities_hint: str = "drop the priority, or use a broker that has priorities"
     """What to do instead, in that error."""
 
+    measures_lag: bool = True
+    """Whether ``queue_stats`` tells each queue's ``oldest_pending_age``. A broker that
+    cannot without a write per job (RabbitMQ) leaves it None and says False here."""
+
     @classmethod
     @abc.abstractmethod
     def from_url(cls: type[B], url: str) -> B:

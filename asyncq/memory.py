@@ -164,7 +164,8 @@ class MemoryBackend(Backend):
                     q.scheduled_ids.discard(job_id)
                     job = broker.jobs.get(job_id)
                     if job is not None:
-                        job.status, job.eta = JobStatus.QUEUED, None
+                        job.status, job.ready_at = JobStatus.QUEUED, job.eta or now
+                        job.eta = None
                         q.ready.append(job)
             if q.scheduled:
                 wake_at = q.scheduled[0][0] if wake_at is None else min(wake_at, q.scheduled[0][0])
@@ -176,7 +177,7 @@ class MemoryBackend(Backend):
                     # Its worker stopped renewing the lease: it was lost. Deliver again.
                     q.running.discard(job_id)
                     job.status, job.redelivered = JobStatus.QUEUED, True
-                    job.receipt = 0
+                    job.receipt, job.ready_at = 0, job.lease_until
                     q.ready.appendleft(job)
                 else:
                     wake_at = job.lease_until if wake_at is None else min(wake_at, job.lease_until)
@@ -224,7 +225,7 @@ class MemoryBackend(Backend):
                 continue  # a stale delivery: the job was redelivered since, or expired
             q = broker.queue(job.queue)
             q.running.discard(job.id)
-            job.receipt, job.updated_at = 0, now
+            job.receipt, job.updated_at, job.ready_at = 0, now, 0.0
             outcome = s.outcome
             if outcome is Outcome.RELEASE:
                 job.status = JobStatus.QUEUED
@@ -277,7 +278,8 @@ class MemoryBackend(Backend):
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         broker = self._broker
         names = list(broker.queues) if queues is None else list(queues)
-        self._promote([n for n in names if n in broker.queues], time.time())
+        now = time.time()
+        self._promote([n for n in names if n in broker.queues], now)
         stats = []
         for name in names:
             q = broker.queues.get(name) or QueueState()
@@ -288,9 +290,18 @@ class MemoryBackend(Backend):
                     scheduled=len(q.scheduled_ids),
                     running=len(q.running),
                     dead=len(q.dead),
+                    oldest_pending_age=self._oldest_pending_age(q, now),
                 )
             )
         return stats
+
+    def _oldest_pending_age(self, q: QueueState, now: float) -> float:
+        oldest = now
+        for job_id in q.ready.heads():
+            job = self._broker.jobs.get(job_id)
+            if job is not None and job.status is JobStatus.QUEUED:
+                oldest = min(oldest, job.ready_at or job.updated_at)
+        return max(now - oldest, 0.0)
 
     async def dead_letters(
         self, queue: str, *, limit: int = 100, after: str | None = None

@@ -39,6 +39,9 @@ class StoredJob:
     ttl: float | None = None
     """How long its record is kept once finished, when its task says (else result_ttl)."""
     priority: int = 0
+    ready_at: float = 0.0
+    """When it last became ready to run, where that is not ``updated_at`` (0.0): a delayed
+    job's due time, a lost worker's lease expiry. For the queue's lag."""
     progress: Progress | None = None
     snoozes: int = 0
 
@@ -87,6 +90,15 @@ class Ready:
             if level:
                 return level.popleft()
         return self.zero.popleft() if self.zero else None
+
+    def heads(self) -> Iterator[str]:
+        """The front job of each priority: the longest waiting of each (a job handed back
+        goes to the front, and had waited longer than those behind it)."""
+        for level in self._higher:
+            if level:
+                yield level[0]
+        if self.zero:
+            yield self.zero[0]
 
     def __len__(self) -> int:
         return len(self.zero) + sum(map(len, self._higher))

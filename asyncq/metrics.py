@@ -10,6 +10,9 @@ Instruments (OpenTelemetry name, then the Prometheus name the exporter gives it)
 * ``asyncq.jobs.in_flight`` (``asyncq_jobs_in_flight``): jobs workers hold; queue.
 * ``queue_depth_pending``, ``queue_depth_scheduled``, ``queue_depth_running`` and
   ``queue_dlq_depth`` (the same names in Prometheus): the queue's depth; queue.
+* ``queue_oldest_pending_age_seconds``: how long the queue's oldest pending job has been
+  waiting for a worker, its lag (0 with none pending); queue. Not on RabbitMQ, which
+  cannot tell without a write per job.
 * ``asyncq.schedule.last_slot_timestamp_seconds`` (the same in Prometheus, dots as
   underscores): each schedule's last fired slot; schedule, and the status of that slot's
   job (``unknown`` once its record expired). ``time() - ...`` past a schedule's period is a
@@ -77,6 +80,12 @@ _DEPTHS = (
     ("queue_depth_scheduled", "scheduled", "Jobs delayed or waiting for a retry."),
     ("queue_depth_running", "running", "Jobs held by workers and not yet acknowledged."),
     ("queue_dlq_depth", "dead", "Jobs in the dead-letter queue."),
+    (
+        "queue_oldest_pending_age_seconds",
+        "oldest_pending_age",
+        "Seconds the oldest pending job has waited for a worker: the queue's lag "
+        "(0 when none is pending; absent where the broker cannot tell).",
+    ),
 )
 
 
@@ -179,7 +188,8 @@ class _Instruments:
 
             # Workers of one process that share a queue saw the same depth: one series each.
             depths = {q: s for worker in list(self.workers) for q, s in worker.depths.items()}
-            return [Observation(getattr(s, field), {"queue": q}) for q, s in depths.items()]
+            values = ((q, getattr(s, field)) for q, s in depths.items())
+            return [Observation(v, {"queue": q}) for q, v in values if v is not None]
 
         return observe
 

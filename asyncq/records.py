@@ -124,6 +124,11 @@ class QueueStats:
     """Held by workers and not yet acknowledged."""
     dead: int = 0
     """In the dead-letter queue."""
+    oldest_pending_age: float | None = field(default=None, compare=False)
+    """Seconds the oldest pending job has been ready and waiting (the queue's lag, what to
+    autoscale on): 0.0 when none is pending; None where the broker cannot tell without a
+    write per job (RabbitMQ). A reading of time rather than a count, so it is left out of
+    equality: two reads of an unchanged queue compare equal."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,7 @@ def test_console_script_imports_the_app_from_the_working_directory() -> None:
         "SCHEDULED",
         "RUNNING",
         "DEAD",
+        "LAG",
         "WORKERS",
         "NOTE",
     ]
@@ -233,9 +234,9 @@ def test_stats_of_an_empty_memory_broker() -> None:
     assert done.returncode == 0, done.stderr
     rows = [line.split() for line in done.stdout.splitlines()]
     assert rows == [
-        ["QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD", "WORKERS", "NOTE"],
-        ["default", "0", "0", "0", "0", "0"],
-        ["emails", "0", "0", "0", "0", "0"],
+        ["QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD", "LAG", "WORKERS", "NOTE"],
+        ["default", "0", "0", "0", "0", "0s", "0"],
+        ["emails", "0", "0", "0", "0", "0s", "0"],
     ]
 
 
@@ -243,7 +244,14 @@ def test_stats_json_of_an_empty_memory_broker() -> None:
     done = run_cli("stats", "apps.good:app", "--json", "--queues", "emails")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
-        "emails": {"pending": 0, "scheduled": 0, "running": 0, "dead": 0, "workers": 0}
+        "emails": {
+            "pending": 0,
+            "scheduled": 0,
+            "running": 0,
+            "dead": 0,
+            "oldest_pending_age": 0.0,
+            "workers": 0,
+        }
     }
 
 

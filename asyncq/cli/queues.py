@@ -221,9 +221,10 @@ _PROGRESS_LOOK = 0.5
 @broker_option
 def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | None) -> None:
     """Show each queue's depth: jobs pending, scheduled (delayed or awaiting a retry),
-    running, and dead (in the dead-letter queue); and how many live workers serve it ("-"
-    where the broker keeps no heartbeats). A queue with pending jobs and no live worker is
-    marked: nothing will run them."""
+    running, and dead (in the dead-letter queue); its lag, how long the oldest pending job
+    has waited ("-" where the broker cannot tell: RabbitMQ); and how many live workers
+    serve it ("-" where the broker keeps no heartbeats). A queue with pending jobs and no
+    live worker is marked: nothing will run them."""
     app = load_app(app_spec, broker)
 
     async def fetch() -> tuple[dict[str, QueueStats], list[WorkerInfo] | None]:
@@ -253,13 +254,14 @@ def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | 
                 s.scheduled,
                 s.running,
                 s.dead,
+                "-" if s.oldest_pending_age is None else _duration(s.oldest_pending_age),
                 "-" if serving[s.queue] is None else serving[s.queue],
                 "pending, no live worker" if s.queue in unserved else "",
             )
             for s in found.values()
         ]
-        headers = ("QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD", "WORKERS", "NOTE")
-        echo_table(headers, rows, numeric={1, 2, 3, 4, 5})
+        headers = ("QUEUE", "PENDING", "SCHEDULED", "RUNNING", "DEAD", "LAG", "WORKERS", "NOTE")
+        echo_table(headers, rows, numeric={1, 2, 3, 4, 5, 6})
     for name in unserved:
         click.echo(
             f"warning: {name} has {found[name].pending} pending job(s) and no live worker "

@@ -117,6 +117,12 @@ CAPABILITIES: Sequence[Capability] = (
         "a broker that orders a queue's ready jobs by priority",
         "this one has none (backend.supports_priorities is False)",
     ),
+    Capability(
+        "needs_lag",
+        lambda backend: backend.measures_lag,
+        "a broker that tells how long a queue's oldest pending job has waited",
+        "this one cannot (backend.measures_lag is False)",
+    ),
 )
 """The capabilities a contract test can need, each read from a backend built from the
 test's URL (not connected). A test marked ``@pytest.mark.needs_store`` is skipped, with the

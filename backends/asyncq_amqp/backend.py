@@ -77,6 +77,10 @@ class AmqpBackend(Backend):
 
     system = "rabbitmq"
     lease_renewal_interval = None  # RabbitMQ holds a delivery for as long as its channel lives
+    # A queue declare tells how many messages are ready, not how old the first one is; the
+    # management API's head_message_timestamp needs a plugin and a timestamp on every
+    # message, and the record store no index of queued jobs by age.
+    measures_lag = False
     ack_deadline_name: ClassVar[str] = "RabbitMQ's consumer_timeout"
 
     def __init__(self, settings: AmqpSettings) -> None:

@@ -340,8 +340,8 @@ class RedisBackend(Backend):
                 calls.append(("STATS", stats_keys, [GROUP]))
             replies = await self._run_scripts(calls)
         return [
-            QueueStats(q, max(length - running, 0), scheduled, running, dead)
-            for q, (length, running, scheduled, dead) in zip(queues, replies, strict=True)
+            QueueStats(q, max(length - running, 0), scheduled, running, dead, age_ms / 1000)
+            for q, (length, running, scheduled, dead, age_ms) in zip(queues, replies, strict=True)
         ]
 
     async def dead_letters(

@@ -407,20 +407,32 @@ return renewed
 """
 
 STATS = (
-    define(LEVELS)
+    define(LEVELS, UNDELIVERED)
     + """
 -- KEYS: stream, scheduled, dead, levels. ARGV: group.
 -- Returns {entries in the streams of every priority, of them delivered and not
--- acknowledged, scheduled, dead}.
-local length, running = 0, 0
+-- acknowledged, scheduled, dead, the age in ms of the oldest entry no worker has been
+-- handed (0 when there is none)}. An entry id is the server's clock in ms when the entry
+-- was added (enqueued, due, retried), and so is TIME: no clock of a client's comes in.
+local length, running, oldest = 0, 0, nil
 for _, l in ipairs(levels_of(KEYS[1], KEYS[4])) do
     length = length + redis.call('XLEN', l[2])
     local ok, pending = pcall(redis.call, 'XPENDING', l[2], ARGV[1])
     if ok then
         running = running + pending[1]
     end
+    local first = redis.call('XRANGE', l[2], undelivered(l[2], ARGV[1]), '+', 'COUNT', 1)[1]
+    if first then
+        local ms = tonumber(string.match(first[1], '^(%d+)'))
+        if oldest == nil or ms < oldest then oldest = ms end
+    end
 end
-return {length, running, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3])}
+local age = 0
+if oldest then
+    local now = redis.call('TIME')
+    age = math.max(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - oldest, 0)
+end
+return {length, running, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3]), age}
 """
 )
 

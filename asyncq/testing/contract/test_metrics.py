@@ -133,6 +133,10 @@ async def test_outcomes_durations_waits_and_depths_are_recorded(
     assert value(found, "queue_depth_running", queue="default").value == 1
     assert value(found, "queue_depth_pending", queue="default").value == 0
     assert value(found, "queue_dlq_depth", queue="default").value == 1
+    if app.backend.measures_lag:  # nothing pending: no lag
+        assert value(found, "queue_oldest_pending_age_seconds", queue="default").value == 0
+    else:  # no series, rather than a 0 that would read as "no lag"
+        assert "queue_oldest_pending_age_seconds" not in found
 
 
 async def test_no_meter_provider_means_no_instruments(
