@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -311,14 +312,13 @@ async def test_deploy_files_name_exported_metrics(
         "prometheus.yaml",
         "alerts.yaml",
     }
+    files += [DEPLOY / "README.md", DEPLOY / "grafana-dashboard.json"]
     referenced = {(f.name, name) for f in files for name in METRIC_NAME.findall(f.read_text())}
-    referenced |= {
-        ("README.md", name) for name in METRIC_NAME.findall((DEPLOY / "README.md").read_text())
-    }
     # The names the autoscaler and the alerts depend on are there at all.
     assert {name for _, name in referenced} >= {
         "queue_depth_pending",
         "queue_dlq_depth",
+        "queue_oldest_pending_age_seconds",
         "asyncq_jobs_total",
     }
 
@@ -334,6 +334,7 @@ async def test_deploy_files_name_exported_metrics(
         "queue_depth_scheduled",
         "queue_depth_running",
         "queue_dlq_depth",
+        "queue_oldest_pending_age_seconds",
     }
     unknown = sorted((file, name) for file, name in referenced if name not in exported)
     assert not unknown, f"names no worker exports: {unknown}"
@@ -358,12 +359,30 @@ def test_deploy_files_parse_and_fit_together() -> None:
 
     (hpa,) = files["hpa.yaml"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
-    (metric,) = hpa["spec"]["metrics"]
-    assert metric["external"]["metric"]["name"] == "queue_depth_pending"
+    scaled_on = [m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"]]
+    assert scaled_on == ["queue_depth_pending", "queue_oldest_pending_age_seconds"]
     (adapter,) = files["prometheus-adapter.yaml"]
-    assert [r["name"]["as"] for r in adapter["externalRules"]] == ["queue_depth_pending"]
+    assert [r["name"]["as"] for r in adapter["externalRules"]] == scaled_on
 
     (alerts,) = files["alerts.yaml"]
     rules = [rule for group in alerts["groups"] for rule in group["rules"]]
     assert all(rule["alert"] and rule["expr"] for rule in rules)
     assert any("queue_dlq_depth" in rule["expr"] for rule in rules)
+
+
+def test_grafana_dashboard_queries_every_depth_and_the_lag() -> None:
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    queried = " ".join(t["expr"] for p in panels for t in p["targets"])
+    for name in (
+        "queue_depth_pending",
+        "queue_depth_scheduled",
+        "queue_depth_running",
+        "queue_dlq_depth",
+        "queue_oldest_pending_age_seconds",
+        "asyncq_jobs_total",
+    ):
+        assert name in queried, name
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert variables == {"datasource", "namespace", "queue"}
