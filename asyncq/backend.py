@@ -45,7 +45,7 @@ import anyio
 
 from .delivery import Delivery, Envelope
 from .errors import ConfigurationError
-from .records import DeadLetter, JobListing, JobStatus, QueueStats
+from .records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
 from .settlement import Outcome, Settlement
 from .store import JobStore
 
@@ -102,6 +102,15 @@ class Backend(abc.ABC):
     no_priorities_hint: str = "drop the priority, or use a broker that has priorities"
     """What to do instead, in that error."""
 
+    dead_ttl: float | None = None
+    """Seconds a dead letter is kept (URL option ``dead_ttl``); None: until replayed or
+    purged."""
+    dead_max: int | None = None
+    """Dead letters kept per queue at most, the oldest removed first (URL option
+    ``dead_max``); None: no bound."""
+    retention_interval: float = 1.0
+    """Seconds between two ``trim_dead`` calls of a worker, when a bound is set."""
+
     measures_lag: bool = True
     """Whether ``queue_stats`` tells each queue's ``oldest_pending_age``. A broker that
     cannot without a write per job (RabbitMQ) leaves it None and says False here."""
@@ -143,6 +152,14 @@ class Backend(abc.ABC):
     async def maintain(self, queues: Sequence[str]) -> None:
         """Upkeep for ``queues`` that runs as long as a worker does; by default none."""
         await anyio.sleep_forever()
+
+    async def trim_dead(self, queues: Sequence[str]) -> list[TrimmedDeadLetters]:
+        """Apply ``dead_ttl`` and ``dead_max`` to the dead-letter queues of ``queues``: remove
+        the letters older than ``dead_ttl`` seconds, then the oldest beyond ``dead_max``.
+        Returns what was removed (queues where nothing was are left out). A worker calls it
+        every ``retention_interval`` seconds while either is set, and counts and logs what
+        it returns. A backend that takes these options implements it; by default none."""
+        return []
 
     # -- operations ------------------------------------------------------------------------
     @abc.abstractmethod

@@ -9,7 +9,8 @@ Options (URL query): ``visibility_timeout`` (seconds, default 30): how long a de
 unsettled job waits for its worker's lease renewal before it is delivered again;
 ``result_ttl`` (seconds, default 86400): how long finished jobs' records and results stay;
 ``max_message_size`` (bytes, default none): refuse larger jobs at enqueue, as a networked
-broker would.
+broker would; ``dead_ttl`` (seconds) and ``dead_max`` (per queue), default none: the
+dead letters kept (see :mod:`asyncq.retention`).
 
 A queue's ready jobs are one FIFO per priority, served highest first.
 
@@ -33,7 +34,7 @@ from .delivery import Delivery, Envelope
 from .errors import ErrorInfo
 from .memory_broker import BROKERS, MemoryBroker, QueueState, StoredJob
 from .memory_store import MemoryStore
-from .records import DeadLetter, JobListing, JobStatus, QueueStats
+from .records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
 from .settlement import Outcome, Settlement
 from .store import JobStore
 
@@ -53,8 +54,11 @@ class MemoryBackend(Backend):
         visibility_timeout: float = 30.0,
         result_ttl: float = 86400.0,
         max_message_size: int | None = None,
+        dead_ttl: float | None = None,
+        dead_max: int | None = None,
     ) -> None:
         self.name = name
+        self.dead_ttl, self.dead_max = dead_ttl, dead_max
         # No limit of its own; a test can set a production broker's, to catch oversized
         # jobs before they reach one.
         self.max_message_size = max_message_size
@@ -78,6 +82,8 @@ class MemoryBackend(Backend):
                 "visibility_timeout": positive_float,
                 "result_ttl": positive_float,
                 "max_message_size": positive_int,
+                "dead_ttl": positive_float,
+                "dead_max": positive_int,
             },
         )
         return cls(parts.netloc + parts.path.rstrip("/"), **options)
@@ -323,6 +329,29 @@ class MemoryBackend(Backend):
             q.dead.clear()
             return count
         return sum(q.dead.pop(i, None) is not None for i in ids)
+
+    async def trim_dead(self, queues: Sequence[str]) -> list[TrimmedDeadLetters]:
+        trims = []
+        cutoff = None if self.dead_ttl is None else time.time() - self.dead_ttl
+        for name in queues:
+            q = self._broker.queues.get(name)
+            if q is None or not q.dead:
+                continue
+            dead = q.dead  # in the order they died: a replayed job that dies again goes last
+            expired = beyond = 0
+            if cutoff is not None:
+                for job_id, letter in list(dead.items()):
+                    if letter.died_at >= cutoff:
+                        break
+                    del dead[job_id]
+                    expired += 1
+            if self.dead_max is not None and len(dead) > self.dead_max:
+                for job_id in list(dead)[: len(dead) - self.dead_max]:
+                    del dead[job_id]
+                    beyond += 1
+            if expired or beyond:
+                trims.append(TrimmedDeadLetters(name, expired, beyond))
+        return trims
 
     async def purge_queue(self, queue: str, *, limit: int = 1000) -> int:
         q = self._broker.queues.get(queue)

@@ -13,6 +13,9 @@ Instruments (OpenTelemetry name, then the Prometheus name the exporter gives it)
 * ``queue_oldest_pending_age_seconds``: how long the queue's oldest pending job has been
   waiting for a worker, its lag (0 with none pending); queue. Not on RabbitMQ, which
   cannot tell without a write per job.
+* ``asyncq.dead_letters.removed`` (``asyncq_dead_letters_removed_total``): dead letters
+  that retention removed (the backend's ``dead_ttl`` or ``dead_max``); queue, and reason
+  ``ttl`` or ``max``.
 * ``asyncq.schedule.last_slot_timestamp_seconds`` (the same in Prometheus, dots as
   underscores): each schedule's last fired slot; schedule, and the status of that slot's
   job (``unknown`` once its record expired). ``time() - ...`` past a schedule's period is a
@@ -52,7 +55,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
     from .periodic import ScheduleReport
-    from .records import QueueStats
+    from .records import QueueStats, TrimmedDeadLetters
 
 __all__ = [
     "PrometheusServer",
@@ -120,6 +123,12 @@ class _Instruments:
             [self._observe_finished],
             unit="{job}",
             description="Job attempts finished, by outcome.",
+        )
+        self.removed_dead = meter.create_counter(
+            "asyncq.dead_letters.removed",
+            unit="{job}",
+            description="Dead letters removed by retention (the backend's dead_ttl or "
+            "dead_max), by reason: ttl or max.",
         )
         self.duration = meter.create_histogram(
             "asyncq.job.duration",
@@ -241,6 +250,12 @@ class WorkerMetrics:
     def finished(self, queue: str, task: str, outcome: Outcome, duration: float) -> None:
         self._instruments.finished_counts[queue, task, outcome] += 1
         self._instruments.duration.record(duration, self._labels(queue, task, outcome))
+
+    def trimmed(self, trim: TrimmedDeadLetters) -> None:
+        """Retention removed these dead letters (rare: a counter's add() is fine here)."""
+        for reason, count in (("ttl", trim.expired), ("max", trim.beyond_max)):
+            if count:
+                self._instruments.removed_dead.add(count, {"queue": trim.queue, "reason": reason})
 
     async def poll_depths(self, stats: Callable[[], Any], interval: float) -> None:
         """Keep the depth gauges fresh: ask the backend every ``interval`` seconds."""

@@ -24,6 +24,7 @@ __all__ = [
     "Progress",
     "QueueStats",
     "ScheduleState",
+    "TrimmedDeadLetters",
     "WorkerInfo",
 ]
 
@@ -129,6 +130,17 @@ class QueueStats:
     autoscale on): 0.0 when none is pending; None where the broker cannot tell without a
     write per job (RabbitMQ). A reading of time rather than a count, so it is left out of
     equality: two reads of an unchanged queue compare equal."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrimmedDeadLetters:
+    """What retention removed from one queue's dead letters, in one ``trim_dead``."""
+
+    queue: str
+    expired: int = 0
+    """Older than the backend's ``dead_ttl``."""
+    beyond_max: int = 0
+    """The oldest of those beyond its ``dead_max``."""
 
 
 @dataclass(frozen=True, slots=True)

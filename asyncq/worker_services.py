@@ -21,6 +21,7 @@ from .errors import BrokerError
 from .periodic import ScheduleReport, fire_schedules, report
 from .records import WorkerInfo
 from .recycling import watch_memory
+from .retention import bounds_dead_letters, trim_dead_letters
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -71,6 +72,11 @@ def default_services(worker: Worker) -> list[WorkerService]:
         WorkerService("lease renewal", partial(renew_leases, worker), leases_need_renewal),
         WorkerService("cancellations", watch_cancellations, backend_has_store),
         WorkerService("upkeep", maintain),
+        WorkerService(
+            "dead-letter retention",
+            partial(trim_dead_letters, worker),
+            partial(bounds_dead_letters, worker),
+        ),
         WorkerService(
             "memory limit",
             partial(watch_memory, worker, max_memory or 0),

@@ -33,7 +33,7 @@ import anyio
 from asyncq.backend import Backend, Delivery, Envelope, Settlement
 from asyncq.coalescing import Coalescer
 from asyncq.errors import BrokerError, ConfigurationError
-from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats
+from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
 from asyncq.store import JobStore
 
 from .connection import Link
@@ -81,10 +81,13 @@ class AmqpBackend(Backend):
     # management API's head_message_timestamp needs a plugin and a timestamp on every
     # message, and the record store no index of queued jobs by age.
     measures_lag = False
+    # A trim opens a channel per queue and reads a message: less often than elsewhere.
+    retention_interval = 5.0
     ack_deadline_name: ClassVar[str] = "RabbitMQ's consumer_timeout"
 
     def __init__(self, settings: AmqpSettings) -> None:
         self.settings = settings
+        self.dead_ttl, self.dead_max = settings.dead_ttl, settings.dead_max
         if settings.queue_type == "quorum":
             self.supports_priorities = False
             self.no_priorities_hint = QUORUM_HAS_NO_PRIORITIES
@@ -263,6 +266,11 @@ class AmqpBackend(Backend):
 
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         return await self._open.dead_letters.purge(queue, ids)
+
+    async def trim_dead(self, queues: Sequence[str]) -> list[TrimmedDeadLetters]:
+        dead_letters = self._open.dead_letters
+        trims = [await dead_letters.trim(q, self.dead_ttl, self.dead_max) for q in queues]
+        return [t for t in trims if t.expired or t.beyond_max]
 
     async def purge_queue(self, queue: str, *, limit: int = 1000) -> int:
         return await self._open.queues.purge(queue, limit=limit)

@@ -13,11 +13,12 @@ import time
 from collections.abc import Sequence
 
 import aiormq
+import anyio
 from aio_pika.abc import AbstractIncomingMessage
 from pamqp.common import FieldTable
 
 from asyncq.errors import ErrorInfo
-from asyncq.records import DeadLetter
+from asyncq.records import DeadLetter, TrimmedDeadLetters
 from asyncq.settlement import Settlement
 
 from .browse import browse
@@ -86,6 +87,71 @@ class DeadLetters:
                         if not wanted:
                             break
             return count
+
+    async def trim(self, queue: str, ttl: float | None, most: int | None) -> TrimmedDeadLetters:
+        """Remove ``queue``'s dead letters that died over ``ttl`` seconds ago (by the
+        ``x-died-ms`` of the worker that wrote each: clocks of other hosts count), then the
+        oldest beyond ``most``. A dead-letter queue is in the order its letters died, so
+        both take from its front."""
+        name = self._names.dead(queue)
+        expired = beyond = 0
+        with self._link.errors("trimming dead letters"):
+            if ttl is not None:
+                cutoff_ms = (time.time() - ttl) * 1000
+                async with browse(self._link, name) as messages:
+                    async for message in messages:
+                        if _died_ms(message) >= cutoff_ms:
+                            break
+                        await message.ack()
+                        expired += 1
+            if most is not None:
+                beyond = await self._trim_to(name, most)
+        return TrimmedDeadLetters(queue, expired, beyond)
+
+    async def _trim_to(self, name: str, most: int) -> int:
+        """Remove the oldest letters of dead-letter queue ``name`` beyond ``most``.
+
+        Counting and then removing is two steps: two workers doing both at once would each
+        remove the excess. So the removal runs under a lock: an exclusive queue, which one
+        connection at a time can declare (the others get RESOURCE_LOCKED and skip this
+        round). It is deleted after, and RabbitMQ deletes it with its connection should
+        the trimmer die first."""
+        if await self._ready(name) <= most:
+            return 0  # the usual case: no lock needed
+        lock = f"{name}.trim-lock"
+        async with self._link.channel() as channel:
+            try:
+                await channel.declare_queue(lock, exclusive=True)
+            except aiormq.exceptions.ChannelLockedResource:
+                return 0  # another worker is trimming it now
+            try:
+                excess = await self._ready(name) - most  # again: under the lock
+                removed = 0
+                if excess > 0:
+                    async with browse(self._link, name) as messages:
+                        async for message in messages:
+                            await message.ack()
+                            removed += 1
+                            if removed >= excess:
+                                break
+                return removed
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await channel.queue_delete(lock)
+
+    async def _ready(self, name: str) -> int:
+        """Ready messages in queue ``name``; 0 if it does not exist."""
+        async with self._link.channel() as channel:
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return 0
+            return int(queue.declaration_result.message_count or 0)
+
+
+def _died_ms(message: AbstractIncomingMessage) -> float:
+    died = (message.headers or {}).get("x-died-ms")
+    return float(died) if isinstance(died, int | float) else 0.0  # unknown: the oldest
 
 
 def read(queue: str, message: AbstractIncomingMessage) -> DeadLetter:

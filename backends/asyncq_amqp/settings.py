@@ -65,6 +65,8 @@ _OPTIONS = {
     "queue_type": _queue_type,
     "result_ttl": positive_float,
     "max_length": positive_int,
+    "dead_ttl": positive_float,
+    "dead_max": positive_int,
     "publish_timeout": positive_float,
     # AMQP carries both in 16 bits; aiormq reads 65535 seconds as "no heartbeat".
     "heartbeat": _bounded_int(0, 65534, " (seconds; 0 turns heartbeats off)"),
@@ -107,6 +109,10 @@ class AmqpSettings:
     """Seconds finished jobs' records and results (and succeeded jobs' keys) are kept."""
     max_length: int | None = None
     """Bound each work queue: publishes beyond it are refused (``QueueFull``)."""
+    dead_ttl: float | None = None
+    """Seconds a dead letter is kept; None: until replayed or purged."""
+    dead_max: int | None = None
+    """Dead letters kept per queue at most, the oldest removed first; None: no bound."""
     publish_timeout: float = 30.0
     """Seconds an enqueue waits for the broker's confirm (or for a lost connection to
     come back) before it fails with ``BrokerUnavailable``."""

@@ -38,10 +38,10 @@ from redis import exceptions as rx
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
 from asyncq.coalescing import Coalescer
 from asyncq.errors import BrokerError
-from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats
+from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
 from asyncq.store import JobStore
 
-from . import blocking, jobstore, listing, mover, scripts
+from . import blocking, jobstore, listing, mover, retention, scripts
 from .jobstore import GROUP, StreamJobStore
 from .records import Call, QueueKeys, RedisStore
 from .settings import RedisSettings
@@ -60,6 +60,7 @@ _SCRIPTS = {
     "INFO": jobstore.INFO,
     "CANCEL": jobstore.CANCEL,
     "LIST": listing.LIST,
+    "TRIM_DEAD": retention.TRIM_DEAD,
 }
 
 
@@ -80,6 +81,7 @@ class RedisBackend(Backend):
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
         self.lease_renewal_interval = settings.visibility_timeout / 3
+        self.dead_ttl, self.dead_max = settings.dead_ttl, settings.dead_max
         self._ttl_ms = max(int(settings.result_ttl * 1000), 1)
         self._redis = RedisStore(
             settings.connection,
@@ -327,6 +329,14 @@ class RedisBackend(Backend):
                 # was handed over just then, it stays pending to this worker until the
                 # visibility timeout hands it on: late, never lost.
                 self._blocking.cancel()
+
+    async def trim_dead(self, queues: Sequence[str]) -> list[TrimmedDeadLetters]:
+        if self.dead_ttl is None and self.dead_max is None:
+            return []
+        calls = retention.trim_calls([self._k(q) for q in queues], self.dead_ttl, self.dead_max)
+        with self._errors("trimming dead letters"):
+            replies = await self._run_scripts(calls)
+        return retention.trimmed(queues, replies)
 
     # -- operations ------------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:

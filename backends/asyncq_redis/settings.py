@@ -59,6 +59,8 @@ _OPTIONS = {
     "result_ttl": positive_float,
     "max_connections": positive_int,
     "max_message_size": positive_int,
+    "dead_ttl": positive_float,
+    "dead_max": positive_int,
     **_CONNECTION_OPTIONS,
 }
 
@@ -119,6 +121,10 @@ class RedisSettings:
     max_connections: int = 64
     """Size of the connection pool; a worker holds one per blocking fetch and watcher, and
     calls beyond the size wait for a free connection."""
+    dead_ttl: float | None = None
+    """Seconds a dead letter is kept; None: until replayed or purged."""
+    dead_max: int | None = None
+    """Dead letters kept per queue at most, the oldest removed first; None: no bound."""
     max_message_size: int | None = None
     """The largest job in bytes to send (a larger one raises ``MessageTooLarge`` at enqueue);
     at most, and by default, the server's ``proto-max-bulk-len`` (512 MiB unless set)."""
