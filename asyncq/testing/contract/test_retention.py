@@ -6,6 +6,7 @@ counts (``asyncq.dead_letters.removed``) what went. Without the options nothing 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import anyio
 import pytest
@@ -59,7 +60,7 @@ async def test_dead_ttl_then_dead_max_remove_the_oldest_and_say_how_many(broker:
 
 
 async def test_a_worker_applies_the_bound_and_logs_and_counts_it(
-    broker: Broker, caplog: pytest.LogCaptureFixture
+    broker: Broker, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = broker.app(dead_max=1)
     refuse = refusing(app)
@@ -69,7 +70,7 @@ async def test_a_worker_applies_the_bound_and_logs_and_counts_it(
 
     removed_by_worker = 0
 
-    async def watched(queues: list[str]) -> list[TrimmedDeadLetters]:
+    async def watched(queues: Sequence[str]) -> list[TrimmedDeadLetters]:
         nonlocal removed_by_worker
         found = await trim(queues)
         removed_by_worker += sum(t.beyond_max for t in found)
@@ -77,7 +78,7 @@ async def test_a_worker_applies_the_bound_and_logs_and_counts_it(
             trimmed.set()
         return found
 
-    app.backend.trim_dead = watched  # type: ignore[method-assign]
+    monkeypatch.setattr(app.backend, "trim_dead", watched)
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     caplog.set_level(logging.INFO, logger="asyncq.retention")
@@ -97,7 +98,7 @@ async def test_a_worker_applies_the_bound_and_logs_and_counts_it(
     assert f"dead letter(s) of queue {q}, beyond dead_max (1)" in caplog.text
     assert data is not None
     removed = [
-        (dict(point.attributes or {}), point.value)
+        (dict(point.attributes or {}), getattr(point, "value", None))
         for resource in data.resource_metrics
         for scope in resource.scope_metrics
         for metric in scope.metrics
