@@ -135,6 +135,10 @@ class MemoryBroker:
         self.slot_claims: dict[tuple[str, int], tuple[float, str]] = {}
         """(schedule, slot in ms since the epoch) -> when the claim expires, the slot's job."""
         self.paused_schedules: set[str] = set()
+        self.rate_logs: dict[str, deque[float]] = {}
+        """Rate limit key -> when its permits in the window were taken, oldest first."""
+        self.rate_windows: dict[str, float] = {}
+        """Rate limit key -> its window (``per``), for dropping logs gone quiet."""
         self.receipts = itertools.count(1)
         self.sequence = itertools.count()
         self.changed: anyio.Event | None = None

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import anyio
 
 from .memory_broker import MemoryBroker
-from .records import GONE_RETENTION, JobInfo, JobStatus, Progress, ScheduleState, WorkerInfo
+from .records import (
+    GONE_RETENTION,
+    JobInfo,
+    JobStatus,
+    Progress,
+    RateRequest,
+    ScheduleState,
+    WorkerInfo,
+)
 from .store import JobStore
 
 __all__ = ["MemoryStore"]
@@ -22,6 +31,7 @@ class MemoryStore(JobStore):
     def __init__(self, broker: MemoryBroker, result_ttl: float) -> None:
         self._broker = broker
         self._result_ttl = result_ttl
+        self._rate_calls = 0
 
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
         self._broker.expire(time.time(), self._result_ttl)
@@ -128,6 +138,27 @@ class MemoryStore(JobStore):
             return ScheduleState(paused=paused)
         ms, job_id = max(slots)
         return ScheduleState(datetime.fromtimestamp(ms / 1000, UTC), job_id or None, paused)
+
+    async def take_rate_permits(self, requests: Sequence[RateRequest]) -> list[float]:
+        logs, out = self._broker.rate_logs, []
+        for request in requests:
+            now = time.time()
+            log = logs.setdefault(request.key, deque())
+            self._broker.rate_windows[request.key] = request.per
+            while log and log[0] <= now - request.per:  # out of the window
+                log.popleft()
+            if len(log) < request.limit:
+                log.append(now)
+                out.append(0.0)
+            else:
+                out.append(max(log[len(log) - request.limit] + request.per - now, 1e-3))
+        self._rate_calls += 1
+        if self._rate_calls % 1024 == 0:  # now and then: quiet keys take no room
+            now = time.time()
+            windows = self._broker.rate_windows
+            for key in [k for k, log in logs.items() if not log or log[-1] <= now - windows[k]]:
+                del logs[key], windows[key]
+        return out
 
     async def pause_schedule(self, schedule: str, paused: bool) -> None:
         if paused:

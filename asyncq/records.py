@@ -23,6 +23,7 @@ __all__ = [
     "JobStatus",
     "Progress",
     "QueueStats",
+    "RateRequest",
     "ScheduleState",
     "TrimmedDeadLetters",
     "WorkerInfo",
@@ -130,6 +131,20 @@ class QueueStats:
     autoscale on): 0.0 when none is pending; None where the broker cannot tell without a
     write per job (RabbitMQ). A reading of time rather than a count, so it is left out of
     equality: two reads of an unchanged queue compare equal."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateRequest:
+    """One start asking for a permit of a rate limit: at most ``limit`` starts in any
+    ``per`` seconds under ``key``, across every process of the broker."""
+
+    key: str
+    """The limit's name: its task's, with the value of its ``key=`` argument when it has
+    one. No braces (Redis Cluster hash tags)."""
+    limit: int
+    per: float
+    token: str
+    """Unique to this start (a retry or a snooze is a start of its own)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,12 @@ What a store does:
   the claim outlives the slot's job), ``schedule_state`` (the last slot fired, its job,
   whether the schedule is paused) and ``pause_schedule``.
 
-The primitives the next features need join here, each an atomic step on the store: taking
-and releasing a permit (rate and concurrency limits).
+* rate limits: ``take_rate_permits``, a sliding log per limit key: a permit is taken only
+  while fewer than ``limit`` were taken in the last ``per`` seconds, so no window of
+  ``per`` seconds, wherever it falls, holds more than ``limit`` starts.
+
+The primitives the next features need join here, each an atomic step on the store:
+taking and releasing a concurrency permit.
 
 A job belongs to its queue: its record and its idempotency key live with the queue (one
 Redis Cluster slot per queue), so the record calls name the queue as well as the job id.
@@ -25,12 +29,12 @@ Redis Cluster slot per queue), so the record calls name the queue as well as the
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import ClassVar, NoReturn
 
 from .errors import ConfigurationError
-from .records import JobInfo, Progress, ScheduleState, WorkerInfo
+from .records import JobInfo, Progress, RateRequest, ScheduleState, WorkerInfo
 
 __all__ = ["JobStore", "MissingStore"]
 
@@ -95,6 +99,14 @@ class JobStore(abc.ABC):
         """Pause (``paused=True``) or resume a schedule, for every worker; kept until changed."""
         raise NotImplementedError(f"{type(self).__name__} cannot pause schedules")
 
+    async def take_rate_permits(self, requests: Sequence[RateRequest]) -> list[float]:
+        """Take a permit for each request, in order, each one atomic step on the store's
+        clock (the same for every worker): 0.0 where it was taken; where the limit is
+        reached, the seconds until the oldest permit in the window leaves it (nothing is
+        taken then). Each key's log expires once ``per`` seconds pass without a permit, so
+        quiet keys take no room. All in one round trip."""
+        raise NotImplementedError(f"{type(self).__name__} cannot take rate permits")
+
     async def last_slot(self, schedule: str) -> datetime | None:
         """The latest slot of ``schedule`` claimed within the claims' ``ttl``, in UTC."""
         return (await self.schedule_state(schedule)).last_slot
@@ -141,6 +153,9 @@ class MissingStore(JobStore):
 
     async def schedule_state(self, schedule: str) -> ScheduleState:
         self._refuse("reading a schedule's last slot")
+
+    async def take_rate_permits(self, requests: Sequence[RateRequest]) -> list[float]:
+        self._refuse("taking a rate-limit permit")
 
     async def pause_schedule(self, schedule: str, paused: bool) -> None:
         self._refuse("pausing a schedule")

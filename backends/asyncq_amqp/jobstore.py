@@ -5,11 +5,11 @@ own word on which workers are connected. Without ``records=`` the backend's stor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from asyncq.records import JobInfo, Progress, ScheduleState, WorkerInfo
+from asyncq.records import JobInfo, Progress, RateRequest, ScheduleState, WorkerInfo
 from asyncq.store import JobStore, MissingStore
 
 from .connection import Link
@@ -83,6 +83,9 @@ class AmqpJobStore(JobStore):
 
     async def schedule_state(self, schedule: str) -> ScheduleState:
         return await self._records.schedule_state(schedule)
+
+    async def take_rate_permits(self, requests: Sequence[RateRequest]) -> list[float]:
+        return await self._records.take_rate_permits(requests)
 
     async def pause_schedule(self, schedule: str, paused: bool) -> None:
         await self._records.pause_schedule(schedule, paused)

@@ -27,6 +27,7 @@ from asyncq_redis.records import (
     IS_FINISHED,
     RELEASE_KEY,
     SCRIPT_CHUNK,
+    STORE_SCRIPTS,
     Call,
     QueueKeys,
     RedisJobStore,
@@ -243,6 +244,7 @@ _SCRIPTS = {
     "SETTLE": SETTLE,
     "CANCEL": CANCEL,
     "PURGE": PURGE,
+    **STORE_SCRIPTS,
 }
 
 

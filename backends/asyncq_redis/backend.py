@@ -43,7 +43,7 @@ from asyncq.store import JobStore
 
 from . import blocking, jobstore, listing, mover, retention, scripts
 from .jobstore import GROUP, StreamJobStore
-from .records import Call, QueueKeys, RedisStore
+from .records import STORE_SCRIPTS, Call, QueueKeys, RedisStore
 from .settings import RedisSettings
 from .wire import Wire
 
@@ -61,6 +61,7 @@ _SCRIPTS = {
     "CANCEL": jobstore.CANCEL,
     "LIST": listing.LIST,
     "TRIM_DEAD": retention.TRIM_DEAD,
+    **STORE_SCRIPTS,
 }
 
 

@@ -31,6 +31,7 @@ from .lua import (
     Fragment,
     define,
 )
+from .permits import STORE_SCRIPTS
 from .scripting import SCRIPT_CHUNK, Call, settle_chunks
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "IS_FINISHED",
     "RELEASE_KEY",
     "SCRIPT_CHUNK",
+    "STORE_SCRIPTS",
     "Call",
     "Fragment",
     "QueueKeys",

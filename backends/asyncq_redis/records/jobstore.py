@@ -15,18 +15,25 @@ the workers and whoever lists them do not matter.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from redis import exceptions as rx
 
-from asyncq.records import GONE_RETENTION, JobInfo, Progress, ScheduleState, WorkerInfo
+from asyncq.records import (
+    GONE_RETENTION,
+    JobInfo,
+    Progress,
+    RateRequest,
+    ScheduleState,
+    WorkerInfo,
+)
 from asyncq.store import JobStore
 
 from ..notifications import listen
-from . import codec
+from . import codec, permits
 from .client import RedisStore
 from .keys import QueueKeys
 
@@ -88,6 +95,9 @@ class RedisJobStore(JobStore):
     def _schedule_keys(self, schedule: str) -> str:
         # One hash tag per schedule: its claims and its last slot share a Cluster slot.
         return f"{self._prefix}:{{schedule:{schedule}}}"
+
+    async def take_rate_permits(self, requests: Sequence[RateRequest]) -> list[float]:
+        return await permits.take_rate_permits(self.redis, self._prefix, requests)
 
     async def set_progress(self, job_id: str, queue: str, progress: Progress) -> None:
         record = self.keys(queue).job(job_id)
