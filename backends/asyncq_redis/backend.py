@@ -41,7 +41,7 @@ from asyncq.errors import BrokerError
 from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
 from asyncq.store import JobStore
 
-from . import blocking, jobstore, listing, mover, retention, scripts
+from . import blocking, jobstore, listing, mover, queue_scripts, retention, scripts
 from .jobstore import GROUP, StreamJobStore
 from .records import STORE_SCRIPTS, Call, QueueKeys, RedisStore
 from .settings import RedisSettings
@@ -55,8 +55,8 @@ _SCRIPTS = {
     "SETTLE": scripts.SETTLE,
     "PROMOTE": mover.PROMOTE,
     "RENEW": scripts.RENEW,
-    "STATS": scripts.STATS,
-    "PURGE": scripts.PURGE,
+    "STATS": queue_scripts.STATS,
+    "PURGE": queue_scripts.PURGE,
     "INFO": jobstore.INFO,
     "CANCEL": jobstore.CANCEL,
     "LIST": listing.LIST,
