@@ -403,4 +403,3 @@ for i = 3, #ARGV do
 end
 return renewed
 """
-
