@@ -168,6 +168,7 @@ class MemoryBackend(Backend):
                 _, _, job_id = heapq.heappop(q.scheduled)
                 if job_id in q.scheduled_ids:
                     q.scheduled_ids.discard(job_id)
+                    q.deferred_ids.discard(job_id)
                     job = broker.jobs.get(job_id)
                     if job is not None:
                         job.status, job.ready_at = JobStatus.QUEUED, job.eta or now
@@ -252,6 +253,12 @@ class MemoryBackend(Backend):
                     job.eta = None
                     job.status = JobStatus.QUEUED
                 self._place(job)
+            elif outcome is Outcome.DEFER:
+                job.status, job.redelivered = JobStatus.QUEUED, False
+                if s.eta is not None and s.eta > now:
+                    job.eta = s.eta
+                    q.deferred_ids.add(job.id)
+                self._place(job)
             else:
                 job.ttl = s.result_ttl
                 if outcome is Outcome.SUCCEEDED:
@@ -292,8 +299,8 @@ class MemoryBackend(Backend):
             stats.append(
                 QueueStats(
                     queue=name,
-                    pending=len(q.ready),
-                    scheduled=len(q.scheduled_ids),
+                    pending=len(q.ready) + len(q.deferred_ids),
+                    scheduled=len(q.scheduled_ids) - len(q.deferred_ids),
                     running=len(q.running),
                     dead=len(q.dead),
                     oldest_pending_age=self._oldest_pending_age(q, now),
@@ -368,6 +375,7 @@ class MemoryBackend(Backend):
                 purged += self._cancel_waiting(job, now)
         for job_id in list(q.scheduled_ids)[: limit - purged]:
             q.scheduled_ids.discard(job_id)  # its heap entry is skipped when it comes due
+            q.deferred_ids.discard(job_id)
             job = self._broker.jobs.get(job_id)
             if job is not None:
                 purged += self._cancel_waiting(job, now)
@@ -391,10 +399,11 @@ class MemoryBackend(Backend):
                 for d in await self.dead_letters(queue, limit=limit, after=after)
             ]
         ids: list[str]
-        if status is JobStatus.QUEUED:
-            ids = list(q.ready)
+        if status is JobStatus.QUEUED:  # ready first, then those waiting on a limit
+            ids = list(q.ready) + [i for _, _, i in sorted(q.scheduled) if i in q.deferred_ids]
         elif status is JobStatus.SCHEDULED:
-            ids = [i for _, _, i in sorted(q.scheduled) if i in q.scheduled_ids]
+            waiting = q.scheduled_ids - q.deferred_ids
+            ids = [i for _, _, i in sorted(q.scheduled) if i in waiting]
         elif status is JobStatus.RUNNING:
             ids = sorted(q.running, key=lambda i: broker.jobs[i].receipt)
         else:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from .errors import ErrorInfo
+from .memory_limits import MemoryLimits
 from .records import DeadLetter, JobStatus, Progress, WorkerInfo
 
 __all__ = ["BROKERS", "MemoryBroker", "QueueState", "Ready", "StoredJob"]
@@ -115,6 +116,8 @@ class QueueState:
     ready: Ready = field(default_factory=Ready)
     scheduled: list[tuple[float, int, str]] = field(default_factory=list)
     scheduled_ids: set[str] = field(default_factory=set)
+    deferred_ids: set[str] = field(default_factory=set)
+    """Those of ``scheduled_ids`` waiting on a limit: QUEUED, and counted as pending."""
     running: set[str] = field(default_factory=set)
     dead: dict[str, DeadLetter] = field(default_factory=dict)
 
@@ -135,10 +138,8 @@ class MemoryBroker:
         self.slot_claims: dict[tuple[str, int], tuple[float, str]] = {}
         """(schedule, slot in ms since the epoch) -> when the claim expires, the slot's job."""
         self.paused_schedules: set[str] = set()
-        self.rate_logs: dict[str, deque[float]] = {}
-        """Rate limit key -> when its permits in the window were taken, oldest first."""
-        self.rate_windows: dict[str, float] = {}
-        """Rate limit key -> its window (``per``), for dropping logs gone quiet."""
+        self.limits = MemoryLimits()
+        """Rate and concurrency limit state."""
         self.receipts = itertools.count(1)
         self.sequence = itertools.count()
         self.changed: anyio.Event | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -13,8 +12,10 @@ import anyio
 from .memory_broker import MemoryBroker
 from .records import (
     GONE_RETENTION,
+    ConcurrencyRequest,
     JobInfo,
     JobStatus,
+    Permit,
     Progress,
     RateRequest,
     ScheduleState,
@@ -31,7 +32,6 @@ class MemoryStore(JobStore):
     def __init__(self, broker: MemoryBroker, result_ttl: float) -> None:
         self._broker = broker
         self._result_ttl = result_ttl
-        self._rate_calls = 0
 
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
         self._broker.expire(time.time(), self._result_ttl)
@@ -82,9 +82,10 @@ class MemoryStore(JobStore):
             for watcher in list(broker.cancel_watchers):
                 watcher(job_id)
             return True
-        if job.status is JobStatus.QUEUED:
+        if job.status is JobStatus.QUEUED and job_id not in q.deferred_ids:
             q.ready.remove(job)
         q.scheduled_ids.discard(job_id)  # its heap entry is skipped when it comes due
+        q.deferred_ids.discard(job_id)
         job.status, job.eta, job.updated_at = JobStatus.CANCELLED, None, now
         broker.finish(job, now, self._result_ttl)
         return True
@@ -140,25 +141,18 @@ class MemoryStore(JobStore):
         return ScheduleState(datetime.fromtimestamp(ms / 1000, UTC), job_id or None, paused)
 
     async def take_rate_permits(self, requests: Sequence[RateRequest]) -> list[float]:
-        logs, out = self._broker.rate_logs, []
-        for request in requests:
-            now = time.time()
-            log = logs.setdefault(request.key, deque())
-            self._broker.rate_windows[request.key] = request.per
-            while log and log[0] <= now - request.per:  # out of the window
-                log.popleft()
-            if len(log) < request.limit:
-                log.append(now)
-                out.append(0.0)
-            else:
-                out.append(max(log[len(log) - request.limit] + request.per - now, 1e-3))
-        self._rate_calls += 1
-        if self._rate_calls % 1024 == 0:  # now and then: quiet keys take no room
-            now = time.time()
-            windows = self._broker.rate_windows
-            for key in [k for k, log in logs.items() if not log or log[-1] <= now - windows[k]]:
-                del logs[key], windows[key]
-        return out
+        return self._broker.limits.take_rate(requests)
+
+    async def take_concurrency_permits(self, requests: Sequence[ConcurrencyRequest]) -> list[float]:
+        return self._broker.limits.take_concurrency(requests)
+
+    async def renew_concurrency_permits(self, permits: Sequence[Permit], lease: float) -> None:
+        self._broker.limits.renew_concurrency(permits, lease)
+
+    async def release_concurrency_permits(
+        self, permits: Sequence[Permit], held_for: Sequence[float]
+    ) -> None:
+        self._broker.limits.release_concurrency(permits, held_for)
 
     async def pause_schedule(self, schedule: str, paused: bool) -> None:
         if paused:

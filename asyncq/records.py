@@ -23,6 +23,8 @@ __all__ = [
     "JobStatus",
     "Progress",
     "QueueStats",
+    "ConcurrencyRequest",
+    "Permit",
     "RateRequest",
     "ScheduleState",
     "TrimmedDeadLetters",
@@ -144,7 +146,30 @@ class RateRequest:
     limit: int
     per: float
     token: str
-    """Unique to this start (a retry or a snooze is a start of its own)."""
+    """This start's (the job's id and attempt): the same when it asks again after a
+    refusal, which keeps its place among the waiters."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyRequest:
+    """One job asking for a permit of a concurrency limit: at most ``limit`` holders of
+    ``key`` at once, across every process of the broker, each for ``lease`` seconds unless
+    renewed."""
+
+    key: str
+    """The limit's name, as for :class:`RateRequest`."""
+    limit: int
+    holder: str
+    """The job's id: a redelivered copy of a job takes over its own permit, not a second."""
+    lease: float
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """A concurrency permit one job holds: released when it ends, renewed while it runs."""
+
+    key: str
+    holder: str
 
 
 @dataclass(frozen=True, slots=True)

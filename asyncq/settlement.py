@@ -1,8 +1,8 @@
 """How one delivery ended: the ``Outcome`` words and the ``Settlement`` a backend carries out.
 
 Each outcome has one constructor (``Settlement.succeeded``, ``.retry``, ``.snooze``, ``.dead``,
-``.cancelled``, ``.release``), and each takes the job's task and attempt, so whatever logs,
-counts or traces a settlement always knows which attempt of which task it was. The
+``.cancelled``, ``.release``, ``.defer``), and each takes the job's task and attempt, so
+whatever logs, counts or traces a settlement always knows which attempt of which task it was. The
 outcome of an attempt is decided in one place, :func:`asyncq.execution.execute`; a backend
 builds settlements only to hand back deliveries it could not pass on (``release``).
 
@@ -16,7 +16,10 @@ What each outcome asks of a backend:
 * ``DEAD``: move the message to the dead-letter queue with ``error``, ack;
 * ``CANCELLED``: finish the record as cancelled, ack;
 * ``RELEASE``: give the job back to its queue unacknowledged, unchanged, for another worker
-  (a graceful shutdown).
+  (a graceful shutdown);
+* ``DEFER``: the job is over a rate or concurrency limit and was not started: back to its
+  queue unchanged (same body, attempt and snoozes), not before ``eta``, and while it waits
+  it is QUEUED and counted as pending, not scheduled.
 """
 
 from __future__ import annotations
@@ -39,11 +42,12 @@ class Outcome(enum.Enum):
     DEAD = "dead"
     CANCELLED = "cancelled"
     RELEASE = "release"
+    DEFER = "defer"
 
     @property
     def label(self) -> str:
         """The outcome in job logs and the ``outcome`` metric attribute: "succeeded",
-        "retried", "snoozed", "dead", "cancelled", "released"."""
+        "retried", "snoozed", "dead", "cancelled", "released", "deferred"."""
         return _LABELS[self]
 
     @property
@@ -60,6 +64,7 @@ _LABELS = {
     Outcome.DEAD: "dead",
     Outcome.CANCELLED: "cancelled",
     Outcome.RELEASE: "released",
+    Outcome.DEFER: "deferred",
 }
 _EVENTS = {
     Outcome.RETRY: "asyncq.retry",
@@ -79,7 +84,7 @@ class Settlement:
     retry_body: bytes | None = None
     """RETRY: the next attempt's message (attempt + 1); SNOOZE: the same attempt's."""
     eta: float | None = None
-    """RETRY and SNOOZE: when the job may run again."""
+    """RETRY, SNOOZE and DEFER: when the job may run again."""
     error: ErrorInfo | None = None
     """RETRY and DEAD: why the attempt failed."""
     task: str = ""
@@ -161,3 +166,8 @@ class Settlement:
         """Back to the queue as it was; ``task`` is '' for a delivery never decoded (a
         backend handing back what it fetched beyond a worker's limit)."""
         return cls(delivery, Outcome.RELEASE, task=task, attempt=attempt)
+
+    @classmethod
+    def defer(cls, delivery: Delivery, *, task: str, attempt: int, eta: float) -> Settlement:
+        """Not started: over a limit until about ``eta``."""
+        return cls(delivery, Outcome.DEFER, eta=eta, task=task, attempt=attempt)

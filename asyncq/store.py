@@ -19,8 +19,14 @@ What a store does:
   while fewer than ``limit`` were taken in the last ``per`` seconds, so no window of
   ``per`` seconds, wherever it falls, holds more than ``limit`` starts.
 
-The primitives the next features need join here, each an atomic step on the store:
-taking and releasing a concurrency permit.
+* concurrency limits: ``take_concurrency_permits``, ``renew_concurrency_permits`` and
+  ``release_concurrency_permits``: at most ``limit`` holders per key, each holding for a
+  lease, so a lost worker's permits come back when their leases run out.
+
+A refusal of either kind says how long to wait: for a rate, until a permit can be had (the
+n-th refused caller of a key waits for the n-th permit to come free, so waiters are spread
+out rather than woken together); for a concurrency limit, an estimate from how long the
+key's permits have been held lately.
 
 A job belongs to its queue: its record and its idempotency key live with the queue (one
 Redis Cluster slot per queue), so the record calls name the queue as well as the job id.
@@ -34,7 +40,15 @@ from datetime import datetime
 from typing import ClassVar, NoReturn
 
 from .errors import ConfigurationError
-from .records import JobInfo, Progress, RateRequest, ScheduleState, WorkerInfo
+from .records import (
+    ConcurrencyRequest,
+    JobInfo,
+    Permit,
+    Progress,
+    RateRequest,
+    ScheduleState,
+    WorkerInfo,
+)
 
 __all__ = ["JobStore", "MissingStore"]
 
@@ -104,8 +118,28 @@ class JobStore(abc.ABC):
         clock (the same for every worker): 0.0 where it was taken; where the limit is
         reached, the seconds until the oldest permit in the window leaves it (nothing is
         taken then). Each key's log expires once ``per`` seconds pass without a permit, so
-        quiet keys take no room. All in one round trip."""
+        quiet keys take no room. All in one round trip. A refused request's wait counts
+        the callers already refused and waiting on its key: the n-th waits for the n-th
+        permit to come free."""
         raise NotImplementedError(f"{type(self).__name__} cannot take rate permits")
+
+    async def take_concurrency_permits(self, requests: Sequence[ConcurrencyRequest]) -> list[float]:
+        """Take a permit for each request, in order, each one atomic step: 0.0 where it was
+        taken (or its holder already held it: renewed), else the seconds to wait before
+        asking again (nothing is taken then). Permits whose lease ran out are free again.
+        All in one round trip."""
+        raise NotImplementedError(f"{type(self).__name__} cannot take concurrency permits")
+
+    async def renew_concurrency_permits(self, permits: Sequence[Permit], lease: float) -> None:
+        """Extend the lease of permits still held, to ``lease`` seconds from now."""
+        raise NotImplementedError(f"{type(self).__name__} cannot renew concurrency permits")
+
+    async def release_concurrency_permits(
+        self, permits: Sequence[Permit], held_for: Sequence[float]
+    ) -> None:
+        """Give permits back (``held_for``: how long each was held, for the refusals'
+        estimate of the wait)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot release concurrency permits")
 
     async def last_slot(self, schedule: str) -> datetime | None:
         """The latest slot of ``schedule`` claimed within the claims' ``ttl``, in UTC."""
@@ -156,6 +190,17 @@ class MissingStore(JobStore):
 
     async def take_rate_permits(self, requests: Sequence[RateRequest]) -> list[float]:
         self._refuse("taking a rate-limit permit")
+
+    async def take_concurrency_permits(self, requests: Sequence[ConcurrencyRequest]) -> list[float]:
+        self._refuse("taking a concurrency-limit permit")
+
+    async def renew_concurrency_permits(self, permits: Sequence[Permit], lease: float) -> None:
+        self._refuse("renewing a concurrency-limit permit")
+
+    async def release_concurrency_permits(
+        self, permits: Sequence[Permit], held_for: Sequence[float]
+    ) -> None:
+        self._refuse("releasing a concurrency-limit permit")
 
     async def pause_schedule(self, schedule: str, paused: bool) -> None:
         self._refuse("pausing a schedule")

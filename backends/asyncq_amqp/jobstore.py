@@ -9,7 +9,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from asyncq.records import JobInfo, Progress, RateRequest, ScheduleState, WorkerInfo
+from asyncq.records import (
+    ConcurrencyRequest,
+    JobInfo,
+    Permit,
+    Progress,
+    RateRequest,
+    ScheduleState,
+    WorkerInfo,
+)
 from asyncq.store import JobStore, MissingStore
 
 from .connection import Link
@@ -86,6 +94,17 @@ class AmqpJobStore(JobStore):
 
     async def take_rate_permits(self, requests: Sequence[RateRequest]) -> list[float]:
         return await self._records.take_rate_permits(requests)
+
+    async def take_concurrency_permits(self, requests: Sequence[ConcurrencyRequest]) -> list[float]:
+        return await self._records.take_concurrency_permits(requests)
+
+    async def renew_concurrency_permits(self, permits: Sequence[Permit], lease: float) -> None:
+        await self._records.renew_concurrency_permits(permits, lease)
+
+    async def release_concurrency_permits(
+        self, permits: Sequence[Permit], held_for: Sequence[float]
+    ) -> None:
+        await self._records.release_concurrency_permits(permits, held_for)
 
     async def pause_schedule(self, schedule: str, paused: bool) -> None:
         await self._records.pause_schedule(schedule, paused)

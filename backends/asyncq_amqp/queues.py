@@ -85,12 +85,14 @@ class Queues:
         for i, (q, ns) in enumerate(zip(queues, per_queue, strict=True)):
             work, dead, *waiting = depths[at : at + len(ns)]
             at += len(ns)
+            deferred = 0
             if records is not None:
-                scheduled, running = counts[i]
+                scheduled, running, deferred = counts[i]
             else:
                 scheduled = sum(waiting) + self._mover.moving[q]
                 running = self._fetcher.running[q]
-            out.append(QueueStats(q, work + buffered[q], scheduled, running, dead))
+            pending = work + buffered[q] + deferred
+            out.append(QueueStats(q, pending, scheduled - deferred, running, dead))
         return out
 
     async def depths(self, names: Sequence[str]) -> list[int]:

@@ -126,6 +126,7 @@ for i = 4, #ARGV, 3 do
         redis.call('HDEL', jk, 'eta')
         redis.call('SADD', running, id)
         redis.call('SREM', scheduled, id)
+        redis.call('SREM', base .. ':deferred', id)
     end
     table.insert(out, verdict)
 end
@@ -181,6 +182,12 @@ for i = 4, #ARGV, 8 do
         if redis.call('HGET', jk, 'status') == 'running' then
             redis.call('HSET', jk, 'status', 'queued', 'updated', now)
         end
+    elseif outcome == 'defer' then
+        -- Over a limit, not started: queued again, due at eta (its message waits in the
+        -- delay queues); the deferred set has the queue's depths count it as pending.
+        redis.call('HSET', jk, 'status', 'queued', 'eta', eta, 'updated', now)
+        redis.call('SADD', scheduled, id)
+        redis.call('SADD', base .. ':deferred', id)
     end
 end
 return 1
@@ -199,6 +206,7 @@ local jk = base .. ':job:' .. id
 local verdict = cancel_record(base, jk, id, redis.call('HGET', jk, 'status'), now, ttl, channel)
 if verdict == 'cancelled' then
     redis.call('SREM', KEYS[1], id)
+    redis.call('SREM', base .. ':deferred', id)
 end
 return verdict == 'finished' and 0 or 1
 """
@@ -222,6 +230,7 @@ local function cancel(id)
     end
     redis.call('SREM', running, id)
     redis.call('SREM', scheduled, id)
+    redis.call('SREM', base .. ':deferred', id)
 end
 for i = 5, #ARGV do
     cancel(ARGV[i])
@@ -357,16 +366,21 @@ class RecordStore(RedisJobStore):
             record: Any = await self.redis.client.hgetall(self.keys(queue).job(job_id))
         return job_info(job_id, queue, record)
 
-    async def counts(self, queues: Sequence[str]) -> list[tuple[int, int]]:
-        """(scheduled, running) per queue."""
+    async def counts(self, queues: Sequence[str]) -> list[tuple[int, int, int]]:
+        """(scheduled, running, deferred) per queue: of the scheduled, ``deferred`` wait on a
+        rate or concurrency limit (queued: counted as pending)."""
         with self.redis.errors("reading queue counts"):
             pipe = self.redis.client.pipeline(transaction=False)
             for q in queues:
                 keys = self.keys(q)
                 pipe.scard(keys.scheduled)
                 pipe.scard(keys.running)
+                pipe.scard(keys.deferred)
             replies = await pipe.execute()
-        return [(int(replies[i]), int(replies[i + 1])) for i in range(0, len(replies), 2)]
+        return [
+            (int(replies[i]), int(replies[i + 1]), int(replies[i + 2]))
+            for i in range(0, len(replies), 3)
+        ]
 
 
 def _stored(reply: list[Any]) -> tuple[str, bool]:

@@ -28,6 +28,9 @@ __all__ = ["Settler"]
 
 log = logging.getLogger("asyncq.amqp")
 
+_AGAIN = frozenset({Outcome.RETRY, Outcome.SNOOZE, Outcome.DEFER})
+"""The outcomes that publish the job again, through its delay when it has one."""
+
 
 class Settler:
     def __init__(
@@ -58,13 +61,13 @@ class Settler:
             owners: list[Settlement] = []
             for s in live:
                 d = s.delivery
-                if s.outcome is Outcome.RETRY or s.outcome is Outcome.SNOOZE:
+                if s.outcome in _AGAIN:
                     exchange, key = await self._topology.route(d.queue, s.eta)
-                    # A snooze runs the same attempt again.
+                    # A snooze runs the same attempt again; a deferral the same message.
                     attempt = s.attempt + 1 if s.outcome is Outcome.RETRY else s.attempt
                     table = headers(attempt=attempt, eta=s.eta)
                     # At the job's priority, which the message it came in carried.
-                    body = s.retry_body or b""
+                    body = d.body if s.outcome is Outcome.DEFER else s.retry_body or b""
                     messages.append(Outgoing(exchange, key, body, d.id, table, d.priority))
                     owners.append(s)
                 elif s.outcome is Outcome.DEAD:

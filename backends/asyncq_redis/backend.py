@@ -301,7 +301,8 @@ class RedisBackend(Backend):
             args: list[Any] = [GROUP, self._consumer, keys.base, now, ttl]
             for s in chunk:
                 args += scripts.settle_args(s)
-            calls.append(("SETTLE", [keys.stream_at(priority), keys.scheduled, keys.dead], args))
+            stream = keys.stream_at(priority)
+            calls.append(("SETTLE", [stream, keys.scheduled, keys.dead, keys.deferred], args))
         with self._errors("settling jobs"):
             await self._run_scripts(calls)
 
@@ -347,12 +348,22 @@ class RedisBackend(Backend):
             calls = []
             for q in queues:
                 keys = self._k(q)
-                stats_keys = [keys.stream, keys.scheduled, keys.dead, keys.levels]
+                stats_keys = [keys.stream, keys.scheduled, keys.dead, keys.levels, keys.deferred]
                 calls.append(("STATS", stats_keys, [GROUP]))
             replies = await self._run_scripts(calls)
+        # A job waiting on a limit is in the scheduled set, yet queued: counted as pending.
         return [
-            QueueStats(q, max(length - running, 0), scheduled, running, dead, age_ms / 1000)
-            for q, (length, running, scheduled, dead, age_ms) in zip(queues, replies, strict=True)
+            QueueStats(
+                q,
+                max(length - running, 0) + deferred,
+                scheduled - deferred,
+                running,
+                dead,
+                age_ms / 1000,
+            )
+            for q, (length, running, scheduled, dead, age_ms, deferred) in zip(
+                queues, replies, strict=True
+            )
         ]
 
     async def dead_letters(
@@ -397,7 +408,7 @@ class RedisBackend(Backend):
         keys = self._k(queue)
         args = [keys.base, GROUP, repr(time.time()), self._ttl_ms, limit]
         with self._errors("purging a queue"):
-            purge_keys = [keys.stream, keys.scheduled, keys.levels]
+            purge_keys = [keys.stream, keys.scheduled, keys.levels, keys.deferred]
             (purged,) = await self._run_scripts([("PURGE", purge_keys, args)])
         return int(purged)
 
@@ -406,7 +417,7 @@ class RedisBackend(Backend):
         with self._errors("removing a queue"):
             levels: Any = await self.client.smembers(keys.levels)
             streams = [keys.stream_at(int(level)) for level in levels]
-            doomed = [keys.stream, *streams, keys.levels, keys.scheduled, keys.dead]
+            doomed = [keys.stream, *streams, keys.levels, keys.scheduled, keys.deferred, keys.dead]
             await self._redis.unregister(queue, *doomed)
         self._groups.discard(queue)
         self._levels.pop(queue, None)

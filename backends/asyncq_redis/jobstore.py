@@ -45,7 +45,7 @@ return record
 CANCEL = (
     define(CANCEL_RECORD, DELIVERED)
     + """
--- KEYS: stream, scheduled. ARGV: base, id, now, ttl_ms, cancel channel, group.
+-- KEYS: stream, scheduled, deferred. ARGV: base, id, now, ttl_ms, cancel channel, group.
 -- Returns 1 if the job will not run (again), 0 if it had already finished or is unknown.
 local stream, scheduled = KEYS[1], KEYS[2]
 local base, id, now, ttl, channel, group = unpack(ARGV)
@@ -64,6 +64,7 @@ if verdict == 'cancelled' then
         redis.call('XDEL', stream, entry)
     end
     redis.call('ZREM', scheduled, id)
+    redis.call('SREM', KEYS[3], id)
 end
 return verdict == 'finished' and 0 or 1
 """
@@ -84,5 +85,7 @@ class StreamJobStore(RedisJobStore):
         now, channel = repr(time.time()), self.redis.cancel_channel
         args = [keys.base, job_id, now, self.ttl_ms, channel, GROUP]
         with self.redis.errors("cancelling a job"):
-            (reply,) = await self.redis.run([("CANCEL", [keys.stream, keys.scheduled], args)])
+            (reply,) = await self.redis.run(
+                [("CANCEL", [keys.stream, keys.scheduled, keys.deferred], args)]
+            )
         return bool(reply)

@@ -32,7 +32,7 @@ _BATCH = 1000  # jobs one PROMOTE call moves at the most
 PROMOTE = (
     define(QUEUE)
     + """
--- KEYS: scheduled, stream. ARGV: base, now, limit.
+-- KEYS: scheduled, stream, deferred. ARGV: base, now, limit.
 -- Move due jobs from the scheduled set into the stream. ZREM decides who moves a job, so
 -- however many workers run this at once, each job is moved exactly once.
 -- Returns {moved, score of the next job still waiting or ''}.
@@ -42,6 +42,7 @@ local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limi
 local moved = 0
 for _, id in ipairs(due) do
     if redis.call('ZREM', scheduled, id) == 1 then
+        redis.call('SREM', KEYS[3], id)  -- if it waited on a limit, it waits no more
         local jk = base .. ':job:' .. id
         local job = redis.call('HMGET', jk, 'body', 'priority')
         if job[1] then
@@ -94,7 +95,10 @@ async def _move_forever(
         await pubsub.subscribe(*[k.wake for k in keys])
         while True:
             now = repr(time.time())
-            calls = [("PROMOTE", [k.scheduled, k.stream], [k.base, now, _BATCH]) for k in keys]
+            calls = [
+                ("PROMOTE", [k.scheduled, k.stream, k.deferred], [k.base, now, _BATCH])
+                for k in keys
+            ]
             replies = await redis.run(calls)
             if any(moved >= _BATCH for moved, _ in replies):
                 continue  # more are due than one step moves

@@ -12,11 +12,12 @@ __all__ = ["PURGE", "STATS"]
 STATS = (
     define(LEVELS, UNDELIVERED)
     + """
--- KEYS: stream, scheduled, dead, levels. ARGV: group.
+-- KEYS: stream, scheduled, dead, levels, deferred. ARGV: group.
 -- Returns {entries in the streams of every priority, of them delivered and not
 -- acknowledged, scheduled, dead, the age in ms of the oldest entry no worker has been
--- handed (0 when there is none)}. An entry id is the server's clock in ms when the entry
--- was added (enqueued, due, retried), and so is TIME: no clock of a client's comes in.
+-- handed (0 when there is none), of the scheduled those waiting on a limit}. An entry id
+-- is the server's clock in ms when the entry was added (enqueued, due, retried), and so is
+-- TIME: no clock of a client's comes in.
 local length, running, oldest = 0, 0, nil
 for _, l in ipairs(levels_of(KEYS[1], KEYS[4])) do
     length = length + redis.call('XLEN', l[2])
@@ -35,14 +36,15 @@ if oldest then
     local now = redis.call('TIME')
     age = math.max(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - oldest, 0)
 end
-return {length, running, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3]), age}
+return {length, running, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3]), age,
+    redis.call('SCARD', KEYS[5])}
 """
 )
 
 PURGE = (
     define(FINISH, UNDELIVERED, ENTRY_FIELDS, LEVELS)
     + """
--- KEYS: stream, scheduled, levels. ARGV: base, group, now, ttl_ms, limit.
+-- KEYS: stream, scheduled, levels, deferred. ARGV: base, group, now, ttl_ms, limit.
 -- Cancel up to limit waiting jobs of the queue: stream entries no worker has been handed
 -- (of every priority, the highest first) and jobs in the scheduled set (delayed, or
 -- waiting for a retry). Returns how many were cancelled.
@@ -66,6 +68,7 @@ end
 if purged < limit then
     for _, id in ipairs(redis.call('ZRANGE', scheduled, 0, limit - purged - 1)) do
         redis.call('ZREM', scheduled, id)
+        redis.call('SREM', KEYS[4], id)
         finish(base, base .. ':job:' .. id, id, 'cancelled', ttl, now)
         purged = purged + 1
     end

@@ -292,13 +292,13 @@ SETTLE = (
     define(FINISH, QUEUE, DELIVERED)
     + """
 -- KEYS: stream (the one the deliveries came from: they are of one priority, which a retry
--- or a release keeps by going back to it), scheduled, dead.
+-- or a release keeps by going back to it), scheduled, dead, deferred.
 -- ARGV: group, consumer, base, now, ttl_ms, then per delivery
 -- the values settle_args() gives: outcome, entry, id, body, result, eta, error, task, ttl_ms
 -- of its task (empty strings where unused; an empty ttl is the backend's).
 -- Everything for one delivery happens in one step: a retry schedules the next attempt and
 -- acknowledges this one together, so a crash between the two cannot lose or double a job.
-local stream, scheduled, dead = KEYS[1], KEYS[2], KEYS[3]
+local stream, scheduled, dead, deferred = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, base, now, default_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 -- A retry or a snooze: wait in the scheduled set as `waiting` until eta, or queue at once.
 local function again(jk, id, body, eta, waiting)
@@ -345,6 +345,18 @@ for i = 6, #ARGV, 9 do
             finish(base, jk, id, 'cancelled', ttl, now)
         elseif outcome == 'release' then
             queue(stream, jk, id, body, now)
+        elseif outcome == 'defer' then
+            -- Over a limit, not started: back unchanged once a permit can be had. It stays
+            -- queued, and the deferred set has the queue's depths count it as pending.
+            if tonumber(eta) > tonumber(now) then
+                redis.call('HSET', jk, 'eta', eta, 'body', body, 'updated', now)
+                redis.call('HDEL', jk, 'entry')
+                redis.call('ZADD', scheduled, eta, id)
+                redis.call('SADD', deferred, id)
+                redis.call('PUBLISH', base .. ':wake', eta)
+            else
+                queue(stream, jk, id, body, now)
+            end
         end
     end
 end
@@ -356,6 +368,7 @@ return 1
 # Looked up once: on Python 3.11 an enum member looked up on its class, and its ``value``,
 # are each a property call, which costs more than the rest of a delivery's arguments.
 _RETRY, _SNOOZE, _DEAD, _RELEASE = Outcome.RETRY, Outcome.SNOOZE, Outcome.DEAD, Outcome.RELEASE
+_DEFER = Outcome.DEFER
 
 
 def settle_args(s: Settlement) -> list[Any]:
@@ -365,7 +378,7 @@ def settle_args(s: Settlement) -> list[Any]:
     outcome = s.outcome
     if outcome is _RETRY or outcome is _SNOOZE:
         body = s.retry_body or b""
-    elif outcome is _DEAD or outcome is _RELEASE:
+    elif outcome is _DEAD or outcome is _RELEASE or outcome is _DEFER:
         body = d.body
     else:
         body = b""

@@ -94,9 +94,10 @@ async def test_due_delayed_jobs_are_moved_exactly_once_by_racing_movers(
         while True:
             moved, next_due = await raw.eval(
                 mover.PROMOTE,
-                2,
+                3,
                 keys.scheduled,
                 keys.stream,
+                keys.deferred,
                 keys.base,
                 repr(time.time()),
                 25,

@@ -24,7 +24,9 @@ from redis import exceptions as rx
 
 from asyncq.records import (
     GONE_RETENTION,
+    ConcurrencyRequest,
     JobInfo,
+    Permit,
     Progress,
     RateRequest,
     ScheduleState,
@@ -98,6 +100,17 @@ class RedisJobStore(JobStore):
 
     async def take_rate_permits(self, requests: Sequence[RateRequest]) -> list[float]:
         return await permits.take_rate_permits(self.redis, self._prefix, requests)
+
+    async def take_concurrency_permits(self, requests: Sequence[ConcurrencyRequest]) -> list[float]:
+        return await permits.take_concurrency_permits(self.redis, self._prefix, requests)
+
+    async def renew_concurrency_permits(self, held: Sequence[Permit], lease: float) -> None:
+        await permits.renew_concurrency_permits(self.redis, self._prefix, held, lease)
+
+    async def release_concurrency_permits(
+        self, held: Sequence[Permit], held_for: Sequence[float]
+    ) -> None:
+        await permits.release_concurrency_permits(self.redis, self._prefix, held, held_for)
 
     async def set_progress(self, job_id: str, queue: str, progress: Progress) -> None:
         record = self.keys(queue).job(job_id)

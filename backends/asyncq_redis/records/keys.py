@@ -16,12 +16,15 @@ class QueueKeys:
     own, ``<stream>:<priority>``, its dead-letter stream, the delayed-job mover's wake-ups);
     ``running`` is a record store's set of the
     jobs a broker holds unacknowledged; both kinds keep ``scheduled``, the delayed jobs and
-    retries (a sorted set by due time on the Redis backend, a set in a record store).
+    retries (a sorted set by due time on the Redis backend, a set in a record store), and
+    ``deferred``, the set of those of them waiting on a rate or concurrency limit (queued,
+    and counted as pending).
     """
 
     __slots__ = (
         "base",
         "dead",
+        "deferred",
         "done_prefix",
         "levels",
         "queue",
@@ -38,6 +41,7 @@ class QueueKeys:
         self.levels = f"{self.base}:levels"
         self.scheduled = f"{self.base}:scheduled"
         self.dead = f"{self.base}:dead"
+        self.deferred = f"{self.base}:deferred"
         self.wake = f"{self.base}:wake"
         self.running = f"{self.base}:running"
         self.done_prefix = f"{self.base}:done:"
