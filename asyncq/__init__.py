@@ -19,6 +19,7 @@ from .errors import (
     TaskNotFound,
 )
 from .job import Job, JobContext, current_job
+from .limits import ConcurrencyLimit, RateLimit
 from .middleware import Middleware
 from .records import DeadLetter, JobInfo, JobStatus, Progress, QueueStats, WorkerInfo
 from .retry import Backoff
@@ -37,6 +38,7 @@ __all__ = [
     "Backoff",
     "BrokerError",
     "BrokerUnavailable",
+    "ConcurrencyLimit",
     "ConfigurationError",
     "DeadLetter",
     "ErrorInfo",
@@ -54,6 +56,7 @@ __all__ = [
     "OrjsonSerializer",
     "Progress",
     "QueueStats",
+    "RateLimit",
     "Reject",
     "Retry",
     "Serializer",

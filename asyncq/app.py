@@ -15,6 +15,7 @@ import anyio
 from .backend import Backend, redact_url, resolve_backend
 from .errors import ConfigurationError, TaskNotFound
 from .job import Job
+from .limits import ConcurrencyLimit, RateLimit
 from .middleware import EnqueueNext, Middleware, enqueue_chain
 from .operations import Operations
 from .periodic import add_schedule
@@ -199,6 +200,8 @@ class App:
         result_ttl: float | None = None,
         store_result: bool = True,
         priority: int = 0,
+        rate_limit: str | RateLimit | None = None,
+        concurrency_limit: int | ConcurrencyLimit | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -215,6 +218,8 @@ class App:
         result_ttl: float | None = None,
         store_result: bool = True,
         priority: int = 0,
+        rate_limit: str | RateLimit | None = None,
+        concurrency_limit: int | ConcurrencyLimit | None = None,
     ) -> Any:
         """Register a handler, as ``@app.task`` or ``@app.task(name=..., queue=..., ...)``.
 
@@ -224,7 +229,10 @@ class App:
         keeps this task's finished records for so many seconds instead of the broker's
         default, and ``store_result=False`` records a success without its value.
         ``priority`` (0..9, default 0) orders the jobs of a queue: a worker starts the
-        highest first, FIFO within a priority.
+        highest first, FIFO within a priority. ``rate_limit`` (``"100/s"``, ``"10/m"``,
+        ``"1000/h"`` or a :class:`~asyncq.RateLimit`) and ``concurrency_limit`` (an int or a
+        :class:`~asyncq.ConcurrencyLimit`) hold back its jobs across every worker; a job
+        over a limit waits, queued, without spending an attempt or a worker slot.
         """
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
@@ -244,6 +252,8 @@ class App:
                 result_ttl=result_ttl,
                 store_result=store_result,
                 priority=priority,
+                rate_limit=rate_limit,
+                concurrency_limit=concurrency_limit,
             )
             self.tasks[task_name] = task
             return task

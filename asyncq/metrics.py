@@ -124,6 +124,14 @@ class _Instruments:
             unit="{job}",
             description="Job attempts finished, by outcome.",
         )
+        self.limited_counts: Counter[tuple[str, str, str]] = Counter()
+        meter.create_observable_counter(
+            "asyncq.jobs.limited",
+            [self._observe_limited],
+            unit="{job}",
+            description="Jobs held back by a rate or concurrency limit (each time one is "
+            "sent back to wait), by task and limit: rate or concurrency.",
+        )
         self.removed_dead = meter.create_counter(
             "asyncq.dead_letters.removed",
             unit="{job}",
@@ -165,6 +173,14 @@ class _Instruments:
         return [
             Observation(n, {"queue": queue, "task": task or "?", "outcome": outcome.label})
             for (queue, task, outcome), n in list(self.finished_counts.items())
+        ]
+
+    def _observe_limited(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
+        return [
+            Observation(n, {"queue": queue, "task": task, "limit": limit})
+            for (queue, task, limit), n in list(self.limited_counts.items())
         ]
 
     def _observe_in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -250,6 +266,10 @@ class WorkerMetrics:
     def finished(self, queue: str, task: str, outcome: Outcome, duration: float) -> None:
         self._instruments.finished_counts[queue, task, outcome] += 1
         self._instruments.duration.record(duration, self._labels(queue, task, outcome))
+
+    def limited(self, queue: str, task: str, limit: str) -> None:
+        """A job of ``task`` was held back by its ``limit`` ("rate" or "concurrency")."""
+        self._instruments.limited_counts[queue, task, limit] += 1
 
     def trimmed(self, trim: TrimmedDeadLetters) -> None:
         """Retention removed these dead letters (rare: a counter's add() is fine here)."""

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from . import tracing
+from . import limits, tracing
 from .arguments import Parameters
 from .delivery import Envelope
 from .errors import MessageTooLarge
 from .job import Job
+from .limits import ConcurrencyLimit, RateLimit, TaskLimits
 from .middleware import Outgoing, OutgoingJob
 from .retry import Backoff
 from .serializer import check_priority, encode_job, new_job_id
@@ -65,6 +66,8 @@ class Task(Generic[P, R]):
         result_ttl: float | None = None,
         store_result: bool = True,
         priority: int = 0,
+        rate_limit: str | RateLimit | None = None,
+        concurrency_limit: int | ConcurrencyLimit | None = None,
     ) -> None:
         _check_retries(retries)
         check_priority(priority)
@@ -89,6 +92,14 @@ class Task(Generic[P, R]):
         """False: a success records its status but not the returned value."""
         self.priority = priority
         """0..9, higher first, for this task's jobs unless ``options(priority=)`` says."""
+        self.rate_limit = limits.rate_limit(rate_limit)
+        """At most so many starts per window, across every worker; None: no limit."""
+        self.concurrency_limit = limits.concurrency_limit(concurrency_limit)
+        """At most so many running at once, across every worker; None: no limit."""
+        self.limits = TaskLimits(fn, name, self.rate_limit, self.concurrency_limit)
+        """How a job of this task finds the limits it counts against."""
+        self.limited = self.rate_limit is not None or self.concurrency_limit is not None
+        """Whether its jobs pass the limiter before they start (most tasks: no)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.parameters = Parameters(fn, name)
         self._plain = TaskCall(self, EnqueueOptions())  # no options: built once, not per job

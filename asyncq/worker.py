@@ -39,6 +39,7 @@ from .deadlines import check_timeouts
 from .errors import BrokerError
 from .execution import admit, error_info, execute
 from .handoff import Handoff
+from .limiter import Limiter, wants_limiter
 from .metrics import WorkerMetrics, configured_provider
 from .middleware import ExecutionChain
 from .settlement import Settlement
@@ -112,6 +113,7 @@ class Worker:
         self._settler: Settler | None = None
         self._time_limits: str | None = None
         self._execute: ExecutionChain | None = None
+        self._limiter: Limiter | None = None
 
     @property
     def in_flight(self) -> int:
@@ -172,6 +174,10 @@ class Worker:
             provider = self.options.meter_provider or configured_provider()
             if provider is not None:
                 self.metrics = WorkerMetrics(provider, self._held_queues, self.queues)
+            # Any task's jobs may come in through any queue: its limit goes with it.
+            if wants_limiter(list(app.tasks.values())):
+                limiter = self._limiter = Limiter(app.backend, self.metrics)
+                services.start_soon(limiter.run, name="asyncq limits")
             self._execute = ExecutionChain(
                 app.middleware,
                 partial(execute, app),
@@ -223,6 +229,8 @@ class Worker:
                     settler.close()
                     with anyio.move_on_after(self.shutdown_timeout + 5):
                         await settler.done()
+                    if self._limiter is not None:
+                        await self._limiter.close()
                     await self._deregister()
                     if self.metrics is not None:
                         self.metrics.close()
@@ -332,8 +340,15 @@ class Worker:
         if self._stopping and not self._run_held:  # prefetched: execute() hands it back
             attempt.cause = SHUTDOWN
         assert self._execute is not None
+        limiter = self._limiter
         try:
             admit(self.app, attempt)
+            task = attempt.task
+            if limiter is not None and task is not None and task.limited and not attempt.cause:
+                refusal = await limiter.admit(attempt)
+                if refusal is not None:  # over a limit: back to wait, unstarted
+                    self._defer(attempt, refusal.wait)
+                    return
             settlement = await self._execute(attempt)
         except Exception as exc:  # a bug in asyncq or a middleware: never lose the job over it
             log.exception("internal error running job %s", delivery.id)
@@ -345,15 +360,29 @@ class Worker:
                 error=error_info(exc),
             )
         finally:
-            self.running.pop(delivery.id, None)
-            self._slots.release()
-            if not self.running:
-                if self._stopping:
-                    self._idle.set()
-                elif self.burst and self._fetched_nothing:
-                    self._burst_wait.cancel()
+            if limiter is not None:
+                limiter.release(delivery.id)
+            self._done(delivery.id)
         self.processed += 1
         assert self._settler is not None
+        self._settler.put(settlement)
+
+    def _done(self, job_id: str) -> None:
+        self.running.pop(job_id, None)
+        self._slots.release()
+        if not self.running:
+            if self._stopping:
+                self._idle.set()
+            elif self.burst and self._fetched_nothing:
+                self._burst_wait.cancel()
+
+    def _defer(self, attempt: Attempt, wait: float) -> None:
+        message = attempt.message
+        assert message is not None and self._settler is not None
+        eta = time.time() + wait
+        settlement = Settlement.defer(
+            attempt.delivery, task=message.task, attempt=message.attempt, eta=eta
+        )
         self._settler.put(settlement)
 
     def _held_queues(self) -> list[str]:
