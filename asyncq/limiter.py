@@ -26,6 +26,7 @@ import anyio
 
 from .coalescing import Coalescer
 from .errors import BrokerError, ConfigurationError
+from .limits import ORDER_HEADER
 from .records import ConcurrencyRequest, Permit, RateRequest
 
 if TYPE_CHECKING:
@@ -89,7 +90,14 @@ class Limiter:
             concurrency = task.concurrency_limit
             if concurrency is not None:
                 name = task.limits.concurrency(msg.args, msg.kwargs)
-                request = ConcurrencyRequest(name, concurrency.limit, job_id, self.lease)
+                ticket = msg.headers.get(ORDER_HEADER) if task.ordered else None
+                request = ConcurrencyRequest(
+                    name,
+                    concurrency.limit,
+                    job_id,
+                    self.lease,
+                    int(ticket) if ticket and ticket.isdigit() else None,
+                )
                 (wait,) = await self._permits.submit([request])
                 if wait:
                     return self._refused(attempt, "concurrency", wait)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ORDER_HEADER",
     "ConcurrencyLimit",
     "KeyReader",
     "RateLimit",
@@ -23,6 +24,10 @@ __all__ = [
     "concurrency_limit",
     "rate_limit",
 ]
+
+ORDER_HEADER = "asyncq-order"
+"""The header that carries a job's ticket in its key's line, for a concurrency limit of 1:
+its jobs start in enqueue order."""
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([smhd])\s*$")
@@ -65,7 +70,8 @@ class ConcurrencyLimit:
     """At most ``limit`` jobs running at once across every worker (per value of the handler's
     argument ``key``, when given). A permit lives with the job's lease: a lost worker's
     permits come back when their lease runs out; a finished or released job gives its
-    permit back at once."""
+    permit back at once. With a limit of 1 the jobs (of each key) start in the order they
+    were enqueued, whatever their priorities; a retry runs when the key is free."""
 
     limit: int
     key: str | None = None

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .records import ConcurrencyRequest, Permit, RateRequest
+from .store import ORDER_SKIP_AFTER
 
 __all__ = ["MemoryLimits", "concurrency_wait"]
 
@@ -50,12 +51,41 @@ class _ConcurrencyKey:
     touched: float = 0.0
 
 
+@dataclass(slots=True)
+class _Line:
+    """The enqueue order of one key whose jobs start one at a time, in that order."""
+
+    issued: int = 0
+    """The last ticket given out."""
+    head: int = 1
+    """The ticket whose turn it is (the lowest not started, less the voided)."""
+    seen: float = 0.0
+    """When the line last moved, or its head last asked."""
+    voided: set[int] = field(default_factory=set)
+
+    def place(self, ticket: int, now: float) -> int:
+        """How many of the line are ahead of ``ticket`` (0: its turn, or a retry's)."""
+        while self.head in self.voided:
+            self.voided.discard(self.head)
+            self.head, self.seen = self.head + 1, now
+        if ticket == self.head:
+            self.seen = now
+        elif ticket > self.head and now - self.seen > ORDER_SKIP_AFTER:
+            self.head, self.seen = ticket, now  # the ones ahead never came: move on
+        return max(ticket - self.head, 0)
+
+    def started(self, ticket: int, now: float) -> None:
+        if ticket >= self.head:
+            self.head, self.seen = ticket + 1, now
+
+
 class MemoryLimits:
     """The limit state of one broker, shared by every backend built from it."""
 
     def __init__(self) -> None:
         self.rates: dict[str, _RateKey] = {}
         self.concurrency: dict[str, _ConcurrencyKey] = {}
+        self.lines: dict[str, _Line] = {}
         self._calls = 0
 
     def take_rate(self, requests: Sequence[RateRequest]) -> list[float]:
@@ -104,10 +134,20 @@ class MemoryLimits:
             waiting = state.waiting
             for stale in [h for h, at in waiting.items() if at <= now - _GONE]:
                 del waiting[stale]
-            if request.holder in holders or len(holders) < request.limit:
+            ticket, line, ahead_in_line = request.ticket, None, 0
+            if ticket is not None:
+                line = self.lines.setdefault(request.key, _Line(seen=now))
+                ahead_in_line = line.place(ticket, now)
+            if not ahead_in_line and (request.holder in holders or len(holders) < request.limit):
                 holders[request.holder] = now + request.lease
                 waiting.pop(request.holder, None)
+                if line is not None and ticket is not None:
+                    line.started(ticket, now)
                 out.append(0.0)
+                continue
+            if ahead_in_line:  # not its turn: one typical hold per job ahead of it
+                wait = concurrency_wait(state.hold, 1, ahead_in_line - 1)
+                out.append(wait)
                 continue
             # A waiter refused again keeps its place in the line; a newcomer goes to its end.
             if request.holder in waiting:
@@ -119,6 +159,20 @@ class MemoryLimits:
             out.append(wait)
         self._sweep()
         return out
+
+    def take_tickets(self, keys: Sequence[str]) -> list[int]:
+        out = []
+        for key in keys:
+            line = self.lines.setdefault(key, _Line(seen=time.time()))
+            line.issued += 1
+            out.append(line.issued)
+        return out
+
+    def void_tickets(self, tickets: Sequence[tuple[str, int]]) -> None:
+        for key, ticket in tickets:
+            line = self.lines.get(key)
+            if line is not None and ticket >= line.head:
+                line.voided.add(ticket)
 
     def renew_concurrency(self, permits: Sequence[Permit], lease: float) -> None:
         until = time.time() + lease

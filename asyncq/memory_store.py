@@ -146,6 +146,12 @@ class MemoryStore(JobStore):
     async def take_concurrency_permits(self, requests: Sequence[ConcurrencyRequest]) -> list[float]:
         return self._broker.limits.take_concurrency(requests)
 
+    async def take_order_tickets(self, keys: Sequence[str]) -> list[int]:
+        return self._broker.limits.take_tickets(keys)
+
+    async def void_order_tickets(self, tickets: Sequence[tuple[str, int]]) -> None:
+        self._broker.limits.void_tickets(tickets)
+
     async def renew_concurrency_permits(self, permits: Sequence[Permit], lease: float) -> None:
         self._broker.limits.renew_concurrency(permits, lease)
 

@@ -162,6 +162,9 @@ class ConcurrencyRequest:
     holder: str
     """The job's id: a redelivered copy of a job takes over its own permit, not a second."""
     lease: float
+    ticket: int | None = None
+    """Its place in its key's line (from ``take_order_tickets`` at enqueue), for a limit of
+    1 whose jobs start in enqueue order; None: no order."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,12 @@ from .records import (
     WorkerInfo,
 )
 
-__all__ = ["JobStore", "MissingStore"]
+__all__ = ["ORDER_SKIP_AFTER", "JobStore", "MissingStore"]
+
+ORDER_SKIP_AFTER = 60.0
+"""Seconds the line of an ordered key waits for a ticket that does not ask before it moves
+on past it: longer than any wait a refused job is given (30 s), so a live one is never
+passed over."""
 
 
 class JobStore(abc.ABC):
@@ -130,6 +135,20 @@ class JobStore(abc.ABC):
         All in one round trip."""
         raise NotImplementedError(f"{type(self).__name__} cannot take concurrency permits")
 
+    async def take_order_tickets(self, keys: Sequence[str]) -> list[int]:
+        """A place in line for each key, in order (1, 2, 3, ... per key, a key given twice
+        gets two), for jobs of a concurrency limit of 1 that start in enqueue order: a
+        request with a ticket is refused while an earlier ticket of its key has not started,
+        unless that one has not asked for ``ORDER_SKIP_AFTER`` seconds (it was cancelled,
+        or lost): then the line moves on past it. A ticket below the line's head (a retry)
+        only needs a free permit. All in one round trip."""
+        raise NotImplementedError(f"{type(self).__name__} cannot order jobs")
+
+    async def void_order_tickets(self, tickets: Sequence[tuple[str, int]]) -> None:
+        """Tickets whose jobs will never ask (an enqueue that stored nothing): the line
+        skips them instead of waiting for them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot order jobs")
+
     async def renew_concurrency_permits(self, permits: Sequence[Permit], lease: float) -> None:
         """Extend the lease of permits still held, to ``lease`` seconds from now."""
         raise NotImplementedError(f"{type(self).__name__} cannot renew concurrency permits")
@@ -196,6 +215,12 @@ class MissingStore(JobStore):
 
     async def renew_concurrency_permits(self, permits: Sequence[Permit], lease: float) -> None:
         self._refuse("renewing a concurrency-limit permit")
+
+    async def take_order_tickets(self, keys: Sequence[str]) -> list[int]:
+        self._refuse("enqueueing a job that starts in enqueue order (a concurrency limit of 1)")
+
+    async def void_order_tickets(self, tickets: Sequence[tuple[str, int]]) -> None:
+        self._refuse("voiding an order ticket")
 
     async def release_concurrency_permits(
         self, permits: Sequence[Permit], held_for: Sequence[float]

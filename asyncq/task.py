@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -9,12 +10,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+import anyio
+
 from . import limits, tracing
 from .arguments import Parameters
 from .delivery import Envelope
-from .errors import MessageTooLarge
+from .errors import AsyncqError, MessageTooLarge
 from .job import Job
-from .limits import ConcurrencyLimit, RateLimit, TaskLimits
+from .limits import ORDER_HEADER, ConcurrencyLimit, RateLimit, TaskLimits
 from .middleware import Outgoing, OutgoingJob
 from .retry import Backoff
 from .serializer import check_priority, encode_job, new_job_id
@@ -99,6 +102,10 @@ class Task(Generic[P, R]):
         self.limits = TaskLimits(fn, name, self.rate_limit, self.concurrency_limit)
         """How a job of this task finds the limits it counts against."""
         self.limited = self.rate_limit is not None or self.concurrency_limit is not None
+        concurrency = self.concurrency_limit
+        self.ordered = concurrency is not None and concurrency.limit == 1
+        """Whether its jobs (of each key) start in enqueue order: a place in line is taken
+        for each at enqueue (one more round trip to the store)."""
         """Whether its jobs pass the limiter before they start (most tasks: no)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.parameters = Parameters(fn, name)
@@ -197,6 +204,9 @@ class TaskCall(Generic[P, R]):
         parameters = self.task.parameters
         if not parameters.fits(args, kwargs):
             parameters.check(args, kwargs)  # raises TypeError, naming what does not fit
+        if self.task.ordered:
+            (job_id,) = await self._enqueue_in_line([(args, dict(kwargs))], batch=False)
+            return Job(app, job_id, self.options.queue or self.task.queue)
         if not (app.wraps_enqueue or tracing.active()):  # nothing wraps it: straight on
             envelope = self._envelope(args, kwargs)
             (job_id,) = await backend.enqueue([envelope])
@@ -235,13 +245,46 @@ class TaskCall(Generic[P, R]):
         if not split:
             return []
         queue = opts.queue or task.queue  # one options object: one queue for the whole batch
-        if not (app.wraps_enqueue or tracing.active()):
+        if task.ordered:
+            ids = await self._enqueue_in_line(split, batch=True)
+        elif not (app.wraps_enqueue or tracing.active()):
             now = time.time()  # one enqueue time for the batch: it is one call
             ids = await backend.enqueue([self._envelope(a, k, now) for a, k in split])
         else:
             jobs = [OutgoingJob(new_job_id(), a, k, dict(opts.headers)) for a, k in split]
             ids = await app.enqueue_chain(self._outgoing(jobs, batch=True))
         return [Job(app, job_id, queue) for job_id in ids]
+
+    async def _enqueue_in_line(
+        self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], *, batch: bool
+    ) -> list[str]:
+        """Enqueue jobs that start in enqueue order: each takes its place in its key's line
+        first, carried in its headers."""
+        task, app = self.task, self.task.app
+        store = app.backend.store
+        names = [task.limits.concurrency(args, kwargs) for args, kwargs in calls]
+        tickets = await store.take_order_tickets(names)
+        jobs = [
+            OutgoingJob(new_job_id(), a, k, {**self.options.headers, ORDER_HEADER: str(t)})
+            for (a, k), t in zip(calls, tickets, strict=True)
+        ]
+        try:
+            ids = await app.enqueue_chain(self._outgoing(jobs, batch=batch))
+        except BaseException:
+            # Nothing (or not all) was stored: the line need not wait for these. If the
+            # store cannot be told either, the line moves on past them after a while.
+            with anyio.CancelScope(shield=True), contextlib.suppress(AsyncqError):
+                await store.void_order_tickets(list(zip(names, tickets, strict=True)))
+            raise
+        # An idempotency key already taken stores nothing: that ticket never asks.
+        void = [
+            (name, ticket)
+            for job, job_id, name, ticket in zip(jobs, ids, names, tickets, strict=True)
+            if job_id != job.id
+        ]
+        if void:
+            await store.void_order_tickets(void)
+        return ids
 
     def _outgoing(self, jobs: list[OutgoingJob], *, batch: bool) -> Outgoing:
         task = self.task

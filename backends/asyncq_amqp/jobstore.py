@@ -98,6 +98,12 @@ class AmqpJobStore(JobStore):
     async def take_concurrency_permits(self, requests: Sequence[ConcurrencyRequest]) -> list[float]:
         return await self._records.take_concurrency_permits(requests)
 
+    async def take_order_tickets(self, keys: Sequence[str]) -> list[int]:
+        return await self._records.take_order_tickets(keys)
+
+    async def void_order_tickets(self, tickets: Sequence[tuple[str, int]]) -> None:
+        await self._records.void_order_tickets(tickets)
+
     async def renew_concurrency_permits(self, permits: Sequence[Permit], lease: float) -> None:
         await self._records.renew_concurrency_permits(permits, lease)
 

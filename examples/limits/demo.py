@@ -147,6 +147,7 @@ async def concurrency(r: redis.Redis, workers: list[subprocess.Popen[bytes]], co
 
 async def account(r: redis.Redis) -> None:
     calls = [(a, n) for n in range(20) for a in ("alice", "bob", "carol")]
+    t0 = time.time()
     jobs = await tasks.post_ledger.enqueue_many(calls)
     order = {job.id: n for job, (_, n) in zip(jobs, calls, strict=True)}
     await wait_for(r, f"{tasks.LEDGER}:ends", 60, 120)
@@ -156,7 +157,8 @@ async def account(r: redis.Redis) -> None:
     for at, _, key, _, job in sorted(await read(r, f"{tasks.LEDGER}:starts")):
         by_account[key].append(order[job])
         spans.append((at, ends[job], key))
-    print("ConcurrencyLimit(1, key='account'): 3 accounts x 20 jobs")
+    took = max(end for _, end, _ in spans) - t0
+    print(f"ConcurrencyLimit(1, key='account'): 3 accounts x 20 jobs of 50 ms, {took:.2f} s")
     for name, seq in sorted(by_account.items()):
         print(f"  {name:6} start order {'= enqueue order' if seq == sorted(seq) else seq}")
     overlap_keys = (

@@ -202,3 +202,58 @@ async def test_a_limit_keyed_by_a_missing_parameter_is_refused_at_decoration(
         @app.task(concurrency_limit=ConcurrencyLimit(1, key="account"))
         async def post(customer: str) -> None:
             pass
+
+
+async def test_jobs_of_one_key_with_a_limit_of_1_start_in_enqueue_order(
+    app: asyncq.App, unique: str
+) -> None:
+    starts: dict[str, list[int]] = {"x": [], "y": []}
+    finished: list[int] = []
+    done = anyio.Event()
+    overlapped = False
+    running: set[str] = set()
+
+    @app.task(queue=unique, concurrency_limit=ConcurrencyLimit(1, key="account"))
+    async def post(account: str, n: int) -> None:
+        nonlocal overlapped
+        starts[account].append(n)
+        overlapped |= bool(running)
+        running.add(account)
+        await anyio.sleep(0.02)
+        running.discard(account)
+        finished.append(n)
+        if len(finished) == 16:
+            done.set()
+
+    async with app:
+        # Enqueued before any worker runs, with priorities that would reorder them: the
+        # line of each account is its enqueue order, whatever the priority.
+        for n in range(8):
+            for account in ("x", "y"):
+                await post.options(priority=(7 * n) % 10).enqueue(account, n)
+        async with app.worker(concurrency=8, queues=[unique]):
+            async with app.worker(concurrency=8, queues=[unique]):
+                with anyio.fail_after(20):
+                    await done.wait()
+    assert starts == {"x": list(range(8)), "y": list(range(8))}
+    assert overlapped  # the two accounts ran side by side
+
+
+async def test_a_line_does_not_wait_for_an_enqueue_that_stored_nothing(
+    app: asyncq.App, recorded: Recorded
+) -> None:
+    @app.task(concurrency_limit=ConcurrencyLimit(1, key="account"))
+    async def post(account: str, n: int) -> int:
+        return n
+
+    async with app:
+        first = await post.options(key="order-1").enqueue("x", 1)
+        again = await post.options(key="order-1").enqueue("x", 1)  # a duplicate: voided
+        assert again.id == first.id
+        after = await post.enqueue("x", 2)
+        async with app.worker(concurrency=2):
+            began = time.monotonic()
+            await recorded.result(first, 1)
+            await recorded.result(after, 2, timeout=10)
+            # Far sooner than the line's wait for a ticket that never asks.
+            assert time.monotonic() - began < 5

@@ -104,6 +104,12 @@ class RedisJobStore(JobStore):
     async def take_concurrency_permits(self, requests: Sequence[ConcurrencyRequest]) -> list[float]:
         return await permits.take_concurrency_permits(self.redis, self._prefix, requests)
 
+    async def take_order_tickets(self, keys: Sequence[str]) -> list[int]:
+        return await permits.take_order_tickets(self.redis, self._prefix, keys)
+
+    async def void_order_tickets(self, tickets: Sequence[tuple[str, int]]) -> None:
+        await permits.void_order_tickets(self.redis, self._prefix, tickets)
+
     async def renew_concurrency_permits(self, held: Sequence[Permit], lease: float) -> None:
         await permits.renew_concurrency_permits(self.redis, self._prefix, held, lease)
 

@@ -5,8 +5,10 @@ queues its jobs are in, all of a key's state is one Cluster slot:
   seconds scored by the server's clock in microseconds, and ``<prefix>:limit:{<key>}:wait``,
   when each refused caller was told to come back (so the n-th waits for the n-th permit);
 * a concurrency limit: ``<prefix>:conc:{<key>}``, its holders scored by when their lease
-  runs out, ``…:wait`` as above, and ``…:hold``, a moving average of how long permits were
-  held (how long a refused caller waits before asking again).
+  runs out, ``…:wait`` as above, ``…:hold``, a moving average of how long permits were
+  held (how long a refused caller waits before asking again), and for a limit of 1 whose
+  jobs start in enqueue order, ``…:line`` (the tickets given out, the head of the line)
+  and ``…:void`` (tickets whose enqueue stored nothing).
 
 One script per request, all pipelined in one round trip; each script is atomic, so however
 many workers ask at once, no window holds more than ``limit`` starts and no key more than
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from asyncq.records import ConcurrencyRequest, Permit, RateRequest
+from asyncq.store import ORDER_SKIP_AFTER
 
 from .client import RedisStore
 from .scripting import Call
@@ -26,7 +29,9 @@ __all__ = [
     "release_concurrency_permits",
     "renew_concurrency_permits",
     "take_concurrency_permits",
+    "take_order_tickets",
     "take_rate_permits",
+    "void_order_tickets",
 ]
 
 _NOW = """
@@ -90,28 +95,74 @@ return wait
 TAKE_CONCURRENCY = (
     _NOW
     + """
--- KEYS: the limit's holders, its waiting callers, its hold average.
--- ARGV: limit, lease (us), holder.
+-- KEYS: the limit's holders, its waiting callers, its hold average, its line, the line's
+-- voided tickets. ARGV: limit, lease (us), holder, ticket ('' for none), skip after (us).
 -- Returns 0 when the holder holds a permit (taken, or renewed), else the microseconds to
 -- wait before asking again.
-local holders, waiting, hold = KEYS[1], KEYS[2], KEYS[3]
+local holders, waiting, hold, line, voided = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local limit, lease, holder = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local ticket, skip_after = tonumber(ARGV[4]), tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)  -- lost workers' permits come back
 redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now - 2000000)  -- waiters gone for good
-if redis.call('ZSCORE', holders, holder) or redis.call('ZCARD', holders) < limit then
+local typical = tonumber(redis.call('GET', hold) or '100000')
+local head, ahead = nil, 0
+if ticket then
+    -- The line of a key whose jobs start in enqueue order: `head` is the ticket whose turn
+    -- it is, `seen` when the line last moved or its head last asked.
+    local state = redis.call('HMGET', line, 'head', 'seen')
+    head = tonumber(state[1] or '1')
+    local seen = tonumber(state[2] or now)
+    while redis.call('SREM', voided, head) == 1 do  -- enqueues that stored nothing
+        head, seen = head + 1, now
+    end
+    if ticket == head then
+        seen = now
+    elseif ticket > head and now - seen > skip_after then
+        head, seen = ticket, now  -- the ones ahead never came (cancelled, lost): move on
+    end
+    redis.call('HSET', line, 'head', head, 'seen', seen)
+    redis.call('PEXPIRE', line, 604800000)
+    ahead = math.max(ticket - head, 0)  -- a ticket behind the head is a retry's
+end
+if ahead == 0 and (redis.call('ZSCORE', holders, holder) or
+        redis.call('ZCARD', holders) < limit) then
     redis.call('ZADD', holders, now + lease, holder)
     redis.call('PEXPIRE', holders, math.ceil(lease / 1000) + 1000)
     redis.call('ZREM', waiting, holder)
+    if ticket and ticket >= head then
+        redis.call('HSET', line, 'head', ticket + 1, 'seen', now)
+    end
     return 0
 end
+if ahead > 0 then  -- not its turn: one typical hold per job ahead of it
+    return math.min(math.max(typical * ahead, 10000), 30000000)
+end
 -- A waiter refused again keeps its place in the line; a newcomer goes to its end.
-local ahead = redis.call('ZRANK', waiting, holder) or redis.call('ZCARD', waiting)
-local typical = tonumber(redis.call('GET', hold) or '100000')
-local wait = math.min(math.max(typical * (1 + math.floor(ahead / limit)), 10000), 30000000)
+local place = redis.call('ZRANK', waiting, holder) or redis.call('ZCARD', waiting)
+local wait = math.min(math.max(typical * (1 + math.floor(place / limit)), 10000), 30000000)
 queue_up(waiting, wait, holder, 2000000)
 return wait
 """
 )
+
+TAKE_TICKETS = """
+-- KEYS: a key's line. ARGV: how many tickets. Returns the last one given out.
+local last = redis.call('HINCRBY', KEYS[1], 'issued', tonumber(ARGV[1]))
+redis.call('PEXPIRE', KEYS[1], 604800000)
+return last
+"""
+
+VOID_TICKETS = """
+-- KEYS: a key's line, its voided tickets. ARGV: tickets.
+local head = tonumber(redis.call('HGET', KEYS[1], 'head') or '1')
+for i = 1, #ARGV do
+    if tonumber(ARGV[i]) >= head then
+        redis.call('SADD', KEYS[2], ARGV[i])
+    end
+end
+redis.call('PEXPIRE', KEYS[2], 604800000)
+return 1
+"""
 
 RENEW_CONCURRENCY = (
     _NOW
@@ -140,6 +191,8 @@ return 1
 STORE_SCRIPTS = {
     "TAKE_RATE": TAKE_RATE,
     "TAKE_CONCURRENCY": TAKE_CONCURRENCY,
+    "TAKE_TICKETS": TAKE_TICKETS,
+    "VOID_TICKETS": VOID_TICKETS,
     "RENEW_CONCURRENCY": RENEW_CONCURRENCY,
     "RELEASE_CONCURRENCY": RELEASE_CONCURRENCY,
 }
@@ -177,13 +230,54 @@ async def take_concurrency_permits(
     if not requests:
         return []
     calls: list[Call] = []
+    skip_after = _us(ORDER_SKIP_AFTER)
     for r in requests:
         holders = _concurrency_key(prefix, r.key)
-        keys = [holders, f"{holders}:wait", f"{holders}:hold"]
-        calls.append(("TAKE_CONCURRENCY", keys, [r.limit, _us(r.lease), r.holder]))
+        keys = [holders, f"{holders}:wait", f"{holders}:hold", f"{holders}:line", f"{holders}:void"]
+        ticket = "" if r.ticket is None else r.ticket
+        args = [r.limit, _us(r.lease), r.holder, ticket, skip_after]
+        calls.append(("TAKE_CONCURRENCY", keys, args))
     with redis.errors("taking concurrency permits"):
         replies = await redis.run(calls)
     return [int(wait) / 1e6 for wait in replies]
+
+
+async def take_order_tickets(redis: RedisStore, prefix: str, keys: Sequence[str]) -> list[int]:
+    """See :meth:`asyncq.store.JobStore.take_order_tickets`: one call per distinct key."""
+    if not keys:
+        return []
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    calls: list[Call] = [
+        ("TAKE_TICKETS", [f"{_concurrency_key(prefix, key)}:line"], [count])
+        for key, count in counts.items()
+    ]
+    with redis.errors("taking order tickets"):
+        replies = await redis.run(calls)
+    # Each key's tickets, first to last, handed out in the order the keys were given.
+    following = {
+        key: int(last) - count + 1
+        for (key, count), last in zip(counts.items(), replies, strict=True)
+    }
+    out = []
+    for key in keys:
+        out.append(following[key])
+        following[key] += 1
+    return out
+
+
+async def void_order_tickets(
+    redis: RedisStore, prefix: str, tickets: Sequence[tuple[str, int]]
+) -> None:
+    if not tickets:
+        return
+    calls: list[Call] = []
+    for key, ticket in tickets:
+        line = f"{_concurrency_key(prefix, key)}:line"
+        calls.append(("VOID_TICKETS", [line, f"{_concurrency_key(prefix, key)}:void"], [ticket]))
+    with redis.errors("voiding order tickets"):
+        await redis.run(calls)
 
 
 async def renew_concurrency_permits(
