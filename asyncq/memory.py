@@ -40,6 +40,11 @@ from .store import JobStore
 
 __all__ = ["MemoryBackend"]
 
+# Looked up once: on Python 3.11 an enum member looked up on its class is a property call,
+# and a settlement's outcome is compared with several per job.
+_RELEASE, _RETRY, _SNOOZE = Outcome.RELEASE, Outcome.RETRY, Outcome.SNOOZE
+_DEFER, _SUCCEEDED, _DEAD = Outcome.DEFER, Outcome.SUCCEEDED, Outcome.DEAD
+
 
 class MemoryBackend(Backend):
     """All of asyncq's semantics, in this process's memory."""
@@ -234,10 +239,10 @@ class MemoryBackend(Backend):
             q.running.discard(job.id)
             job.receipt, job.updated_at, job.ready_at = 0, now, 0.0
             outcome = s.outcome
-            if outcome is Outcome.RELEASE:
+            if outcome is _RELEASE:
                 job.status = JobStatus.QUEUED
                 q.ready.appendleft(job)
-            elif outcome is Outcome.RETRY:
+            elif outcome is _RETRY:
                 assert s.retry_body is not None
                 job.body, job.attempt, job.error = s.retry_body, s.attempt + 1, s.error
                 job.status, job.eta, job.redelivered = JobStatus.FAILED, s.eta, False
@@ -245,7 +250,7 @@ class MemoryBackend(Backend):
                     job.eta = None
                     job.status = JobStatus.QUEUED
                 self._place(job)
-            elif outcome is Outcome.SNOOZE:
+            elif outcome is _SNOOZE:
                 assert s.retry_body is not None
                 job.body, job.snoozes, job.redelivered = s.retry_body, job.snoozes + 1, False
                 job.status, job.eta = JobStatus.SCHEDULED, s.eta
@@ -253,7 +258,7 @@ class MemoryBackend(Backend):
                     job.eta = None
                     job.status = JobStatus.QUEUED
                 self._place(job)
-            elif outcome is Outcome.DEFER:
+            elif outcome is _DEFER:
                 job.status, job.redelivered = JobStatus.QUEUED, False
                 if s.eta is not None and s.eta > now:
                     job.eta = s.eta
@@ -261,9 +266,9 @@ class MemoryBackend(Backend):
                 self._place(job)
             else:
                 job.ttl = s.result_ttl
-                if outcome is Outcome.SUCCEEDED:
+                if outcome is _SUCCEEDED:
                     job.status, job.result, job.error = JobStatus.SUCCEEDED, s.result, None
-                elif outcome is Outcome.DEAD:
+                elif outcome is _DEAD:
                     job.status, job.error = JobStatus.DEAD, s.error
                     q.dead[job.id] = DeadLetter(
                         id=job.id,

@@ -343,12 +343,13 @@ class Worker:
         limiter = self._limiter
         try:
             admit(self.app, attempt)
-            task = attempt.task
-            if limiter is not None and task is not None and task.limited and not attempt.cause:
-                refusal = await limiter.admit(attempt)
-                if refusal is not None:  # over a limit: back to wait, unstarted
-                    self._defer(attempt, refusal.wait)
-                    return
+            if limiter is not None:  # the App has limited tasks: is this job one of them?
+                task = attempt.task
+                if task is not None and task.limited and not attempt.cause:
+                    refusal = await limiter.admit(attempt)
+                    if refusal is not None:  # over a limit: back to wait, unstarted
+                        self._defer(attempt, refusal.wait)
+                        return
             settlement = await self._execute(attempt)
         except Exception as exc:  # a bug in asyncq or a middleware: never lose the job over it
             log.exception("internal error running job %s", delivery.id)
@@ -362,19 +363,16 @@ class Worker:
         finally:
             if limiter is not None:
                 limiter.release(delivery.id)
-            self._done(delivery.id)
+            self.running.pop(delivery.id, None)
+            self._slots.release()
+            if not self.running:
+                if self._stopping:
+                    self._idle.set()
+                elif self.burst and self._fetched_nothing:
+                    self._burst_wait.cancel()
         self.processed += 1
         assert self._settler is not None
         self._settler.put(settlement)
-
-    def _done(self, job_id: str) -> None:
-        self.running.pop(job_id, None)
-        self._slots.release()
-        if not self.running:
-            if self._stopping:
-                self._idle.set()
-            elif self.burst and self._fetched_nothing:
-                self._burst_wait.cancel()
 
     def _defer(self, attempt: Attempt, wait: float) -> None:
         message = attempt.message
