@@ -42,6 +42,9 @@ PERMIT_LEASE = 30.0
 """Seconds a concurrency permit is held without renewal on a backend without leases of its
 own (RabbitMQ); elsewhere a permit's lease is the job's (``visibility_timeout``)."""
 
+RATE_BATCH = 8
+"""Rate permits asked for in one round trip at the most."""
+
 START_SLACK = 0.01
 """Seconds a rate's window is stretched by (1% of it at most), for the time between a
 permit and its start."""
@@ -71,7 +74,11 @@ class Limiter:
         interval = backend.lease_renewal_interval
         self.lease = interval * 3 if interval else PERMIT_LEASE
         """How long a concurrency permit holds without renewal."""
-        self._rates: Coalescer[RateRequest, float] = Coalescer(store.take_rate_permits)
+        # Few per round trip: the runners of one reply start one after another on this event
+        # loop, and the last of a large batch would start well after its permit.
+        self._rates: Coalescer[RateRequest, float] = Coalescer(
+            store.take_rate_permits, max_items=RATE_BATCH
+        )
         self._permits: Coalescer[ConcurrencyRequest, float] = Coalescer(
             store.take_concurrency_permits
         )
