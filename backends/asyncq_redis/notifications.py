@@ -25,6 +25,11 @@ __all__ = ["Notifications", "listen"]
 log = logging.getLogger("asyncq.redis")
 
 _LISTEN = 5.0  # seconds a seat holder reads before it re-checks (a lost message costs this)
+_FIRST_LOOK = 0.25
+"""Seconds before a waiter's second look, doubling up to ``_LISTEN``: ``subscribe()`` sends
+SUBSCRIBE without waiting for Redis to take it, so a finish published in the moment
+between the first look and the subscription taking effect is missed; the early looks find
+it within a fraction of a second instead of ``_LISTEN``."""
 
 
 class Notifications:
@@ -50,9 +55,11 @@ class Notifications:
                 # concurrent first uses would each take one and leak all but the last.
                 async with self._commands:
                     await pubsub.subscribe(channel)
+            look = _FIRST_LOOK
             while not await done():
-                with anyio.move_on_after(_LISTEN):
+                with anyio.move_on_after(look):
                     await self._until(event)
+                look = min(look * 2, _LISTEN)
                 waiters.discard(event)
                 event = anyio.Event()
                 waiters.add(event)
