@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 import asyncq
-from asyncq import ConcurrencyLimit, JobStatus, RateLimit
+from asyncq import ConcurrencyLimit, JobStatus, RateLimit, current_job
 from asyncq.backend import Outcome
 from asyncq.testing import Recorded, SettleLog
 
@@ -22,9 +22,9 @@ CLOCKS = 0.05
 
 async def settled_past_deferrals(settled: SettleLog, job_id: str) -> list[Outcome]:
     """The job's outcomes once one is not a deferral (it ran, one way or another)."""
-    outcomes = await settled.wait(job_id)
+    outcomes = await settled.wait(job_id, timeout=15)
     while outcomes[-1] is Outcome.DEFER:
-        outcomes = await settled.wait(job_id, len(outcomes) + 1)
+        outcomes = await settled.wait(job_id, len(outcomes) + 1, timeout=15)
     return outcomes
 
 
@@ -42,9 +42,12 @@ async def test_no_window_of_a_rate_limit_holds_more_starts_than_its_limit(
     starts: list[float] = []
     done = anyio.Event()
 
+    started: list[str] = []
+
     @app.task(rate_limit=RateLimit(3, per=0.5), retries=0)
     async def call_api(n: int) -> int:
         starts.append(time.time())
+        started.append(current_job().id)
         if len(starts) == 9:
             done.set()
         return n
@@ -56,7 +59,9 @@ async def test_no_window_of_a_rate_limit_holds_more_starts_than_its_limit(
         with anyio.fail_after(10):
             await done.wait()
         took = max(starts) - began
-        for job in jobs:
+        assert sorted(started) == sorted(job.id for job in jobs)  # each once
+        for n, job in enumerate(jobs):
+            await recorded.result(job, n, timeout=15)
             outcomes = await settled_past_deferrals(settled, job.id)
             assert outcomes[-1] is Outcome.SUCCEEDED
             assert set(outcomes[:-1]) <= {Outcome.DEFER}, outcomes
