@@ -1,5 +1,6 @@
 """The contract suite (:mod:`asyncq.testing`) on every backend of this repository: memory,
-Redis, RabbitMQ with its records in Redis, and RabbitMQ alone, with no record store.
+sqlite (a file per test in a temporary directory), Redis, RabbitMQ with its records in
+Redis, and RabbitMQ alone, with no record store.
 
 Each factory keeps a test apart from every other one by its unique name: a memory:// broker
 of that name, or a key and queue prefix on the shared servers (Redis db 15).
@@ -7,7 +8,10 @@ of that name, or a key and queue prefix on the shared servers (Redis db 15).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -22,6 +26,18 @@ def _query(options: Mapping[str, object]) -> str:
 
 def memory_url(unique: str, options: Mapping[str, object]) -> str:
     return f"memory://{unique}{_query(options)}"
+
+
+SQLITE_DIR = Path(tempfile.gettempdir()) / f"asyncq-contract-{os.getpid()}"
+
+
+def sqlite_url(unique: str, options: Mapping[str, object]) -> str:
+    return f"sqlite:///{SQLITE_DIR / unique}.db{_query(options)}"
+
+
+def sqlite_cleanup(unique: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        (SQLITE_DIR / f"{unique}.db{suffix}").unlink(missing_ok=True)
 
 
 def redis_url(unique: str, options: Mapping[str, object]) -> str:
@@ -54,6 +70,7 @@ def amqp_cleanup(unique: str) -> None:
 
 contract = ContractSuite(
     BackendUnderTest("memory", memory_url),
+    BackendUnderTest("sqlite", sqlite_url, cleanup=sqlite_cleanup),
     BackendUnderTest(
         "redis", redis_url, cleanup=services.delete_redis_keys, requires=services.require_redis
     ),

@@ -1,0 +1,102 @@
+"""Waiting for a ``sqlite://`` file to change, by this process or by another.
+
+Inside one process a change is known when it is made: each commit wakes the waiters at
+once. Another process's commits are seen through ``PRAGMA data_version``, a counter that
+moves when another connection commits: reading it costs a few microseconds and no I/O, so
+a look every ``FAST_LOOK`` seconds while the file is busy is cheap, and the look backs off
+as the file stays quiet (one look per 5% of the quiet time so far, up to ``SLOW_LOOK``):
+SQLite has no way to notify another process, so this timer is unavoidable.
+
+Only one coroutine looks at a time, whoever holds the seat: a worker's fetcher, a producer
+awaiting a result, a cancellation watcher. The others wait for their own event or for the
+seat, whichever comes first (as the Redis backend's notifications do), so no background task
+is needed and nothing outlives its waiter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from .database import Database
+
+__all__ = ["FAST_LOOK", "SLOW_LOOK", "Watch"]
+
+FAST_LOOK = 0.001
+"""Seconds between looks at another process's commits while the file is busy."""
+SLOW_LOOK = 0.02
+"""Seconds between looks once it has been quiet for ``20 * SLOW_LOOK`` (0.4 s)."""
+
+
+class Watch:
+    def __init__(self, db: Database, on_outside_change: Callable[[], Awaitable[None]]) -> None:
+        self._db = db
+        self._on_outside_change = on_outside_change
+        self._seat = anyio.Lock()
+        self._changed = anyio.Event()
+        self._poke = anyio.Event()
+        self._version = -1
+        self._last_change = time.monotonic()
+        self.looks = 0
+        """How many looks at ``data_version`` were made (for the idle-cost measurement)."""
+
+    def start(self) -> None:
+        """Take the file's current version as the one seen (after the database opens)."""
+        self._version = self._db.data_version()
+        self._changed, self._poke = anyio.Event(), anyio.Event()
+
+    def next_change(self) -> anyio.Event:
+        """The event the next change sets: take it before reading what the wait is for, so
+        a change made between the read and the wait is not missed."""
+        return self._changed
+
+    def changed(self) -> None:
+        """This process changed the file: wake every waiter for a change."""
+        self._last_change = time.monotonic()
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+        self.poke()
+
+    def poke(self) -> None:
+        """Look at the file's version now (another connection of this process committed)."""
+        poke, self._poke = self._poke, anyio.Event()
+        poke.set()
+
+    async def until(self, event: anyio.Event, timeout: float | None) -> None:
+        """Wait until ``event`` is set or ``timeout`` passes, looking at the file's version
+        whenever the seat is free."""
+        if event.is_set():
+            return
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as tg:
+
+                async def woken() -> None:
+                    await event.wait()
+                    tg.cancel_scope.cancel()
+
+                async def look() -> None:
+                    async with self._seat:
+                        await self._look(event)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(woken)
+                tg.start_soon(look)
+
+    async def _look(self, event: anyio.Event) -> None:
+        while not event.is_set():
+            quiet = time.monotonic() - self._last_change
+            with anyio.move_on_after(min(max(quiet / 20, FAST_LOOK), SLOW_LOOK)):
+                await self._poke.wait()
+            if event.is_set():
+                return
+            self.looks += 1
+            version = self._db.data_version()
+            if version == self._version:
+                continue
+            self._version = version
+            self._last_change = time.monotonic()
+            await self._on_outside_change()
+            changed, self._changed = self._changed, anyio.Event()
+            changed.set()
