@@ -23,6 +23,7 @@ from .periodic import add_schedule
 from .retry import Backoff
 from .schedules import Schedule
 from .serializer import OrjsonSerializer, Serializer
+from .sqlite.settings import DEFAULT_URL as DEFAULT_SQLITE_URL
 from .task import ExceptionClasses, Task, _check_queue
 from .worker import Worker
 from .worker_options import WorkerOptions, WorkerOptionsOverrides
@@ -36,8 +37,9 @@ _PURGE_BATCH = 1000
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_BROKER = "memory://"
-"""The broker when neither the App nor $ASYNCQ_BROKER names one."""
+DEFAULT_BROKER = DEFAULT_SQLITE_URL
+"""The broker when neither the App nor $ASYNCQ_BROKER names one: the embedded one, a SQLite
+file in the working directory, which every process started there shares."""
 
 Lifespan = Callable[["App"], AbstractAsyncContextManager[None]]
 
@@ -58,9 +60,10 @@ class App(OperatorCalls):
 
     ``broker`` is a URL (``redis://...``, ``amqp://...``, ``memory://``) resolved through the
     ``asyncq.backends`` entry points, or a :class:`Backend` instance; omitted, it is
-    ``$ASYNCQ_BROKER`` or ``memory://``. ``retries``, ``timeout`` and ``backoff`` are the
-    defaults for tasks that do not set their own. ``middleware`` wraps every enqueue and
-    every attempt (see :mod:`asyncq.middleware`).
+    ``$ASYNCQ_BROKER`` or the embedded default, ``sqlite:///asyncq.db`` (a file in the working
+    directory, shared by the processes of this host started there). ``retries``, ``timeout``
+    and ``backoff`` are the defaults for tasks that do not set their own. ``middleware``
+    wraps every enqueue and every attempt (see :mod:`asyncq.middleware`).
     """
 
     def __init__(
@@ -112,16 +115,29 @@ class App(OperatorCalls):
             raise RuntimeError("cannot change the broker of an open App")
         if isinstance(broker, Backend):
             self._backend, self._broker_url = broker, f"{broker.system}://"
+            self.broker_is_default = False
             return
         url = broker or os.environ.get("ASYNCQ_BROKER") or DEFAULT_BROKER
         if not isinstance(url, str):
             raise ConfigurationError(f"broker must be a URL or a Backend, got {broker!r}")
         self._backend, self._broker_url = None, url
+        self.broker_is_default = not broker and not os.environ.get("ASYNCQ_BROKER")
+        """True when no broker was named (neither here nor in $ASYNCQ_BROKER): the App is on
+        the embedded default."""
 
     @property
     def broker_url(self) -> str:
         """The broker URL with any password masked."""
         return redact_url(self._broker_url)
+
+    def describe_broker(self) -> str:
+        """The broker for people: its URL, where its data lives if the URL does not say,
+        and whether it is the embedded default."""
+        where = self.backend.describe()
+        text = f"{self.broker_url} ({where})" if where else self.broker_url
+        if self.broker_is_default:
+            text += ", the embedded default (shared by this host's processes that use this file)"
+        return text
 
     @property
     def backend(self) -> Backend:

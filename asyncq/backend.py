@@ -120,6 +120,12 @@ class Backend(abc.ABC):
     def from_url(cls: type[B], url: str) -> B:
         """Build the backend from its URL, options in the query string."""
 
+    def describe(self) -> str:
+        """Where the broker keeps its data, where the URL alone does not say (the absolute
+        path of a file named relative to the working directory): a worker's start line and
+        ``asyncq stats`` show it. '' by default."""
+        return ""
+
     async def connect(self) -> None:  # noqa: B027 - optional hook
         """Open connections and declare what the broker needs (once per ``async with app``)."""
 

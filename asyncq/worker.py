@@ -189,10 +189,11 @@ class Worker:
                     services.start_soon(service.run, name=f"asyncq {service.name}")
             self._serving = True
             log.info(
-                "worker %s started: queues=%s concurrency=%d",
+                "worker %s started: queues=%s concurrency=%d broker=%s",
                 self.id,
                 ",".join(self.queues),
                 self.concurrency,
+                self.app.describe_broker(),
             )
             if self._time_limits is not None:
                 log.info("%s", self._time_limits)

@@ -55,9 +55,25 @@ def test_snooze_and_progress_run() -> None:
     ]
 
 
-def test_quickstart_runs() -> None:
-    out = run_example("quickstart.py").stdout.splitlines()
+def test_quickstart_runs_a_worker_and_a_producer_on_the_embedded_default(tmp_path: Path) -> None:
+    # As a user runs it, in a directory of its own: the file is made there.
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "ASYNCQ_BROKER"},
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[0].startswith(f"broker: sqlite:///asyncq.db (the sqlite file {tmp_path}/asyncq.db)")
+    assert any(
+        line.startswith("  worker | ") and "worker" in line and "started" in line for line in out
+    )
     assert out[-1] == "done"
+    assert "worker exited with 0" in out
+    assert "purged 1 dead letter(s)" in out
     assert any(line.startswith("add(2, 3) = 5 ") for line in out)
     assert any("10 adds -> [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]" in line for line in out)
     assert any("fetched https://example.com/ on attempt 2" in line for line in out)

@@ -235,6 +235,9 @@ def stats(app_spec: str, queues: list[str] | None, as_json: bool, broker: str | 
             return await app.queue_stats(queues), live
 
     found, live = run_async(fetch)
+    # On stderr, so --json stays one document: a producer started from another directory,
+    # on another file, shows here.
+    click.echo(f"broker: {app.describe_broker()}", err=True)
     serving: dict[str, int | None] = {
         name: None if live is None else sum(name in w.queues for w in live) for name in found
     }

@@ -241,7 +241,7 @@ def run(
         __version__,
         app_spec,
         len(app.tasks),
-        app.broker_url,
+        app.describe_broker(),
         processes,
     )
     if processes > 1:
