@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 import services
 from anyio.abc import Process
 from asyncq_redis import RedisBackend, wire
-from harness import Lines, worker_process
+from harness import Lines
 from redis.asyncio.connection import AbstractConnection
 
 import asyncq
@@ -104,55 +103,6 @@ class PrivateRedis:
                 if process.returncode is None:
                     process.kill()
                 await process.aclose()
-
-
-async def kill_and_take_over(
-    url: str, tmp_path: Path, *, visibility_timeout: float, replacement_after: float = 0.0
-) -> float:
-    """A worker process starts a job and is SIGKILLed; ``replacement_after`` seconds later a
-    worker of this process starts and runs the job again, once, flagged redelivered, on the
-    same attempt. Returns the seconds from the kill until the job started again."""
-    app = asyncq.App(url, shutdown_timeout=2.0)
-    runs: list[tuple[int, bool]] = []
-    restarted_at = 0.0
-
-    @app.task(name="lost.work")  # the same task as the subprocess's apps.lost_worker
-    async def work() -> str:
-        nonlocal restarted_at
-        restarted_at = time.monotonic()
-        job = asyncq.current_job()
-        runs.append((job.attempt, job.redelivered))
-        return "completed"
-
-    async with app:
-        job = await work.enqueue()
-        with (tmp_path / "worker.log").open("wb") as log:
-            async with worker_process("apps.lost_worker:app", url, stderr=log) as process:
-                stdout = Lines(process.stdout)
-                started = await stdout.expect(lambda line: line.startswith("started "), timeout=30)
-                assert started == f"started {job.id} attempt=1 redelivered=False"
-                assert await job.status() is asyncq.JobStatus.RUNNING
-                # SIGKILL before its first lease renewal (a third of the visibility timeout
-                # after its start): nothing settled, nothing released, and the lease runs
-                # out one visibility timeout after the delivery.
-                process.kill()
-                killed_at = time.monotonic()
-                with anyio.fail_after(10):
-                    assert await process.wait() == -9
-        # Still the dead worker's: nobody settled or released it.
-        assert await job.status() is asyncq.JobStatus.RUNNING
-        if replacement_after:
-            # The scenario, not a synchronisation: the worker that takes over comes up later.
-            await anyio.sleep(replacement_after)
-        async with app.worker(concurrency=1):
-            assert await job.result(timeout=visibility_timeout + 10) == "completed"
-        assert await app.dead_letters() == []
-    worker_log = (tmp_path / "worker.log").read_text()
-    assert "Traceback" not in worker_log, worker_log
-    # It ran twice in all: once in the killed worker (its one "started" line) and once here.
-    assert [line for line in stdout.seen if line.startswith("started ")] == [started]
-    assert runs == [(1, True)]
-    return restarted_at - killed_at
 
 
 class RoundTrips:

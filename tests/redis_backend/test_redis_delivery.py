@@ -12,11 +12,12 @@ from typing import Any
 import anyio
 import asyncq_redis.blocking
 import pytest
+from harness import kill_and_take_over
 
 import asyncq
 from asyncq import JobStatus, current_job
 
-from .redis_support import kill_and_take_over, redis_url
+from .redis_support import redis_url
 
 pytestmark = pytest.mark.anyio
 

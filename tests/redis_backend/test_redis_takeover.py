@@ -16,11 +16,11 @@ import pytest
 import redis.asyncio as aioredis
 import services
 from asyncq_redis import RedisBackend
-from harness import Lines, worker_process
+from harness import Lines, kill_and_take_over, worker_process
 
 from asyncq.backend import Delivery, Envelope
 
-from .redis_support import PrivateRedis, kill_and_take_over, redis_url
+from .redis_support import PrivateRedis, redis_url
 
 pytestmark = pytest.mark.anyio
 
