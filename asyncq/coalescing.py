@@ -68,6 +68,10 @@ class Coalescer(Generic[T, R]):
         self._weight = weight
         self._queued: deque[_Batch[T, R]] = deque()
 
+    def waiting(self) -> bool:
+        """Whether callers wait for a send slot (a batch is forming behind the sends)."""
+        return bool(self._queued)
+
     async def submit(self, items: Sequence[T]) -> list[R]:
         """Send ``items`` (alone, or with other callers'): their results, in order; the
         first item's exception, if any, is raised."""

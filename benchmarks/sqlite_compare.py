@@ -14,14 +14,17 @@ The workloads of ``redis_compare.py``, on a fresh file each (in a temporary dire
   its start (its startup hook) until the last job ran;
 * **W3** latency: a running worker, a producer in another process enqueueing ``--latency-jobs``
   jobs at ``--latency-rate`` per second; each job's start time less its enqueue time;
-* **W4** ``--sleep-jobs`` jobs that each sleep 10 ms, drained by one worker process.
+* **W4** ``--sleep-jobs`` jobs that each sleep 10 ms, drained by one worker process;
+* **W5** an idle worker's CPU, as a share of one core, over ``--idle-seconds``;
+* **W6** a worker SIGKILLed while it runs a job, and another started: does the job run again?
 
 asyncq: defaults (``synchronous=normal``), a worker of concurrency 100. huey 3.5.4 at its
 fastest: ``fsync=False`` (``synchronous=off``: a crash of the OS can lose jobs), a consumer
 polling every 10 ms (``initial_delay = max_delay = 0.01``), ``--huey-workers`` threads for
 W2 (4 by default, its best here) and 100 for W4. huey deletes a job from the queue when a
-worker dequeues it, before it runs: a worker killed mid-job loses it. asyncq keeps the job
-leased until it is settled: a killed worker's job runs again (``redelivered=True``).
+worker dequeues it, before it runs: a worker killed mid-job loses it (W6 shows it). asyncq
+keeps the job leased until it is settled: a killed worker's job runs again
+(``redelivered=True``) once its lease runs out (W6 sets ``visibility_timeout=2``).
 
 Each library runs in its own interpreter: huey from ``.venv-bench-huey`` (``--huey-python``),
 asyncq from ``.venv-bench-asyncq`` where it exists (a plain install of this checkout), else
@@ -46,6 +49,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SLEEP = 0.01
+HOLD = 1.0
+"""Seconds the job of the killed-worker check runs."""
+KILL_VT = 2.0
+"""asyncq's visibility timeout in the killed-worker check (30 s by default)."""
 CONCURRENCY = 100
 
 
@@ -71,6 +78,10 @@ class Probe:
             if self.runs == self.target:
                 (self.directory / "done").write_text(repr(time.time()))
 
+    def hold(self) -> None:
+        """A job that holds its worker: it says when it started."""
+        (self.directory / "held").write_text(repr(time.time()))
+
     def latency(self, sent: float) -> None:
         started = time.time()
         with self.lock:
@@ -85,7 +96,7 @@ def asyncq_child(role: str, directory: Path, args: dict[str, Any]) -> dict[str, 
     import asyncq
 
     probe = Probe(directory)
-    app = asyncq.App(f"sqlite:///{directory / 'asyncq.db'}")
+    app = asyncq.App(f"sqlite:///{directory / 'asyncq.db'}?visibility_timeout={args['vt']}")
 
     @app.lifespan
     async def lifespan(app: asyncq.App) -> Any:
@@ -105,7 +116,13 @@ def asyncq_child(role: str, directory: Path, args: dict[str, Any]) -> dict[str, 
     async def latency(sent: float) -> None:
         probe.latency(sent)
 
-    tasks = {"noop": noop, "sleep": sleep}
+    @app.task(name="hold")
+    async def hold() -> None:
+        probe.hold()
+        await anyio.sleep(HOLD)
+        probe.count()
+
+    tasks = {"noop": noop, "sleep": sleep, "hold": hold}
 
     async def main() -> dict[str, Any]:
         if role == "worker":
@@ -171,7 +188,13 @@ def huey_child(role: str, directory: Path, args: dict[str, Any]) -> dict[str, An
     def latency(sent: float) -> None:
         probe.latency(sent)
 
-    tasks = {"noop": noop, "sleep": sleep}
+    @huey.task(name="hold")
+    def hold() -> None:
+        probe.hold()
+        time.sleep(HOLD)
+        probe.count()
+
+    tasks = {"noop": noop, "sleep": sleep, "hold": hold}
     out: dict[str, Any] = {}
     n = args["jobs"]
     if role == "worker":
@@ -210,6 +233,8 @@ class Library:
 
     def child(self, role: str, directory: Path, **args: Any) -> subprocess.Popen[str]:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_TARGET": str(args.get("target", 0))}
+        args.setdefault("vt", 30.0)
+        args.setdefault("jobs", 0)
         return subprocess.Popen(
             [self.python, __file__, "--child", self.name, role, str(directory), json.dumps(args)],
             stdout=subprocess.PIPE,
@@ -279,15 +304,55 @@ def latency(lib: Library, jobs: int, rate: float, workers: int) -> tuple[float, 
     return p50 * 1000, p99 * 1000
 
 
+def idle_cpu(lib: Library, seconds: float) -> float:
+    """The share of one core an idle worker uses."""
+    directory = Path(tempfile.mkdtemp(prefix=f"bench-{lib.name}-"))
+    worker = lib.child("worker", directory, workers=4)
+    try:
+        _wait_for(directory / "ready", 60)
+        time.sleep(2.0)  # past the start and the first backed-off looks
+        before = _cpu_seconds(worker.pid)
+        time.sleep(seconds)
+        used = _cpu_seconds(worker.pid) - before
+    finally:
+        _stop(worker)
+    return used / seconds * 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def killed_worker(lib: Library) -> str:
+    """A worker SIGKILLed while it runs a job, another started: does the job run again?"""
+    directory = Path(tempfile.mkdtemp(prefix=f"bench-{lib.name}-"))
+    lib.run("fill", directory, jobs=1, kind="hold", vt=KILL_VT)
+    first = lib.child("worker", directory, target=1, workers=1, vt=KILL_VT)
+    _wait_for(directory / "held", 60)
+    first.kill()
+    first.communicate()
+    killed = time.time()
+    second = lib.child("worker", directory, target=1, workers=1, vt=KILL_VT)
+    try:
+        done = float(_wait_for(directory / "done", KILL_VT + HOLD + 20))
+    except TimeoutError:
+        return f"lost (not run again within {KILL_VT + HOLD + 20:g} s)"
+    finally:
+        _stop(second)
+    return f"ran again, done {done - killed:.1f} s after the kill"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", nargs=4, metavar=("LIB", "ROLE", "DIR", "ARGS"))
-    parser.add_argument("--only", action="append", choices=("W1", "W2", "W3", "W4"))
+    parser.add_argument("--only", action="append", choices=("W1", "W2", "W3", "W4", "W5", "W6"))
     parser.add_argument("--jobs", type=int, default=20000, help="W1")
     parser.add_argument("--drain-jobs", type=int, default=20000, help="W2")
     parser.add_argument("--latency-jobs", type=int, default=2000, help="W3")
     parser.add_argument("--latency-rate", type=float, default=200.0, help="W3, jobs/s")
     parser.add_argument("--sleep-jobs", type=int, default=5000, help="W4")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="W5")
     parser.add_argument("--huey-workers", type=int, default=4, help="W2 and W3 threads")
     parser.add_argument("--huey-python", default=str(ROOT / ".venv-bench-huey/bin/python"))
     default_asyncq = ROOT / ".venv-bench-asyncq/bin/python"
@@ -301,7 +366,7 @@ def main() -> None:
         run = asyncq_child if name == "asyncq" else huey_child
         print(json.dumps(run(role, Path(directory), json.loads(raw))))
         return
-    only = set(args.only or ("W1", "W2", "W3", "W4"))
+    only = set(args.only or ("W1", "W2", "W3", "W4", "W5", "W6"))
     libs = [Library("asyncq", args.asyncq_python), Library("huey", args.huey_python)]
     print(
         f"load average at the start {os.getloadavg()[0]:.2f}; "
@@ -323,9 +388,10 @@ def main() -> None:
             row["W3 p50 / p99"] = f"{p50:.2f} / {p99:.2f} ms"
         if "W4" in only:
             row["W4 10 ms jobs"] = f"{drain(lib, 'sleep', args.sleep_jobs, CONCURRENCY):,.0f}/s"
-        row["killed worker's job"] = (
-            "runs again" if lib.name == "asyncq" else "lost (deleted at dequeue)"
-        )
+        if "W5" in only:
+            row["W5 idle worker CPU"] = f"{idle_cpu(lib, args.idle_seconds):.2f}% of a core"
+        if "W6" in only:
+            row["W6 killed worker's job"] = killed_worker(lib)
         print(f"{lib.name}: {row}", flush=True)
     columns = list(rows["asyncq"])
     width = max(map(len, columns)) + 2

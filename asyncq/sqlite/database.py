@@ -44,7 +44,9 @@ CHECKPOINT_PAGES = 1000
 """The WAL size, in pages, past which the checkpoint thread copies it back (SQLite's own
 automatic checkpoint threshold)."""
 CHECKPOINT_LOOK = 0.2
-"""Seconds between two looks of the checkpoint thread at the WAL's size."""
+"""Seconds between two looks of the checkpoint thread at the WAL's size while it is written;
+doubled while it is not, up to ``CHECKPOINT_IDLE_LOOK``."""
+CHECKPOINT_IDLE_LOOK = 2.0
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes a WAL file is cut back to once checkpointed, so a burst does not leave it large."""
 
@@ -249,17 +251,20 @@ class _Checkpointer:
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             (page_size,) = conn.execute("PRAGMA page_size").fetchone()
             threshold = CHECKPOINT_PAGES * page_size
-            seen = 0
-            while not self._stop.wait(CHECKPOINT_LOOK):
+            seen, look = 0, CHECKPOINT_LOOK
+            while not self._stop.wait(look):
                 # The WAL file keeps its size once reset (up to JOURNAL_SIZE_LIMIT): its
                 # modification time says whether anything was written since the last look.
                 try:
                     wal = self._wal.stat()
                 except FileNotFoundError:
                     continue
-                if wal.st_size < threshold or wal.st_mtime_ns == seen:
+                if wal.st_mtime_ns == seen:
+                    look = min(look * 2, CHECKPOINT_IDLE_LOOK)
                     continue
-                seen = wal.st_mtime_ns
+                look, seen = CHECKPOINT_LOOK, wal.st_mtime_ns
+                if wal.st_size < threshold:
+                    continue
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.OperationalError as exc:
