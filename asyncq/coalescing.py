@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["Coalescer"]
 
@@ -48,7 +49,11 @@ class Coalescer(Generic[T, R]):
     gives one result per item, in order: a value, or an exception for that item alone (the
     caller it belongs to gets it); an exception ``send`` raises goes to every caller of the
     batch. A submission of ``max_items`` items or more is a batch already and is sent at
-    once, beside whatever else is in flight."""
+    once, beside whatever else is in flight.
+
+    ``gather`` is for a ``send`` that runs without yielding (an embedded database), so that
+    nobody could arrive while it is in flight: when it says True, a caller that finds the
+    way clear waits one turn of the event loop before sending, with whoever joined."""
 
     def __init__(
         self,
@@ -58,6 +63,7 @@ class Coalescer(Generic[T, R]):
         max_items: int = 1000,
         max_weight: int = 8 * 1024 * 1024,
         weight: Callable[[T], int] | None = None,
+        gather: Callable[[], bool] | None = None,
     ) -> None:
         if in_flight < 1 or max_items < 1:
             raise ValueError("in_flight and max_items must be >= 1")
@@ -66,6 +72,7 @@ class Coalescer(Generic[T, R]):
         self._max_items = max_items
         self._max_weight = max_weight
         self._weight = weight
+        self._gather = gather
         self._queued: deque[_Batch[T, R]] = deque()
 
     def waiting(self) -> bool:
@@ -82,17 +89,33 @@ class Coalescer(Generic[T, R]):
         if len(items) >= self._max_items:
             return await self._send(items)
         if self._slots and not self._queued:  # nothing in the way: straight out
+            if self._gather is None or not self._gather():
+                self._slots -= 1
+                try:
+                    return await self._send(items)
+                finally:
+                    self._free_slot()
+            # A send that does not wait for its broker (an embedded one) leaves no moment
+            # for others to join: this caller leads a batch that goes out after one turn
+            # of the event loop, with whoever arrived meanwhile.
             self._slots -= 1
-            try:
-                return await self._send(items)
-            finally:
-                self._free_slot()
+            batch = _Batch[T, R]()
+            batch.turn.set()
+            self._queued.append(batch)
+            return await self._join(items, batch, gathering=True)
         return await self._join(items)
 
-    async def _join(self, items: Sequence[T]) -> Sequence[R | BaseException]:
+    async def _join(
+        self,
+        items: Sequence[T],
+        batch: _Batch[T, R] | None = None,
+        *,
+        gathering: bool = False,
+    ) -> Sequence[R | BaseException]:
         weigh = self._weight
         weight = sum(map(weigh, items)) if weigh is not None else 0
-        batch = self._queued[-1] if self._queued else None
+        if batch is None:
+            batch = self._queued[-1] if self._queued else None
         if (
             batch is None
             or len(batch.items) + len(items) > self._max_items
@@ -106,6 +129,8 @@ class Coalescer(Generic[T, R]):
         batch.weight += weight
         if leader:
             with anyio.CancelScope(shield=True):  # the others' jobs ride with this caller
+                if gathering:
+                    await anyio.lowlevel.checkpoint()
                 await self._lead(batch)
         else:
             await batch.done.wait()

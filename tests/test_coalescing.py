@@ -121,3 +121,30 @@ async def test_a_large_submission_goes_at_once() -> None:
             await anyio.wait_all_tasks_blocked()
             assert sender.batches == [[0], list(range(0, 20, 2))]  # beside the first
         sender.gate.set()
+
+
+async def test_with_gather_callers_arriving_together_share_a_send_that_never_yields() -> None:
+    batches: list[list[int]] = []
+
+    async def send(items: Sequence[int]) -> list[int | BaseException]:
+        batches.append(list(items))  # done at once, as an embedded database's commit is
+        return [i * 10 for i in items]
+
+    gathering = True
+    coalescer: Coalescer[int, int] = Coalescer(send, gather=lambda: gathering)
+    results: dict[int, list[int]] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await coalescer.submit([i])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(call, i)
+    assert batches == [list(range(20))]
+    assert results == {i: [i * 10] for i in range(20)}
+    # Without gathering each caller would go out alone, as nothing is ever in flight.
+    gathering, batches[:] = False, []
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(call, i)
+    assert batches == [[i] for i in range(5)]

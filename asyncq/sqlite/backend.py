@@ -44,7 +44,7 @@ UPKEEP_INTERVAL = 1.0
 
 
 _PROBE_EVERY = 8
-"""While enqueues come alone, one send in this many yields first, to let company join."""
+"""While enqueues come alone, one send in this many waits a turn for company."""
 
 
 def _body_size(envelope: Envelope) -> int:
@@ -68,9 +68,14 @@ class SqliteBackend(Backend):
         self._store = SqliteStore(self._db, settings.result_ttl)
         self._watch = self._store.watch
         self._db.on_sibling_commit = self._watch.poke
-        self._enqueues: Coalescer[Envelope, str] = Coalescer(self._send_jobs, weight=_body_size)
+        self._enqueues: Coalescer[Envelope, str] = Coalescer(
+            self._send_jobs, weight=_body_size, gather=self._gather
+        )
         self._turn = 0
         self._sends = 0
+        self._known_queues: set[str] = set()
+        """The queues this backend has put in the ``queues`` table (a queue removed by
+        another process comes back in the listing through its live jobs)."""
         self._company = False
         """Whether other enqueues were waiting when the last batch went out."""
 
@@ -98,16 +103,22 @@ class SqliteBackend(Backend):
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
         return await self._enqueues.submit(envelopes)
 
-    async def _send_jobs(self, envelopes: Sequence[Envelope]) -> list[str]:
-        # A transaction runs without yielding, so nobody could join a batch: yield first,
-        # and the enqueues already on their way join the next commit (a hundred concurrent
-        # callers share a few). A lone caller would only pay for that yield, so while the
-        # batches come alone it is made on one send in _PROBE_EVERY, to notice company.
+    def _gather(self) -> bool:
+        """Whether an enqueue that finds no other in flight waits a turn of the event loop
+        for company: a transaction runs without yielding, so only then can concurrent
+        enqueues share its commit (a hundred callers share a few). A lone caller would only
+        pay for the wait, so while batches go out alone one send in _PROBE_EVERY waits, to
+        notice company when it comes."""
         self._sends += 1
-        if self._company or not self._sends % _PROBE_EVERY:
-            await anyio.lowlevel.checkpoint()
-        self._company = self._enqueues.waiting()
-        ids = await self._db.write(lambda conn: delivery.enqueue(conn, envelopes, time.time()))
+        return self._company or not self._sends % _PROBE_EVERY
+
+    async def _send_jobs(self, envelopes: Sequence[Envelope]) -> list[str]:
+        self._company = len(envelopes) > 1 or self._enqueues.waiting()
+        known = self._known_queues
+        ids = await self._db.write(
+            lambda conn: delivery.enqueue(conn, envelopes, time.time(), known)
+        )
+        known.update(env.queue for env in envelopes)  # committed: known from now on
         self._watch.changed()
         return ids
 
@@ -190,6 +201,7 @@ class SqliteBackend(Backend):
 
     async def remove_queue(self, queue: str) -> None:
         await self._db.write(lambda conn: operations.remove_queue(conn, queue))
+        self._known_queues.discard(queue)
 
     async def list_jobs(
         self, queue: str, status: JobStatus, *, limit: int = 100, after: str | None = None

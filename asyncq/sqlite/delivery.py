@@ -41,13 +41,17 @@ _HELD_KEY = """SELECT k.job_id FROM idempotency_keys k JOIN jobs j ON j.id = k.j
 WHERE k.queue = ? AND k.key = ? AND (j.state < 3 OR j.expires_at > ?)"""
 
 
-def enqueue(conn: sqlite3.Connection, envelopes: Sequence[Envelope], now: float) -> list[str]:
-    """Store a batch; each job's id (an existing job's, where its idempotency key is held)."""
+def enqueue(
+    conn: sqlite3.Connection, envelopes: Sequence[Envelope], now: float, known: set[str]
+) -> list[str]:
+    """Store a batch; each job's id (an existing job's, where its idempotency key is held).
+    ``known`` are the queues this connection has put among the known queues already."""
     ids: list[str] = []
     plain: list[tuple[object, ...]] = []
     queues = set()
     for env in envelopes:
-        queues.add(env.queue)
+        if env.queue not in known:
+            queues.add(env.queue)
         delayed = env.eta is not None and env.eta > now
         row = (
             env.id,
@@ -80,9 +84,12 @@ def enqueue(conn: sqlite3.Connection, envelopes: Sequence[Envelope], now: float)
         else:
             plain.append(row)
         ids.append(env.id)
-    if plain:
+    if len(plain) == 1:
+        conn.execute(_INSERT, plain[0])
+    elif plain:
         conn.executemany(_INSERT, plain)
-    conn.executemany("INSERT OR IGNORE INTO queues VALUES (?)", [(q,) for q in queues])
+    if queues:
+        conn.executemany("INSERT OR IGNORE INTO queues VALUES (?)", [(q,) for q in queues])
     return ids
 
 

@@ -28,7 +28,16 @@ def queue_stats(
     conn: sqlite3.Connection, queues: Sequence[str] | None, now: float
 ) -> list[QueueStats]:
     if queues is None:
-        queues = [name for (name,) in conn.execute("SELECT name FROM queues ORDER BY name")]
+        # The known queues, and any with live jobs that another process's enqueues put in
+        # a queue removed since (each a walk of a partial index's leading column).
+        queues = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM queues UNION SELECT DISTINCT queue FROM jobs WHERE state = 0 "
+                "UNION SELECT DISTINCT queue FROM jobs WHERE state = 1 "
+                "UNION SELECT DISTINCT queue FROM jobs WHERE state = 2 ORDER BY 1"
+            )
+        ]
     out = []
     for queue in queues:
         # Delayed jobs whose time has come are pending, moved to ready or not yet.
