@@ -395,11 +395,11 @@ def main() -> None:
         print(f"{lib.name}: {row}", flush=True)
     columns = list(rows["asyncq"])
     width = max(map(len, columns)) + 2
-    print(f"{'':{width}}" + "".join(f"{lib.name:>28}" for lib in libs))
+    cell = max(len(value) for row in rows.values() for value in row.values())
+    print(f"{'':{width}}" + "".join(f"  {lib.name:>{cell}}" for lib in libs))
     for column in columns:
-        print(
-            f"{column:{width}}" + "".join(f"{rows[lib.name].get(column, '-'):>28}" for lib in libs)
-        )
+        values = "".join(f"  {rows[lib.name].get(column, '-'):>{cell}}" for lib in libs)
+        print(f"{column:{width}}{values}")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
