@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "drained_after": round(drained, 1),
         "confirmed": len(confirmed),
         "completed": len(set(runs) & confirmed),
+        "jobs_per_second": round(len(set(runs) & confirmed) / drained),
         "lost": len(lost),
         "duplicated": duplicated,
         "workers_killed": kills,

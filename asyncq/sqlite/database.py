@@ -13,7 +13,8 @@ transactions run on the event loop itself: a hop to a thread would cost more tha
 With ``synchronous=full`` every commit waits for an fsync, so they run on a thread, one at
 a time. Either way, checkpoints (copying the WAL back into the database, with fsyncs) never
 run on the event loop: automatic checkpoints are off on this connection and a checkpoint
-thread runs them when the WAL has grown past ``CHECKPOINT_PAGES``.
+thread runs them when the WAL has grown past ``CHECKPOINT_PAGES``, and restarts the WAL
+from its beginning each time, so it stays near that size under any load.
 """
 
 from __future__ import annotations
@@ -242,7 +243,9 @@ class _Checkpointer:
 
     def _run(self) -> None:
         try:
-            conn = sqlite3.connect(self._path, timeout=0, isolation_level=None)
+            # Its RESTART waits for a writer to finish, up to a second, in SQLite's own busy
+            # handler: on this thread, so nobody else waits with it.
+            conn = sqlite3.connect(self._path, timeout=1.0, isolation_level=None)
         except sqlite3.Error as exc:
             log.warning("sqlite checkpoints of %s cannot run: %s", self._path, exc)
             return
@@ -266,7 +269,13 @@ class _Checkpointer:
                 if wal.st_size < threshold:
                     continue
                 try:
+                    # PASSIVE copies what it can without waiting for anyone. Under a steady
+                    # load new frames keep coming, so it never catches up with the WAL's end
+                    # and the WAL is never started afresh: it would grow without bound.
+                    # RESTART then copies the few frames left, waiting (on this thread) for
+                    # the writer of the moment, so the next write starts the WAL over.
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 except sqlite3.OperationalError as exc:
                     if not _is_busy(exc):  # another process checkpoints: its turn
                         log.warning("sqlite checkpoint of %s failed: %s", self._path, exc)
