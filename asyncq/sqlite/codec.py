@@ -1,13 +1,12 @@
-"""How errors, progress and heartbeats are kept in a ``sqlite://`` file: JSON (orjson)."""
+"""How errors and progress are kept in a ``sqlite://`` file's nullable columns: the shared
+JSON form (``asyncq.record_json``), with NULL for none."""
 
 from __future__ import annotations
 
-import time
-
-import orjson
-
+from .. import record_json
 from ..errors import ErrorInfo
-from ..records import Progress, WorkerInfo
+from ..record_json import worker_from_json, worker_to_json
+from ..records import Progress
 
 __all__ = [
     "error_from_json",
@@ -20,47 +19,15 @@ __all__ = [
 
 
 def error_to_json(error: ErrorInfo | None) -> bytes | None:
-    if error is None:
-        return None
-    return orjson.dumps({"type": error.type, "message": error.message, "tb": error.traceback})
+    return None if error is None else record_json.error_to_json(error)
 
 
 def error_from_json(raw: bytes | None) -> ErrorInfo | None:
-    if not raw:
-        return None
-    data = orjson.loads(raw)
-    return ErrorInfo(data.get("type", ""), data.get("message", ""), data.get("tb", ""))
+    return record_json.error_from_json(raw) if raw else None
 
 
-def progress_to_json(progress: Progress) -> bytes:
-    return orjson.dumps({"value": progress.value, "message": progress.message})
+progress_to_json = record_json.progress_to_json
 
 
 def progress_from_json(raw: bytes | None) -> Progress | None:
-    if not raw:
-        return None
-    data = orjson.loads(raw)
-    return Progress(float(data.get("value", 0.0)), data.get("message"))
-
-
-def worker_to_json(worker: WorkerInfo) -> bytes:
-    """A heartbeat, stamped with the time it is written."""
-    return orjson.dumps(
-        {
-            "id": worker.id,
-            "host": worker.host,
-            "pid": worker.pid,
-            "queues": list(worker.queues),
-            "concurrency": worker.concurrency,
-            "in_flight": worker.in_flight,
-            "started_at": worker.started_at,
-            "last_seen": time.time(),
-            "extra": worker.extra,
-        }
-    )
-
-
-def worker_from_json(raw: bytes) -> WorkerInfo:
-    data = orjson.loads(raw)
-    data["queues"] = tuple(data["queues"])
-    return WorkerInfo(**data)
+    return record_json.progress_from_json(raw) if raw else None

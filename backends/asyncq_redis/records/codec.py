@@ -1,16 +1,20 @@
 """How job records and heartbeats are written to Redis and read back as asyncq's own
-dataclasses, and the values every settle script takes from a settlement. Errors travel as
-JSON."""
+dataclasses, and the values every settle script takes from a settlement. Errors, progress
+and heartbeats travel in the shared JSON form of ``asyncq.record_json``."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
-import orjson
-
-from asyncq.errors import ErrorInfo
-from asyncq.records import JobInfo, JobStatus, Progress, WorkerInfo
+from asyncq.record_json import (
+    error_from_json,
+    error_to_json,
+    progress_from_json,
+    progress_to_json,
+    worker_from_json,
+    worker_to_json,
+)
+from asyncq.records import JobInfo, JobStatus
 from asyncq.settlement import Settlement
 
 __all__ = [
@@ -55,44 +59,3 @@ def job_info(job_id: str, queue: str, record: Mapping[bytes, bytes]) -> JobInfo 
         progress=progress_from_json(progress) if progress else None,
         snoozes=int(record.get(b"snoozes", 0)),
     )
-
-
-def progress_to_json(progress: Progress) -> bytes:
-    return orjson.dumps({"value": progress.value, "message": progress.message})
-
-
-def progress_from_json(raw: bytes) -> Progress:
-    data = orjson.loads(raw)
-    return Progress(float(data.get("value", 0.0)), data.get("message"))
-
-
-def error_to_json(error: ErrorInfo) -> bytes:
-    return orjson.dumps({"type": error.type, "message": error.message, "tb": error.traceback})
-
-
-def error_from_json(raw: bytes) -> ErrorInfo:
-    data = orjson.loads(raw)
-    return ErrorInfo(data.get("type", ""), data.get("message", ""), data.get("tb", ""))
-
-
-def worker_to_json(worker: WorkerInfo) -> bytes:
-    """A heartbeat, stamped with the time it is sent."""
-    return orjson.dumps(
-        {
-            "id": worker.id,
-            "host": worker.host,
-            "pid": worker.pid,
-            "queues": list(worker.queues),
-            "concurrency": worker.concurrency,
-            "in_flight": worker.in_flight,
-            "started_at": worker.started_at,
-            "last_seen": time.time(),
-            "extra": worker.extra,
-        }
-    )
-
-
-def worker_from_json(raw: bytes) -> WorkerInfo:
-    data = orjson.loads(raw)
-    data["queues"] = tuple(data["queues"])
-    return WorkerInfo(**data)
