@@ -28,6 +28,7 @@ __all__ = [
     "Settled",
     "exited",
     "kill_and_take_over",
+    "run_asyncq",
     "statuses",
     "worker_env",
     "worker_process",
@@ -40,6 +41,26 @@ def worker_env(directory: Path) -> dict[str, str]:
     """The environment of a worker subprocess, with the modules of ``directory`` importable."""
     path = os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path}
+
+
+def run_asyncq(
+    *argv: str, cwd: Path = TESTS_DIR, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m asyncq ARGV`` run to its end in ``cwd`` (tests/ and the project importable,
+    no ``$ASYNCQ_BROKER`` from outside, ``env`` added); it must exit 0 without a traceback."""
+    inherited = {k: v for k, v in os.environ.items() if k != "ASYNCQ_BROKER"}
+    path = os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent)])
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncq", *argv],
+        cwd=cwd,
+        env={**inherited, "PYTHONPATH": path, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 import services
+from harness import run_asyncq
 
 import asyncq
 
@@ -27,19 +28,8 @@ def asyncq_cli(url: str, command: str, *args: str, works: bool = False) -> str:
     """Run ``asyncq COMMAND apps.failing:app ARGS --broker URL``; return its stdout.
 
     ``command`` may be two words (``"dlq list"``)."""
-    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR), "CHARGE_WORKS": "1" if works else "0"}
     argv = [*command.split(), "apps.failing:app", *args, "--broker", url]
-    done = subprocess.run(
-        [sys.executable, "-m", "asyncq", *argv],
-        cwd=TESTS_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    return done.stdout
+    return run_asyncq(*argv, env={"CHARGE_WORKS": "1" if works else "0"}).stdout
 
 
 def status(url: str, job_id: str) -> asyncq.JobStatus:

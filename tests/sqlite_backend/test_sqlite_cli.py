@@ -6,39 +6,23 @@ directory, whose absolute path ``asyncq stats`` prints."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import anyio
 import pytest
-from harness import Lines, worker_process
+from harness import Lines, run_asyncq, worker_process
 
 pytestmark = pytest.mark.anyio
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
-ROOT = TESTS_DIR.parent
 
 
 def asyncq_cli(
     *argv: str, cwd: Path = TESTS_DIR, works: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "ASYNCQ_BROKER"},
-        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(ROOT)]),
-        "CHARGE_WORKS": "1" if works else "0",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "asyncq", *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr and "database is locked" not in done.stderr
+    done = run_asyncq(*argv, cwd=cwd, env={"CHARGE_WORKS": "1" if works else "0"})
+    assert "database is locked" not in done.stderr
     return done
 
 
