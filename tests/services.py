@@ -19,6 +19,7 @@ import redis
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _missing(what: str, exc: Exception) -> None:
@@ -63,6 +64,41 @@ def require_rabbitmq() -> None:
     error = _rabbitmq_error()
     if error is not None:
         _missing("RabbitMQ at 127.0.0.1:5672", error)
+
+
+@functools.cache
+def _postgres_error() -> Exception | None:
+    import asyncpg
+
+    async def connect() -> None:
+        connection = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        await connection.close()
+
+    try:
+        asyncio.run(connect())
+    except Exception as exc:  # any failure to connect means the server is not usable
+        return exc
+    return None
+
+
+def require_postgres() -> None:
+    error = _postgres_error()
+    if error is not None:
+        _missing("PostgreSQL at 127.0.0.1:5432 (database test)", error)
+
+
+def drop_postgres_schema(schema: str) -> None:
+    """Drop a test's schema and everything in it."""
+    import asyncpg
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
 
 
 def require_rabbitmq_and_redis() -> None:

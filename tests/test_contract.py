@@ -1,5 +1,6 @@
 """The contract suite (:mod:`asyncq.testing`) on every backend of this repository: memory,
-sqlite (a file per test in a temporary directory), Redis, RabbitMQ with its records in
+sqlite (a file per test in a temporary directory), PostgreSQL (a schema per test in the
+database ``test``), Redis, RabbitMQ with its records in
 Redis, and RabbitMQ alone, with no record store.
 
 Each factory keeps a test apart from every other one by its unique name: a memory:// broker
@@ -40,6 +41,18 @@ def sqlite_cleanup(unique: str) -> None:
         (SQLITE_DIR / f"{unique}.db{suffix}").unlink(missing_ok=True)
 
 
+def postgres_schema(unique: str) -> str:
+    return unique.lower().replace("-", "_")
+
+
+def postgres_url(unique: str, options: Mapping[str, object]) -> str:
+    return f"{services.POSTGRES_URL}{_query({'schema': postgres_schema(unique), **options})}"
+
+
+def postgres_cleanup(unique: str) -> None:
+    services.drop_postgres_schema(postgres_schema(unique))
+
+
 def redis_url(unique: str, options: Mapping[str, object]) -> str:
     return f"{services.REDIS_URL}{_query({'prefix': unique, **options})}"
 
@@ -71,6 +84,9 @@ def amqp_cleanup(unique: str) -> None:
 contract = ContractSuite(
     BackendUnderTest("memory", memory_url),
     BackendUnderTest("sqlite", sqlite_url, cleanup=sqlite_cleanup),
+    BackendUnderTest(
+        "postgres", postgres_url, cleanup=postgres_cleanup, requires=services.require_postgres
+    ),
     BackendUnderTest(
         "redis", redis_url, cleanup=services.delete_redis_keys, requires=services.require_redis
     ),

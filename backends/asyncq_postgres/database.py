@@ -1,0 +1,194 @@
+"""One App's connections to PostgreSQL: a pool for statements, and for a worker or a waiter
+one more connection that only ``LISTEN``\\ s.
+
+Every connection asyncq opens sets ``statement_timeout`` and ``lock_timeout`` (a stuck
+statement or a held lock fails in seconds instead of hanging a worker) and
+``application_name=asyncq`` (so ``pg_stat_activity`` tells asyncq's sessions apart). A
+connection that fails is a :class:`~asyncq.errors.BrokerUnavailable`, with the reason.
+
+Notifications: producers send ``NOTIFY <channel>, 'q:<queue>'`` in the transaction that
+enqueues (delivered only if it commits), settles send ``'d:<ids>'`` for the jobs they
+finished, cancellations ``'c:<id>'``. The listening connection reconnects by itself; while it
+is down, and after it comes back, everyone waiting looks again (nothing is missed: a waiter
+also looks every ``idle_look`` seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import asyncpg
+
+from asyncq.errors import BrokerUnavailable
+
+from . import schema
+from .settings import PostgresSettings
+
+__all__ = ["CONNECTION_ERRORS", "Database", "Signal"]
+
+log = logging.getLogger("asyncq.postgres")
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.ConnectionDoesNotExistError,
+)
+"""What a server that went away, or is not up yet, raises."""
+
+_RECONNECT_FIRST, _RECONNECT_MAX = 0.05, 2.0
+
+
+class Signal:
+    """A wake-up many coroutines wait for: each ``poke`` ends the current wait."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def next_change(self) -> anyio.Event:
+        """Take before looking; a poke after this wakes ``until``."""
+        return self._event
+
+    def poke(self) -> None:
+        event, self._event = self._event, anyio.Event()
+        event.set()
+
+    @staticmethod
+    async def until(change: anyio.Event, timeout: float | None) -> None:
+        with anyio.move_on_after(timeout):
+            await change.wait()
+
+
+class Database:
+    def __init__(self, settings: PostgresSettings) -> None:
+        self.settings = settings
+        self.schema = settings.schema
+        self.channel = f"{settings.schema}_asyncq"
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._listening = False
+        self._listen_scope: anyio.CancelScope | None = None
+        self.on_notification: Callable[[str], None] = lambda payload: None
+        self.on_listen_lost: Callable[[], None] = lambda: None
+        self.listener_ready = anyio.Event()
+
+    def _server_settings(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "statement_timeout": str(int(s.statement_timeout * 1000)),
+            "lock_timeout": str(int(s.lock_timeout * 1000)),
+            "application_name": "asyncq",
+        }
+
+    def _connect_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"server_settings": self._server_settings()}
+        if not self.settings.listen:  # PgBouncer in transaction mode: no prepared statements
+            options["statement_cache_size"] = 0
+        return options
+
+    # -- opening and closing ---------------------------------------------------------------
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                self.settings.dsn,
+                min_size=1,
+                max_size=self.settings.pool_size,
+                **self._connect_options(),
+            )
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"cannot connect to PostgreSQL: {exc}") from None
+        except asyncpg.PostgresError as exc:
+            raise BrokerUnavailable(f"PostgreSQL refused the connection: {exc}") from None
+        try:
+            async with pool.acquire() as conn:
+                applied = await schema.upgrade(conn, self.schema)
+        except BaseException:
+            await pool.close()
+            raise
+        if applied:
+            log.info("postgres schema %s: %d migration(s) applied", self.schema, applied)
+        self._pool = pool
+
+    async def close(self) -> None:
+        if self._listen_scope is not None:
+            self._listen_scope.cancel()
+        if self._listener is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._listener.close(timeout=2)
+                except Exception:  # already gone
+                    self._listener.terminate()
+            self._listener = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    with anyio.fail_after(5):
+                        await pool.close()
+                except TimeoutError:
+                    pool.terminate()
+                except CONNECTION_ERRORS:
+                    pool.terminate()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise BrokerUnavailable("the PostgreSQL broker is not connected (open the App first)")
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; a lost server is a ``BrokerUnavailable``."""
+        try:
+            async with self.pool.acquire() as conn:
+                yield conn
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"lost the connection to PostgreSQL: {exc!r}") from None
+        except asyncpg.QueryCanceledError as exc:
+            raise BrokerUnavailable(f"PostgreSQL cancelled a statement: {exc}") from None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    # -- listening -------------------------------------------------------------------------
+    async def listen_forever(self) -> None:
+        """Keep a ``LISTEN`` connection open, reconnecting when it is lost."""
+        wait = _RECONNECT_FIRST
+        with anyio.CancelScope() as scope:
+            self._listen_scope = scope
+            while True:
+                try:
+                    conn = await asyncpg.connect(self.settings.dsn, **self._connect_options())
+                except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                    log.debug("postgres listener: cannot connect (%s)", exc)
+                    await anyio.sleep(wait * (0.5 + random.random()))
+                    wait = min(wait * 2, _RECONNECT_MAX)
+                    continue
+                lost = anyio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                try:
+                    await conn.add_listener(self.channel, self._notified)
+                except CONNECTION_ERRORS:
+                    conn.terminate()
+                    continue
+                self._listener, wait = conn, _RECONNECT_FIRST
+                self.listener_ready.set()
+                # Anything sent while no one listened is looked for now.
+                self.on_listen_lost()
+                await lost.wait()
+                self._listener = None
+                self.on_listen_lost()
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.on_notification(payload)

@@ -1,0 +1,36 @@
+"""What keeps a ``postgresql://`` broker's tables small under a steady load: finished jobs'
+rows deleted once their records expire, in batches of ``EXPIRE_BATCH`` (each its own short
+transaction, rows another worker is deleting skipped, not waited for), so autovacuum finds
+dead tuples spread over many small transactions and the table stops growing once rows go
+as fast as they come; and the other tables' stale rows."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from . import limits
+
+__all__ = ["EXPIRE_BATCH", "expire_jobs", "sweep"]
+
+EXPIRE_BATCH = 2000
+CANCELLATION_RETENTION = 600.0
+"""Seconds a cancellation request is kept for the workers to read."""
+
+
+async def expire_jobs(conn: asyncpg.Connection, s: str, now: float) -> int:
+    """Delete up to ``EXPIRE_BATCH`` finished jobs whose records expired; how many."""
+    status = await conn.execute(
+        f"DELETE FROM {s}.jobs WHERE seq IN (SELECT seq FROM {s}.jobs WHERE state = 3 "
+        "AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        now,
+        EXPIRE_BATCH,
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def sweep(conn: asyncpg.Connection, s: str, now: float) -> None:
+    await conn.execute(
+        f"DELETE FROM {s}.cancellations WHERE at <= $1", now - CANCELLATION_RETENTION
+    )
+    await conn.execute(f"DELETE FROM {s}.slot_claims WHERE until <= $1", now)
+    await limits.sweep(conn, s, now)
