@@ -136,6 +136,23 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]: ...
 
+    def check_transaction_connection(self, connection: object) -> None:
+        """Raise ``ValueError`` unless ``enqueue_in_transaction`` can use ``connection``
+        (``task.options(connection=...)`` asks, before anything is sent)."""
+        broker = self.system or type(self).__name__
+        raise ValueError(
+            f"connection= writes jobs in your database transaction, which the {broker} broker "
+            "cannot join: it is for a postgresql:// broker in the same database"
+        )
+
+    async def enqueue_in_transaction(
+        self, connection: object, envelopes: Sequence[Envelope]
+    ) -> list[str]:
+        """Store jobs in the caller's open transaction on ``connection``: they exist only
+        if it commits. Backends in a database the caller shares override this."""
+        self.check_transaction_connection(connection)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- consuming -------------------------------------------------------------------------
     @abc.abstractmethod
     async def fetch(

@@ -48,6 +48,8 @@ class EnqueueOptions:
     """0..9 for this job instead of its task's; None: the task's."""
     scheduled_for: float | None = None
     """The slot of a periodic job; for a delayed one, its ``eta``."""
+    connection: object | None = None
+    """The caller's database connection whose transaction the jobs are written in."""
 
 
 class Task(Generic[P, R]):
@@ -135,10 +137,17 @@ class Task(Generic[P, R]):
         retries: int | None = None,
         timeout: float | None = None,
         priority: int | None = None,
+        connection: object | None = None,
     ) -> TaskCall[P, R]:
         """Options for the next enqueue: ``delay`` seconds or ``at`` a time (an aware
         datetime or epoch seconds), an idempotency ``key``, another ``queue``, headers, and
-        ``retries``, ``timeout`` and ``priority`` (0..9) for this job instead of the task's."""
+        ``retries``, ``timeout`` and ``priority`` (0..9) for this job instead of the task's.
+
+        ``connection``: a database connection of the caller's (an asyncpg connection, a
+        SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` on asyncpg) inside a transaction:
+        the jobs are written in it, so a rollback leaves no job and the commit wakes the
+        workers. Only a broker in the same database can do that (``postgresql://``); on any
+        other it is a ``ValueError``."""
         if delay is not None and at is not None:
             raise ValueError("give delay= or at=, not both")
         eta: float | None = None
@@ -161,8 +170,10 @@ class Task(Generic[P, R]):
         _check_timeout(timeout)
         if priority is not None:
             check_priority(priority)
+        if connection is not None:
+            self.app.backend.check_transaction_connection(connection)
         options = EnqueueOptions(
-            eta, key, queue, dict(headers or {}), retries, timeout, priority, eta
+            eta, key, queue, dict(headers or {}), retries, timeout, priority, eta, connection
         )
         return TaskCall(self, options)
 
@@ -209,7 +220,10 @@ class TaskCall(Generic[P, R]):
             return Job(app, job_id, self.options.queue or self.task.queue)
         if not (app.wraps_enqueue or tracing.active()):  # nothing wraps it: straight on
             envelope = self._envelope(args, kwargs)
-            (job_id,) = await backend.enqueue([envelope])
+            if self.options.connection is None:
+                (job_id,) = await backend.enqueue([envelope])
+            else:
+                (job_id,) = await self._store([envelope])
             return Job(app, job_id, envelope.queue)
         job = OutgoingJob(new_job_id(), args, kwargs, dict(self.options.headers))
         (job_id,) = await app.enqueue_chain(self._outgoing([job], batch=False))
@@ -219,7 +233,7 @@ class TaskCall(Generic[P, R]):
         self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
     ) -> list[Job[R]]:
         app = self.task.app
-        backend = app.backend_for_enqueue()
+        app.backend_for_enqueue()  # an App that is not open fails before anything is checked
         task, opts = self.task, self.options
         fits = task.parameters.fits
         split: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
@@ -249,7 +263,7 @@ class TaskCall(Generic[P, R]):
             ids = await self._enqueue_in_line(split, batch=True)
         elif not (app.wraps_enqueue or tracing.active()):
             now = time.time()  # one enqueue time for the batch: it is one call
-            ids = await backend.enqueue([self._envelope(a, k, now) for a, k in split])
+            ids = await self._store([self._envelope(a, k, now) for a, k in split])
         else:
             jobs = [OutgoingJob(new_job_id(), a, k, dict(opts.headers)) for a, k in split]
             ids = await app.enqueue_chain(self._outgoing(jobs, batch=True))
@@ -298,7 +312,15 @@ class TaskCall(Generic[P, R]):
         envelopes = [
             self._envelope(job.args, job.kwargs, now, job.headers, job.id) for job in outgoing.jobs
         ]
-        return await self.task.app.backend_for_enqueue().enqueue(envelopes)
+        return await self._store(envelopes)
+
+    async def _store(self, envelopes: list[Envelope]) -> list[str]:
+        """Hand the jobs to the broker: on its own, or in the caller's transaction."""
+        backend = self.task.app.backend_for_enqueue()
+        connection = self.options.connection
+        if connection is None:
+            return await backend.enqueue(envelopes)
+        return await backend.enqueue_in_transaction(connection, envelopes)
 
     def _envelope(
         self,

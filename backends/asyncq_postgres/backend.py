@@ -28,12 +28,13 @@ import anyio.lowlevel
 from asyncq.backend import Backend
 from asyncq.coalescing import Coalescer
 from asyncq.delivery import Delivery, Envelope
+from asyncq.errors import BrokerUnavailable
 from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
 from asyncq.settlement import Settlement
 from asyncq.store import JobStore
 
-from . import delivery, operations, upkeep
-from .database import Database, Signal
+from . import delivery, operations, transactions, upkeep
+from .database import CONNECTION_ERRORS, Database, Signal
 from .delivery import Statements
 from .settings import PostgresSettings
 from .store import PostgresStore
@@ -136,6 +137,27 @@ class PostgresBackend(Backend):
         known.update(env.queue for env in envelopes)  # committed: known from now on
         self._jobs.poke()
         return ids
+
+    def check_transaction_connection(self, connection: object) -> None:
+        transactions.check(connection)
+
+    async def enqueue_in_transaction(
+        self, connection: object, envelopes: Sequence[Envelope]
+    ) -> list[str]:
+        """Write the jobs in the caller's transaction; its commit sends the ``NOTIFY`` that
+        wakes the workers (this process's too, through its listener)."""
+        conn, in_transaction = await transactions.driver_connection(connection)
+        try:
+            if in_transaction:
+                return await delivery.enqueue(
+                    conn, self.sql, envelopes, time.time(), self._known_queues
+                )
+            async with conn.transaction():
+                return await delivery.enqueue(
+                    conn, self.sql, envelopes, time.time(), self._known_queues
+                )
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"lost the connection to PostgreSQL: {exc!r}") from None
 
     # -- consuming -------------------------------------------------------------------------
     async def fetch(
