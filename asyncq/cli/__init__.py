@@ -16,7 +16,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import dlq, jobs, queue_ops, queues, run, schedules
+from . import db, dlq, jobs, queue_ops, queues, run, schedules
 from .common import CliGroup
 
 __all__ = ["cli", "main"]
@@ -53,6 +53,7 @@ cli.add_command(dlq.dlq)
 cli.add_command(jobs.job)
 cli.add_command(queue_ops.queue)
 cli.add_command(schedules.schedules)
+cli.add_command(db.db)
 
 
 def main() -> None:

@@ -101,6 +101,14 @@ class PostgresBackend(Backend):
                     pass
         await self._db.close()
 
+    async def pending_migrations(self) -> str:
+        """For ``asyncq db upgrade --dry-run``: the SQL the schema lacks ('' if none)."""
+        return await self._db.pending_migrations()
+
+    async def upgrade_schema(self) -> int:
+        """For ``asyncq db upgrade``: apply what the schema lacks; how many migrations."""
+        return await self._db.upgrade()
+
     def describe(self) -> str:
         parts = urlsplit(self.settings.dsn)
         where = parts.hostname or "the local socket"

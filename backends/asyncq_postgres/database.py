@@ -110,12 +110,17 @@ class Database:
             raise BrokerUnavailable(f"PostgreSQL refused the connection: {exc}") from None
         try:
             async with pool.acquire() as conn:
-                applied = await schema.upgrade(conn, self.schema)
+                if self.settings.migrate:
+                    applied = await schema.upgrade(conn, self.schema)
+                    if applied:
+                        log.info(
+                            "postgres schema %s: %d migration(s) applied", self.schema, applied
+                        )
+                else:
+                    await schema.check_current(conn, self.schema)
         except BaseException:
             await pool.close()
             raise
-        if applied:
-            log.info("postgres schema %s: %d migration(s) applied", self.schema, applied)
         self._pool = pool
 
     async def close(self) -> None:
@@ -138,6 +143,34 @@ class Database:
                     pool.terminate()
                 except CONNECTION_ERRORS:
                     pool.terminate()
+
+    async def _connect_one(self) -> asyncpg.Connection:
+        try:
+            return await asyncpg.connect(self.settings.dsn, **self._connect_options())
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"cannot connect to PostgreSQL: {exc}") from None
+
+    async def pending_migrations(self) -> str:
+        """The SQL that would bring the schema to this asyncq's version ('' when it is)."""
+        conn = await self._connect_one()
+        try:
+            applied = await schema.applied_version(conn, self.schema)
+            schema.check_version(self.schema, applied)
+            return (
+                ""
+                if applied == schema.SCHEMA_VERSION
+                else schema.migration_sql(self.schema, applied)
+            )
+        finally:
+            await conn.close()
+
+    async def upgrade(self) -> int:
+        """Apply the migrations the schema lacks; how many."""
+        conn = await self._connect_one()
+        try:
+            return await schema.upgrade(conn, self.schema)
+        finally:
+            await conn.close()
 
     @property
     def pool(self) -> asyncpg.Pool:

@@ -26,7 +26,18 @@ import asyncpg
 
 from asyncq.errors import ConfigurationError
 
-__all__ = ["FINISHED", "MIGRATIONS", "READY", "RUNNING", "WAITING", "migration_sql", "upgrade"]
+__all__ = [
+    "FINISHED",
+    "MIGRATIONS",
+    "READY",
+    "RUNNING",
+    "WAITING",
+    "applied_version",
+    "check_current",
+    "check_version",
+    "migration_sql",
+    "upgrade",
+]
 
 READY, WAITING, RUNNING, FINISHED = 0, 1, 2, 3
 
@@ -186,7 +197,7 @@ async def applied_version(conn: asyncpg.Connection, schema: str) -> int:
     return int(version or 0)
 
 
-def _check(schema: str, version: int) -> None:
+def check_version(schema: str, version: int) -> None:
     if version > SCHEMA_VERSION:
         raise ConfigurationError(
             f"the PostgreSQL schema {schema!r} was migrated by a newer asyncq (version "
@@ -194,10 +205,22 @@ def _check(schema: str, version: int) -> None:
         )
 
 
+async def check_current(conn: asyncpg.Connection, schema: str) -> None:
+    """With ``migrate=false``: the schema must be at this asyncq's version already."""
+    version = await applied_version(conn, schema)
+    check_version(schema, version)
+    if version < SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"the PostgreSQL schema {schema!r} is at version {version}, this asyncq needs "
+            f"{SCHEMA_VERSION}, and the URL says migrate=false: apply the migrations "
+            "(`asyncq db upgrade MODULE:APP`, or `--dry-run` for the SQL), or drop migrate=false"
+        )
+
+
 async def upgrade(conn: asyncpg.Connection, schema: str) -> int:
     """Apply the migrations ``schema`` lacks; how many were applied."""
     version = await applied_version(conn, schema)
-    _check(schema, version)
+    check_version(schema, version)
     if version == SCHEMA_VERSION:
         return 0
     s = _quoted(schema)
@@ -206,7 +229,7 @@ async def upgrade(conn: asyncpg.Connection, schema: str) -> int:
         await conn.execute(_LEDGER.format(s=s))
         # Read again under the lock: another process may have migrated meanwhile.
         version = await applied_version(conn, schema)
-        _check(schema, version)
+        check_version(schema, version)
         for v in range(version + 1, SCHEMA_VERSION + 1):
             await conn.execute(MIGRATIONS[v - 1].format(s=s))
             await conn.execute(f"INSERT INTO {s}.migrations (version) VALUES ($1)", v)

@@ -20,7 +20,10 @@ asyncq's options, in the query string:
   1.21 needs);
 * ``poll_interval`` (seconds, default 1, or 0.05 with ``listen=false``): how often an idle
   worker looks for jobs when no notification comes (the safety net under ``LISTEN``);
-* ``max_message_size`` (bytes, default none): refuse larger jobs at enqueue.
+* ``max_message_size`` (bytes, default none): refuse larger jobs at enqueue;
+* ``migrate`` (``true`` by default): create or upgrade the schema on connect. ``false`` for
+  teams that apply migrations themselves (``asyncq db upgrade --dry-run`` prints them): a
+  schema that is missing or behind is then an error at start, naming the command.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ OPTIONS = (
     "listen",
     "poll_interval",
     "max_message_size",
+    "migrate",
 )
 
 LIBPQ_OPTIONS = frozenset(
@@ -93,6 +97,7 @@ class PostgresSettings:
     listen: bool = True
     poll_interval: float | None = None
     max_message_size: int | None = None
+    migrate: bool = True
 
     @property
     def idle_look(self) -> float:
@@ -130,6 +135,7 @@ class PostgresSettings:
                 "listen": _boolean,
                 "poll_interval": positive_float,
                 "max_message_size": positive_int,
+                "migrate": _boolean,
             },
         )
         dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(theirs), ""))

@@ -1,0 +1,58 @@
+"""How a ``postgresql://`` URL is read: asyncq's options taken out, libpq's left for
+asyncpg, anything else refused with the list of what is known; and what a worker says of the
+broker at start."""
+
+from __future__ import annotations
+
+import pytest
+from asyncq_postgres import PostgresBackend, PostgresSettings
+
+import asyncq
+from asyncq.errors import ConfigurationError
+
+
+def test_asyncqs_options_are_parsed_and_libpqs_go_to_asyncpg() -> None:
+    settings = PostgresSettings.from_url(
+        "postgres://app:secret@db.internal:6432/shop?schema=jobs&visibility_timeout=10"
+        "&result_ttl=60&dead_ttl=3600&dead_max=5&pool_size=4&statement_timeout=2"
+        "&lock_timeout=1&listen=false&poll_interval=0.2&sslmode=require&migrate=false"
+    )
+    assert settings.dsn == "postgresql://app:secret@db.internal:6432/shop?sslmode=require"
+    assert (settings.schema, settings.visibility_timeout, settings.result_ttl) == (
+        "jobs",
+        10.0,
+        60.0,
+    )
+    assert (settings.dead_ttl, settings.dead_max, settings.pool_size) == (3600.0, 5, 4)
+    assert (settings.statement_timeout, settings.lock_timeout) == (2.0, 1.0)
+    assert (settings.listen, settings.idle_look, settings.migrate) == (False, 0.2, False)
+
+
+def test_defaults() -> None:
+    settings = PostgresSettings.from_url("postgresql://127.0.0.1/test")
+    assert (settings.schema, settings.pool_size, settings.listen) == ("asyncq", 10, True)
+    assert settings.idle_look == 1.0
+    assert PostgresSettings.from_url("postgresql://h/d?listen=false").idle_look == 0.05
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://h/d?schema=Jobs", "bad value 'Jobs' for option 'schema'"),
+        ("postgresql://h/d?schema=a;drop", "must be a lower-case identifier"),
+        ("postgresql://h/d?visibility_timeout=0", "must be a number > 0"),
+        ("postgresql://h/d?listen=maybe", "must be true or false"),
+        ("postgresql://h/d?visiblity_timeout=5", "unknown option 'visiblity_timeout'"),
+    ],
+)
+def test_bad_options_are_clear_errors(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")):
+        PostgresSettings.from_url(url)
+
+
+def test_both_schemes_resolve_to_the_backend_and_it_says_where_it_is() -> None:
+    for scheme in ("postgresql", "postgres"):
+        app = asyncq.App(f"{scheme}://u:pw@127.0.0.1:5432/test?schema=s1")
+        assert isinstance(app.backend, PostgresBackend)
+        assert app.backend.describe() == "PostgreSQL at 127.0.0.1:5432, database test, schema s1"
+        assert "pw" not in app.describe_broker()
