@@ -2,6 +2,7 @@
 # Make sure the brokers the test suite talks to answer on loopback:
 #   Redis     127.0.0.1:6379
 #   RabbitMQ  127.0.0.1:5672 (guest/guest)
+#   PostgreSQL 127.0.0.1:5432 (trust auth for local TCP, user postgres, database test)
 # A service that already answers is left alone, so on a machine that runs both this is a
 # fast no-op. Otherwise the missing server is installed from Debian's packages (only when
 # its binary is missing) and started, and the script waits, bounded, until it answers.
@@ -9,6 +10,7 @@ set -euo pipefail
 
 REDIS_WAIT=${REDIS_WAIT:-30}
 RABBITMQ_WAIT=${RABBITMQ_WAIT:-120}
+POSTGRES_WAIT=${POSTGRES_WAIT:-60}
 
 log() { echo "services: $*" >&2; }
 fail() {
@@ -105,5 +107,64 @@ ensure_rabbitmq() {
     wait_for rabbitmq "$RABBITMQ_WAIT" rabbitmq_ok
 }
 
+postgres_ok() {
+    if command -v pg_isready >/dev/null 2>&1; then
+        pg_isready -q -h 127.0.0.1 -p 5432 || return 1
+    else
+        port_open 5432 || return 1
+    fi
+    command -v psql >/dev/null 2>&1 || return 0
+    psql -h 127.0.0.1 -U postgres -d test -Atqc 'SELECT 1' >/dev/null 2>&1
+}
+
+# The newest server installed from Debian's packages (postgresql-15 on bookworm).
+postgres_bin() {
+    ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+ensure_postgres() {
+    if postgres_ok; then
+        log "postgresql answers on 127.0.0.1:5432 (database test)"
+        return
+    fi
+    [ -n "$(postgres_bin)" ] || apt_install postgresql postgresql-client
+    local bin data=/var/lib/postgresql/asyncq-tests
+    bin=$(postgres_bin)
+    if ! port_open 5432; then
+        if command -v pg_ctlcluster >/dev/null 2>&1 && ls /etc/postgresql/*/main >/dev/null 2>&1; then
+            log "starting the packaged cluster"
+            local version
+            version=$(basename "$(dirname "$bin")")
+            as_root pg_ctlcluster "$version" main start || log "pg_ctlcluster exited with $?"
+        else
+            log "creating a cluster in $data"
+            as_root install -d -o postgres -g postgres "$data"
+            as_root runuser -u postgres -- "$bin/initdb" -D "$data" -A trust -U postgres >/dev/null
+            as_root runuser -u postgres -- "$bin/pg_ctl" -D "$data" -l "$data/server.log" \
+                -o "-c listen_addresses=127.0.0.1 -c port=5432" start >/dev/null
+        fi
+    fi
+    wait_for postgresql "$POSTGRES_WAIT" pg_answers
+    # The tests connect as postgres over TCP without a password, to the database test.
+    local hba
+    hba=$(as_root runuser -u postgres -- psql -Atqc 'SHOW hba_file' 2>/dev/null || true)
+    if [ -n "$hba" ] && ! postgres_ok; then
+        log "trusting local TCP connections in $hba"
+        as_root sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+        as_root runuser -u postgres -- psql -Atqc 'SELECT pg_reload_conf()' >/dev/null
+    fi
+    if ! as_root runuser -u postgres -- psql -Atqc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1; then
+        log "creating the database test"
+        as_root runuser -u postgres -- createdb test
+    fi
+    wait_for postgresql "$POSTGRES_WAIT" postgres_ok
+}
+
+# The server accepts connections (as its own user over the socket, before TCP is trusted).
+pg_answers() {
+    as_root runuser -u postgres -- psql -Atqc 'SELECT 1' >/dev/null 2>&1 || postgres_ok
+}
+
 ensure_redis
 ensure_rabbitmq
+ensure_postgres

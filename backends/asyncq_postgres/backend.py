@@ -28,7 +28,7 @@ import anyio.lowlevel
 from asyncq.backend import Backend
 from asyncq.coalescing import Coalescer
 from asyncq.delivery import Delivery, Envelope
-from asyncq.errors import BrokerUnavailable
+from asyncq.errors import BrokerError, BrokerUnavailable
 from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
 from asyncq.settlement import Settlement
 from asyncq.store import JobStore
@@ -221,10 +221,14 @@ class PostgresBackend(Backend):
     async def maintain(self, queues: Sequence[str]) -> None:
         while True:
             await anyio.sleep(UPKEEP_INTERVAL)
-            async with self._db.connection() as conn:
-                while await upkeep.expire_jobs(conn, self._s, time.time()) >= upkeep.EXPIRE_BATCH:
-                    await anyio.lowlevel.checkpoint()
-                await upkeep.sweep(conn, self._s, time.time())
+            try:
+                async with self._db.connection() as conn:
+                    s = self._s
+                    while await upkeep.expire_jobs(conn, s, time.time()) >= upkeep.EXPIRE_BATCH:
+                        await anyio.lowlevel.checkpoint()
+                    await upkeep.sweep(conn, s, time.time())
+            except BrokerError as exc:  # the server away: the next round tries again
+                log.debug("postgres upkeep: %s", exc)
 
     async def trim_dead(self, queues: Sequence[str]) -> list[TrimmedDeadLetters]:
         cutoff = None if self.dead_ttl is None else time.time() - self.dead_ttl

@@ -9,6 +9,7 @@ case a notification was missed (the listener reconnecting, or ``listen=false``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 
 import anyio
 
+from asyncq.errors import BrokerError
 from asyncq.record_json import (
     error_from_json,
     progress_from_json,
@@ -40,6 +42,8 @@ from . import limits
 from .database import Database, Signal
 
 __all__ = ["PostgresStore"]
+
+log = logging.getLogger("asyncq.postgres")
 
 
 class PostgresStore(JobStore):
@@ -164,14 +168,22 @@ class PostgresStore(JobStore):
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
         self._ensure_listening()
         s = self._s
-        async with self._db.connection() as conn:
-            seen = await conn.fetchval(f"SELECT coalesce(max(seq), 0) FROM {s}.cancellations")
+        seen: int | None = None
         while True:
             change = self.cancellations.next_change()
-            async with self._db.connection() as conn:
-                rows = await conn.fetch(
-                    f"SELECT seq, job_id FROM {s}.cancellations WHERE seq > $1 ORDER BY seq", seen
-                )
+            try:
+                async with self._db.connection() as conn:
+                    if seen is None:  # requests from before this worker started are not its
+                        seen = await conn.fetchval(
+                            f"SELECT coalesce(max(seq), 0) FROM {s}.cancellations"
+                        )
+                    rows = await conn.fetch(
+                        f"SELECT seq, job_id FROM {s}.cancellations WHERE seq > $1 ORDER BY seq",
+                        seen,
+                    )
+            except BrokerError as exc:  # the server away: look again in a moment
+                log.debug("postgres cancellations: %s", exc)
+                rows = []
             for r in rows:
                 seen = r["seq"]
                 on_cancel(r["job_id"])
