@@ -78,6 +78,8 @@ class PostgresBackend(Backend):
             self._send_jobs, weight=_body_size, in_flight=min(4, settings.pool_size)
         )
         self._known_queues: set[str] = set()
+        self._settles_in_flight = 0
+        self._settles_landed = anyio.Event()
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -140,8 +142,12 @@ class PostgresBackend(Backend):
 
     async def _send_jobs(self, envelopes: Sequence[Envelope]) -> list[str]:
         known = self._known_queues
-        async with self._db.transaction() as conn:
-            ids = await delivery.enqueue(conn, self.sql, envelopes, time.time(), known)
+        async with self._db.connection() as conn:
+            if delivery.is_plain(envelopes):  # one statement: a transaction by itself
+                ids = await delivery.enqueue(conn, self.sql, envelopes, time.time(), known)
+            else:
+                async with conn.transaction():
+                    ids = await delivery.enqueue(conn, self.sql, envelopes, time.time(), known)
         known.update(env.queue for env in envelopes)  # committed: known from now on
         self._jobs.poke()
         return ids
@@ -156,7 +162,7 @@ class PostgresBackend(Backend):
         wakes the workers (this process's too, through its listener)."""
         conn, in_transaction = await transactions.driver_connection(connection)
         try:
-            if in_transaction:
+            if in_transaction or delivery.is_plain(envelopes):
                 return await delivery.enqueue(
                     conn, self.sql, envelopes, time.time(), self._known_queues
                 )
@@ -175,6 +181,11 @@ class PostgresBackend(Backend):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             change = self._jobs.next_change()
+            # Settles and claims go on different connections of the pool: a claim waits for
+            # the settles already sent, so this worker sees its own (a snoozed or released
+            # job is back in line before the next claim), as on one connection.
+            while self._settles_in_flight:
+                await self._settles_landed.wait()
             async with self._db.connection() as conn:
                 claim = await delivery.claim(
                     conn, self.sql, queues, limit, time.time(), self.visibility_timeout,
@@ -202,10 +213,17 @@ class PostgresBackend(Backend):
                 await self._jobs.until(change, wait)
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
-        async with self._db.transaction() as conn:
-            finished = await delivery.settle(
-                conn, self.sql, settlements, time.time(), self.result_ttl
-            )
+        self._settles_in_flight += 1
+        try:
+            async with self._db.connection() as conn:
+                finished = await delivery.settle(
+                    conn, self.sql, settlements, time.time(), self.result_ttl
+                )
+        finally:
+            self._settles_in_flight -= 1
+            if not self._settles_in_flight:
+                self._settles_landed.set()
+                self._settles_landed = anyio.Event()
         self._store.wake_finished(finished)
         if any(s.outcome.value in ("release", "retry", "snooze", "defer") for s in settlements):
             self._jobs.poke()

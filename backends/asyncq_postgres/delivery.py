@@ -31,7 +31,7 @@ from asyncq.settlement import Outcome, Settlement
 
 from .schema import READY, WAITING
 
-__all__ = ["Claim", "Statements", "enqueue"]
+__all__ = ["Claim", "Statements", "enqueue", "is_plain"]
 
 _QUEUED, _SCHEDULED = JobStatus.QUEUED.value, JobStatus.SCHEDULED.value
 _RELEASE, _RETRY, _SNOOZE = Outcome.RELEASE, Outcome.RETRY, Outcome.SNOOZE
@@ -54,6 +54,12 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[]
     $6::smallint[], $7::text[], $8::int[], $9::float8[], $9::float8[], $10::float8[],
     $11::float8[])
 ON CONFLICT DO NOTHING"""
+        # The usual batch (no idempotency key, no replay) in one statement, so in one round
+        # trip and, outside a caller's transaction, one implicit transaction: the rows, any
+        # queue not seen before, and a NOTIFY per queue, delivered on commit.
+        self.enqueue_plain = f"""WITH stored AS ({self.insert_many}),
+known AS (INSERT INTO {s}.queues SELECT unnest($12::text[]) ON CONFLICT DO NOTHING)
+SELECT pg_notify($13, 'q:' || q) FROM unnest($14::text[]) q"""
         self.insert_one = f"""INSERT INTO {s}.jobs ({columns})
 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $9, $10, $11) ON CONFLICT DO NOTHING
 RETURNING id"""
@@ -83,6 +89,12 @@ WHERE queue = $1 AND held_key = $2 AND state = 3 AND expires_at <= $3"""
     error = NULL, lease_until = NULL, updated_at = $4, expires_at = u.expires
 FROM unnest($1::text[], $2::int[], $3::bytea[], $5::float8[]) AS u(id, receipt, result, expires)
 WHERE j.id = u.id AND j.receipt = u.receipt AND j.state = 2"""
+        # A batch of successes (the usual settle) in one statement, so one round trip and one
+        # implicit transaction: the rows, and the NOTIFY of the finished ids in payloads of
+        # at most _NOTIFY_BYTES (NOTIFY takes under 8000).
+        self.succeed_and_notify = f"""WITH done AS ({self.succeed} RETURNING j.id),
+parts AS (SELECT id, sum(length(id) + 1) OVER (ORDER BY id) / {_NOTIFY_BYTES} AS part FROM done)
+SELECT pg_notify($6, 'd:' || string_agg(id, ',')) FROM parts GROUP BY part"""
         held = "WHERE id = $1 AND receipt = $2 AND state = 2"
         self.release = f"""UPDATE {s}.jobs SET state = 0, status = 'queued', lease_until = NULL,
     ready_at = $3, updated_at = $3 {held}"""
@@ -109,6 +121,11 @@ WHERE j.id = r.id AND j.receipt = r.receipt AND j.state = 2"""
           (SELECT min(lease_until) FROM {s}.jobs WHERE state = 2 AND queue = ANY($1::text[])))"""
 
 
+def is_plain(envelopes: Sequence[Envelope]) -> bool:
+    """Whether a batch has no idempotency key and no replay: one statement stores it."""
+    return all(env.key is None and not env.replay for env in envelopes)
+
+
 async def enqueue(
     conn: asyncpg.Connection,
     sql: Statements,
@@ -116,8 +133,9 @@ async def enqueue(
     now: float,
     known: set[str],
 ) -> list[str]:
-    """Store a batch on ``conn`` (inside a transaction: the caller's or ours) and notify its
-    queues; each job's id (an existing job's, where its idempotency key is held)."""
+    """Store a batch on ``conn`` and notify its queues; each job's id (an existing job's,
+    where its idempotency key is held). A batch that is not :func:`is_plain` takes several
+    statements: run it inside a transaction (the caller's, or one of ours)."""
     ids: list[str] = []
     columns: list[list[object]] = [[] for _ in range(11)]
     queues: set[str] = set()
@@ -157,9 +175,12 @@ async def enqueue(
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         ids.append(env.id)
+    unknown = [q for q in queues if q not in known]
+    if len(columns[0]) == len(envelopes):  # all plain: one statement
+        await conn.execute(sql.enqueue_plain, *columns, unknown, sql.channel, sorted(queues))
+        return ids
     if columns[0]:
         await conn.execute(sql.insert_many, *columns)
-    unknown = [q for q in queues if q not in known]
     if unknown:
         await conn.execute(sql.add_queues, unknown)
     await conn.execute(sql.notify, sql.channel, sorted(queues))
@@ -207,21 +228,47 @@ async def settle(
     now: float,
     result_ttl: float,
 ) -> list[str]:
-    """Carry out a batch of settlements in one transaction; the ids of the jobs that
-    finished (notified to whoever waits for them)."""
+    """Carry out a batch of settlements, atomically; the ids of the jobs that finished
+    (notified to whoever waits for them)."""
+    if all(s.outcome is _SUCCEEDED for s in settlements):
+        ids, receipts, results, expires = _successes(settlements, now, result_ttl)
+        await conn.execute(
+            sql.succeed_and_notify, ids, receipts, results, now, expires, sql.channel
+        )
+        return ids
+    async with conn.transaction():
+        return await _settle_mixed(conn, sql, settlements, now, result_ttl)
+
+
+def _successes(
+    settlements: Sequence[Settlement], now: float, result_ttl: float
+) -> tuple[list[str], list[int], list[bytes | None], list[float]]:
+    ids: list[str] = []
+    receipts: list[int] = []
+    results: list[bytes | None] = []
+    expires: list[float] = []
+    for s in settlements:
+        d = s.delivery
+        ids.append(d.id)
+        receipts.append(d.receipt)
+        results.append(s.result)
+        expires.append(now + (result_ttl if s.result_ttl is None else s.result_ttl))
+    return ids, receipts, results, expires
+
+
+async def _settle_mixed(
+    conn: asyncpg.Connection,
+    sql: Statements,
+    settlements: Sequence[Settlement],
+    now: float,
+    result_ttl: float,
+) -> list[str]:
     finished: list[str] = []
-    ok_ids: list[str] = []
-    ok_receipts: list[int] = []
-    ok_results: list[bytes | None] = []
-    ok_expires: list[float] = []
+    succeeded: list[Settlement] = []
     for s in settlements:
         d, outcome = s.delivery, s.outcome
         if outcome is _SUCCEEDED:
-            ttl = result_ttl if s.result_ttl is None else s.result_ttl
-            ok_ids.append(d.id)
-            ok_receipts.append(d.receipt)
-            ok_results.append(s.result)
-            ok_expires.append(now + ttl)
+            succeeded.append(s)
             finished.append(d.id)
         elif outcome is _RELEASE:
             await conn.execute(sql.release, d.id, d.receipt, now)
@@ -241,8 +288,9 @@ async def settle(
                     sql.dead_letter, d.queue, d.id, s.task or task, d.body, error or b"{}", now
                 )
             finished.append(d.id)
-    if ok_ids:
-        await conn.execute(sql.succeed, ok_ids, ok_receipts, ok_results, now, ok_expires)
+    if succeeded:
+        ids, receipts, results, expires = _successes(succeeded, now, result_ttl)
+        await conn.execute(sql.succeed, ids, receipts, results, now, expires)
     await notify_finished(conn, sql, finished)
     return finished
 
