@@ -218,20 +218,24 @@ class Database:
                     await anyio.sleep(wait * (0.5 + random.random()))
                     wait = min(wait * 2, _RECONNECT_MAX)
                     continue
-                lost = anyio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 try:
-                    await conn.add_listener(self.channel, self._notified)
-                except CONNECTION_ERRORS:
-                    conn.terminate()
-                    continue
-                self._listener, wait = conn, _RECONNECT_FIRST
-                self.listener_ready.set()
-                # Anything sent while no one listened is looked for now.
-                self.on_listen_lost()
-                await lost.wait()
-                self._listener = None
-                self.on_listen_lost()
+                    lost = anyio.Event()
+                    conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                    try:
+                        await conn.add_listener(self.channel, self._notified)
+                    except CONNECTION_ERRORS:
+                        continue
+                    self._listener, wait = conn, _RECONNECT_FIRST
+                    self.listener_ready.set()
+                    # Anything sent while no one listened is looked for now.
+                    self.on_listen_lost()
+                    await lost.wait()
+                    self.on_listen_lost()
+                finally:
+                    # Lost, or cancelled at close (at any await above): its socket goes now.
+                    self._listener = None
+                    if not conn.is_closed():
+                        conn.terminate()
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.on_notification(payload)
