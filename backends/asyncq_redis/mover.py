@@ -112,4 +112,4 @@ async def _move_forever(
                     pass
     finally:
         with anyio.CancelScope(shield=True):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8

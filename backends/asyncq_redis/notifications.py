@@ -145,4 +145,4 @@ async def listen(client: aioredis.Redis, channel: str, on_message: Callable[[str
             await anyio.sleep(1.0)
         finally:
             with anyio.CancelScope(shield=True):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8
