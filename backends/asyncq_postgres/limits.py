@@ -15,17 +15,23 @@ from asyncq.records import ConcurrencyRequest, Permit, RateRequest
 from asyncq.store import ORDER_SKIP_AFTER
 
 __all__ = [
+    "CONCURRENCY_KEY_QUIET",
+    "CONCURRENCY_WAITER_GONE",
+    "RATE_WAITER_GONE",
     "release_concurrency",
     "renew_concurrency",
-    "sweep",
     "take_concurrency",
     "take_rate",
     "take_tickets",
     "void_tickets",
 ]
 
-_GONE = 2.0  # seconds after its time: a concurrency waiter that has not come back never will
-_QUIET = 30.0  # seconds without a request after which a concurrency key's state goes
+CONCURRENCY_WAITER_GONE = 2.0
+"""Seconds after its time: a concurrency waiter that has not come back never will."""
+CONCURRENCY_KEY_QUIET = 30.0
+"""Seconds without a request after which a concurrency key's state goes."""
+RATE_WAITER_GONE = 10.0 + CONCURRENCY_WAITER_GONE
+"""Seconds after which any rate waiter is given up (past the longest :func:`_grace`)."""
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))"
 
 
@@ -119,7 +125,9 @@ async def take_concurrency(
                 f"DELETE FROM {s}.concurrency_holders WHERE key = $1 AND until <= $2", key, now
             )
             await conn.execute(
-                f"DELETE FROM {s}.concurrency_waiters WHERE key = $1 AND at <= $2", key, now - _GONE
+                f"DELETE FROM {s}.concurrency_waiters WHERE key = $1 AND at <= $2",
+                key,
+                now - CONCURRENCY_WAITER_GONE,
             )
             holders = {
                 r[0]
@@ -260,24 +268,3 @@ async def release_concurrency(
                 held,
                 permit.key,
             )
-
-
-async def sweep(conn: asyncpg.Connection, s: str, now: float) -> None:
-    """Drop the state of keys gone quiet, so millions of tenants do not fill the tables."""
-    await conn.execute(f"DELETE FROM {s}.rate_permits WHERE until <= $1", now)
-    await conn.execute(f"DELETE FROM {s}.rate_waiters WHERE at <= $1", now - 10.0 - _GONE)
-    await conn.execute(f"DELETE FROM {s}.concurrency_holders WHERE until <= $1", now)
-    await conn.execute(f"DELETE FROM {s}.concurrency_waiters WHERE at <= $1", now - _GONE)
-    await conn.execute(
-        f"DELETE FROM {s}.concurrency_keys k WHERE touched < $1 AND NOT EXISTS "
-        f"(SELECT 1 FROM {s}.concurrency_holders h WHERE h.key = k.key)",
-        now - _QUIET,
-    )
-    # A line whose every ticket has started, quiet for a while: a new ticket starts afresh.
-    await conn.execute(
-        f"DELETE FROM {s}.order_lines WHERE head > issued AND seen < $1", now - ORDER_SKIP_AFTER
-    )
-    await conn.execute(
-        f"DELETE FROM {s}.order_voided v WHERE NOT EXISTS "
-        f"(SELECT 1 FROM {s}.order_lines l WHERE l.key = v.key)"
-    )

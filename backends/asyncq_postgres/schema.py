@@ -156,7 +156,81 @@ END
 $$;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+_CLAIM_V2 = """
+-- One round trip takes a batch: due delayed jobs and lapsed leases of these queues go back
+-- to ready (rows another claimer holds are skipped, not waited for), then up to `n` ready
+-- jobs are leased, highest priority first, FIFO within one. Each queue's ready rows are read
+-- by an equality on `queue`, so jobs_ready hands them over in order and the scan stops
+-- after `n`: `queue = ANY(qs)` cannot use the index order, and sorted the whole backlog on
+-- every claim (30 ms at 60,000 ready jobs). Several queues: up to `n` from each, the best
+-- `n` of those kept; the rest stay locked only until this statement's transaction ends.
+CREATE OR REPLACE FUNCTION {s}.claim(qs text[], n int, now float8, lease float8)
+RETURNS TABLE (id text, queue text, body bytea, receipt int, redelivered boolean,
+               priority int, cancel_requested boolean, key text, ord float8, seq bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE {s}.jobs j SET state = 0, status = 'queued', ord = j.eta, ready_at = j.eta,
+        eta = NULL, deferred = false
+    WHERE j.seq IN (SELECT w.seq FROM {s}.jobs w WHERE w.state = 1 AND w.queue = ANY(qs)
+                    AND w.eta <= now FOR UPDATE SKIP LOCKED);
+    -- A lost worker's job goes back to the front of its priority (its ord is kept).
+    UPDATE {s}.jobs j SET state = 0, status = 'queued', redelivered = true,
+        ready_at = j.lease_until, lease_until = NULL
+    WHERE j.seq IN (SELECT r.seq FROM {s}.jobs r WHERE r.state = 2 AND r.queue = ANY(qs)
+                    AND r.lease_until <= now FOR UPDATE SKIP LOCKED);
+    IF cardinality(qs) = 1 THEN
+        RETURN QUERY
+        UPDATE {s}.jobs j SET state = 2, status = 'running', receipt = j.receipt + 1,
+            lease_until = now + lease, updated_at = now
+        FROM (SELECT t.seq FROM {s}.jobs t WHERE t.state = 0 AND t.queue = qs[1]
+              ORDER BY t.priority DESC, t.ord, t.seq LIMIT n FOR UPDATE SKIP LOCKED) picked
+        WHERE j.seq = picked.seq
+        RETURNING j.id, j.queue, j.body, j.receipt, j.redelivered, j.priority,
+            j.cancel_requested, j.key, j.ord, j.seq;
+    ELSE
+        RETURN QUERY
+        UPDATE {s}.jobs j SET state = 2, status = 'running', receipt = j.receipt + 1,
+            lease_until = now + lease, updated_at = now
+        FROM (SELECT c.seq FROM unnest(qs) AS q(name),
+                LATERAL (SELECT t.seq, t.priority, t.ord FROM {s}.jobs t
+                         WHERE t.state = 0 AND t.queue = q.name
+                         ORDER BY t.priority DESC, t.ord, t.seq LIMIT n
+                         FOR UPDATE SKIP LOCKED) c
+              ORDER BY c.priority DESC, c.ord, c.seq LIMIT n) picked
+        WHERE j.seq = picked.seq
+        RETURNING j.id, j.queue, j.body, j.receipt, j.redelivered, j.priority,
+            j.cancel_requested, j.key, j.ord, j.seq;
+    END IF;
+END
+$$;
+"""
+
+_SWEEP_V2 = """
+CREATE INDEX cancellations_at ON {s}.cancellations (at);
+
+-- The stale rows of the small tables, in one round trip: cancellation requests kept
+-- `cancel_keep` seconds; rate and concurrency state of keys gone quiet; order lines whose
+-- every ticket started, quiet for `order_quiet` seconds.
+CREATE FUNCTION {s}.sweep(now float8, cancel_keep float8, gone float8, rate_gone float8,
+                          quiet float8, order_quiet float8)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {s}.cancellations WHERE at <= now - cancel_keep;
+    DELETE FROM {s}.slot_claims WHERE until <= now;
+    DELETE FROM {s}.rate_permits WHERE until <= now;
+    DELETE FROM {s}.rate_waiters WHERE at <= now - rate_gone;
+    DELETE FROM {s}.concurrency_holders WHERE until <= now;
+    DELETE FROM {s}.concurrency_waiters WHERE at <= now - gone;
+    DELETE FROM {s}.concurrency_keys k WHERE touched < now - quiet
+        AND NOT EXISTS (SELECT 1 FROM {s}.concurrency_holders h WHERE h.key = k.key);
+    DELETE FROM {s}.order_lines WHERE head > issued AND seen < now - order_quiet;
+    DELETE FROM {s}.order_voided v
+        WHERE NOT EXISTS (SELECT 1 FROM {s}.order_lines l WHERE l.key = v.key);
+END
+$$;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _CLAIM_V2 + _SWEEP_V2)
 """Migration n + 1 is ``MIGRATIONS[n]``; each is applied once, in order, in one transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

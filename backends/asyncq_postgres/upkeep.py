@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from asyncq.store import ORDER_SKIP_AFTER
+
 from . import limits
 
 __all__ = ["EXPIRE_BATCH", "expire_jobs", "sweep"]
@@ -29,8 +31,13 @@ async def expire_jobs(conn: asyncpg.Connection, s: str, now: float) -> int:
 
 
 async def sweep(conn: asyncpg.Connection, s: str, now: float) -> None:
+    """The small tables' stale rows, in one round trip (the schema's ``sweep()``)."""
     await conn.execute(
-        f"DELETE FROM {s}.cancellations WHERE at <= $1", now - CANCELLATION_RETENTION
+        f"SELECT {s}.sweep($1, $2, $3, $4, $5, $6)",
+        now,
+        CANCELLATION_RETENTION,
+        limits.CONCURRENCY_WAITER_GONE,
+        limits.RATE_WAITER_GONE,
+        limits.CONCURRENCY_KEY_QUIET,
+        ORDER_SKIP_AFTER,
     )
-    await conn.execute(f"DELETE FROM {s}.slot_claims WHERE until <= $1", now)
-    await limits.sweep(conn, s, now)
