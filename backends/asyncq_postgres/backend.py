@@ -30,7 +30,7 @@ from asyncq.coalescing import Coalescer
 from asyncq.delivery import Delivery, Envelope
 from asyncq.errors import BrokerError, BrokerUnavailable
 from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
-from asyncq.settlement import Settlement
+from asyncq.settlement import Outcome, Settlement
 from asyncq.store import JobStore
 
 from . import delivery, operations, transactions, upkeep
@@ -48,6 +48,10 @@ UPKEEP_INTERVAL = 1.0
 _LOCKED_RETRY = 0.005
 """Seconds to wait when ready jobs exist but other claimers hold them all (they are being
 leased): they will be running in a moment, or released."""
+
+
+_BACK_IN_LINE = frozenset((Outcome.RELEASE, Outcome.RETRY, Outcome.SNOOZE, Outcome.DEFER))
+"""Outcomes that put a job back in line (ready, or waiting for its time)."""
 
 
 def _body_size(envelope: Envelope) -> int:
@@ -78,8 +82,8 @@ class PostgresBackend(Backend):
             self._send_jobs, weight=_body_size, in_flight=min(4, settings.pool_size)
         )
         self._known_queues: set[str] = set()
-        self._settles_in_flight = 0
-        self._settles_landed = anyio.Event()
+        self._returns_in_flight = 0
+        self._returns_landed = anyio.Event()
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -182,10 +186,11 @@ class PostgresBackend(Backend):
         while True:
             change = self._jobs.next_change()
             # Settles and claims go on different connections of the pool: a claim waits for
-            # the settles already sent, so this worker sees its own (a snoozed or released
-            # job is back in line before the next claim), as on one connection.
-            while self._settles_in_flight:
-                await self._settles_landed.wait()
+            # the settles already sent that return jobs, so this worker sees its own (a
+            # snoozed or released job is back in line before the next claim), as on one
+            # connection.
+            while self._returns_in_flight:
+                await self._returns_landed.wait()
             async with self._db.connection() as conn:
                 claim = await delivery.claim(
                     conn, self.sql, queues, limit, time.time(), self.visibility_timeout,
@@ -213,19 +218,23 @@ class PostgresBackend(Backend):
                 await self._jobs.until(change, wait)
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
-        self._settles_in_flight += 1
+        # Only a batch that puts jobs back in line holds up this worker's next claim: a
+        # claim overlaps a batch of successes, which frees nothing it could take.
+        returns = any(s.outcome in _BACK_IN_LINE for s in settlements)
+        self._returns_in_flight += returns
         try:
             async with self._db.connection() as conn:
                 finished = await delivery.settle(
                     conn, self.sql, settlements, time.time(), self.result_ttl
                 )
         finally:
-            self._settles_in_flight -= 1
-            if not self._settles_in_flight:
-                self._settles_landed.set()
-                self._settles_landed = anyio.Event()
+            if returns:
+                self._returns_in_flight -= 1
+                if not self._returns_in_flight:
+                    self._returns_landed.set()
+                    self._returns_landed = anyio.Event()
         self._store.wake_finished(finished)
-        if any(s.outcome.value in ("release", "retry", "snooze", "defer") for s in settlements):
+        if returns:
             self._jobs.poke()
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
