@@ -109,6 +109,8 @@ class Config:
     stop_timeout: float
     pgqueuer_batch: int
     pgqueuer_loop: str
+    workloads: list[str]
+    """The labels' first words (W1 ... W5) of the workloads to run."""
     asyncq_python: str
     """The interpreter asyncq's workloads run under (this one's own: in this process)."""
     log_dir: Path
@@ -542,6 +544,8 @@ async def run_library(res: Result, probe: ProbeReader, cfg: Config) -> None:
         return
     try:
         for label, workload in WORKLOADS:
+            if label.split()[0] not in cfg.workloads:
+                continue
             print(f"  {name}: {label} ...", file=sys.stderr, flush=True)
             try:
                 await reset(peer, probe)
@@ -578,6 +582,7 @@ def child_arguments(cfg: Config) -> list[str]:
         *("--sleep-jobs", str(cfg.sleep_jobs), "--tx-jobs", str(cfg.tx_jobs)),
         *("--batch", str(cfg.batch), "--callers", str(cfg.callers)),
         *("--stop-timeout", repr(cfg.stop_timeout)),
+        *("--workloads", ",".join(cfg.workloads)),
     ]
 
 
@@ -850,6 +855,11 @@ def parse_args() -> tuple[Config, str | None, bool]:
         "(default: .venv-bench-pg-asyncq/bin/python where it exists, else this interpreter)",
     )
     parser.add_argument(
+        "--workloads",
+        default=",".join(label.split()[0] for label, _ in WORKLOADS),
+        help="comma-separated workloads to run (default: %(default)s)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="small counts for a smoke run (about 20 s)"
     )
     parser.add_argument(
@@ -885,6 +895,7 @@ def parse_args() -> tuple[Config, str | None, bool]:
         "stop_timeout": args.stop_timeout,
         "pgqueuer_batch": args.pgqueuer_batch,
         "pgqueuer_loop": args.pgqueuer_loop,
+        "workloads": [w.strip().upper() for w in args.workloads.split(",") if w.strip()],
     }
     counts = [
         settings[k]
@@ -893,6 +904,9 @@ def parse_args() -> tuple[Config, str | None, bool]:
             "pgqueuer_batch",
         )
     ]  # fmt: skip
+    known_workloads = [label.split()[0] for label, _ in WORKLOADS]
+    if not settings["workloads"] or set(settings["workloads"]) - set(known_workloads):
+        parser.error(f"--workloads: known: {', '.join(known_workloads)}")
     if min(counts) < 1 or args.rate <= 0 or settings["duration"] <= 0:
         parser.error("counts, --rate and --duration must be > 0")
     if "pgqueuer" in libs and 2 * args.pgqueuer_batch > args.concurrency:
