@@ -3,6 +3,8 @@
 #   Redis     127.0.0.1:6379
 #   RabbitMQ  127.0.0.1:5672 (guest/guest)
 #   PostgreSQL 127.0.0.1:5432 (trust auth for local TCP, user postgres, database test)
+# and installs the programs tests start privately on ports of their own: PgBouncer (its
+# binary only; each test runs its own in front of the PostgreSQL above).
 # A service that already answers is left alone, so on a machine that runs both this is a
 # fast no-op. Otherwise the missing server is installed from Debian's packages (only when
 # its binary is missing) and started, and the script waits, bounded, until it answers.
@@ -165,6 +167,17 @@ pg_answers() {
     as_root runuser -u postgres -- psql -Atqc 'SELECT 1' >/dev/null 2>&1 || postgres_ok
 }
 
+# Only the binary: the tests start their own bouncers (Debian's package starts none here,
+# and one it did start, on 6432, is left alone).
+ensure_pgbouncer() {
+    if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then
+        log "pgbouncer is installed"
+        return
+    fi
+    apt_install pgbouncer
+}
+
 ensure_redis
 ensure_rabbitmq
 ensure_postgres
+ensure_pgbouncer

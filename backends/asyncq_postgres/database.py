@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from asyncq.errors import BrokerUnavailable
+from asyncq.errors import BrokerUnavailable, ConfigurationError
 
 from . import schema
 from .settings import PostgresSettings
@@ -53,6 +53,25 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     connecting, listens on a connection of its own, takes only transaction-scoped locks and
     opens no cursors. A transaction left open (a statement failed mid-way) is still rolled
     back by the pool."""
+
+
+async def _warn_without_timeouts(conn: asyncpg.Connection) -> None:
+    """Through PgBouncer the timeouts come from the role or the database: say so when they
+    are off, since a statement stuck on a lock would then hang a worker for good."""
+    off = [
+        name
+        for name in ("statement_timeout", "lock_timeout")
+        if await conn.fetchval(f"SELECT current_setting('{name}')") == "0"
+    ]
+    if off:
+        log.warning(
+            "postgres through PgBouncer: %s off on this role and database (asyncq cannot set "
+            "them at connect there); set them, e.g. ALTER ROLE %s SET statement_timeout = "
+            "'30s'; ALTER ROLE %s SET lock_timeout = '5s'",
+            " and ".join(off),
+            conn.get_settings().session_authorization or "<role>",
+            conn.get_settings().session_authorization or "<role>",
+        )
 
 
 class Signal:
@@ -90,6 +109,8 @@ class Database:
 
     def _server_settings(self) -> dict[str, str]:
         s = self.settings
+        if s.pgbouncer:  # PgBouncer refuses other startup parameters
+            return {"application_name": "asyncq"}
         return {
             "statement_timeout": str(int(s.statement_timeout * 1000)),
             "lock_timeout": str(int(s.lock_timeout * 1000)),
@@ -98,7 +119,7 @@ class Database:
 
     def _connect_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"server_settings": self._server_settings()}
-        if not self.settings.listen:  # PgBouncer in transaction mode: no prepared statements
+        if self.settings.pgbouncer or not self.settings.listen:  # no prepared statements
             options["statement_cache_size"] = 0
         return options
 
@@ -114,6 +135,13 @@ class Database:
                 reset=_keep_session,
                 **self._connect_options(),
             )
+        except asyncpg.ProtocolViolationError as exc:
+            if "unsupported startup parameter" in str(exc):  # PgBouncer's words
+                raise ConfigurationError(
+                    f"the server refused asyncq's connection settings ({exc}): this looks "
+                    "like PgBouncer; add pgbouncer=true to the broker URL"
+                ) from None
+            raise BrokerUnavailable(f"cannot connect to PostgreSQL: {exc}") from None
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"cannot connect to PostgreSQL: {exc}") from None
         except asyncpg.PostgresError as exc:
@@ -128,6 +156,8 @@ class Database:
                         )
                 else:
                     await schema.check_current(conn, self.schema)
+                if self.settings.pgbouncer:
+                    await _warn_without_timeouts(conn)
         except BaseException:
             await pool.close()
             raise
@@ -212,7 +242,7 @@ class Database:
             self._listen_scope = scope
             while True:
                 try:
-                    conn = await asyncpg.connect(self.settings.dsn, **self._connect_options())
+                    conn = await self._connect_listener()
                 except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
                     log.debug("postgres listener: cannot connect (%s)", exc)
                     await anyio.sleep(wait * (0.5 + random.random()))
@@ -236,6 +266,13 @@ class Database:
                     self._listener = None
                     if not conn.is_closed():
                         conn.terminate()
+
+    async def _connect_listener(self) -> asyncpg.Connection:
+        s = self.settings
+        if s.listen_url is None:
+            return await asyncpg.connect(s.dsn, **self._connect_options())
+        # Straight to the server (past PgBouncer): its one statement is LISTEN.
+        return await asyncpg.connect(s.listen_url, server_settings={"application_name": "asyncq"})
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.on_notification(payload)

@@ -14,10 +14,19 @@ asyncq's options, in the query string:
   for ``LISTEN``, unless ``listen=false``);
 * ``statement_timeout`` and ``lock_timeout`` (seconds, defaults 30 and 5): set on every
   connection asyncq opens, so a stuck statement or lock fails instead of hanging;
-* ``listen`` (``true`` by default): wake-ups by ``LISTEN``/``NOTIFY``. ``false`` for
-  PgBouncer in transaction mode, where a session's ``LISTEN`` is not kept: workers then look
-  every ``poll_interval`` instead (prepared statements are off too, which PgBouncer before
-  1.21 needs);
+* ``listen`` (``true`` by default): wake-ups by ``LISTEN``/``NOTIFY``. ``false``: workers
+  and result waiters look every ``poll_interval`` instead (and prepared statements are off);
+* ``pgbouncer`` (``false`` by default): ``true`` to connect through PgBouncer in transaction
+  (or statement) mode. It implies ``listen=false`` (a session's ``LISTEN`` is not kept when
+  its server connection goes to another client; ``listen=true`` beside it is refused), turns
+  prepared statements off (PgBouncer before 1.21 cannot route them), and does not send
+  ``statement_timeout`` and ``lock_timeout`` at connect (PgBouncer refuses startup
+  parameters it does not know): set them on the role instead (``ALTER ROLE ... SET
+  statement_timeout = '30s'``); a worker logs a warning at start when they are off;
+* ``listen_url`` (none by default): a direct connection to the same database, bypassing
+  PgBouncer, for ``LISTEN`` alone (URL-encoded in the query string). With it, ``pgbouncer=true``
+  keeps instant wake-ups: each worker (or result waiter) holds that one direct connection,
+  everything else goes through the bouncer;
 * ``poll_interval`` (seconds, default 1, or 0.05 with ``listen=false``): how often an idle
   worker looks for jobs when no notification comes (the safety net under ``LISTEN``);
 * ``max_message_size`` (bytes, default none): refuse larger jobs at enqueue;
@@ -47,6 +56,8 @@ OPTIONS = (
     "statement_timeout",
     "lock_timeout",
     "listen",
+    "pgbouncer",
+    "listen_url",
     "poll_interval",
     "max_message_size",
     "migrate",
@@ -75,6 +86,16 @@ def _schema(raw: str) -> str:
     return raw
 
 
+def _postgres_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("postgresql", "postgres") or not (parts.netloc or parts.path):
+        raise ValueError(
+            "must be a postgresql:// URL of the same database, URL-encoded, e.g. "
+            "listen_url=postgresql%3A%2F%2Fapp%40db%3A5432%2Fshop"
+        )
+    return raw
+
+
 def _boolean(raw: str) -> bool:
     lowered = raw.lower()
     if lowered not in ("true", "false"):
@@ -95,6 +116,9 @@ class PostgresSettings:
     statement_timeout: float = 30.0
     lock_timeout: float = 5.0
     listen: bool = True
+    pgbouncer: bool = False
+    listen_url: str | None = None
+    """Where the ``LISTEN`` connection goes, when not to ``dsn``."""
     poll_interval: float | None = None
     max_message_size: int | None = None
     migrate: bool = True
@@ -133,10 +157,27 @@ class PostgresSettings:
                 "statement_timeout": positive_float,
                 "lock_timeout": positive_float,
                 "listen": _boolean,
+                "pgbouncer": _boolean,
+                "listen_url": _postgres_url,
                 "poll_interval": positive_float,
                 "max_message_size": positive_int,
                 "migrate": _boolean,
             },
         )
+        if "listen_url" in options:
+            if options.get("listen") is False:
+                raise ConfigurationError(
+                    "listen=false and listen_url contradict each other: drop one"
+                )
+            options["listen"] = True
+        elif options.get("pgbouncer"):
+            if options.get("listen") is True:
+                raise ConfigurationError(
+                    "listen=true cannot work with pgbouncer=true: PgBouncer in transaction "
+                    "mode gives a session's server connection to other clients, and its "
+                    "LISTEN with it; drop listen=true (workers then poll every "
+                    "poll_interval), or add listen_url= with a direct connection for LISTEN"
+                )
+            options["listen"] = False
         dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(theirs), ""))
         return cls(dsn=dsn, **options)

@@ -1,21 +1,24 @@
 """A PostgreSQL server of a test's own (``initdb`` into a fresh directory, on a loopback
 port of its own), which the test may stop and start again: for outages without touching the
-shared server. It runs as the ``postgres`` user when the tests run as root (``initdb``
-refuses root)."""
+shared server; and a PgBouncer of a test's own in front of the shared server. Both run as
+the ``postgres`` user when the tests run as root (``initdb`` and ``pgbouncer`` refuse
+root)."""
 
 from __future__ import annotations
 
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-__all__ = ["PrivatePostgres", "postgres_binaries"]
+__all__ = ["PrivatePgBouncer", "PrivatePostgres", "postgres_binaries"]
 
 
 def postgres_binaries() -> Path:
@@ -83,4 +86,102 @@ class PrivatePostgres:
             self.stop("immediate")
         except AssertionError:
             pass  # not running
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class PrivatePgBouncer:
+    """A PgBouncer on a loopback port of its own, in ``pool_mode`` (transaction by default),
+    in front of the PostgreSQL at ``host:port``, with at most ``server_connections`` server
+    connections per database and user (fewer than a pool of clients, so sessions really are
+    shared)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 5432,
+        *,
+        pool_mode: str = "transaction",
+        server_connections: int = 4,
+    ) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not Path(binary).exists():
+            message = "no pgbouncer; run: bash scripts/services.sh"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        self.binary = binary
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="asyncq-pgbouncer-"))
+        (self.directory / "users.txt").write_text('"postgres" ""\n')
+        (self.directory / "pgbouncer.ini").write_text(
+            f"""[databases]
+* = host={host} port={port}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.directory / "users.txt"}
+pool_mode = {pool_mode}
+default_pool_size = {server_connections}
+max_client_conn = 500
+logfile = {self.directory / "pgbouncer.log"}
+pidfile = {self.directory / "pgbouncer.pid"}
+admin_users = postgres
+"""
+        )
+        self._as_root = os.geteuid() == 0
+        if self._as_root:
+            shutil.chown(self.directory, "postgres", "postgres")
+            for name in ("users.txt", "pgbouncer.ini"):
+                shutil.chown(self.directory / name, "postgres", "postgres")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str = "test") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        command = [self.binary, str(self.directory / "pgbouncer.ini")]
+        if self._as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        # Its log is in the directory; runuser's own words on SIGTERM go nowhere either.
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while True:  # up once its port takes connections
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"pgbouncer did not start: {self.log()}") from None
+                time.sleep(0.05)
+
+    def add_user(self, name: str) -> None:
+        """Let ``name`` in too (trust still needs the name in the auth file): the admin
+        console's RELOAD, which answers once the files are read again."""
+        with (self.directory / "users.txt").open("a") as users:
+            users.write(f'"{name}" ""\n')
+        done = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d",
+             "pgbouncer", "-Atqc", "RELOAD"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, f"pgbouncer RELOAD failed: {done.stderr}"
+
+    def log(self) -> str:
+        path = self.directory / "pgbouncer.log"
+        return path.read_text() if path.exists() else ""
+
+    def remove(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            # pgbouncer itself, by its pid file: runuser, told instead, waits 2 s for it.
+            pidfile = self.directory / "pgbouncer.pid"
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            except (OSError, ValueError):
+                self._process.terminate()
+            self._process.wait(timeout=30)
         shutil.rmtree(self.directory, ignore_errors=True)

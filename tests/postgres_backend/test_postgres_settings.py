@@ -33,6 +33,28 @@ def test_defaults() -> None:
     assert (settings.schema, settings.pool_size, settings.listen) == ("asyncq", 10, True)
     assert settings.idle_look == 1.0
     assert PostgresSettings.from_url("postgresql://h/d?listen=false").idle_look == 0.05
+    assert settings.pgbouncer is False
+
+
+def test_pgbouncer_true_means_no_listen_and_refuses_listen_true() -> None:
+    settings = PostgresSettings.from_url("postgresql://h:6432/d?pgbouncer=true")
+    assert (settings.pgbouncer, settings.listen, settings.idle_look) == (True, False, 0.05)
+    assert PostgresSettings.from_url("postgresql://h/d?pgbouncer=true&listen=false").pgbouncer
+    with pytest.raises(ConfigurationError, match="listen=true cannot work with pgbouncer=true"):
+        PostgresSettings.from_url("postgresql://h/d?pgbouncer=true&listen=true")
+
+
+def test_listen_url_takes_listen_to_a_direct_connection() -> None:
+    direct = "postgresql%3A%2F%2Fapp%3Apw%40db%3A5432%2Fshop%3Fsslmode%3Drequire"
+    settings = PostgresSettings.from_url(
+        f"postgresql://h:6432/shop?pgbouncer=true&listen_url={direct}"
+    )
+    assert settings.listen_url == "postgresql://app:pw@db:5432/shop?sslmode=require"
+    assert (settings.pgbouncer, settings.listen, settings.idle_look) == (True, True, 1.0)
+    with pytest.raises(ConfigurationError, match="contradict"):
+        PostgresSettings.from_url(f"postgresql://h/d?listen=false&listen_url={direct}")
+    with pytest.raises(ConfigurationError, match="must be a postgresql:// URL"):
+        PostgresSettings.from_url("postgresql://h/d?listen_url=redis%3A%2F%2Fx")
 
 
 @pytest.mark.parametrize(
