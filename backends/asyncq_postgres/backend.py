@@ -246,6 +246,11 @@ class PostgresBackend(Backend):
             )  # fmt: skip
 
     async def maintain(self, queues: Sequence[str]) -> None:
+        try:
+            async with self._db.connection() as conn:
+                await upkeep.warn_without_autovacuum(conn, self._s)
+        except BrokerError as exc:
+            log.debug("postgres upkeep: %s", exc)
         while True:
             await anyio.sleep(UPKEEP_INTERVAL)
             try:

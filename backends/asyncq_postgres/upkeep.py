@@ -6,13 +6,17 @@ as fast as they come; and the other tables' stale rows."""
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 
 from asyncq.store import ORDER_SKIP_AFTER
 
 from . import limits
 
-__all__ = ["EXPIRE_BATCH", "expire_jobs", "sweep"]
+__all__ = ["EXPIRE_BATCH", "expire_jobs", "sweep", "warn_without_autovacuum"]
+
+log = logging.getLogger("asyncq.postgres")
 
 EXPIRE_BATCH = 2000
 CANCELLATION_RETENTION = 600.0
@@ -41,3 +45,22 @@ async def sweep(conn: asyncpg.Connection, s: str, now: float) -> None:
         limits.CONCURRENCY_KEY_QUIET,
         ORDER_SKIP_AFTER,
     )
+
+
+async def warn_without_autovacuum(conn: asyncpg.Connection, s: str) -> None:
+    """Deleted rows leave dead tuples that only VACUUM makes room from: with autovacuum off
+    (on the server, or on the jobs table), the table and its indexes grow without end."""
+    server = await conn.fetchval("SELECT current_setting('autovacuum')")
+    table = await conn.fetchval(
+        "SELECT coalesce(bool_or(o = 'autovacuum_enabled=false'), false) "
+        "FROM pg_class, unnest(coalesce(reloptions, '{}')) o WHERE oid = $1::regclass",
+        f"{s}.jobs",
+    )
+    if server != "on" or table:
+        where = "on this server" if server != "on" else f"on {s}.jobs"
+        log.warning(
+            "postgres: autovacuum is off %s: finished jobs' deleted rows are never reclaimed "
+            "and %s.jobs grows without end; turn autovacuum on, or VACUUM it regularly",
+            where,
+            s,
+        )

@@ -1,9 +1,11 @@
 """What keeps a ``postgresql://`` broker's tables small: finished jobs' rows deleted once
-their records expire (with the idempotency keys they held), and the small tables' stale
-rows swept in one round trip, fresh ones left alone."""
+their records expire (with the idempotency keys they held), the small tables' stale rows
+swept in one round trip, fresh ones left alone; and a warning from the worker when
+autovacuum, which reclaims the deleted rows, is off."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import anyio
@@ -12,6 +14,8 @@ import pytest
 from asyncq_postgres import upkeep
 
 import asyncq
+
+from .postgres_support import PrivatePostgres
 
 pytestmark = pytest.mark.anyio
 
@@ -87,3 +91,30 @@ async def test_the_sweep_deletes_stale_rows_of_every_small_table_and_keeps_fresh
     assert [r[0] for r in holders] == ["fresh", "held"]
     keys = await conn.fetch(f"SELECT key FROM {s}.concurrency_keys ORDER BY key")
     assert [r[0] for r in keys] == ["fresh", "held"]
+
+
+async def test_a_worker_warns_when_autovacuum_is_off_for_the_jobs_table(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = PrivatePostgres()  # initdb's defaults: autovacuum on
+    try:
+        server.start()
+        caplog.set_level(logging.WARNING, logger="asyncq.postgres")
+        app = asyncq.App(server.url)
+        async with app:  # creates the schema
+            pass
+        conn = await asyncpg.connect(server.url)
+        try:
+            await upkeep.warn_without_autovacuum(conn, '"asyncq"')
+            assert caplog.records == []
+            await conn.execute("ALTER TABLE asyncq.jobs SET (autovacuum_enabled = false)")
+        finally:
+            await conn.close()
+        async with app, app.worker(concurrency=1):
+            with anyio.fail_after(10):
+                while not caplog.records:  # noqa: ASYNC110 - a log record sends no event
+                    await anyio.sleep(0.02)
+        (warning,) = [r.getMessage() for r in caplog.records]
+        assert 'autovacuum is off on "asyncq".jobs' in warning
+    finally:
+        server.remove()
