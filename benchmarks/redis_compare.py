@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import platform
 import signal
@@ -47,13 +46,21 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
+import bench_workers
 import peers
 import redis.asyncio as aioredis
-from anyio.abc import Process
+from bench_workers import (
+    WorkloadError,
+    batches,
+    kill_all_workers,
+    number,
+    peak_rss_mib,
+    percentile,
+    rate,
+)
 from peers.common import COUNTER, DONE, LATENCIES, READY, SLEEP_SECONDS, Kind, Peer
 from redis.exceptions import RedisError
 
@@ -68,10 +75,6 @@ WARMUP_JOBS = 50
 """W3: jobs run (and not measured) before the latency jobs, so connections are open."""
 FILL_CONCURRENCY = 100
 """Untimed pre-enqueue without a bulk API: this many single enqueues in flight at once."""
-
-
-class WorkloadError(Exception):
-    """A workload could not finish; reported in the table, the run goes on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,151 +140,33 @@ class Result:
 
 
 # -- worker processes --------------------------------------------------------------------------
-_LIVE: set[int] = set()
-"""Process group ids of the worker processes not yet stopped (each is its own session)."""
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Pids of the live (not zombie) processes in a process group."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The fields after the command name (in parentheses, may hold spaces).
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def kill_all_workers() -> None:
-    """SIGKILL every worker process group still running: the last resort on the way out."""
-    for pgid in list(_LIVE):
-        _kill_group(pgid)
-        _LIVE.discard(pgid)
-
-
-def peak_rss_mib(pid: int) -> float | None:
-    """The process's peak resident set size (VmHWM) in MiB; None if it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # reported in kB
-    return None
-
-
-class WorkerProcess:
-    """One worker process, in a session of its own, stopped on leaving the ``async with``."""
+class WorkerProcess(bench_workers.WorkerProcess):
+    """One library's worker process for one workload."""
 
     def __init__(self, peer: Peer, cfg: Config, *, target: int, label: str) -> None:
-        self.peer = peer
-        self.cfg = cfg
-        self.target = target
-        self.label = label
-        self.log_path = cfg.log_dir / f"{peer.name}-{label}.log"
-        self.proc: Process | None = None
-        self.spawned_at = 0.0
-        self.killed = False
-
-    async def __aenter__(self) -> WorkerProcess:
-        env = dict(os.environ)
-        env.update(
-            BENCH_REDIS_URL=self.cfg.redis_url,
-            BENCH_CONCURRENCY=str(self.cfg.concurrency),
-            BENCH_TARGET=str(self.target),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
-        )
-        with self.log_path.open("wb") as log:
-            self.spawned_at = time.time()
-            self.proc = await anyio.open_process(
-                self.peer.worker_command(self.cfg.concurrency),
-                cwd=HERE,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _LIVE.add(self.proc.pid)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.stop()
-
-    async def stop(self) -> None:
-        """SIGTERM (the libraries' graceful shutdown), then SIGKILL to the whole group
-        if anything of it is still alive after ``stop_timeout``."""
-        proc = self.proc
-        if proc is None or proc.pid not in _LIVE:
-            return
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        with anyio.move_on_after(self.cfg.stop_timeout):
-            await proc.wait()
-            # A library's own child processes (taskiq's worker) are no child of ours: no
-            # event says when they exit, so look at /proc until the group is empty.
-            while _group_members(proc.pid):  # noqa: ASYNC110
-                await anyio.sleep(0.05)
-        if proc.returncode is None or _group_members(proc.pid):
-            self.killed = True
-            _kill_group(proc.pid)
-            await proc.wait()
-        _LIVE.discard(proc.pid)
-
-    def last_log_line(self) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return lines[-1] if lines else ""
-
-    def check_alive(self) -> None:
-        assert self.proc is not None
-        code = self.proc.returncode
-        if code is not None:
-            raise WorkloadError(
-                f"worker exited with code {code} ({self.last_log_line()}); see {self.log_path}"
-            )
+        env = {
+            "BENCH_REDIS_URL": cfg.redis_url,
+            "BENCH_CONCURRENCY": str(cfg.concurrency),
+            "BENCH_TARGET": str(target),
+        }
+        super().__init__(
+            peer.worker_command(cfg.concurrency), env, cwd=HERE,
+            log_path=cfg.log_dir / f"{peer.name}-{label}.log", stop_timeout=cfg.stop_timeout,
+        )  # fmt: skip
 
     async def ready(self, redis: aioredis.Redis, timeout: float = 60.0) -> tuple[float, int]:
         """Wait for the worker's startup hook: returns (epoch time it ran, worker pid)."""
-        with anyio.move_on_after(timeout):
-            while True:
-                found = await redis.hgetall(READY)
-                if found:
-                    return float(found[b"time"]), int(found[b"pid"])
-                self.check_alive()
-                await anyio.sleep(0.01)
-        raise WorkloadError(f"worker not ready after {timeout:.0f} s; see {self.log_path}")
+
+        async def look() -> tuple[float, int] | None:
+            found = await redis.hgetall(READY)
+            return (float(found[b"time"]), int(found[b"pid"])) if found else None
+
+        return await self.wait_ready(look, timeout)
 
 
 # -- workloads ---------------------------------------------------------------------------------
 async def flush(redis: aioredis.Redis) -> None:
     await redis.flushdb()
-
-
-def batches(total: int, size: int) -> list[int]:
-    return [min(size, total - start) for start in range(0, total, size)]
 
 
 async def fill(peer: Peer, kind: Kind, count: int, batch: int) -> None:
@@ -393,12 +278,6 @@ async def sleep_workload(peer: Peer, redis: aioredis.Redis, cfg: Config, res: Re
     """W4: jobs that each sleep 10 ms, run at ``concurrency``."""
     seconds, _ = await timed_run(peer, redis, cfg, res, "sleep", cfg.sleep_jobs, "sleep")
     res.sleep_seconds = seconds
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 async def latency_workload(peer: Peer, redis: aioredis.Redis, cfg: Config, res: Result) -> None:
@@ -603,14 +482,6 @@ async def run_guarded(
 
 
 # -- report ------------------------------------------------------------------------------------
-def _rate(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f}"
-
-
-def _num(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
-
-
 def table(results: list[Result], cfg: Config) -> str:
     header = [
         "library",
@@ -633,14 +504,14 @@ def table(results: list[Result], cfg: Config) -> str:
             [
                 r.library,
                 f"{r.version} ({r.client})" if r.client else r.version,
-                _rate(r.enqueue_rate),
-                _rate(r.concurrent_rate),
-                _rate(r.bulk_rate) if r.has_bulk else "n/a",
-                _rate(r.drain_rate),
-                _num(r.peak_rss_mib, 1),
-                _num(r.latency_p50_ms, 2),
-                _num(r.latency_p99_ms, 2),
-                _num(r.sleep_seconds, 2),
+                rate(r.enqueue_rate),
+                rate(r.concurrent_rate),
+                rate(r.bulk_rate) if r.has_bulk else "n/a",
+                rate(r.drain_rate),
+                number(r.peak_rss_mib, 1),
+                number(r.latency_p50_ms, 2),
+                number(r.latency_p99_ms, 2),
+                number(r.sleep_seconds, 2),
             ]
         )
     lines = ["| " + " | ".join(header) + " |"]
@@ -663,30 +534,7 @@ RATIOS: list[tuple[str, str, bool, str]] = [
 
 
 def ratios(results: list[Result], subject: str = "asyncq") -> list[str]:
-    """Per workload, ``subject``'s number against the best other library's, as a ratio
-    (above 1 is better for ``subject``, whichever way the number runs)."""
-    mine = next((r for r in results if r.library == subject and not r.skipped), None)
-    if mine is None:
-        return []
-    lines = []
-    for label, name, higher, unit in RATIOS:
-        value = getattr(mine, name)
-        others = [
-            (getattr(r, name), r.library)
-            for r in results
-            if r is not mine and not r.skipped and getattr(r, name) is not None
-        ]
-        if value is None or not others:
-            continue
-        best, who = max(others) if higher else min(others)
-        if not best or not value:
-            continue
-        ratio = value / best if higher else best / value
-        lines.append(
-            f"- {label}: {subject} {value:,.2f} {unit}, best other {who} {best:,.2f} {unit}: "
-            f"{ratio:.2f}x"
-        )
-    return lines
+    return bench_workers.ratios(results, RATIOS, subject)
 
 
 def report(results: list[Result], cfg: Any, broker: str, interrupted: bool) -> str:
