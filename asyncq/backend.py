@@ -153,6 +153,16 @@ class Backend(abc.ABC):
         self.check_transaction_connection(connection)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def complete_in_transaction(
+        self, connection: object, delivery: Delivery, result: bytes | None, result_ttl: float | None
+    ) -> None:
+        """Mark the delivered job succeeded, with ``result``, in the caller's open
+        transaction on ``connection`` (``JobContext.complete_in``): it counts only if that
+        commits, and the worker's own settle then finds it finished already. Raises
+        ``LeaseLost`` when this delivery no longer holds the job."""
+        self.check_transaction_connection(connection)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- consuming -------------------------------------------------------------------------
     @abc.abstractmethod
     async def fetch(

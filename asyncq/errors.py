@@ -114,6 +114,12 @@ class JobNotFound(JobError, LookupError):
     """No job with this id is known: never enqueued, or its record has expired."""
 
 
+class LeaseLost(JobError):
+    """This worker no longer holds the job (its lease ran out and the job went back to
+    its queue, or to another worker): raised by :meth:`~asyncq.JobContext.complete_in` so
+    that the transaction around it rolls back instead of committing work done twice."""
+
+
 class Retry(Exception):
     """Raise inside a handler to run the job again after ``delay`` seconds.
 

@@ -48,7 +48,7 @@ def admit(app: App, attempt: Attempt) -> None:
         attempt.refusal = Settlement.dead(delivery, task=msg.task, attempt=msg.attempt, error=error)
         return
     attempt.message, attempt.task = msg, task
-    set_current_job(msg, delivery.redelivered, app.backend.store)
+    set_current_job(msg, delivery, app)
 
 
 async def execute(app: App, attempt: Attempt) -> Settlement:

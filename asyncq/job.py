@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -14,6 +14,7 @@ from .serializer import Message
 
 if TYPE_CHECKING:
     from .app import App
+    from .delivery import Delivery
     from .store import JobStore
 
 __all__ = ["Job", "JobContext", "current_job"]
@@ -106,6 +107,8 @@ class JobContext:
     keep it."""
     store: JobStore | None = field(default=None, repr=False, compare=False)
     """Where the job's record lives (for :meth:`set_progress`)."""
+    running: _RunningJob | None = field(default=None, repr=False, compare=False)
+    """The delivery being run and its App (for :meth:`complete_in`)."""
 
     async def set_progress(self, value: float, message: str | None = None) -> None:
         """Record how far the job is, ``value`` from 0 to 1 with an optional ``message``;
@@ -120,15 +123,52 @@ class JobContext:
             raise RuntimeError("this JobContext was not made by a worker: it has no store")
         await self.store.set_progress(self.id, self.queue, Progress(float(value), message))
 
+    async def complete_in(self, connection: object, result: Any = None) -> None:
+        """Mark this job succeeded, with ``result``, inside your open database transaction
+        on ``connection`` (an asyncpg connection, or a SQLAlchemy ``AsyncConnection`` /
+        ``AsyncSession``, on the ``postgresql://`` broker's database): the job's success
+        and your writes commit together or not at all. Once it commits, a crash of this
+        worker no longer runs the job again, and the worker's own settle changes nothing
+        (``result`` is the job's result, whatever the handler returns after).
+
+        Raises ``LeaseLost`` when this worker no longer holds the job (its lease ran out
+        and the job went back to the queue, or to another worker): let it propagate, so
+        the transaction rolls back. On a broker
+        that cannot join the transaction, and on a connection outside a transaction, it
+        raises ``ValueError`` before anything is written."""
+        if self.running is None:
+            raise RuntimeError("this JobContext was not made by a worker: it runs no job")
+        await self.running.complete_in(connection, result)
+
 
 # The worker stores the decoded message; the JobContext is built only for handlers that ask.
-_current: ContextVar[tuple[Message, bool, JobStore]] = ContextVar("asyncq_current_job")
+_current: ContextVar[tuple[Message, Delivery, App]] = ContextVar("asyncq_current_job")
+
+
+@dataclass(frozen=True, slots=True)
+class _RunningJob:
+    delivery: Delivery
+    app: App
+    task: str
+
+    async def complete_in(self, connection: object, result: Any) -> None:
+        app, delivery = self.app, self.delivery
+        backend = app.backend
+        backend.check_transaction_connection(connection)
+        task = app.tasks.get(self.task)
+        store_result = task is None or task.store_result
+        try:
+            body = app.serializer.dumps(result) if store_result else None
+        except TypeError as exc:
+            raise TypeError(f"complete_in: the result cannot be serialised: {exc}") from None
+        ttl = None if task is None else task.result_ttl
+        await backend.complete_in_transaction(connection, delivery, body, ttl)
 
 
 def current_job() -> JobContext:
     """The job the calling handler runs for. Raises ``RuntimeError`` outside a handler."""
     try:
-        msg, redelivered, store = _current.get()
+        msg, delivery, app = _current.get()
     except LookupError:
         raise RuntimeError("asyncq.current_job() was called outside a job handler") from None
     slot = msg.scheduled_for
@@ -137,15 +177,14 @@ def current_job() -> JobContext:
         msg.task,
         msg.queue,
         msg.attempt,
-        redelivered,
+        delivery.redelivered,
         msg.enqueued_at,
         msg.headers,
         None if slot is None else datetime.fromtimestamp(slot, UTC),
-        store,
+        app.backend.store,
+        _RunningJob(delivery, app, msg.task),
     )
 
 
-def set_current_job(
-    msg: Message, redelivered: bool, store: JobStore
-) -> Token[tuple[Message, bool, JobStore]]:
-    return _current.set((msg, redelivered, store))
+def set_current_job(msg: Message, delivery: Delivery, app: App) -> None:
+    _current.set((msg, delivery, app))

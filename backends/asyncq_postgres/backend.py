@@ -28,7 +28,7 @@ import anyio.lowlevel
 from asyncq.backend import Backend
 from asyncq.coalescing import Coalescer
 from asyncq.delivery import Delivery, Envelope
-from asyncq.errors import BrokerError, BrokerUnavailable
+from asyncq.errors import BrokerError, BrokerUnavailable, LeaseLost
 from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
 from asyncq.settlement import Outcome, Settlement
 from asyncq.store import JobStore
@@ -176,6 +176,34 @@ class PostgresBackend(Backend):
                 )
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"lost the connection to PostgreSQL: {exc!r}") from None
+
+    async def complete_in_transaction(
+        self, connection: object, delivery: Delivery, result: bytes | None, result_ttl: float | None
+    ) -> None:
+        """The success, and its ``NOTIFY`` to whoever waits for the result, in the caller's
+        transaction: one statement, receipt-guarded like every settle."""
+        conn, in_transaction = await transactions.driver_connection(connection)
+        if not in_transaction:
+            raise ValueError(
+                "complete_in() needs a connection inside a transaction (asyncpg: `async with "
+                "conn.transaction():`; SQLAlchemy: `engine.begin()` or `session.begin()`): "
+                "outside one there is nothing to commit together with"
+            )
+        now = time.time()
+        expires = now + (self.result_ttl if result_ttl is None else result_ttl)
+        try:
+            notified = await conn.fetch(
+                self.sql.succeed_and_notify, [delivery.id], [delivery.receipt], [result], now,
+                [expires], self.sql.channel,
+            )  # fmt: skip
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"lost the connection to PostgreSQL: {exc!r}") from None
+        if not notified:  # no row changed: the job is no longer this delivery's
+            raise LeaseLost(
+                f"job {delivery.id} is no longer held by this worker (its lease ran out and "
+                "it went back to its queue): roll back",
+                job_id=delivery.id,
+            )
 
     # -- consuming -------------------------------------------------------------------------
     async def fetch(
