@@ -133,9 +133,9 @@ class JobContext:
 
         Raises ``LeaseLost`` when this worker no longer holds the job (its lease ran out
         and the job went back to the queue, or to another worker): let it propagate, so
-        the transaction rolls back. On a broker
-        that cannot join the transaction, and on a connection outside a transaction, it
-        raises ``ValueError`` before anything is written."""
+        the transaction rolls back. On a broker that cannot join the transaction, and on a
+        connection outside a transaction, it raises ``ValueError`` before anything is
+        written."""
         if self.running is None:
             raise RuntimeError("this JobContext was not made by a worker: it runs no job")
         await self.running.complete_in(connection, result)
@@ -155,14 +155,12 @@ class _RunningJob:
         app, delivery = self.app, self.delivery
         backend = app.backend
         backend.check_transaction_connection(connection)
-        task = app.tasks.get(self.task)
-        store_result = task is None or task.store_result
+        task = app.tasks[self.task]  # the worker runs only registered tasks
         try:
-            body = app.serializer.dumps(result) if store_result else None
+            body = app.serializer.dumps(result) if task.store_result else None
         except TypeError as exc:
             raise TypeError(f"complete_in: the result cannot be serialised: {exc}") from None
-        ttl = None if task is None else task.result_ttl
-        await backend.complete_in_transaction(connection, delivery, body, ttl)
+        await backend.complete_in_transaction(connection, delivery, body, task.result_ttl)
 
 
 def current_job() -> JobContext:
