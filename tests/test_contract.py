@@ -1,8 +1,9 @@
 """The contract suite (:mod:`asyncq.testing`) on every backend of this repository: memory,
 sqlite (a file per test in a temporary directory), PostgreSQL (a schema per test in the
 database ``test``), PostgreSQL through a PgBouncer in transaction mode (``pgbouncer=true``:
-no LISTEN, no prepared statements), Redis, RabbitMQ with its records in Redis, and RabbitMQ
-alone, with no record store.
+no LISTEN, no prepared statements), Redis, RabbitMQ with its records in Redis, RabbitMQ
+with its records in PostgreSQL (a schema per test), and RabbitMQ alone, with no record
+store.
 
 Each factory keeps a test apart from every other one by its unique name: a memory:// broker
 of that name, or a key and queue prefix on the shared servers (Redis db 15).
@@ -90,6 +91,12 @@ def amqp_url(unique: str, options: Mapping[str, object]) -> str:
     return f"{services.AMQP_URL}{_query(query)}"
 
 
+def amqp_postgres_url(unique: str, options: Mapping[str, object]) -> str:
+    records = f"{services.POSTGRES_URL}?schema={postgres_schema(unique)}"
+    query = {"records": records, **_amqp_options(unique, options)}
+    return f"{services.AMQP_URL}{_query(query)}"
+
+
 def amqp_alone_url(unique: str, options: Mapping[str, object]) -> str:
     return f"{services.AMQP_URL}{_query(_amqp_options(unique, options))}"
 
@@ -101,6 +108,16 @@ RABBITMQ_PREFIXES: list[str] = []
 def amqp_cleanup(unique: str) -> None:
     RABBITMQ_PREFIXES.append(unique)
     services.delete_redis_keys(unique)
+
+
+def amqp_postgres_cleanup(unique: str) -> None:
+    RABBITMQ_PREFIXES.append(unique)
+    postgres_cleanup(unique)
+
+
+def require_rabbitmq_and_postgres() -> None:
+    services.require_rabbitmq()
+    services.require_postgres()
 
 
 contract = ContractSuite(
@@ -117,6 +134,12 @@ contract = ContractSuite(
     ),
     BackendUnderTest(
         "amqp", amqp_url, cleanup=amqp_cleanup, requires=services.require_rabbitmq_and_redis
+    ),
+    BackendUnderTest(
+        "amqp-pg-records",
+        amqp_postgres_url,
+        cleanup=amqp_postgres_cleanup,
+        requires=require_rabbitmq_and_postgres,
     ),
     BackendUnderTest(
         "amqp-no-records",

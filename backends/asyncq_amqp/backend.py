@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import anyio
 
@@ -48,10 +48,13 @@ from .mover import DelayMover
 from .presence import Presence
 from .publisher import Publisher, headers
 from .queues import Queues
-from .records import RecordStore
+from .record_store import open_records
 from .settings import RECORDS_HINT, AmqpSettings
 from .settling import Settler
 from .topology import QUORUM_HAS_NO_PRIORITIES, Names, Topology
+
+if TYPE_CHECKING:
+    from .record_store import JobRecords
 
 __all__ = ["AmqpBackend", "QueueFull"]
 
@@ -97,7 +100,7 @@ class AmqpBackend(Backend):
         records = None
         if settings.records is not None:
             prefix, ttl = f"{settings.prefix}:amqp", settings.result_ttl
-            records = RecordStore(settings.records, prefix=prefix, result_ttl=ttl)
+            records = open_records(settings.records, prefix=prefix, result_ttl=ttl)
         self.records = records
         # Without records, each queue's delayed jobs are counted in wait queues of its own.
         self.names = Names(settings.prefix, per_queue_waits=records is None)
@@ -252,8 +255,12 @@ class AmqpBackend(Backend):
         await self._open.fetcher.stop()
 
     async def maintain(self, queues: Sequence[str]) -> None:
-        """Move delayed jobs between waits (see mover.py)."""
-        await self._open.mover.run(queues)
+        """Move delayed jobs between waits (see mover.py), and keep the records' store
+        tidy where it does not expire records by itself."""
+        async with anyio.create_task_group() as tg:
+            if self.records is not None:
+                tg.start_soon(self.records.maintain)
+            await self._open.mover.run(queues)
 
     # -- operations ------------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
@@ -305,7 +312,7 @@ class _Parts:
         backend: AmqpBackend,
         link: Link,
         names: Names,
-        records: RecordStore | None,
+        records: JobRecords | None,
         heard: CancelRequests,
     ) -> None:
         self.topology = topology = Topology(link, names)

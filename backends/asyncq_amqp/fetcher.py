@@ -26,6 +26,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -37,8 +38,11 @@ from .connection import CONNECT_TIMEOUT, Link, connection_name
 from .consumer import Acks, Consumer, Receipt, ack
 from .consumer_timeout import timed_out
 from .receiver import Incoming, Receiver
-from .records import Admission, RecordStore
+from .records import Admission
 from .topology import Topology
+
+if TYPE_CHECKING:
+    from .record_store import JobRecords
 
 __all__ = ["Fetcher"]
 
@@ -54,7 +58,7 @@ class Fetcher:
         self,
         link: Link,
         topology: Topology,
-        records: RecordStore | None,
+        records: JobRecords | None,
         cancelled: Container[str],
         settle: Settle,
     ) -> None:

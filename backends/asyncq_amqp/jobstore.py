@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from asyncq.records import (
     ConcurrencyRequest,
@@ -22,8 +23,10 @@ from asyncq.store import JobStore, MissingStore
 
 from .connection import Link
 from .presence import Presence
-from .records import RecordStore
 from .settings import RECORDS_HINT
+
+if TYPE_CHECKING:
+    from .record_store import JobRecords
 
 __all__ = ["AmqpJobStore", "CancelRequests", "missing_store"]
 
@@ -50,7 +53,7 @@ class CancelRequests:
 
 class AmqpJobStore(JobStore):
     def __init__(
-        self, records: RecordStore, link: Link, presence: Presence, heard: CancelRequests
+        self, records: JobRecords, link: Link, presence: Presence, heard: CancelRequests
     ) -> None:
         self._records = records
         self._link = link

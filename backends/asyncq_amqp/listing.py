@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
@@ -28,9 +29,11 @@ from asyncq.records import JobInfo, JobListing, JobStatus
 from .browse import browse
 from .connection import Link
 from .dead_letters import DeadLetters, attempt
-from .records import RecordStore
 from .settings import RECORDS_HINT
 from .topology import Topology
+
+if TYPE_CHECKING:
+    from .record_store import JobRecords
 
 __all__ = ["Listing"]
 
@@ -41,7 +44,7 @@ class Listing:
         link: Link,
         topology: Topology,
         dead_letters: DeadLetters,
-        records: RecordStore | None,
+        records: JobRecords | None,
     ) -> None:
         self._link = link
         self._topology = topology
@@ -106,12 +109,7 @@ class Listing:
     async def _from_records(self, queue: str, which: str) -> list[JobListing]:
         records = self._records
         assert records is not None
-        keys = records.keys(queue)
-        with records.redis.errors(f"listing {which} jobs"):
-            members = await records.redis.client.smembers(
-                keys.scheduled if which == "scheduled" else keys.running
-            )
-        ids = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+        ids = await records.ids(queue, which)
         infos: Sequence[JobInfo | None] = await asyncio.gather(
             *(records.job_info(job_id, queue) for job_id in ids)
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import aio_pika
 import aiormq
@@ -27,8 +28,10 @@ from .browse import browse
 from .connection import Link
 from .fetcher import Fetcher
 from .mover import DelayMover
-from .records import RecordStore
 from .topology import Topology
+
+if TYPE_CHECKING:
+    from .record_store import JobRecords
 
 __all__ = ["Queues"]
 
@@ -38,7 +41,7 @@ class Queues:
         self,
         link: Link,
         topology: Topology,
-        records: RecordStore | None,
+        records: JobRecords | None,
         fetcher: Fetcher,
         mover: DelayMover,
     ) -> None:

@@ -366,6 +366,18 @@ class RecordStore(RedisJobStore):
             record: Any = await self.redis.client.hgetall(self.keys(queue).job(job_id))
         return job_info(job_id, queue, record)
 
+    async def ids(self, queue: str, which: str) -> list[str]:
+        """The ids of a queue's ``scheduled`` or ``running`` jobs, sorted."""
+        keys = self.keys(queue)
+        with self.redis.errors(f"listing {which} jobs"):
+            members = await self.redis.client.smembers(
+                keys.scheduled if which == "scheduled" else keys.running
+            )
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    async def maintain(self) -> None:
+        """Nothing to do: Redis expires finished records by itself."""
+
     async def counts(self, queues: Sequence[str]) -> list[tuple[int, int, int]]:
         """(scheduled, running, deferred) per queue: of the scheduled, ``deferred`` wait on a
         rate or concurrency limit (queued: counted as pending)."""

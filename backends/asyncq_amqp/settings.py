@@ -54,8 +54,11 @@ def _bounded_float(low: float, high: float) -> Callable[[str], float]:
 
 
 def _records_url(raw: str) -> str:
-    if urlsplit(raw).scheme not in ("redis", "rediss"):
-        raise ValueError("must be a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379/0")
+    if urlsplit(raw).scheme not in ("redis", "rediss", "postgresql", "postgres"):
+        raise ValueError(
+            "must be a redis:// or postgresql:// URL, e.g. redis://127.0.0.1:6379/0 or "
+            "postgresql://app@db:5432/shop?schema=asyncq (URL-encoded when it has options)"
+        )
     return raw
 
 
@@ -82,9 +85,9 @@ _OPTIONS = {
 }
 
 RECORDS_HINT = (
-    "RabbitMQ keeps no job records, so the amqp:// backend keeps them in Redis: add "
-    "records=redis://HOST:6379/DB to the broker URL, e.g. "
-    "'amqp://guest:guest@127.0.0.1:5672/%2F?records=redis://127.0.0.1:6379/0'"
+    "RabbitMQ keeps no job records, so the amqp:// backend keeps them in Redis or "
+    "PostgreSQL: add records=redis://HOST:6379/DB (or records=postgresql://...) to the "
+    "broker URL, e.g. 'amqp://guest:guest@127.0.0.1:5672/%2F?records=redis://127.0.0.1:6379/0'"
 )
 """What to do when a feature needs the record store and the URL names none."""
 

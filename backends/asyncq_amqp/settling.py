@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from asyncq.errors import BrokerError
 from asyncq.settlement import Outcome, Settlement
@@ -21,8 +22,10 @@ from .consumer import Receipt, ack, requeue
 from .dead_letters import DeadLetters
 from .fastpath import Outgoing
 from .publisher import Publisher, headers
-from .records import RecordStore
 from .topology import Topology
+
+if TYPE_CHECKING:
+    from .record_store import JobRecords
 
 __all__ = ["Settler"]
 
@@ -39,7 +42,7 @@ class Settler:
         topology: Topology,
         publisher: Publisher,
         dead_letters: DeadLetters,
-        records: RecordStore | None,
+        records: JobRecords | None,
     ) -> None:
         self._link = link
         self._topology = topology

@@ -27,6 +27,18 @@ def amqp_url(prefix: str, **options: object) -> str:
     return f"{services.AMQP_URL}?{query}"
 
 
+def amqp_postgres_records_url(prefix: str, **options: object) -> str:
+    """A broker URL on the local RabbitMQ with its records in PostgreSQL, in the schema
+    :func:`records_schema` names (drop it after: ``services.drop_postgres_schema``)."""
+    records = f"{services.POSTGRES_URL}?schema={records_schema(prefix)}"
+    query = urlencode({"records": records, "prefix": prefix, **options})
+    return f"{services.AMQP_URL}?{query}"
+
+
+def records_schema(prefix: str) -> str:
+    return prefix.lower().replace("-", "_")
+
+
 def rabbitmq_only_url(prefix: str, **options: object) -> str:
     """A broker URL on the local RabbitMQ without a record store (no ``records``)."""
     return f"{services.AMQP_URL}?{urlencode({'prefix': prefix, **options})}"

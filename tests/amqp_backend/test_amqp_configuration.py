@@ -38,6 +38,18 @@ def test_unknown_option_is_named_with_the_known_ones() -> None:
     assert "queue_type" in message and "records" in message, message  # the known ones
 
 
+def test_records_take_redis_or_postgresql_urls_and_nothing_else() -> None:
+    from asyncq_amqp.records import RecordStore
+    from asyncq_postgres.amqp_records import PostgresRecords
+
+    redis = resolve_backend(f"{BASE}?records={services.REDIS_URL}")
+    assert isinstance(redis.records, RecordStore)  # type: ignore[attr-defined]
+    postgres = resolve_backend(f"{BASE}?records=postgresql%3A%2F%2Fh%2Fd%3Fschema%3Drecs")
+    assert isinstance(postgres.records, PostgresRecords)  # type: ignore[attr-defined]
+    with pytest.raises(asyncq.ConfigurationError, match="must be a redis:// or postgresql://"):
+        resolve_backend(f"{BASE}?records=mysql://h/d")
+
+
 @pytest.mark.parametrize("queue_type", ["stream", "Quorum", ""])
 def test_bad_queue_type(queue_type: str) -> None:
     url = f"{BASE}?records={services.REDIS_URL}&queue_type={queue_type}"

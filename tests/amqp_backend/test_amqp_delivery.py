@@ -1,30 +1,44 @@
 """Delivery on RabbitMQ: the job of a worker killed with SIGKILL mid-run goes to another
 worker the moment the dead worker's connection closes (no visibility timeout to wait
-for), flagged as redelivered, and runs exactly twice in all; a consumer that stops hands
-back what it prefetched at once."""
+for), flagged as redelivered, and runs exactly twice in all, with its records in Redis or
+in PostgreSQL; a consumer that stops hands back what it prefetched at once."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+import services
 from harness import Lines, worker_process
 
 import asyncq
 from asyncq import JobStatus, current_job
 from asyncq.backend import Delivery, Settlement
 
-from .amqp_support import amqp_url, rabbitmq_only_url
+from .amqp_support import amqp_postgres_records_url, amqp_url, rabbitmq_only_url, records_schema
 
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(params=["redis", "postgres"], ids=["redis-records", "postgres-records"])
+def records_url(request: pytest.FixtureRequest, prefix: str) -> Iterator[str]:
+    if request.param == "redis":
+        yield amqp_url(prefix)
+        return
+    services.require_postgres()
+    try:
+        yield amqp_postgres_records_url(prefix)
+    finally:
+        services.drop_postgres_schema(records_schema(prefix))
+
+
 async def test_job_of_a_sigkilled_worker_is_redelivered_at_once_to_a_running_worker(
-    prefix: str, tmp_path: Path
+    records_url: str, tmp_path: Path
 ) -> None:
-    url = amqp_url(prefix)
+    url = records_url
     app = asyncq.App(url, shutdown_timeout=2.0)
     runs: list[tuple[str, int, bool]] = []
     probes: list[str] = []
