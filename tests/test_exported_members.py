@@ -26,6 +26,7 @@ PUBLIC_API = {
     "JobNotFound",
     "JobStatus",
     "JobStore",
+    "LeaseLost",
     "OrjsonSerializer",
     "Progress",
     "QueueStats",
