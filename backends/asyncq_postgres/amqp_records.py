@@ -36,6 +36,7 @@ from asyncq.settlement import Outcome, Settlement
 
 from . import upkeep
 from .database import Database
+from .delivery import Statements, notify_finished
 from .schema import FINISHED, READY, RUNNING, WAITING
 from .settings import PostgresSettings
 from .store import PostgresStore
@@ -45,6 +46,7 @@ __all__ = ["PostgresRecords"]
 log = logging.getLogger("asyncq.postgres")
 
 _SKIP, _RUN, _RUN_REDELIVERED = 0, 1, 2  # the AMQP backend's Admission values
+_QUEUED, _SCHEDULED = JobStatus.QUEUED.value, JobStatus.SCHEDULED.value
 _UPKEEP_INTERVAL = 1.0
 
 
@@ -64,6 +66,24 @@ class PostgresRecords(PostgresStore):
             "ord, ready_at, eta, updated_at) VALUES ($1, $2, $3, '', $4, $4, $5, $6, $7, $7, "
             "$8, $7)"
         )
+        # A batch without keys or replays (the usual one), in one statement.
+        self._insert_plain = (
+            f"INSERT INTO {s}.jobs (id, queue, task, body, state, status, ord, ready_at, eta, "
+            "updated_at) SELECT i, q, t, '', st, stt, $6, $6, e, $6 FROM unnest($1::text[], "
+            "$2::text[], $3::text[], $4::smallint[], $5::text[], $7::float8[]) "
+            "AS u(i, q, t, st, stt, e) ON CONFLICT DO NOTHING RETURNING id"
+        )
+        # A batch of successes (the usual settle), in one statement: a success keeps its
+        # key until the row expires; a record START made has its task filled in.
+        self._succeed = (
+            f"UPDATE {s}.jobs j SET state = {FINISHED}, status = 'succeeded', "
+            "result = u.result, error = NULL, eta = NULL, deferred = false, "
+            "cancel_requested = false, updated_at = $5, expires_at = u.expires, "
+            "task = CASE WHEN j.task = '' THEN u.task ELSE j.task END "
+            "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::float8[], $6::text[]) "
+            "AS u(queue, id, result, expires, task) WHERE j.queue = u.queue AND j.id = u.id"
+        )
+        self._notify = Statements(settings.schema, db.channel)
 
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -112,9 +132,27 @@ class PostgresRecords(PostgresStore):
         or another holds its key)."""
         now, s = time.time(), self._s
         out: list[tuple[str, bool]] = []
+        plain = [env for env in envelopes if env.key is None and not env.replay]
         async with self._db.transaction() as conn:
+            stored_plain: set[str] = set()
+            if plain:
+                delayed = [env.eta is not None and env.eta > now for env in plain]
+                rows = await conn.fetch(
+                    self._insert_plain,
+                    [env.id for env in plain],
+                    [env.queue for env in plain],
+                    [env.task for env in plain],
+                    [WAITING if later else READY for later in delayed],
+                    [_SCHEDULED if later else _QUEUED for later in delayed],
+                    now,
+                    [env.eta if later else None for env, later in zip(plain, delayed, strict=True)],
+                )
+                stored_plain = {r["id"] for r in rows}
             for env in envelopes:
-                delayed = env.eta is not None and env.eta > now
+                if env.key is None and not env.replay:
+                    out.append((env.id, env.id in stored_plain))
+                    continue
+                delayed_one = env.eta is not None and env.eta > now
                 if env.key is not None:
                     await conn.execute(
                         f"UPDATE {s}.jobs SET held_key = NULL WHERE queue = $1 AND "
@@ -145,10 +183,10 @@ class PostgresRecords(PostgresStore):
                     env.queue,
                     env.task,
                     env.key,
-                    WAITING if delayed else READY,
-                    JobStatus.SCHEDULED.value if delayed else JobStatus.QUEUED.value,
+                    WAITING if delayed_one else READY,
+                    _SCHEDULED if delayed_one else _QUEUED,
                     now,
-                    env.eta if delayed else None,
+                    env.eta if delayed_one else None,
                 )
                 if stored is None and env.key is not None:
                     # Another producer's job took the key first (its commit let this insert
@@ -246,9 +284,24 @@ class PostgresRecords(PostgresStore):
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         now = time.time()
         finished: list[str] = []
+        successes = [st for st in settlements if st.outcome is Outcome.SUCCEEDED]
         async with self._db.transaction() as conn:
+            if successes:
+                ttl = self._result_ttl
+                await conn.execute(
+                    self._succeed,
+                    [st.delivery.queue for st in successes],
+                    [st.delivery.id for st in successes],
+                    [st.result for st in successes],
+                    [now + (ttl if st.result_ttl is None else st.result_ttl) for st in successes],
+                    now,
+                    [st.task for st in successes],
+                )
+                finished.extend(st.delivery.id for st in successes)
             for st in settlements:
                 d, outcome = st.delivery, st.outcome
+                if outcome is Outcome.SUCCEEDED:
+                    continue
                 if st.task:
                     await conn.execute(
                         f"UPDATE {self._s}.jobs SET task = $3 WHERE queue = $1 AND id = $2 "
@@ -257,15 +310,10 @@ class PostgresRecords(PostgresStore):
                         d.id,
                         st.task,
                     )
-                if outcome is Outcome.SUCCEEDED:
-                    await self._finish(
-                        conn, d.queue, d.id, JobStatus.SUCCEEDED, now, st.result_ttl, st.result
-                    )
-                    finished.append(d.id)
-                elif outcome is Outcome.DEAD or outcome is Outcome.CANCELLED:
+                if outcome is Outcome.DEAD or outcome is Outcome.CANCELLED:
                     status = JobStatus.DEAD if outcome is Outcome.DEAD else JobStatus.CANCELLED
                     error = error_to_json(st.error) if st.error is not None else None
-                    await self._finish(conn, d.queue, d.id, status, now, st.result_ttl, None, error)
+                    await self._finish(conn, d.queue, d.id, status, now, st.result_ttl, error)
                     finished.append(d.id)
                 elif outcome is Outcome.RETRY or outcome is Outcome.SNOOZE:
                     await self._again(conn, st, now)
@@ -326,32 +374,27 @@ class PostgresRecords(PostgresStore):
         status: JobStatus,
         now: float,
         result_ttl: float | None,
-        result: bytes | None = None,
         error: bytes | None = None,
     ) -> None:
-        """End a record: a success keeps its key until the row expires, a dead or
-        cancelled job frees it; what only a waiting job has goes."""
+        """End a record as dead or cancelled: its key is free again (a success, settled
+        in a batch of its own, keeps its key until its row expires); what only a waiting
+        job has goes."""
         ttl = self._result_ttl if result_ttl is None else result_ttl
-        frees_key = status is not JobStatus.SUCCEEDED
         await conn.execute(
-            f"UPDATE {self._s}.jobs SET state = {FINISHED}, status = $3, result = $4, "
-            "error = CASE WHEN $3 = 'succeeded' THEN NULL ELSE coalesce($5, error) END, "
-            "eta = NULL, deferred = false, cancel_requested = false, updated_at = $6, "
-            "expires_at = $7, held_key = CASE WHEN $8 THEN NULL ELSE held_key END "
+            f"UPDATE {self._s}.jobs SET state = {FINISHED}, status = $3, "
+            "error = coalesce($4, error), eta = NULL, deferred = false, "
+            "cancel_requested = false, held_key = NULL, updated_at = $5, expires_at = $6 "
             "WHERE queue = $1 AND id = $2",
             queue,
             job_id,
             status.value,
-            result,
             error,
             now,
             now + ttl,
-            frees_key,
         )
 
     async def _notify_finished(self, conn: asyncpg.Connection, ids: Sequence[str]) -> None:
-        for job_id in ids:
-            await conn.execute("SELECT pg_notify($1, $2)", self._db.channel, "d:" + job_id)
+        await notify_finished(conn, self._notify, ids)
 
     async def purge(self, queue: str, taken: Sequence[str], limit: int) -> int:
         """Cancel the jobs whose messages were ``taken`` off the work queue, and up to
