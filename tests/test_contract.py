@@ -1,9 +1,7 @@
 """The contract suite (:mod:`asyncq.testing`) on every backend of this repository: memory,
 sqlite (a file per test in a temporary directory), PostgreSQL (a schema per test in the
-database ``test``), PostgreSQL through a PgBouncer in transaction mode (``pgbouncer=true``:
-no LISTEN, no prepared statements), Redis, RabbitMQ with its records in Redis, RabbitMQ
-with its records in PostgreSQL (a schema per test), and RabbitMQ alone, with no record
-store.
+database ``test``), Redis, RabbitMQ with its records in Redis, RabbitMQ with its records
+in PostgreSQL (a schema per test), and RabbitMQ alone, with no record store.
 
 Each factory keeps a test apart from every other one by its unique name: a memory:// broker
 of that name, or a key and queue prefix on the shared servers (Redis db 15).
@@ -19,7 +17,6 @@ from urllib.parse import urlencode
 
 import pytest
 import services
-from postgres_backend.postgres_support import PrivatePgBouncer
 
 from asyncq.testing import BackendUnderTest, ContractSuite
 
@@ -54,26 +51,6 @@ def postgres_url(unique: str, options: Mapping[str, object]) -> str:
 
 def postgres_cleanup(unique: str) -> None:
     services.drop_postgres_schema(postgres_schema(unique))
-
-
-class _Bouncer:
-    """The session's PgBouncer, started before the first test that needs it."""
-
-    running: PrivatePgBouncer | None = None
-
-
-def require_pgbouncer() -> None:
-    services.require_postgres()
-    if _Bouncer.running is None:
-        bouncer = PrivatePgBouncer()
-        bouncer.start()
-        _Bouncer.running = bouncer
-
-
-def pgbouncer_url(unique: str, options: Mapping[str, object]) -> str:
-    assert _Bouncer.running is not None, "require_pgbouncer() runs first"
-    query = {"schema": postgres_schema(unique), "pgbouncer": "true", **options}
-    return f"{_Bouncer.running.url()}{_query(query)}"
 
 
 def redis_url(unique: str, options: Mapping[str, object]) -> str:
@@ -127,9 +104,6 @@ contract = ContractSuite(
         "postgres", postgres_url, cleanup=postgres_cleanup, requires=services.require_postgres
     ),
     BackendUnderTest(
-        "pgbouncer", pgbouncer_url, cleanup=postgres_cleanup, requires=require_pgbouncer
-    ),
-    BackendUnderTest(
         "redis", redis_url, cleanup=services.delete_redis_keys, requires=services.require_redis
     ),
     BackendUnderTest(
@@ -156,10 +130,3 @@ def _delete_test_queues() -> Iterator[None]:
     call), so the contract tests' queues go once, at the end of the session."""
     yield
     services.delete_amqp_prefixes(RABBITMQ_PREFIXES)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _stop_pgbouncer() -> Iterator[None]:
-    yield
-    if _Bouncer.running is not None:
-        _Bouncer.running.remove()
