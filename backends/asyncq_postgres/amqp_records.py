@@ -19,7 +19,6 @@ so two workers that receive copies of one message agree on which runs it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -56,8 +55,7 @@ class PostgresRecords(PostgresStore):
     def __init__(self, url: str, *, result_ttl: float) -> None:
         settings = PostgresSettings.from_url(url)
         db = Database(settings)
-        super().__init__(db, result_ttl, self._ensure_listening)
-        self._listener: asyncio.Task[None] | None = None
+        super().__init__(db, result_ttl)
         db.on_notification = self._notified
         db.on_listen_lost = self.wake_all
         s = self._s
@@ -90,19 +88,7 @@ class PostgresRecords(PostgresStore):
         await self._db.open()
 
     async def close(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with anyio.CancelScope(shield=True):
-                try:
-                    await listener
-                except asyncio.CancelledError:
-                    pass
         await self._db.close()
-
-    def _ensure_listening(self) -> None:
-        if self._listener is None and self._db.settings.listen:
-            self._listener = asyncio.get_running_loop().create_task(self._db.listen_forever())
 
     def _notified(self, payload: str) -> None:
         kind, _, rest = payload.partition(":")

@@ -15,7 +15,6 @@ producer awaiting results, opens one more that only listens. Options: see :mod:`
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -73,11 +72,10 @@ class PostgresBackend(Backend):
         self._db = Database(settings)
         self._s = f'"{settings.schema}"'
         self.sql = Statements(settings.schema, self._db.channel)
-        self._store = PostgresStore(self._db, settings.result_ttl, self._ensure_listening)
+        self._store = PostgresStore(self._db, settings.result_ttl)
         self._jobs = Signal()
         self._db.on_notification = self._notified
         self._db.on_listen_lost = self._look_again
-        self._listener: asyncio.Task[None] | None = None
         self._enqueues: Coalescer[Envelope, str] = Coalescer(
             self._send_jobs, weight=_body_size, in_flight=min(4, settings.pool_size)
         )
@@ -97,14 +95,6 @@ class PostgresBackend(Backend):
         await self._db.open()
 
     async def close(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with anyio.CancelScope(shield=True):
-                try:
-                    await listener
-                except asyncio.CancelledError:
-                    pass
         await self._db.close()
 
     async def pending_migrations(self) -> str:
@@ -123,10 +113,6 @@ class PostgresBackend(Backend):
         return f"PostgreSQL at {where}{port}, database {database}, schema {self.settings.schema}"
 
     # -- wake-ups --------------------------------------------------------------------------
-    def _ensure_listening(self) -> None:
-        if self._listener is None and self.settings.listen:
-            self._listener = asyncio.get_running_loop().create_task(self._db.listen_forever())
-
     def _notified(self, payload: str) -> None:
         kind, _, rest = payload.partition(":")
         if kind == "q":
@@ -209,7 +195,7 @@ class PostgresBackend(Backend):
     async def fetch(
         self, queues: Sequence[str], limit: int, *, timeout: float | None
     ) -> list[Delivery]:
-        self._ensure_listening()
+        self._db.ensure_listening()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             change = self._jobs.next_change()

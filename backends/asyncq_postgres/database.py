@@ -15,6 +15,7 @@ also looks every ``idle_look`` seconds).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -101,6 +102,7 @@ class Database:
         self.channel = f"{settings.schema}_asyncq"
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+        self._listen_task: asyncio.Task[None] | None = None
         self._listening = False
         self._listen_scope: anyio.CancelScope | None = None
         self.on_notification: Callable[[str], None] = lambda payload: None
@@ -163,7 +165,21 @@ class Database:
             raise
         self._pool = pool
 
+    def ensure_listening(self) -> None:
+        """Start the ``LISTEN`` connection's task, once, the first time someone will wait
+        for a notification (a worker's fetch, a result waiter), unless ``listen=false``."""
+        if self._listen_task is None and self.settings.listen:
+            self._listen_task = asyncio.get_running_loop().create_task(self.listen_forever())
+
     async def close(self) -> None:
+        task, self._listen_task = self._listen_task, None
+        if task is not None:
+            task.cancel()
+            with anyio.CancelScope(shield=True):
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         if self._listen_scope is not None:
             self._listen_scope.cancel()
         if self._listener is not None:

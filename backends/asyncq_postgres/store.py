@@ -47,13 +47,10 @@ log = logging.getLogger("asyncq.postgres")
 
 
 class PostgresStore(JobStore):
-    def __init__(
-        self, db: Database, result_ttl: float, ensure_listening: Callable[[], None]
-    ) -> None:
+    def __init__(self, db: Database, result_ttl: float) -> None:
         self._db = db
         self._s = f'"{db.schema}"'
         self._result_ttl = result_ttl
-        self._ensure_listening = ensure_listening
         self._finished: dict[str, set[anyio.Event]] = {}
         """The events of the coroutines waiting for each job's end."""
         self.cancellations = Signal()
@@ -102,7 +99,7 @@ class PostgresStore(JobStore):
         )
 
     async def wait_finished(self, job_id: str, queue: str, timeout: float | None) -> JobInfo | None:
-        self._ensure_listening()
+        self._db.ensure_listening()
         waiters = self._finished.setdefault(job_id, set())
         event = anyio.Event()
         waiters.add(event)  # before the first look: a settle between the two is not missed
@@ -166,7 +163,7 @@ class PostgresStore(JobStore):
         return True
 
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        self._ensure_listening()
+        self._db.ensure_listening()
         s = self._s
         seen: int | None = None
         while True:
