@@ -185,6 +185,14 @@ class PostgresRecords(PostgresStore):
                     out.append((holder or env.id, False))
                     continue
                 out.append((env.id, stored is not None))
+            # A worker may have seen a message before its record was stored (the message
+            # and the record are sent at once) and started a record without a task.
+            await conn.execute(
+                f"UPDATE {s}.jobs j SET task = u.task FROM unnest($1::text[], $2::text[]) "
+                "AS u(id, task) WHERE j.id = u.id AND j.task = ''",
+                [env.id for env in envelopes],
+                [env.task for env in envelopes],
+            )
             known = sorted({env.queue for env in envelopes})
             await conn.execute(
                 f"INSERT INTO {s}.queues SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", known
