@@ -1,7 +1,9 @@
 """The contract suite (:mod:`asyncq.testing`) on every backend of this repository: memory,
 sqlite (a file per test in a temporary directory), PostgreSQL (a schema per test in the
-database ``test``), Redis, RabbitMQ with its records in Redis, RabbitMQ with its records
-in PostgreSQL (a schema per test), and RabbitMQ alone, with no record store.
+database ``test``), PostgreSQL through a PgBouncer in transaction mode (``pgbouncer=true``,
+four server connections shared by every test's pools), Redis, RabbitMQ with its records in
+Redis, RabbitMQ with its records in PostgreSQL (a schema per test), and RabbitMQ alone,
+with no record store.
 
 Each factory keeps a test apart from every other one by its unique name: a memory:// broker
 of that name, or a key and queue prefix on the shared servers (Redis db 15).
@@ -9,6 +11,7 @@ of that name, or a key and queue prefix on the shared servers (Redis db 15).
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -17,6 +20,7 @@ from urllib.parse import urlencode
 
 import pytest
 import services
+from postgres_backend.postgres_support import PrivatePgBouncer
 
 from asyncq.testing import BackendUnderTest, ContractSuite
 
@@ -47,6 +51,24 @@ def postgres_schema(unique: str) -> str:
 
 def postgres_url(unique: str, options: Mapping[str, object]) -> str:
     return f"{services.POSTGRES_URL}{_query({'schema': postgres_schema(unique), **options})}"
+
+
+_BOUNCERS: list[PrivatePgBouncer] = []
+
+
+def _bouncer() -> PrivatePgBouncer:
+    """One PgBouncer for the session, started by the first test that needs it."""
+    if not _BOUNCERS:
+        bouncer = PrivatePgBouncer()
+        bouncer.start()
+        atexit.register(bouncer.remove)
+        _BOUNCERS.append(bouncer)
+    return _BOUNCERS[0]
+
+
+def pgbouncer_url(unique: str, options: Mapping[str, object]) -> str:
+    query = {"schema": postgres_schema(unique), "pgbouncer": "true", **options}
+    return f"{_bouncer().url()}{_query(query)}"
 
 
 def postgres_cleanup(unique: str) -> None:
@@ -102,6 +124,12 @@ contract = ContractSuite(
     BackendUnderTest("sqlite", sqlite_url, cleanup=sqlite_cleanup),
     BackendUnderTest(
         "postgres", postgres_url, cleanup=postgres_cleanup, requires=services.require_postgres
+    ),
+    BackendUnderTest(
+        "postgres-pgbouncer",
+        pgbouncer_url,
+        cleanup=postgres_cleanup,
+        requires=services.require_postgres,
     ),
     BackendUnderTest(
         "redis", redis_url, cleanup=services.delete_redis_keys, requires=services.require_redis

@@ -66,11 +66,14 @@ class PrivatePostgres:
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"{tool} failed: {done.stderr or done.stdout}"
 
-    def start(self) -> None:
+    def start(self, **settings: str) -> None:
+        """Start (again); ``settings`` are server settings for this run, e.g.
+        ``jit_above_cost="0"``."""
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.directory} -c fsync=on"
         )
+        options += "".join(f" -c {name}={value}" for name, value in settings.items())
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.directory / "server.log"),
             "-o", options, "-w", "-t", "60", "start",
@@ -93,7 +96,9 @@ class PrivatePgBouncer:
     """A PgBouncer on a loopback port of its own, in ``pool_mode`` (transaction by default),
     in front of the PostgreSQL at ``host:port``, with at most ``server_connections`` server
     connections per database and user (fewer than a pool of clients, so sessions really are
-    shared)."""
+    shared); ``round_robin``: each transaction to the next idle server connection (PgBouncer's
+    ``server_round_robin``), not the one used last, so that consecutive statements of one
+    client land on different server sessions whenever several are idle."""
 
     def __init__(
         self,
@@ -102,6 +107,7 @@ class PrivatePgBouncer:
         *,
         pool_mode: str = "transaction",
         server_connections: int = 4,
+        round_robin: bool = False,
     ) -> None:
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         if not Path(binary).exists():
@@ -129,6 +135,7 @@ max_client_conn = 500
 logfile = {self.directory / "pgbouncer.log"}
 pidfile = {self.directory / "pgbouncer.pid"}
 admin_users = postgres
+server_round_robin = {int(round_robin)}
 """
         )
         self._as_root = os.geteuid() == 0

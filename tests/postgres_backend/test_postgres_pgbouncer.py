@@ -1,8 +1,9 @@
 """asyncq through a real PgBouncer (Debian's package) in transaction mode, in front of the
 shared server, with fewer server connections than the App's pool: ``pgbouncer=true`` gets a
 clear error when missing, a transactional enqueue on the application's own connection
-through the bouncer, and a warning while the role has no timeouts. (The whole contract
-suite also runs through a bouncer: tests/test_contract.py's ``pgbouncer`` backend.)"""
+through the bouncer, a warning while the role has no timeouts, and asyncpg's type lookups
+kept on one server session. (The whole contract suite also runs through a bouncer:
+tests/test_contract.py's ``postgres-pgbouncer`` backend.)"""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import services
 
 import asyncq
 
-from .postgres_support import PrivatePgBouncer
+from .postgres_support import PrivatePgBouncer, PrivatePostgres
 
 pytestmark = pytest.mark.anyio
 
@@ -128,3 +129,43 @@ async def test_a_role_without_timeouts_is_warned_about_and_one_with_them_is_not(
         assert caplog.records == []
     finally:
         await conn.execute(f"DROP ROLE {role}")
+
+
+async def test_type_lookups_through_the_bouncer_run_without_jit() -> None:
+    # asyncpg turns JIT off around its catalog query, in three statements. Behind a bouncer
+    # handing each transaction to the next idle server session, they would run on three
+    # sessions and the query with JIT on (0.65 s of compiling on the shared server, which
+    # stalled a settle past a 0.3 s lease). A private server counts JIT use per statement.
+    server = PrivatePostgres()
+    try:
+        server.start(
+            shared_preload_libraries="pg_stat_statements",
+            jit_above_cost="0",  # JIT for every statement allowed to use it
+        )
+        admin = await asyncpg.connect(server.url)
+        try:
+            await admin.execute("CREATE EXTENSION pg_stat_statements")
+            bouncer = PrivatePgBouncer(
+                "127.0.0.1", server.port, server_connections=4, round_robin=True
+            )
+            bouncer.start()
+            try:
+                url = f"{bouncer.url('postgres')}?schema=t_jit&pgbouncer=true&pool_size=4"
+                app, charge = build(url)
+                async with app, app.worker(concurrency=4):
+                    handles = await charge.enqueue_many([(f"o-{i}",) for i in range(40)])
+                    for i, handle in enumerate(handles):
+                        assert await handle.result(timeout=20) == f"charged o-{i}"
+            finally:
+                bouncer.remove()
+            lookups = await admin.fetchrow(
+                "SELECT count(*) AS statements, coalesce(sum(calls), 0) AS calls, "
+                "coalesce(sum(jit_functions), 0) AS jit FROM pg_stat_statements "
+                "WHERE query LIKE '%typeinfo_tree%'"
+            )
+        finally:
+            await admin.close()
+    finally:
+        server.remove()
+    assert lookups["calls"] > 0  # the lookups did run, each connection's once
+    assert lookups["jit"] == 0
