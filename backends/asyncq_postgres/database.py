@@ -133,6 +133,9 @@ class Database:
         return {
             "statement_timeout": str(int(s.statement_timeout * 1000)),
             "lock_timeout": str(int(s.lock_timeout * 1000)),
+            # asyncq's statements are short: compiling one costs more than it saves (the
+            # counts behind queue_stats pass jit_above_cost on a backlog of millions).
+            "jit": "off",
             "application_name": "asyncq",
         }
 

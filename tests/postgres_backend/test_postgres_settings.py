@@ -78,3 +78,17 @@ def test_both_schemes_resolve_to_the_backend_and_it_says_where_it_is() -> None:
         assert isinstance(app.backend, PostgresBackend)
         assert app.backend.describe() == "PostgreSQL at 127.0.0.1:5432, database test, schema s1"
         assert "pw" not in app.describe_broker()
+
+
+@pytest.mark.anyio
+async def test_each_connection_has_the_urls_timeouts_and_no_jit(url: str) -> None:
+    app = asyncq.App(f"{url}&statement_timeout=2&lock_timeout=1")
+    async with app:
+        backend = app.backend
+        assert isinstance(backend, PostgresBackend)
+        async with backend._db.connection() as conn:  # the pool the broker itself uses
+            settings = await conn.fetchrow(
+                "SELECT current_setting('statement_timeout') AS statement, "
+                "current_setting('lock_timeout') AS lock, current_setting('jit') AS jit"
+            )
+    assert dict(settings) == {"statement": "2s", "lock": "1s", "jit": "off"}
