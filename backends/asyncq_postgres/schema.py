@@ -205,6 +205,55 @@ END
 $$;
 """
 
+_CLAIM_V3 = """
+-- claim() as in migration 2, but without waiting for the disk at commit: one WAL flush
+-- (0.1 ms to several ms, by the disk) less between a job's enqueue and its start.
+CREATE OR REPLACE FUNCTION {s}.claim(qs text[], n int, now float8, lease float8)
+RETURNS TABLE (id text, queue text, body bytea, receipt int, redelivered boolean,
+               priority int, cancel_requested boolean, key text, ord float8, seq bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- This transaction's commit need not wait for its WAL to reach the disk (the server's
+    -- own setting stays in force for everything else). A claim lost in a server crash only
+    -- puts its jobs back in line: they run again, as at-least-once allows. The settle that
+    -- follows a claim commits durably, and so flushes the claim's WAL before it.
+    PERFORM set_config('synchronous_commit', 'off', true);
+    UPDATE {s}.jobs j SET state = 0, status = 'queued', ord = j.eta, ready_at = j.eta,
+        eta = NULL, deferred = false
+    WHERE j.seq IN (SELECT w.seq FROM {s}.jobs w WHERE w.state = 1 AND w.queue = ANY(qs)
+                    AND w.eta <= now FOR UPDATE SKIP LOCKED);
+    -- A lost worker's job goes back to the front of its priority (its ord is kept).
+    UPDATE {s}.jobs j SET state = 0, status = 'queued', redelivered = true,
+        ready_at = j.lease_until, lease_until = NULL
+    WHERE j.seq IN (SELECT r.seq FROM {s}.jobs r WHERE r.state = 2 AND r.queue = ANY(qs)
+                    AND r.lease_until <= now FOR UPDATE SKIP LOCKED);
+    IF cardinality(qs) = 1 THEN
+        RETURN QUERY
+        UPDATE {s}.jobs j SET state = 2, status = 'running', receipt = j.receipt + 1,
+            lease_until = now + lease, updated_at = now
+        FROM (SELECT t.seq FROM {s}.jobs t WHERE t.state = 0 AND t.queue = qs[1]
+              ORDER BY t.priority DESC, t.ord, t.seq LIMIT n FOR UPDATE SKIP LOCKED) picked
+        WHERE j.seq = picked.seq
+        RETURNING j.id, j.queue, j.body, j.receipt, j.redelivered, j.priority,
+            j.cancel_requested, j.key, j.ord, j.seq;
+    ELSE
+        RETURN QUERY
+        UPDATE {s}.jobs j SET state = 2, status = 'running', receipt = j.receipt + 1,
+            lease_until = now + lease, updated_at = now
+        FROM (SELECT c.seq FROM unnest(qs) AS q(name),
+                LATERAL (SELECT t.seq, t.priority, t.ord FROM {s}.jobs t
+                         WHERE t.state = 0 AND t.queue = q.name
+                         ORDER BY t.priority DESC, t.ord, t.seq LIMIT n
+                         FOR UPDATE SKIP LOCKED) c
+              ORDER BY c.priority DESC, c.ord, c.seq LIMIT n) picked
+        WHERE j.seq = picked.seq
+        RETURNING j.id, j.queue, j.body, j.receipt, j.redelivered, j.priority,
+            j.cancel_requested, j.key, j.ord, j.seq;
+    END IF;
+END
+$$;
+"""
+
 _SWEEP_V2 = """
 CREATE INDEX cancellations_at ON {s}.cancellations (at);
 
@@ -230,7 +279,7 @@ END
 $$;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _CLAIM_V2 + _SWEEP_V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _CLAIM_V2 + _SWEEP_V2, _CLAIM_V3)
 """Migration n + 1 is ``MIGRATIONS[n]``; each is applied once, in order, in one transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

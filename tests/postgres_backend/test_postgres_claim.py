@@ -67,3 +67,26 @@ async def test_a_claim_on_a_deep_queue_reads_the_index_head_without_sorting_the_
     (claim_plan,) = [p for p in plans if "SET state = 2" in p]
     assert "jobs_ready" in claim_plan
     assert "Sort" not in claim_plan, claim_plan
+
+
+async def test_only_a_claims_own_commit_skips_waiting_for_the_disk(
+    url: str, schema: str, conn: asyncpg.Connection
+) -> None:
+    """A lost claim puts its jobs back in line, so its commit need not wait for the WAL
+    flush; the setting is local to the claim's transaction, not left on the session."""
+    app, mark = build(url)
+    async with app:
+        await mark.enqueue("x")
+    assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    async with conn.transaction():
+        claimed = await conn.fetch(
+            f'SELECT id FROM "{schema}".claim($1::text[], 1, $2, 30)', ["default"], time.time()
+        )
+        assert len(claimed) == 1
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+    assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    # An enqueue (on this connection, as a transactional one would be) stays durable.
+    async with app:
+        async with conn.transaction():
+            await mark.options(connection=conn).enqueue("y")
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
