@@ -7,7 +7,8 @@ listed in ``asyncq --help``.
 
 The group is defined here; the commands live in :mod:`.run` (``run``), :mod:`.queues`
 (``enqueue``, ``stats``, ``workers``), :mod:`.dlq` (``dlq``), :mod:`.jobs` (``job``) and
-:mod:`.queue_ops` (``queue``), :mod:`.schedules` (``schedules``), and what they share in
+:mod:`.queue_ops` (``queue``), :mod:`.schedules` (``schedules``), :mod:`.web` (``web``),
+and what they share in
 :mod:`.common`.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import db, dlq, jobs, queue_ops, queues, run, schedules
+from . import db, dlq, jobs, queue_ops, queues, run, schedules, web
 from .common import CliGroup
 
 __all__ = ["cli", "main"]
@@ -54,6 +55,7 @@ cli.add_command(jobs.job)
 cli.add_command(queue_ops.queue)
 cli.add_command(schedules.schedules)
 cli.add_command(db.db)
+cli.add_command(web.web)
 
 
 def main() -> None:
