@@ -73,7 +73,13 @@ class _Served:
 @app_argument
 @broker_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8181, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port",
+    default=8181,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0: any free one.",
+)
 @click.option("--read-only", is_flag=True, help="Show everything, change nothing (POSTs get 403).")
 @click.option(
     "--basic-auth",
@@ -128,9 +134,19 @@ def web(
             "who reaches this port can replay, purge and cancel jobs",
             err=True,
         )
+    config = uvicorn.Config(
+        _Served(app, dashboard), host=host, port=port, log_level="warning", lifespan="on"
+    )
+    # Bound before the line below is printed, so whoever reads it can connect at once (and
+    # --port 0 prints the port it got).
+    try:
+        sock = config.bind_socket()
+    except (OSError, SystemExit):
+        raise UsageFailure(f"--port: cannot listen on {host}:{port}") from None
+    bound = sock.getsockname()[1]
     click.echo(
-        f"asyncq dashboard of {app.describe_broker()} on http://{host}:{port}/"
+        f"asyncq dashboard of {app.describe_broker()} on http://{host}:{bound}/"
         + (" (read-only)" if read_only else ""),
         err=True,
     )
-    uvicorn.run(_Served(app, dashboard), host=host, port=port, log_level="warning", lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
