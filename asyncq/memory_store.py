@@ -29,6 +29,8 @@ __all__ = ["MemoryStore"]
 class MemoryStore(JobStore):
     """The records of one :class:`~asyncq.memory_broker.MemoryBroker`."""
 
+    keeps_bodies = True
+
     def __init__(self, broker: MemoryBroker, result_ttl: float) -> None:
         self._broker = broker
         self._result_ttl = result_ttl
@@ -51,6 +53,10 @@ class MemoryStore(JobStore):
             progress=job.progress,
             snoozes=job.snoozes,
         )
+
+    async def job_body(self, job_id: str, queue: str) -> bytes | None:
+        job = self._broker.job(job_id, queue)
+        return None if job is None or job.status.finished else job.body
 
     async def set_progress(self, job_id: str, queue: str, progress: Progress) -> None:
         job = self._broker.job(job_id, queue)

@@ -66,6 +66,15 @@ class JobStore(abc.ABC):
     (results, status, cancellation, idempotency keys, the list of workers) is refused. The
     worker runs without heartbeats then, and the contract suite skips the record tests."""
 
+    keeps_bodies: ClassVar[bool] = False
+    """True where :meth:`job_body` can give a waiting or running job's body."""
+
+    async def job_body(self, job_id: str, queue: str) -> bytes | None:
+        """The job as it was encoded (its arguments and headers), while the broker keeps it:
+        for the dashboard, not the hot path. None when the job is unknown, finished (a dead
+        job's body is its dead letter's), or its broker keeps bodies elsewhere (RabbitMQ)."""
+        return None
+
     @abc.abstractmethod
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
         """The job's record; None when the store does not know it (or it expired)."""

@@ -44,11 +44,15 @@ from .watch import Watch
 __all__ = ["SqliteStore"]
 
 _CHUNK = 500  # ids per IN (...) list, below SQLite's limit on parameters
+_BODY = "SELECT body FROM jobs WHERE id = ? AND queue = ? AND state < 3"
+
 _JOB = """SELECT status, task, attempt, eta, result, error, updated_at, progress, snoozes
 FROM jobs WHERE id = ? AND queue = ? AND (state < 3 OR expires_at > ?)"""
 
 
 class SqliteStore(JobStore):
+    keeps_bodies = True
+
     def __init__(self, db: Database, result_ttl: float) -> None:
         self._db = db
         self._result_ttl = result_ttl
@@ -74,6 +78,10 @@ class SqliteStore(JobStore):
         self.wake_finished(done)
 
     # -- records ---------------------------------------------------------------------------
+    async def job_body(self, job_id: str, queue: str) -> bytes | None:
+        row = await self._db.read(lambda conn: conn.execute(_BODY, (job_id, queue)).fetchone())
+        return None if row is None else bytes(row[0])
+
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
         row = await self._db.read(
             lambda conn: conn.execute(_JOB, (job_id, queue, time.time())).fetchone()

@@ -118,6 +118,13 @@ CAPABILITIES: Sequence[Capability] = (
         "this one has none (backend.supports_priorities is False)",
     ),
     Capability(
+        "needs_bodies",
+        # Without a store at all, needs_store (which such a test has too) says why.
+        lambda backend: backend.store.keeps_bodies or not backend.store.available,
+        "a store that can read a waiting or running job's body (its arguments)",
+        "this one cannot (backend.store.keeps_bodies is False: the broker holds the body)",
+    ),
+    Capability(
         "needs_lag",
         lambda backend: backend.measures_lag,
         "a broker that tells how long a queue's oldest pending job has waited",

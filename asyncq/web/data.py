@@ -149,6 +149,10 @@ class Reader:
                 "result": self._result(info),
                 "finished": info.status.finished,
             }
+        if info is not None and not info.status.finished:
+            body = await store.job_body(job_id, info.queue)
+            if body is not None:
+                job |= self._body(body)
         if dead is not None:
             job.setdefault("queue", dead.queue)
             job.setdefault("task", dead.task)

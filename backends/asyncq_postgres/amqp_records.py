@@ -52,6 +52,8 @@ _UPKEEP_INTERVAL = 1.0
 class PostgresRecords(PostgresStore):
     """The record store the AMQP backend drives (the same methods as its Redis one)."""
 
+    keeps_bodies = False  # the body is RabbitMQ's; a record's is empty
+
     def __init__(self, url: str, *, result_ttl: float) -> None:
         settings = PostgresSettings.from_url(url)
         db = Database(settings)

@@ -47,6 +47,8 @@ log = logging.getLogger("asyncq.postgres")
 
 
 class PostgresStore(JobStore):
+    keeps_bodies = True
+
     def __init__(self, db: Database, result_ttl: float) -> None:
         self._db = db
         self._s = f'"{db.schema}"'
@@ -72,6 +74,15 @@ class PostgresStore(JobStore):
         self.cancellations.poke()
 
     # -- records ---------------------------------------------------------------------------
+    async def job_body(self, job_id: str, queue: str) -> bytes | None:
+        async with self._db.connection() as conn:
+            body: bytes | None = await conn.fetchval(
+                f"SELECT body FROM {self._s}.jobs WHERE id = $1 AND queue = $2 AND state < 3",
+                job_id,
+                queue,
+            )
+        return body or None  # empty: a record of the AMQP broker, whose body is RabbitMQ's
+
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
         async with self._db.connection() as conn:
             r = await conn.fetchrow(

@@ -58,6 +58,7 @@ _SCRIPTS = {
     "STATS": queue_scripts.STATS,
     "PURGE": queue_scripts.PURGE,
     "INFO": jobstore.INFO,
+    "BODY": jobstore.BODY,
     "CANCEL": jobstore.CANCEL,
     "LIST": listing.LIST,
     "TRIM_DEAD": retention.TRIM_DEAD,

@@ -11,7 +11,7 @@ from asyncq.records import JobInfo
 from .records import CANCEL_RECORD, RedisJobStore, define, job_info
 from .scripts import DELIVERED
 
-__all__ = ["CANCEL", "GROUP", "INFO", "StreamJobStore"]
+__all__ = ["BODY", "CANCEL", "GROUP", "INFO", "StreamJobStore"]
 
 GROUP = "asyncq"
 """The consumer group of every queue's stream."""
@@ -41,6 +41,34 @@ end
 return record
 """
 )
+
+BODY = """
+-- KEYS: stream. ARGV: job key.
+-- The job's body: in its record while it waits for its time, else in its stream entry (in
+-- the stream of its priority) while queued or running; false once it has neither.
+local state = redis.call('HMGET', ARGV[1], 'body', 'entry', 'priority')
+if state[1] then
+    return state[1]
+end
+if not state[2] then
+    return false
+end
+local stream = KEYS[1]
+if state[3] then
+    stream = stream .. ':' .. state[3]
+end
+local found = redis.call('XRANGE', stream, state[2], state[2])
+if #found == 0 then
+    return false
+end
+local fields = found[1][2]
+for i = 1, #fields, 2 do
+    if fields[i] == 'body' then
+        return fields[i + 1]
+    end
+end
+return false
+"""
 
 CANCEL = (
     define(CANCEL_RECORD, DELIVERED)
@@ -74,11 +102,19 @@ return verdict == 'finished' and 0 or 1
 class StreamJobStore(RedisJobStore):
     """Job records beside the streams: reading one asks the stream whether it runs."""
 
+    keeps_bodies = True
+
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:
         keys = self.keys(queue)
         with self.redis.errors("reading a job"):
             (flat,) = await self.redis.run([("INFO", [keys.stream], [GROUP, keys.job(job_id)])])
         return job_info(job_id, queue, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    async def job_body(self, job_id: str, queue: str) -> bytes | None:
+        keys = self.keys(queue)
+        with self.redis.errors("reading a job's body"):
+            (body,) = await self.redis.run([("BODY", [keys.stream], [keys.job(job_id)])])
+        return body or None
 
     async def cancel(self, job_id: str, queue: str) -> bool:
         keys = self.keys(queue)

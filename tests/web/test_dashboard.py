@@ -183,6 +183,21 @@ async def test_every_page_shows_jobs_in_every_state(broker: str, client_for: obj
             assert dead["error"]["type"] == "ValueError"
             assert "card declined" in dead["error"]["traceback"]
             assert dead["args"] == ["bad-" + SCRIPT]
+            # Waiting, waiting for a retry, running: arguments where the broker keeps the
+            # body (RabbitMQ keeps it in the message, where only a consumer can read it).
+            later = (await client.get(f"/api/jobs/{ids['scheduled']}")).json()
+            waiting = (await client.get(f"/api/jobs/{ids['queued']}")).json()
+            held = (await client.get(f"/api/jobs/{running.id}")).json()
+            assert held["status"] == "running"
+            if "amqp" in broker:
+                assert "args" not in later and "args" not in waiting and "args" not in held
+            else:
+                assert (later["args"], waiting["args"], held["args"]) == (
+                    ["o-later"],
+                    ["o-waiting"],
+                    [],
+                )
+                assert waiting["enqueued_at"] > 0
             done = (await client.get(f"/api/jobs/{ids['succeeded']}")).json()
             assert (done["status"], done["result"]) == ("succeeded", "charged o-1")
             retry = (await client.get(f"/api/jobs/{ids['retrying']}")).json()
