@@ -4,7 +4,8 @@
 #   RabbitMQ  127.0.0.1:5672 (guest/guest)
 #   PostgreSQL 127.0.0.1:5432 (trust auth for local TCP, user postgres, database test)
 # and installs the programs tests start privately on ports of their own: PgBouncer (its
-# binary only; each test runs its own in front of the PostgreSQL above).
+# binary only; each test runs its own in front of the PostgreSQL above), and headless
+# Chromium with its driver for the dashboard's browser tests.
 # A service that already answers is left alone, so on a machine that runs both this is a
 # fast no-op. Otherwise the missing server is installed from Debian's packages (only when
 # its binary is missing) and started, and the script waits, bounded, until it answers.
@@ -177,7 +178,18 @@ ensure_pgbouncer() {
     apt_install pgbouncer
 }
 
+# Debian's Chromium, which the browser tests drive through Playwright (its own browser
+# downloads are not needed, and users' closed networks may not allow them).
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+        log "chromium is installed"
+        return
+    fi
+    apt_install chromium chromium-driver
+}
+
 ensure_redis
 ensure_rabbitmq
 ensure_postgres
 ensure_pgbouncer
+ensure_chromium
