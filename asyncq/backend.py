@@ -45,7 +45,14 @@ import anyio
 
 from .delivery import Delivery, Envelope
 from .errors import ConfigurationError
-from .records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
+from .records import (
+    DeadLetter,
+    JobListing,
+    JobStatus,
+    MinuteCounts,
+    QueueStats,
+    TrimmedDeadLetters,
+)
 from .settlement import Outcome, Settlement
 from .store import JobStore
 
@@ -223,6 +230,15 @@ class Backend(abc.ABC):
         """Remove what the broker keeps for an empty queue (its stream or RabbitMQ queues,
         its place among the known queues). The App checks first that it is empty and that
         no live worker serves it."""
+
+    counts_minutes: bool = False
+    """True where :meth:`minute_counts` gives per-minute counts (see :mod:`asyncq.throughput`)."""
+
+    async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
+        """The counts of the last ``minutes`` minutes (the current one included) of each
+        of ``queues``, oldest first; minutes in which nothing ended are left out. Kept for
+        :data:`~asyncq.throughput.KEPT` seconds; a backend that keeps none returns []."""
+        return []
 
     @abc.abstractmethod
     async def list_jobs(

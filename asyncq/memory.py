@@ -34,9 +34,17 @@ from .delivery import Delivery, Envelope
 from .errors import ErrorInfo
 from .memory_broker import BROKERS, MemoryBroker, QueueState, StoredJob
 from .memory_store import MemoryStore
-from .records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
+from .records import (
+    DeadLetter,
+    JobListing,
+    JobStatus,
+    MinuteCounts,
+    QueueStats,
+    TrimmedDeadLetters,
+)
 from .settlement import Outcome, Settlement
 from .store import JobStore
+from .throughput import KEPT, MINUTE, count_batch, minute_of
 
 __all__ = ["MemoryBackend"]
 
@@ -282,7 +290,20 @@ class MemoryBackend(Backend):
                 else:
                     job.status = JobStatus.CANCELLED
                 self._broker.finish(job, now, self.result_ttl)
+        broker.count(count_batch(settlements), now)
         broker.notify()
+
+    counts_minutes = True
+
+    async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
+        now = time.time()
+        since = max(minute_of(now) - (minutes - 1) * MINUTE, minute_of(now - KEPT))
+        found = [
+            MinuteCounts(queue, minute, n[0], n[1])
+            for (queue, minute), n in self._broker.minutes.items()
+            if queue in queues and minute >= since
+        ]
+        return sorted(found, key=lambda c: (c.minute, c.queue))
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
         lease_until = time.time() + self.visibility_timeout

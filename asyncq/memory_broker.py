@@ -15,6 +15,7 @@ import anyio
 from .errors import ErrorInfo
 from .memory_limits import MemoryLimits
 from .records import DeadLetter, JobStatus, Progress, WorkerInfo
+from .throughput import KEPT, minute_of
 
 __all__ = ["BROKERS", "MemoryBroker", "QueueState", "Ready", "StoredJob"]
 
@@ -140,6 +141,8 @@ class MemoryBroker:
         self.paused_schedules: set[str] = set()
         self.limits = MemoryLimits()
         """Rate and concurrency limit state."""
+        self.minutes: dict[tuple[str, int], list[int]] = {}
+        """(queue, minute) -> [succeeded, failed] (see asyncq.throughput)."""
         self.receipts = itertools.count(1)
         self.sequence = itertools.count()
         self.changed: anyio.Event | None = None
@@ -149,6 +152,16 @@ class MemoryBroker:
         if q is None:
             q = self.queues[name] = QueueState()
         return q
+
+    def count(self, counts: dict[str, tuple[int, int]], now: float) -> None:
+        minute = minute_of(now)
+        for queue, (succeeded, failed) in counts.items():
+            n = self.minutes.setdefault((queue, minute), [0, 0])
+            n[0] += succeeded
+            n[1] += failed
+        if len(self.minutes) > 64 * len(self.queues):  # now and then, forget the old
+            oldest = minute - KEPT
+            self.minutes = {k: v for k, v in self.minutes.items() if k[1] > oldest}
 
     def notify(self) -> None:
         if self.changed is not None:

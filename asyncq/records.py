@@ -21,6 +21,7 @@ __all__ = [
     "JobInfo",
     "JobListing",
     "JobStatus",
+    "MinuteCounts",
     "Progress",
     "QueueStats",
     "ConcurrencyRequest",
@@ -113,6 +114,18 @@ class JobListing:
 LISTABLE = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RUNNING, JobStatus.DEAD)
 """The states ``Backend.list_jobs`` lists; finished jobs are found by id. SCHEDULED
 includes jobs waiting for a retry (their status says FAILED)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCounts:
+    """How many attempts of a queue's jobs ended in one minute (``Backend.minute_counts``)."""
+
+    queue: str
+    minute: int
+    """The minute's start, in seconds since the epoch (a multiple of 60)."""
+    succeeded: int = 0
+    failed: int = 0
+    """Attempts that failed: retried, or dead-lettered."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,17 @@ import anyio.lowlevel
 from ..backend import Backend
 from ..coalescing import Coalescer
 from ..delivery import Delivery, Envelope
-from ..records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
+from ..records import (
+    DeadLetter,
+    JobListing,
+    JobStatus,
+    MinuteCounts,
+    QueueStats,
+    TrimmedDeadLetters,
+)
 from ..settlement import Settlement
 from ..store import JobStore
+from ..throughput import KEPT, MINUTE, minute_of
 from . import delivery, operations, upkeep
 from .database import Database
 from .settings import SqliteSettings
@@ -161,6 +169,23 @@ class SqliteBackend(Backend):
         )
         self._store.wake_finished(finished)
         self._watch.changed()
+
+    counts_minutes = True
+
+    async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
+        if not queues:
+            return []
+        now = time.time()
+        since = max(minute_of(now) - (minutes - 1) * MINUTE, now - KEPT)
+        marks = ", ".join("?" * len(queues))
+        rows = await self._db.read(
+            lambda conn: conn.execute(
+                f"SELECT queue, minute, succeeded, failed FROM minute_counts "
+                f"WHERE queue IN ({marks}) AND minute >= ? ORDER BY minute, queue",
+                (*queues, since),
+            ).fetchall()
+        )
+        return [MinuteCounts(*row) for row in rows]
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
         lease_until = time.time() + self.visibility_timeout

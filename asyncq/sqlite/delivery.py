@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..delivery import Delivery, Envelope
 from ..records import JobStatus
 from ..settlement import Outcome, Settlement
+from ..throughput import count_batch, minute_of
 from .codec import error_to_json
 from .schema import READY, WAITING
 
@@ -250,6 +251,12 @@ def settle(
             finished.append(d.id)
     if succeeded:
         conn.executemany(_SUCCEED, succeeded)
+    minute = minute_of(now)
+    conn.executemany(
+        "INSERT INTO minute_counts VALUES (?, ?, ?, ?) ON CONFLICT (queue, minute) DO UPDATE "
+        "SET succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed",
+        [(queue, minute, n[0], n[1]) for queue, n in count_batch(settlements).items()],
+    )
     return finished
 
 

@@ -28,7 +28,8 @@ __all__ = ["FINISHED", "READY", "RUNNING", "SCHEMA_VERSION", "WAITING", "create"
 
 READY, WAITING, RUNNING, FINISHED = 0, 1, 2, 3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: minute_counts (every table is created IF NOT EXISTS, so 1 becomes 2 by the same script)."""
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -138,6 +139,13 @@ CREATE TABLE IF NOT EXISTS order_lines (
     issued INTEGER NOT NULL,
     head INTEGER NOT NULL,
     seen REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS minute_counts (
+    queue TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    PRIMARY KEY (queue, minute)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS order_voided (
     key TEXT NOT NULL,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from ..throughput import KEPT
 from . import limits
 
 __all__ = ["EXPIRE_BATCH", "expire_jobs", "sweep"]
@@ -38,4 +39,5 @@ def expire_jobs(conn: sqlite3.Connection, now: float) -> int:
 def sweep(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("DELETE FROM cancellations WHERE at <= ?", (now - CANCELLATION_RETENTION,))
     conn.execute("DELETE FROM slot_claims WHERE until <= ?", (now,))
+    conn.execute("DELETE FROM minute_counts WHERE minute <= ?", (now - KEPT,))
     limits.sweep(conn, now)

@@ -125,6 +125,12 @@ CAPABILITIES: Sequence[Capability] = (
         "this one cannot (backend.store.keeps_bodies is False: the broker holds the body)",
     ),
     Capability(
+        "needs_minute_counts",
+        lambda backend: backend.counts_minutes,
+        "a broker that counts finished attempts per minute",
+        "this one does not (backend.counts_minutes is False)",
+    ),
+    Capability(
         "needs_lag",
         lambda backend: backend.measures_lag,
         "a broker that tells how long a queue's oldest pending job has waited",

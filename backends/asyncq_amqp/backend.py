@@ -33,7 +33,14 @@ import anyio
 from asyncq.backend import Backend, Delivery, Envelope, Settlement
 from asyncq.coalescing import Coalescer
 from asyncq.errors import BrokerError, ConfigurationError
-from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
+from asyncq.records import (
+    DeadLetter,
+    JobListing,
+    JobStatus,
+    MinuteCounts,
+    QueueStats,
+    TrimmedDeadLetters,
+)
 from asyncq.store import JobStore
 
 from .connection import Link
@@ -102,6 +109,7 @@ class AmqpBackend(Backend):
             prefix, ttl = f"{settings.prefix}:amqp", settings.result_ttl
             records = open_records(settings.records, prefix=prefix, result_ttl=ttl)
         self.records = records
+        self.counts_minutes = records is not None  # the records count, in their settles
         # Without records, each queue's delayed jobs are counted in wait queues of its own.
         self.names = Names(settings.prefix, per_queue_waits=records is None)
         self._link = Link(settings)
@@ -263,6 +271,11 @@ class AmqpBackend(Backend):
             await self._open.mover.run(queues)
 
     # -- operations ------------------------------------------------------------------------
+    async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
+        if self.records is None:
+            return []
+        return await self.records.minute_counts(queues, minutes)
+
     async def queue_stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         return await self._open.queues.stats(queues)
 

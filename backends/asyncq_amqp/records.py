@@ -32,14 +32,16 @@ from asyncq_redis.records import (
     QueueKeys,
     RedisJobStore,
     RedisStore,
+    count_calls,
     define,
     job_info,
+    read_minute_counts,
     settle_chunks,
     settle_values,
 )
 
 from asyncq.backend import Envelope, Outcome, Settlement
-from asyncq.records import JobInfo
+from asyncq.records import JobInfo, MinuteCounts
 
 __all__ = ["Admission", "RecordStore"]
 
@@ -336,8 +338,12 @@ class RecordStore(RedisJobStore):
             for s in chunk:
                 args += settle_args(s)
             calls.append(("SETTLE", [keys.scheduled, keys.running], args))
+        calls += count_calls(settlements, self.keys, float(now))
         with self.redis.errors("recording settled jobs"):
             await self.redis.run(calls)
+
+    async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
+        return await read_minute_counts(self.redis, self.keys, queues, minutes)
 
     async def cancel(self, job_id: str, queue: str) -> bool:
         keys = self.keys(queue)

@@ -30,9 +30,10 @@ import asyncpg
 from asyncq.delivery import Envelope
 from asyncq.errors import BrokerError
 from asyncq.record_json import error_to_json
-from asyncq.records import JobStatus
+from asyncq.records import JobStatus, MinuteCounts
 from asyncq.settlement import Outcome, Settlement
 
+from . import minutes as minute_rows
 from . import upkeep
 from .database import Database
 from .delivery import Statements, notify_finished
@@ -110,6 +111,7 @@ class PostgresRecords(PostgresStore):
                     ):
                         await anyio.lowlevel.checkpoint()
                     await upkeep.sweep(conn, self._s, time.time())
+                    await minute_rows.sweep(conn, self._s, time.time())
             except BrokerError as exc:  # the server away: the next round tries again
                 log.debug("postgres records upkeep: %s", exc)
 
@@ -333,8 +335,13 @@ class PostgresRecords(PostgresStore):
                         st.eta,
                         now,
                     )
+            await minute_rows.add(conn, self._s, settlements, now)
             await self._notify_finished(conn, finished)
         self.wake_finished(finished)
+
+    async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
+        async with self._db.connection() as conn:
+            return await minute_rows.read(conn, self._s, queues, minutes)
 
     async def _again(self, conn: asyncpg.Connection, st: Settlement, now: float) -> None:
         """A retry (its attempt set, not added to: settling one batch twice is harmless) or

@@ -28,11 +28,20 @@ from asyncq.backend import Backend
 from asyncq.coalescing import Coalescer
 from asyncq.delivery import Delivery, Envelope
 from asyncq.errors import BrokerError, BrokerUnavailable, LeaseLost
-from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
+from asyncq.records import (
+    DeadLetter,
+    JobListing,
+    JobStatus,
+    MinuteCounts,
+    QueueStats,
+    TrimmedDeadLetters,
+)
 from asyncq.settlement import Outcome, Settlement
 from asyncq.store import JobStore
+from asyncq.throughput import minute_of
 
 from . import delivery, operations, transactions, upkeep
+from . import minutes as minute_rows
 from .database import CONNECTION_ERRORS, Database, Signal
 from .delivery import Statements
 from .settings import PostgresSettings
@@ -180,7 +189,7 @@ class PostgresBackend(Backend):
         try:
             notified = await conn.fetch(
                 self.sql.succeed_and_notify, [delivery.id], [delivery.receipt], [result], now,
-                [expires], self.sql.channel,
+                [expires], self.sql.channel, minute_of(now), minute_rows.shard(),
             )  # fmt: skip
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"lost the connection to PostgreSQL: {exc!r}") from None
@@ -251,6 +260,12 @@ class PostgresBackend(Backend):
         if returns:
             self._jobs.poke()
 
+    counts_minutes = True
+
+    async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
+        async with self._db.connection() as conn:
+            return await minute_rows.read(conn, self._s, queues, minutes)
+
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
         lease_until = time.time() + self.visibility_timeout
         async with self._db.connection() as conn:
@@ -273,6 +288,7 @@ class PostgresBackend(Backend):
                     while await upkeep.expire_jobs(conn, s, time.time()) >= upkeep.EXPIRE_BATCH:
                         await anyio.lowlevel.checkpoint()
                     await upkeep.sweep(conn, s, time.time())
+                    await minute_rows.sweep(conn, s, time.time())
             except BrokerError as exc:  # the server away: the next round tries again
                 log.debug("postgres upkeep: %s", exc)
 

@@ -28,7 +28,9 @@ from asyncq.delivery import Delivery, Envelope
 from asyncq.record_json import error_to_json
 from asyncq.records import JobStatus
 from asyncq.settlement import Outcome, Settlement
+from asyncq.throughput import minute_of
 
+from . import minutes
 from .schema import READY, WAITING
 
 __all__ = ["Claim", "Statements", "enqueue", "is_plain"]
@@ -92,7 +94,12 @@ WHERE j.id = u.id AND j.receipt = u.receipt AND j.state = 2"""
         # A batch of successes (the usual settle) in one statement, so one round trip and one
         # implicit transaction: the rows, and the NOTIFY of the finished ids in payloads of
         # at most _NOTIFY_BYTES (NOTIFY takes under 8000).
-        self.succeed_and_notify = f"""WITH done AS ({self.succeed} RETURNING j.id),
+        # ... and the successes that landed, counted for their minute ($7, shard $8).
+        counted = minutes.upsert(s).format(
+            rows="SELECT queue, $7::bigint, $8::smallint, count(*), 0 FROM done GROUP BY queue"
+        )
+        self.succeed_and_notify = f"""WITH done AS ({self.succeed} RETURNING j.id, j.queue),
+counted AS ({counted}),
 parts AS (SELECT id, sum(length(id) + 1) OVER (ORDER BY id) / {_NOTIFY_BYTES} AS part FROM done)
 SELECT pg_notify($6, 'd:' || string_agg(id, ',')) FROM parts GROUP BY part"""
         held = "WHERE id = $1 AND receipt = $2 AND state = 2"
@@ -233,8 +240,9 @@ async def settle(
     if all(s.outcome is _SUCCEEDED for s in settlements):
         ids, receipts, results, expires = _successes(settlements, now, result_ttl)
         await conn.execute(
-            sql.succeed_and_notify, ids, receipts, results, now, expires, sql.channel
-        )
+            sql.succeed_and_notify, ids, receipts, results, now, expires, sql.channel,
+            minute_of(now), minutes.shard(),
+        )  # fmt: skip
         return ids
     async with conn.transaction():
         return await _settle_mixed(conn, sql, settlements, now, result_ttl)
@@ -291,6 +299,7 @@ async def _settle_mixed(
     if succeeded:
         ids, receipts, results, expires = _successes(succeeded, now, result_ttl)
         await conn.execute(sql.succeed, ids, receipts, results, now, expires)
+    await minutes.add(conn, f'"{sql.schema}"', settlements, now)
     await notify_finished(conn, sql, finished)
     return finished
 

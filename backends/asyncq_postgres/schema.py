@@ -254,6 +254,20 @@ END
 $$;
 """
 
+_MINUTES_V4 = """
+-- Finished attempts per queue and minute, for the dashboard's chart (minutes.py): each
+-- settle adds to one of a few rows (shard) of its minute, so settles do not queue up on one
+-- row's lock; rows go after an hour.
+CREATE TABLE {s}.minute_counts (
+    queue text NOT NULL,
+    minute bigint NOT NULL,
+    shard smallint NOT NULL,
+    succeeded int NOT NULL DEFAULT 0,
+    failed int NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, minute, shard)
+);
+"""
+
 _SWEEP_V2 = """
 CREATE INDEX cancellations_at ON {s}.cancellations (at);
 
@@ -279,7 +293,7 @@ END
 $$;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _CLAIM_V2 + _SWEEP_V2, _CLAIM_V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _CLAIM_V2 + _SWEEP_V2, _CLAIM_V3, _MINUTES_V4)
 """Migration n + 1 is ``MIGRATIONS[n]``; each is applied once, in order, in one transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -38,12 +38,19 @@ from redis import exceptions as rx
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
 from asyncq.coalescing import Coalescer
 from asyncq.errors import BrokerError
-from asyncq.records import DeadLetter, JobListing, JobStatus, QueueStats, TrimmedDeadLetters
+from asyncq.records import (
+    DeadLetter,
+    JobListing,
+    JobStatus,
+    MinuteCounts,
+    QueueStats,
+    TrimmedDeadLetters,
+)
 from asyncq.store import JobStore
 
 from . import blocking, jobstore, listing, mover, queue_scripts, retention, scripts
 from .jobstore import GROUP, StreamJobStore
-from .records import STORE_SCRIPTS, Call, QueueKeys, RedisStore
+from .records import STORE_SCRIPTS, Call, QueueKeys, RedisStore, count_calls, read_minute_counts
 from .settings import RedisSettings
 from .wire import Wire
 
@@ -304,8 +311,14 @@ class RedisBackend(Backend):
                 args += scripts.settle_args(s)
             stream = keys.stream_at(priority)
             calls.append(("SETTLE", [stream, keys.scheduled, keys.dead, keys.deferred], args))
+        calls += count_calls(settlements, self._k, float(now))
         with self._errors("settling jobs"):
             await self._run_scripts(calls)
+
+    counts_minutes = True
+
+    async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
+        return await read_minute_counts(self._redis, self._k, queues, minutes)
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
         by_stream: dict[tuple[str, int], list[Any]] = defaultdict(list)

@@ -15,8 +15,11 @@ a backend package imports it from here, never from ``asyncq_redis``'s other modu
   for finishes.
 * :class:`RedisJobStore`: the ``JobStore`` base on all that (waits, the cancellation watch,
   heartbeats and workers); a subclass reads and cancels its records.
+* The per-minute counts of finished attempts: ``count_calls`` (to send with a settle's
+  calls) and ``read_minute_counts``.
 """
 
+from . import minutes, permits
 from .client import RedisStore
 from .codec import error_from_json, job_info, settle_values
 from .jobstore import RedisJobStore
@@ -31,8 +34,12 @@ from .lua import (
     Fragment,
     define,
 )
-from .permits import STORE_SCRIPTS
+from .minutes import count_calls, read_minute_counts
 from .scripting import SCRIPT_CHUNK, Call, settle_chunks
+
+STORE_SCRIPTS = {**permits.STORE_SCRIPTS, **minutes.SCRIPTS}
+"""The scripts the record layer runs by name: every RedisStore that serves it (the Redis
+backend's, an AMQP record store's) registers them."""
 
 __all__ = [
     "CANCEL_RECORD",
@@ -44,6 +51,8 @@ __all__ = [
     "SCRIPT_CHUNK",
     "STORE_SCRIPTS",
     "Call",
+    "count_calls",
+    "read_minute_counts",
     "Fragment",
     "QueueKeys",
     "RedisJobStore",

@@ -49,6 +49,10 @@ class QueueKeys:
     def job(self, job_id: str) -> str:
         return f"{self.base}:job:{job_id}"
 
+    def minute(self, start: int) -> str:
+        """The finished-attempt counts of the minute starting at ``start`` (epoch seconds)."""
+        return f"{self.base}:minute:{start}"
+
     def stream_at(self, priority: int) -> str:
         """The stream of the queue's jobs of ``priority``: ``stream`` itself for 0."""
         return self.stream if priority == 0 else f"{self.stream}:{priority}"
