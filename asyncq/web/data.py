@@ -16,6 +16,7 @@ from ..errors import ConfigurationError, ErrorInfo
 from ..periodic import report
 from ..records import LISTABLE, DeadLetter, DeadLetterFilter, JobInfo, JobStatus, WorkerInfo
 from ..serializer import DecodeError, Message
+from .chart import MINUTES, chart
 
 __all__ = ["PAGE", "DataOptions", "Reader"]
 
@@ -48,8 +49,12 @@ class Reader:
     # -- overview --------------------------------------------------------------------------
     async def overview(self) -> dict[str, Any]:
         stats = await self.app.queue_stats()
-        store = self.app.backend.store
+        backend = self.app.backend
+        store = backend.store
         workers = await store.workers() if store.available else []
+        counts = (
+            await backend.minute_counts(sorted(stats), MINUTES) if backend.counts_minutes else []
+        )
         return {
             "broker": self.app.describe_broker(),
             "records": store.available,
@@ -67,6 +72,11 @@ class Reader:
             ],
             "workers": len(workers),
             "in_flight": sum(w.in_flight for w in workers),
+            "throughput": chart(counts) if backend.counts_minutes else None,
+            "minutes": [
+                {"queue": c.queue, "minute": c.minute, "succeeded": c.succeeded, "failed": c.failed}
+                for c in counts
+            ],
         }
 
     # -- a queue's jobs --------------------------------------------------------------------

@@ -103,6 +103,11 @@ async def test_every_page_shows_jobs_in_every_state(broker: str, client_for: obj
             assert default["scheduled"] == 2  # the delayed one and the retry
             assert queues["busy"]["running"] == 1
             assert data["workers"] == 1
+            # The chart: per-minute counts, added as the worker settled (one success; two
+            # dead, one retried: three failed attempts).
+            chart = data["throughput"]
+            assert (chart["succeeded"], chart["failed"]) == (1, 3)
+            assert '<svg class="chart"' in overview.text
 
             listed = {}
             for status in ("queued", "scheduled", "dead"):
