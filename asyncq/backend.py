@@ -212,6 +212,18 @@ class Backend(abc.ABC):
     ) -> list[DeadLetter]:
         """Oldest first; ``after`` is the ``cursor`` of the last entry of the previous page."""
 
+    async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
+        """The newest dead letter of ``job_id`` in ``queue``, or None. This default reads the
+        whole dead-letter queue page by page; a broker with an index by job id (or a way to
+        read newest first) overrides it."""
+        found, after = None, None
+        while True:
+            page = await self.dead_letters(queue, limit=1000, after=after)
+            found = next((d for d in reversed(page) if d.id == job_id), found)
+            if len(page) < 1000:
+                return found
+            after = page[-1].cursor
+
     @abc.abstractmethod
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         """Delete the oldest entry of each given job id (every entry with None); return how

@@ -353,6 +353,10 @@ class MemoryBackend(Backend):
             entries = itertools.dropwhile(lambda entry: entry.cursor <= after, entries)
         return list(itertools.islice(entries, limit))
 
+    async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
+        q = self._broker.queues.get(queue)
+        return None if q is None else q.dead.get(job_id)
+
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         q = self._broker.queues.get(queue)
         if q is None:

@@ -1,6 +1,6 @@
 """A FastAPI service that enqueues asyncq jobs and serves their results.
 
-    pip install fastapi uvicorn   # beside asyncq (and asyncq[redis] or [amqp] for their brokers)
+    pip install 'asyncq[web]' fastapi   # (and asyncq[redis] or [amqp] for their brokers)
     uvicorn examples.fastapi_app:api
 
 The server's lifespan opens the asyncq App (the producer side) and, unless told not to,
@@ -31,6 +31,9 @@ Endpoints and their status codes:
     504 the job did not finish within the timeout: ``status`` says where it is; ask again.
 ``DELETE /jobs/{id}``
     200 ``{"id", "cancelled": true}``; 404 unknown job; 409 the job had already finished.
+``/asyncq/``
+    The dashboard (``asyncq.web``), read-only here: put the service's own authentication in
+    front of it before you let it change anything.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 import asyncq
+from asyncq.web import create_dashboard
 
 app = asyncq.App()
 
@@ -80,6 +84,9 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 api = FastAPI(title="asyncq example", lifespan=lifespan)
+# The dashboard under /asyncq: it has no lifespan of its own (the one above opens the App)
+# and its links follow the mount point.
+api.mount("/asyncq", create_dashboard(app, read_only=True))
 
 
 class Operands(BaseModel):

@@ -126,6 +126,19 @@ async def test_enqueue_then_result(unique: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_the_dashboard_is_mounted_read_only_under_asyncq(unique: str) -> None:
+    async with serving(f"memory://{unique}") as client:
+        posted = await client.post("/jobs/divide", json={"a": 1, "b": 0})
+        job_id = posted.json()["id"]
+        await client.get(f"/jobs/{job_id}/result", params={"timeout": 10})
+        page = await client.get(f"/asyncq/jobs/{job_id}")
+        assert page.status_code == 200
+        assert "ZeroDivisionError" in page.text
+        assert 'href="/asyncq/queues/default"' in page.text  # links under the mount point
+        assert (await client.post("/asyncq/dead/default/purge")).status_code == 403
+
+
+@pytest.mark.anyio
 async def test_failed_job_is_422_with_its_error(unique: str) -> None:
     async with serving(f"memory://{unique}") as client:
         posted = await client.post("/jobs/divide", json={"a": 1, "b": 0})

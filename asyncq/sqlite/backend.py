@@ -214,6 +214,9 @@ class SqliteBackend(Backend):
     ) -> list[DeadLetter]:
         return await self._db.read(lambda conn: operations.dead_letters(conn, queue, limit, after))
 
+    async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
+        return await self._db.read(lambda conn: operations.dead_letter(conn, queue, job_id))
+
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         return await self._db.write(lambda conn: operations.purge_dead(conn, queue, ids))
 

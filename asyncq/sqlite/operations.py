@@ -102,6 +102,15 @@ def dead_letters(
     return [_letter(row) for row in rows]
 
 
+def dead_letter(conn: sqlite3.Connection, queue: str, job_id: str) -> DeadLetter | None:
+    row = conn.execute(
+        "SELECT seq, queue, job_id, task, body, error, died_at FROM dead_letters "
+        "WHERE queue = ? AND job_id = ? ORDER BY seq DESC LIMIT 1",
+        (queue, job_id),
+    ).fetchone()
+    return None if row is None else _letter(row)
+
+
 def purge_dead(conn: sqlite3.Connection, queue: str, ids: Sequence[str] | None) -> int:
     if ids is None:
         return conn.execute("DELETE FROM dead_letters WHERE queue = ?", (queue,)).rowcount

@@ -135,7 +135,11 @@ class Reader:
             if info is not None:
                 break
         dead = None
-        if info is None or info.status is JobStatus.DEAD:
+        # A dead job's letter adds its body and when it died to what the record says. Where
+        # the store keeps no bodies (RabbitMQ's records), the letter is in RabbitMQ, read
+        # from the head page by page: the record's error and traceback do without it.
+        wanted = info is None or (info.status is JobStatus.DEAD and store.keeps_bodies)
+        if wanted:
             for name in [info.queue] if info is not None else queues:
                 dead = await self._dead_letter(name, job_id)
                 if dead is not None:
@@ -203,9 +207,7 @@ class Reader:
         }
 
     async def _dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
-        match = DeadLetterFilter(ids=[job_id])
-        letters = await self.app.operations.dead_letters(queue, match, 1)
-        return letters[-1] if letters else None
+        return await self.app.backend.dead_letter(queue, job_id)
 
     # -- dead letters ----------------------------------------------------------------------
     async def dead_letters(

@@ -310,6 +310,10 @@ class PostgresBackend(Backend):
         async with self._db.connection() as conn:
             return await operations.dead_letters(conn, self.settings.schema, queue, limit, after)
 
+    async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
+        async with self._db.connection() as conn:
+            return await operations.dead_letter(conn, self.settings.schema, queue, job_id)
+
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         async with self._db.connection() as conn:
             return await operations.purge_dead(conn, self.settings.schema, queue, ids)

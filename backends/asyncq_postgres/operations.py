@@ -98,6 +98,18 @@ async def dead_letters(
     return [_letter(r) for r in rows]
 
 
+async def dead_letter(
+    conn: asyncpg.Connection, schema: str, queue: str, job_id: str
+) -> DeadLetter | None:
+    r = await conn.fetchrow(
+        f"SELECT seq, queue, job_id, task, body, error, died_at FROM {_s(schema)}.dead_letters "
+        "WHERE queue = $1 AND job_id = $2 ORDER BY seq DESC LIMIT 1",
+        queue,
+        job_id,
+    )
+    return None if r is None else _letter(r)
+
+
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 

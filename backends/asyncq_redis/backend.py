@@ -388,6 +388,19 @@ class RedisBackend(Backend):
             entries: Any = await self.client.xrange(self._k(queue).dead, start, "+", count=limit)
         return [listing.dead_letter(queue, entry, fields) for entry, fields in entries]
 
+    async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
+        # Newest first: the letters people look up are mostly recent ones.
+        dead, end, wanted = self._k(queue).dead, "+", job_id.encode()
+        with self._errors("reading dead letters"):
+            while True:
+                page: Any = await self.client.xrevrange(dead, end, "-", count=1000)
+                for entry, fields in page:
+                    if fields.get(b"id") == wanted:
+                        return listing.dead_letter(queue, entry, fields)
+                if len(page) < 1000:
+                    return None
+                end = f"({page[-1][0].decode()}"
+
     async def list_jobs(
         self, queue: str, status: JobStatus, *, limit: int = 100, after: str | None = None
     ) -> list[JobListing]:

@@ -119,7 +119,7 @@ async def test_an_idle_worker_on_default_settings_logs_nothing_and_keeps_its_con
             # and every connection it keeps is open.
             with anyio.fail_after(10):
                 while not (  # noqa: ASYNC110 - the server's state, which sends no event
-                    await observer.keys("idle:worker:*") and await _blocking_read_sent(observer)
+                    await observer.hlen("idle:{workers}") and await _blocking_read_sent(observer)
                 ):
                     await anyio.sleep(0.05)
             before = await _connections_received(observer)

@@ -129,7 +129,8 @@ async def test_every_page_shows_jobs_in_every_state(broker: str, client_for: obj
             assert dead["status"] == "dead"
             assert dead["error"]["type"] == "ValueError"
             assert "card declined" in dead["error"]["traceback"]
-            assert dead["args"] == ["bad-" + SCRIPT]
+            if "amqp" not in broker:  # RabbitMQ's records keep no bodies (see data.py)
+                assert dead["args"] == ["bad-" + SCRIPT]
             # Waiting, waiting for a retry, running: arguments where the broker keeps the
             # body (RabbitMQ keeps it in the message, where only a consumer can read it).
             later = (await client.get(f"/api/jobs/{ids['scheduled']}")).json()

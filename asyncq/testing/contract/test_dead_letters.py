@@ -117,6 +117,36 @@ async def test_replayed_job_that_fails_again_is_dead_again(
         assert [d.id for d in await app.dead_letters()] == [job.id]
 
 
+async def test_a_dead_letter_is_found_by_its_job_id(app: asyncq.App, settled: SettleLog) -> None:
+    attempts: list[str] = []
+
+    @app.task
+    async def refuse(order: str) -> None:
+        attempts.append(order)
+        raise asyncq.Reject(f"no, time {len(attempts)}")
+
+    async with app:
+        job = await refuse.enqueue("o-1")
+        others = await refuse.enqueue_many([(f"o-{n}",) for n in range(2, 6)])
+        async with app.worker(concurrency=1):
+            for handle in (job, *others):
+                await settled.wait(handle.id)
+        queue = app.default_queue
+        first = await app.backend.dead_letter(queue, job.id)
+        assert first is not None and (first.id, first.queue) == (job.id, queue)
+        assert (first.error.type, first.error.message) == ("Reject", "no, time 1")
+        last = await app.backend.dead_letter(queue, others[-1].id)
+        assert last is not None and last.error.message == "no, time 5"
+        # Replayed, and dead again: the letter found is the new one.
+        assert await app.replay_dead(ids=[job.id]) == 1
+        async with app.worker(concurrency=1):
+            await settled.wait(job.id, 2)
+        again = await app.backend.dead_letter(queue, job.id)
+        assert again is not None and again.error.message == "no, time 6"
+        assert await app.backend.dead_letter(queue, "0" * 32) is None
+        assert await app.backend.dead_letter("no-such-queue", job.id) is None
+
+
 @pytest.mark.needs_store
 async def test_replay_leaves_a_dead_letter_whose_key_a_live_job_holds(app: asyncq.App) -> None:
     @app.task(retries=0)

@@ -19,7 +19,7 @@ a backend package imports it from here, never from ``asyncq_redis``'s other modu
   calls) and ``read_minute_counts``.
 """
 
-from . import minutes, permits
+from . import minutes, permits, workers
 from .client import RedisStore
 from .codec import error_from_json, job_info, settle_values
 from .jobstore import RedisJobStore
@@ -37,7 +37,7 @@ from .lua import (
 from .minutes import count_calls, read_minute_counts
 from .scripting import SCRIPT_CHUNK, Call, settle_chunks
 
-STORE_SCRIPTS = {**permits.STORE_SCRIPTS, **minutes.SCRIPTS}
+STORE_SCRIPTS = {**permits.STORE_SCRIPTS, **minutes.SCRIPTS, **workers.SCRIPTS}
 """The scripts the record layer runs by name: every RedisStore that serves it (the Redis
 backend's, an AMQP record store's) registers them."""
 

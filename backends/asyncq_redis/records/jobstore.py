@@ -92,7 +92,7 @@ class RedisJobStore(JobStore):
         self.ttl_ms = ttl_ms
         self._prefix = prefix
         self._queue_keys: dict[str, QueueKeys] = {}
-        self._worker_prefix = f"{prefix}:worker:"
+        self._workers = [f"{prefix}:{{workers}}", f"{prefix}:{{workers}}:forget"]
 
     def _schedule_keys(self, schedule: str) -> str:
         # One hash tag per schedule: its claims and its last slot share a Cluster slot.
@@ -170,15 +170,13 @@ class RedisJobStore(JobStore):
     # -- heartbeats ------------------------------------------------------------------------
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
         worker = replace(worker, extra={**worker.extra, CLIENT_NAME: self.redis.client_name})
-        px = max(int(ttl * 1000), 1) + _RETENTION_MS
+        beat = [worker.id, codec.worker_to_json(worker), max(int(ttl * 1000), 1) + _RETENTION_MS]
         with self.redis.errors("sending a heartbeat"):
-            await self.redis.client.set(
-                self._worker_prefix + worker.id, codec.worker_to_json(worker), px=px
-            )
+            await self.redis.run([("WORKER_BEAT", self._workers, beat)])
 
     async def deregister(self, worker_id: str) -> None:
         with self.redis.errors("deregistering a worker"):
-            await self.redis.client.delete(self._worker_prefix + worker_id)
+            await self.redis.run([("WORKER_GONE", self._workers, [worker_id])])
 
     async def workers(self, *, include_gone: bool = False) -> list[WorkerInfo]:
         """As the heartbeats say, except that a live one whose process holds no connection
@@ -196,22 +194,12 @@ class RedisJobStore(JobStore):
         return found
 
     async def _heartbeats(self) -> list[WorkerInfo]:
-        """Every worker with a heartbeat key, live or gone, oldest first."""
-        client = self.redis.client
-        names = [n async for n in client.scan_iter(self._worker_prefix + "*", 1000)]
-        if not names:
-            return []
-        async with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.get(name)
-                pipe.pttl(name)
-            replies: list[Any] = await pipe.execute()
+        """Every worker with a heartbeat, live or gone, oldest first."""
+        ((now, listed),) = await self.redis.run([("WORKER_LIST", self._workers, [])])
         found = []
-        for raw, ttl_ms in zip(replies[::2], replies[1::2], strict=True):
-            if raw is None:  # expired between the scan and the read
-                continue
+        for _id, forget_at, raw in listed:
             worker = codec.worker_from_json(raw)
-            if 0 <= ttl_ms <= _RETENTION_MS:
+            if int(forget_at) - int(now) <= _RETENTION_MS:  # past its heartbeat's deadline
                 worker = replace(worker, gone=True)
             found.append(worker)
         return sorted(found, key=lambda w: w.started_at)
