@@ -415,3 +415,35 @@ def test_grafana_dashboard_queries_every_depth_and_the_lag() -> None:
         assert name in queried, name
     variables = {v["name"] for v in dashboard["templating"]["list"]}
     assert variables == {"datasource", "namespace", "queue"}
+
+
+@pytest.mark.anyio
+async def test_dashboard_demo_leaves_jobs_in_every_state(tmp_path: Path) -> None:
+    from asyncq.web import create_dashboard
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    done = await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "examples.dashboard_demo", "--once"],
+            cwd=EXAMPLES.parent,
+            env={**os.environ, "ASYNCQ_BROKER": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    app = asyncq.App(url)
+    async with (
+        app,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_dashboard(app)), base_url="http://demo"
+        ) as client,
+    ):
+        queues = {q["name"]: q for q in (await client.get("/api/overview")).json()["queues"]}
+        default = queues["default"]
+        assert (default["pending"], default["scheduled"], default["dead"]) == (20, 2, 2)
+        letters = (await client.get("/api/dead/default")).json()["letters"]
+        html = [d["id"] for d in letters if "o-html" in d["error"]["message"]]
+        page = await client.get(f"/jobs/{html[0]}")
+        assert "&lt;b&gt;o-html&lt;/b&gt;" in page.text and "<b>o-html" not in page.text
