@@ -212,6 +212,16 @@ class Backend(abc.ABC):
     ) -> list[DeadLetter]:
         """Oldest first; ``after`` is the ``cursor`` of the last entry of the previous page."""
 
+    can_run_now: bool = False
+    """True where :meth:`run_now` can move a waiting job to the front of its time."""
+
+    async def run_now(self, queue: str, job_id: str) -> bool:
+        """Make a job that waits for its time (delayed, snoozed, waiting for a retry or on a
+        limit) due now, so the next worker to look takes it; False if it was not waiting
+        (unknown, queued, running or finished). A broker that cannot raises
+        ``ConfigurationError``."""
+        raise ConfigurationError(f"{self.describe()} cannot move a waiting job forward")
+
     async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
         """The newest dead letter of ``job_id`` in ``queue``, or None. This default reads the
         whole dead-letter queue page by page; a broker with an index by job id (or a way to

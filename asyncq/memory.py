@@ -353,6 +353,20 @@ class MemoryBackend(Backend):
             entries = itertools.dropwhile(lambda entry: entry.cursor <= after, entries)
         return list(itertools.islice(entries, limit))
 
+    can_run_now = True
+
+    async def run_now(self, queue: str, job_id: str) -> bool:
+        broker = self._broker
+        q, job = broker.queues.get(queue), broker.jobs.get(job_id)
+        if q is None or job is None or job_id not in q.scheduled_ids:
+            return False
+        q.scheduled = [entry for entry in q.scheduled if entry[2] != job_id]
+        heapq.heapify(q.scheduled)
+        job.eta = time.time()
+        heapq.heappush(q.scheduled, (job.eta, next(broker.sequence), job_id))
+        broker.notify()
+        return True
+
     async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
         q = self._broker.queues.get(queue)
         return None if q is None else q.dead.get(job_id)

@@ -214,6 +214,15 @@ class SqliteBackend(Backend):
     ) -> list[DeadLetter]:
         return await self._db.read(lambda conn: operations.dead_letters(conn, queue, limit, after))
 
+    can_run_now = True
+
+    async def run_now(self, queue: str, job_id: str) -> bool:
+        now = time.time()
+        moved = await self._db.write(lambda conn: operations.run_now(conn, queue, job_id, now))
+        if moved:
+            self._watch.changed()
+        return moved
+
     async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
         return await self._db.read(lambda conn: operations.dead_letter(conn, queue, job_id))
 

@@ -102,6 +102,18 @@ def dead_letters(
     return [_letter(row) for row in rows]
 
 
+def run_now(conn: sqlite3.Connection, queue: str, job_id: str, now: float) -> bool:
+    """A waiting job ready now, first of those that became ready at this moment."""
+    return (
+        conn.execute(
+            "UPDATE jobs SET state = 0, status = 'queued', ord = ?, ready_at = ?, eta = NULL, "
+            "deferred = 0 WHERE queue = ? AND id = ? AND state = 1",
+            (now, now, queue, job_id),
+        ).rowcount
+        == 1
+    )
+
+
 def dead_letter(conn: sqlite3.Connection, queue: str, job_id: str) -> DeadLetter | None:
     row = conn.execute(
         "SELECT seq, queue, job_id, task, body, error, died_at FROM dead_letters "

@@ -27,10 +27,11 @@ package registers, like any other.
 A test that needs what not every backend has is marked with the capability
 (``@pytest.mark.needs_store``, ``@pytest.mark.needs_leases``,
 ``@pytest.mark.needs_priorities``, ``@pytest.mark.needs_lag``,
-``@pytest.mark.needs_bodies``, ``@pytest.mark.needs_minute_counts``) and skipped, with
-the reason, on a backend without it; capabilities are read from the backend
-(``store.available``, ``lease_renewal_interval``, ``supports_priorities``, ``measures_lag``,
-``store.keeps_bodies``, ``counts_minutes``), never from its name. A
+``@pytest.mark.needs_bodies``, ``@pytest.mark.needs_minute_counts``,
+``@pytest.mark.needs_run_now``) and skipped, with the reason, on a backend without it;
+capabilities are read from the backend (``store.available``, ``lease_renewal_interval``,
+``supports_priorities``, ``measures_lag``, ``store.keeps_bodies``, ``counts_minutes``,
+``can_run_now``), never from its name. A
 test whose semantic shows without job records (through handlers, settlements, queue stats,
 dead letters) is not marked: it runs on every backend and checks the records on top through
 :class:`Recorded`, where they are kept.

@@ -7,7 +7,7 @@ once per backend of the suite, and gives the tests their fixtures:
 * ``broker``: a :class:`Broker` on that backend under a name no other test uses. Before the
   test it runs the backend's ``requires`` and skips a test whose capability marker
   (``needs_store``, ``needs_leases``, ``needs_priorities``, ``needs_lag``,
-  ``needs_bodies``, ``needs_minute_counts``) the backend
+  ``needs_bodies``, ``needs_minute_counts``, ``needs_run_now``) the backend
   lacks; after it, the backend's ``cleanup``.
 * ``app`` (an App on that broker), ``settled`` (a :class:`SettleLog`), ``recorded`` (a
   :class:`Recorded`), ``spans`` (an in-memory OpenTelemetry exporter), ``unique`` (a fresh

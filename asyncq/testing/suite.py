@@ -131,6 +131,12 @@ CAPABILITIES: Sequence[Capability] = (
         "this one does not (backend.counts_minutes is False)",
     ),
     Capability(
+        "needs_run_now",
+        lambda backend: backend.can_run_now,
+        "a broker that can make a waiting job due now",
+        "this one cannot (backend.can_run_now is False)",
+    ),
+    Capability(
         "needs_lag",
         lambda backend: backend.measures_lag,
         "a broker that tells how long a queue's oldest pending job has waited",

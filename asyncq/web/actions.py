@@ -81,6 +81,17 @@ class Actions:
         note = "cancelled" if cancelled else "it had already finished: nothing to cancel"
         return self._back(request, f"/jobs/{job_id}", note, queue=queue)
 
+    @guarded
+    async def run_job_now(self, request: Request, form: Form) -> Response:
+        job_id = request.path_params["job_id"]
+        queue = form.get("queue") or self.d.app.default_queue
+        if not self.d.app.backend.can_run_now:
+            raise ValueError(f"{self.d.app.describe_broker()} cannot move a waiting job forward")
+        moved = await self.d.app.backend.run_now(queue, job_id)
+        log.warning("dashboard: %s ran job %s now (queue %s)", self.d.who(request), job_id, queue)
+        note = "due now: the next worker takes it" if moved else "it was not waiting: unchanged"
+        return self._back(request, f"/jobs/{job_id}", note, queue=queue)
+
     # -- dead letters ----------------------------------------------------------------------
     @guarded
     async def replay_dead(self, request: Request, form: Form) -> Response:

@@ -145,6 +145,7 @@ class Dashboard:
             request=request,
             href=lambda path, **query: self.href(request, path, **query),
             read_only=self.read_only,
+            can_run_now=self.app.backend.can_run_now,
             csrf_field=CSRF_FIELD,
             csrf_token=self.csrf.token(cookie),
             broker=self.app.describe_broker(),

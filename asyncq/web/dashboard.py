@@ -65,6 +65,7 @@ def create_dashboard(
         Route("/queues/{queue}", pages.queue),
         Route("/jobs/{job_id}", pages.job),
         Route("/jobs/{job_id}/cancel", actions.cancel_job, methods=["POST"]),
+        Route("/jobs/{job_id}/run-now", actions.run_job_now, methods=["POST"]),
         Route("/find", pages.find),
         Route("/dead", pages.dead_queues),
         Route("/dead/{queue}", pages.dead_letters),

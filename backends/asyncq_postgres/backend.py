@@ -310,6 +310,14 @@ class PostgresBackend(Backend):
         async with self._db.connection() as conn:
             return await operations.dead_letters(conn, self.settings.schema, queue, limit, after)
 
+    can_run_now = True
+
+    async def run_now(self, queue: str, job_id: str) -> bool:
+        async with self._db.connection() as conn:
+            return await operations.run_now(
+                conn, self.settings.schema, self.sql.channel, queue, job_id, time.time()
+            )
+
     async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
         async with self._db.connection() as conn:
             return await operations.dead_letter(conn, self.settings.schema, queue, job_id)

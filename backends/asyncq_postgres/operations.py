@@ -98,6 +98,24 @@ async def dead_letters(
     return [_letter(r) for r in rows]
 
 
+async def run_now(
+    conn: asyncpg.Connection, schema: str, channel: str, queue: str, job_id: str, now: float
+) -> bool:
+    """A waiting job ready now, and a NOTIFY that wakes an idle worker (on commit)."""
+    async with conn.transaction():
+        moved = await conn.fetchval(
+            f"UPDATE {_s(schema)}.jobs SET state = 0, status = 'queued', ord = $3, "
+            "ready_at = $3, eta = NULL, deferred = false WHERE queue = $1 AND id = $2 "
+            "AND state = 1 RETURNING 1",
+            queue,
+            job_id,
+            now,
+        )
+        if moved:
+            await conn.execute("SELECT pg_notify($1, 'q:' || $2)", channel, queue)
+    return bool(moved)
+
+
 async def dead_letter(
     conn: asyncpg.Connection, schema: str, queue: str, job_id: str
 ) -> DeadLetter | None:

@@ -64,6 +64,7 @@ _SCRIPTS = {
     "RENEW": scripts.RENEW,
     "STATS": queue_scripts.STATS,
     "PURGE": queue_scripts.PURGE,
+    "RUN_NOW": queue_scripts.RUN_NOW,
     "INFO": jobstore.INFO,
     "BODY": jobstore.BODY,
     "CANCEL": jobstore.CANCEL,
@@ -387,6 +388,14 @@ class RedisBackend(Backend):
         with self._errors("listing dead letters"):
             entries: Any = await self.client.xrange(self._k(queue).dead, start, "+", count=limit)
         return [listing.dead_letter(queue, entry, fields) for entry, fields in entries]
+
+    can_run_now = True
+
+    async def run_now(self, queue: str, job_id: str) -> bool:
+        keys = self._k(queue)
+        with self._errors("moving a job forward"):
+            (moved,) = await self._run_scripts([("RUN_NOW", [keys.scheduled], [keys.base, job_id])])
+        return bool(moved)
 
     async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
         # Newest first: the letters people look up are mostly recent ones.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .records import FINISH, define
 from .scripts import ENTRY_FIELDS, LEVELS, UNDELIVERED
 
-__all__ = ["PURGE", "STATS"]
+__all__ = ["PURGE", "RUN_NOW", "STATS"]
 
 STATS = (
     define(LEVELS, UNDELIVERED)
@@ -76,3 +76,17 @@ end
 return purged
 """
 )
+
+RUN_NOW = """
+-- KEYS: scheduled. ARGV: base, id.
+-- A job waiting for its time (delayed, snoozed, retrying, or on a limit) due now; the mover
+-- hears of it on the wake channel and moves it into its stream. 1 if it was waiting.
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+    return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PUBLISH', ARGV[1] .. ':wake', now)
+return 1
+"""

@@ -134,6 +134,14 @@ async def test_each_page_in_a_browser_and_a_replay_that_runs(
             assert "succeeded" in await page.locator("dl.facts").inner_text()
             assert "receipt for o-1 sent" in await page.locator("pre.data").last.inner_text()
 
+            # Purge every dead letter of task charge, through the confirmation.
+            await page.goto(f"{base}/dead/default?task=charge")
+            await page.click("text=Purge all matching")
+            await page.wait_for_selector("text=Purge 2 dead letter(s) of default?")
+            await page.click("text=Yes, purge 2")
+            await page.wait_for_selector("text=purged 2 dead letter(s)")
+            assert (await shop.app.queue_stats(["default"]))["default"].dead == 0
+
             # The live overview refreshes itself (its script fetches the live part again).
             await page.goto(f"{base}/")
             # (A selector, not a JavaScript predicate: the CSP refuses eval, Playwright's too.)

@@ -164,8 +164,9 @@ async def test_every_page_shows_jobs_in_every_state(broker: str, client_for: obj
 
 
 async def test_replay_from_the_page_asks_first_then_the_job_runs(
-    sqlite_broker: str, client_for: object
+    sqlite_broker: str, client_for: object, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("WARNING", logger="asyncq.web")
     shop = Shop(sqlite_broker)
     async with shop.app:
         ids = await shop.fill()
@@ -189,6 +190,9 @@ async def test_replay_from_the_page_asks_first_then_the_job_runs(
         purge = {"csrf": token, "scope": "matching", "task": "charge", "confirm": "yes"}
         purged = await client.post("/dead/default/purge", data=purge)
         assert "purged+2" in purged.headers["location"]
+        said = [r.getMessage() for r in caplog.records if r.name == "asyncq.web"]
+        assert any("replayed 1 dead letter(s) of queue default: ids" in m for m in said)
+        assert any("purged 2 dead letter(s) of queue default: every dead letter" in m for m in said)
         assert (await shop.app.queue_stats(["default"]))["default"].dead == 0
 
 
@@ -282,3 +286,40 @@ async def test_bad_input_gets_a_clear_answer(sqlite_broker: str, client_for: obj
         assert unknown.status_code == 400 and "no schedule named" in unknown.text
         empty = await client.post("/dead/default/replay", data={"csrf": token})
         assert empty.status_code == 400 and "select dead letters first" in empty.text
+
+
+async def test_run_now_cancel_and_schedule_actions_from_the_pages_are_logged(
+    sqlite_broker: str, client_for: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="asyncq.web")
+    shop = Shop(sqlite_broker)
+    async with shop.app:
+        ids = await shop.fill()
+        client = client_for(create_dashboard(shop.app, actor=lambda request: "alice"))  # type: ignore[operator]
+        page = await client.get("/queues/default", params={"status": "scheduled"})
+        assert page.text.count("Run now") == 2  # the delayed job and the retry
+        token = csrf_of(page.text)
+        gone = await client.post(
+            f"/jobs/{ids['queued']}/cancel", data={"csrf": token, "queue": "default"}
+        )
+        assert gone.status_code == 303
+        assert await shop.app.get_job(ids["queued"]).status() is asyncq.JobStatus.CANCELLED
+        ran = await client.post(
+            f"/jobs/{ids['scheduled']}/run-now", data={"csrf": token, "queue": "default"}
+        )
+        assert ran.status_code == 303 and "due+now" in ran.headers["location"]
+        async with shop.app.worker(concurrency=2, schedules=False):
+            job = shop.app.get_job(ids["scheduled"])
+            assert await job.result(timeout=10) == "charged o-later"
+
+        for action, paused in (("pause", True), ("resume", False)):
+            done = await client.post(f"/schedules/nightly/{action}", data={"csrf": token})
+            assert done.status_code == 303
+            (state,) = (await client.get("/api/schedules")).json()["schedules"]
+            assert state["paused"] is paused
+        fired = await client.post("/schedules/nightly/trigger", data={"csrf": token})
+        assert "triggered" in fired.headers["location"]
+    said = [r.getMessage() for r in caplog.records if r.name == "asyncq.web"]
+    assert f"dashboard: alice ran job {ids['scheduled']} now (queue default)" in said
+    assert f"dashboard: alice cancelled job {ids['queued']} (queue default)" in said
+    assert "dashboard: alice: schedule nightly: pause" in said
