@@ -467,4 +467,6 @@ class MemoryBackend(Backend):
         return found
 
     async def remove_queue(self, queue: str) -> None:
-        self._broker.queues.pop(queue, None)
+        broker = self._broker
+        broker.queues.pop(queue, None)
+        broker.minutes = {k: v for k, v in broker.minutes.items() if k[0] != queue}

@@ -185,6 +185,7 @@ def purge_queue(
 def remove_queue(conn: sqlite3.Connection, queue: str) -> None:
     conn.execute("DELETE FROM queues WHERE name = ?", (queue,))
     conn.execute("DELETE FROM dead_letters WHERE queue = ?", (queue,))
+    conn.execute("DELETE FROM minute_counts WHERE queue = ?", (queue,))
 
 
 _LISTINGS = {

@@ -35,6 +35,7 @@ from asyncq_redis.records import (
     count_calls,
     define,
     job_info,
+    kept_minute_keys,
     read_minute_counts,
     settle_chunks,
     settle_values,
@@ -363,7 +364,7 @@ class RecordStore(RedisJobStore):
 
     async def unregister(self, queue: str) -> None:
         with self.redis.errors("removing a queue"):
-            await self.redis.unregister(queue)
+            await self.redis.unregister(queue, *kept_minute_keys(self.keys(queue)))
 
     # -- reading ---------------------------------------------------------------------------
     async def job_info(self, job_id: str, queue: str) -> JobInfo | None:

@@ -209,6 +209,7 @@ async def remove_queue(conn: asyncpg.Connection, schema: str, queue: str) -> Non
     async with conn.transaction():
         await conn.execute(f"DELETE FROM {s}.queues WHERE name = $1", queue)
         await conn.execute(f"DELETE FROM {s}.dead_letters WHERE queue = $1", queue)
+        await conn.execute(f"DELETE FROM {s}.minute_counts WHERE queue = $1", queue)
 
 
 _ORDER = "ORDER BY priority DESC, ord, seq"

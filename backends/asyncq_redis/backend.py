@@ -50,7 +50,15 @@ from asyncq.store import JobStore
 
 from . import blocking, jobstore, listing, mover, queue_scripts, retention, scripts
 from .jobstore import GROUP, StreamJobStore
-from .records import STORE_SCRIPTS, Call, QueueKeys, RedisStore, count_calls, read_minute_counts
+from .records import (
+    STORE_SCRIPTS,
+    Call,
+    QueueKeys,
+    RedisStore,
+    count_calls,
+    kept_minute_keys,
+    read_minute_counts,
+)
 from .settings import RedisSettings
 from .wire import Wire
 
@@ -454,6 +462,7 @@ class RedisBackend(Backend):
             levels: Any = await self.client.smembers(keys.levels)
             streams = [keys.stream_at(int(level)) for level in levels]
             doomed = [keys.stream, *streams, keys.levels, keys.scheduled, keys.deferred, keys.dead]
+            doomed += kept_minute_keys(keys)
             await self._redis.unregister(queue, *doomed)
         self._groups.discard(queue)
         self._levels.pop(queue, None)

@@ -78,14 +78,21 @@ async def test_every_key_of_a_queue_is_under_its_hash_tag(
             kinds[match[1]].add(match[2])
         else:
             global_keys.append(key)
-    # Only the registry of queue names and the workers' heartbeats are outside any queue.
-    assert sorted(k.split(":")[1] for k in global_keys) == ["queues", "worker"], global_keys
-    assert f"{prefix}:queues" in global_keys
+    # Only the registry of queue names and the workers' heartbeats (a hash and a sorted
+    # set, under a hash tag of their own) are outside any queue.
+    assert sorted(global_keys) == [
+        f"{prefix}:queues",
+        f"{prefix}:{{workers}}",
+        f"{prefix}:{{workers}}:forget",
+    ], global_keys
+    assert key_slot(f"{prefix}:{{workers}}".encode()) == key_slot(
+        f"{prefix}:{{workers}}:forget".encode()
+    )
     # Each queue's records, idempotency keys, stream, delayed set and dead letters ...
-    assert kinds["{orders}"] == {"stream", "scheduled", "dead", "job", "key"}
+    assert kinds["{orders}"] == {"stream", "scheduled", "dead", "job", "key", "minute"}
     assert f"{prefix}:{{orders}}:key:order-42" in by_tag["{orders}"]
     assert f"{prefix}:{{orders}}:job:{keyed.id}" in by_tag["{orders}"]
-    assert kinds["{emails}"] == {"stream", "job"}
+    assert kinds["{emails}"] == {"stream", "job"}  # nothing of it ended: no minute counted
     # ... share one cluster slot.
     for queue_keys in by_tag.values():
         assert len({key_slot(key.encode()) for key in queue_keys}) == 1

@@ -10,6 +10,7 @@ import pytest
 
 import asyncq
 from asyncq.sqlite import SqliteBackend
+from asyncq.sqlite.schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 
@@ -90,7 +91,7 @@ async def test_the_file_and_its_directory_are_made_on_first_connect_in_wal_mode(
         conn = sqlite3.connect(path)
         try:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         finally:
             conn.close()
 

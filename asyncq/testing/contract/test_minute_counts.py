@@ -33,7 +33,7 @@ async def test_successes_and_failures_are_counted_per_queue_and_minute(
         jobs = await work.enqueue_many([(n,) for n in (1, 2, 3, -1)])
         async with app.worker(concurrency=4):
             for job in jobs[:3]:
-                await job.result(timeout=10)
+                await settled.wait(job.id, timeout=10)
             await settled.wait(jobs[3].id, count=2, timeout=10)  # a retry, then dead
         counts = await app.backend.minute_counts([app.default_queue, "quiet"], 5)
         after = time.time()

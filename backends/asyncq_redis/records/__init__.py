@@ -34,7 +34,7 @@ from .lua import (
     Fragment,
     define,
 )
-from .minutes import count_calls, read_minute_counts
+from .minutes import count_calls, kept_minute_keys, read_minute_counts
 from .scripting import SCRIPT_CHUNK, Call, settle_chunks
 
 STORE_SCRIPTS = {**permits.STORE_SCRIPTS, **minutes.SCRIPTS, **workers.SCRIPTS}
@@ -52,6 +52,7 @@ __all__ = [
     "STORE_SCRIPTS",
     "Call",
     "count_calls",
+    "kept_minute_keys",
     "read_minute_counts",
     "Fragment",
     "QueueKeys",

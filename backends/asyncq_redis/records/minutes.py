@@ -16,7 +16,7 @@ from .client import RedisStore
 from .keys import QueueKeys
 from .scripting import Call
 
-__all__ = ["SCRIPTS", "count_calls", "read_minute_counts"]
+__all__ = ["SCRIPTS", "count_calls", "kept_minute_keys", "read_minute_counts"]
 
 _COUNT = """
 -- KEYS: the minute's hash. ARGV: succeeded, failed, seconds to keep it.
@@ -37,6 +37,12 @@ def count_calls(
         ("COUNT_MINUTE", [keys(queue).minute(minute)], [str(ok), str(bad), keep])
         for queue, (ok, bad) in count_batch(settlements).items()
     ]
+
+
+def kept_minute_keys(keys: QueueKeys) -> list[str]:
+    """The keys every minute still kept may have: what removing the queue deletes."""
+    now = time.time()
+    return [keys.minute(m) for m in range(minute_of(now - KEPT), minute_of(now) + 1, MINUTE)]
 
 
 async def read_minute_counts(
