@@ -14,24 +14,12 @@ from starlette.responses import RedirectResponse, Response
 from ..periodic import trigger
 from ..records import DeadLetterFilter
 from .context import Dashboard, Form, log
+from .pages import parse_age
 from .security import CSRF_COOKIE, CSRF_FIELD
 
 __all__ = ["Actions"]
 
 Handler = Callable[["Actions", Request, Form], Awaitable[Response]]
-
-
-def _age(form: Form, name: str) -> float | None:
-    raw = form.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a number of seconds >= 0, not {raw!r}")
-    return value
 
 
 def guarded(handler: Handler) -> Callable[[Actions, Request], Awaitable[Response]]:
@@ -108,7 +96,8 @@ class Actions:
         if not ids and not matching:
             raise ValueError("select dead letters first, or choose every one that matches")
         task = form.get("task") or None
-        older_than, newer_than = _age(form, "older_than"), _age(form, "newer_than")
+        older_than = parse_age("older_than", form.get("older_than"))
+        newer_than = parse_age("newer_than", form.get("newer_than"))
         if matching:
             match = DeadLetterFilter(task=task, older_than=older_than, newer_than=newer_than)
         else:

@@ -9,13 +9,17 @@ from starlette.responses import RedirectResponse, Response
 from ..records import LISTABLE, JobStatus
 from .context import Dashboard
 
-__all__ = ["Pages", "age_param"]
+__all__ = ["Pages", "age_param", "parse_age"]
 
 
 def age_param(request: Request, name: str) -> float | None:
     """An age filter of the query string, in seconds (``older_than=3600``); bad ones raise
     ``ValueError`` with the parameter's name."""
-    raw = request.query_params.get(name)
+    return parse_age(name, request.query_params.get(name))
+
+
+def parse_age(name: str, raw: str | None) -> float | None:
+    """An age in seconds from a query string or a form; None when empty."""
     if raw is None or raw.strip() == "":
         return None
     try:

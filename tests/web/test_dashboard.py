@@ -62,6 +62,14 @@ def sqlite_broker(unique: str, sqlite_dir: Path) -> str:
 
 
 @pytest.fixture
+async def filled(sqlite_broker: str) -> AsyncIterator[tuple[Shop, dict[str, str]]]:
+    """The Shop on SQLite, open, with its jobs in every state (their ids by state)."""
+    shop = Shop(sqlite_broker)
+    async with shop.app:
+        yield shop, await shop.fill()
+
+
+@pytest.fixture
 async def client_for() -> AsyncIterator[object]:
     clients: list[httpx.AsyncClient] = []
 
@@ -164,85 +172,79 @@ async def test_every_page_shows_jobs_in_every_state(broker: str, client_for: obj
 
 
 async def test_replay_from_the_page_asks_first_then_the_job_runs(
-    sqlite_broker: str, client_for: object, caplog: pytest.LogCaptureFixture
+    filled: tuple[Shop, dict[str, str]], client_for: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("WARNING", logger="asyncq.web")
-    shop = Shop(sqlite_broker)
-    async with shop.app:
-        ids = await shop.fill()
-        client = client_for(create_dashboard(shop.app))  # type: ignore[operator]
-        token = csrf_of((await client.get("/dead/default")).text)
-        form = {"csrf": token, "ids": ids["dead2"], "scope": "selected"}
-        asked = await client.post("/dead/default/replay", data=form)
-        assert asked.status_code == 200
-        assert "Yes, replay 1" in asked.text
-        assert (await shop.app.queue_stats(["default"]))["default"].dead == 2  # nothing yet
-        done = await client.post("/dead/default/replay", data={**form, "confirm": "yes"})
-        assert done.status_code == 303
-        assert "replayed+1" in done.headers["location"]
-        letters = (await client.get("/api/dead/default")).json()["letters"]
-        assert [d["id"] for d in letters] == [ids["dead"]]
-        # The replayed job runs again (and dies again: its order is still a bad one).
-        async with shop.app.worker(concurrency=2, schedules=False):
-            with pytest.raises(asyncq.JobFailed):
-                await shop.app.get_job(ids["dead2"]).result(timeout=10)
+    shop, ids = filled
+    client = client_for(create_dashboard(shop.app))  # type: ignore[operator]
+    token = csrf_of((await client.get("/dead/default")).text)
+    form = {"csrf": token, "ids": ids["dead2"], "scope": "selected"}
+    asked = await client.post("/dead/default/replay", data=form)
+    assert asked.status_code == 200
+    assert "Yes, replay 1" in asked.text
+    assert (await shop.app.queue_stats(["default"]))["default"].dead == 2  # nothing yet
+    done = await client.post("/dead/default/replay", data={**form, "confirm": "yes"})
+    assert done.status_code == 303
+    assert "replayed+1" in done.headers["location"]
+    letters = (await client.get("/api/dead/default")).json()["letters"]
+    assert [d["id"] for d in letters] == [ids["dead"]]
+    # The replayed job runs again (and dies again: its order is still a bad one).
+    async with shop.app.worker(concurrency=2, schedules=False):
+        with pytest.raises(asyncq.JobFailed):
+            await shop.app.get_job(ids["dead2"]).result(timeout=10)
 
-        purge = {"csrf": token, "scope": "matching", "task": "charge", "confirm": "yes"}
-        purged = await client.post("/dead/default/purge", data=purge)
-        assert "purged+2" in purged.headers["location"]
-        said = [r.getMessage() for r in caplog.records if r.name == "asyncq.web"]
-        assert any("replayed 1 dead letter(s) of queue default: ids" in m for m in said)
-        assert any("purged 2 dead letter(s) of queue default: every dead letter" in m for m in said)
-        assert (await shop.app.queue_stats(["default"]))["default"].dead == 0
+    purge = {"csrf": token, "scope": "matching", "task": "charge", "confirm": "yes"}
+    purged = await client.post("/dead/default/purge", data=purge)
+    assert "purged+2" in purged.headers["location"]
+    said = [r.getMessage() for r in caplog.records if r.name == "asyncq.web"]
+    assert any("replayed 1 dead letter(s) of queue default: ids" in m for m in said)
+    assert any("purged 2 dead letter(s) of queue default: every dead letter" in m for m in said)
+    assert (await shop.app.queue_stats(["default"]))["default"].dead == 0
 
 
 async def test_posts_without_a_valid_csrf_token_or_in_read_only_mode_are_refused(
-    sqlite_broker: str, client_for: object
+    filled: tuple[Shop, dict[str, str]], client_for: object
 ) -> None:
-    shop = Shop(sqlite_broker)
-    async with shop.app:
-        ids = await shop.fill()
-        client = client_for(create_dashboard(shop.app))  # type: ignore[operator]
-        page = await client.get("/dead/default")
-        token = csrf_of(page.text)
-        form = {"ids": ids["dead"], "scope": "selected", "confirm": "yes"}
-        assert (await client.post("/dead/default/purge", data=form)).status_code == 403
-        forged = {**form, "csrf": "0" * 64}
-        assert (await client.post("/dead/default/purge", data=forged)).status_code == 403
-        # A token from another browser (another cookie) is no good either.
-        other = client_for(create_dashboard(shop.app))  # type: ignore[operator]
-        await other.get("/")
-        stolen = {**form, "csrf": token}
-        assert (await other.post("/dead/default/purge", data=stolen)).status_code == 403
-        assert (await shop.app.queue_stats(["default"]))["default"].dead == 2
+    shop, ids = filled
+    client = client_for(create_dashboard(shop.app))  # type: ignore[operator]
+    page = await client.get("/dead/default")
+    token = csrf_of(page.text)
+    form = {"ids": ids["dead"], "scope": "selected", "confirm": "yes"}
+    assert (await client.post("/dead/default/purge", data=form)).status_code == 403
+    forged = {**form, "csrf": "0" * 64}
+    assert (await client.post("/dead/default/purge", data=forged)).status_code == 403
+    # A token from another browser (another cookie) is no good either.
+    other = client_for(create_dashboard(shop.app))  # type: ignore[operator]
+    await other.get("/")
+    stolen = {**form, "csrf": token}
+    assert (await other.post("/dead/default/purge", data=stolen)).status_code == 403
+    assert (await shop.app.queue_stats(["default"]))["default"].dead == 2
 
-        viewer = client_for(create_dashboard(shop.app, read_only=True))  # type: ignore[operator]
-        shown = await viewer.get("/dead/default")
-        assert "Purge" not in shown.text and "Replay" not in shown.text
-        assert 'name="csrf"' not in (await viewer.get(f"/jobs/{ids['queued']}")).text
-        refused = await viewer.post("/dead/default/purge", data={**form, "csrf": token})
-        assert refused.status_code == 403
-        assert (await viewer.post(f"/jobs/{ids['queued']}/cancel")).status_code == 403
-        assert (await shop.app.queue_stats(["default"]))["default"].dead == 2
+    viewer = client_for(create_dashboard(shop.app, read_only=True))  # type: ignore[operator]
+    shown = await viewer.get("/dead/default")
+    assert "Purge" not in shown.text and "Replay" not in shown.text
+    assert 'name="csrf"' not in (await viewer.get(f"/jobs/{ids['queued']}")).text
+    refused = await viewer.post("/dead/default/purge", data={**form, "csrf": token})
+    assert refused.status_code == 403
+    assert (await viewer.post(f"/jobs/{ids['queued']}/cancel")).status_code == 403
+    assert (await shop.app.queue_stats(["default"]))["default"].dead == 2
 
 
 async def test_job_data_renders_as_text_and_can_be_hidden(
-    sqlite_broker: str, client_for: object
+    filled: tuple[Shop, dict[str, str]], client_for: object
 ) -> None:
-    shop = Shop(sqlite_broker)
-    async with shop.app:
-        ids = await shop.fill()
-        client = client_for(create_dashboard(shop.app))  # type: ignore[operator]
-        for path in (f"/jobs/{ids['dead']}", "/dead/default"):
-            page = (await client.get(path)).text
-            assert SCRIPT not in page
-            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-        private = client_for(create_dashboard(shop.app, show_data=False))  # type: ignore[operator]
-        job = (await private.get(f"/api/jobs/{ids['dead']}")).json()
-        assert (job["args"], job["kwargs"], job["headers"]) == ("(hidden)",) * 3
-        done = (await private.get(f"/api/jobs/{ids['succeeded']}")).json()
-        assert done["result"] == "(hidden)"
-        assert "charged o-1" not in (await private.get(f"/jobs/{ids['succeeded']}")).text
+    shop, ids = filled
+    client = client_for(create_dashboard(shop.app))  # type: ignore[operator]
+    for path in (f"/jobs/{ids['dead']}", "/dead/default"):
+        page = (await client.get(path)).text
+        assert SCRIPT not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    private = client_for(create_dashboard(shop.app, show_data=False))  # type: ignore[operator]
+    job = (await private.get(f"/api/jobs/{ids['dead']}")).json()
+    assert (job["args"], job["kwargs"], job["headers"]) == ("(hidden)",) * 3
+    done = (await private.get(f"/api/jobs/{ids['succeeded']}")).json()
+    assert done["result"] == "(hidden)"
+    assert "charged o-1" not in (await private.get(f"/jobs/{ids['succeeded']}")).text
 
 
 async def test_security_headers_and_links_under_a_mount_prefix(
@@ -289,36 +291,34 @@ async def test_bad_input_gets_a_clear_answer(sqlite_broker: str, client_for: obj
 
 
 async def test_run_now_cancel_and_schedule_actions_from_the_pages_are_logged(
-    sqlite_broker: str, client_for: object, caplog: pytest.LogCaptureFixture
+    filled: tuple[Shop, dict[str, str]], client_for: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("WARNING", logger="asyncq.web")
-    shop = Shop(sqlite_broker)
-    async with shop.app:
-        ids = await shop.fill()
-        client = client_for(create_dashboard(shop.app, actor=lambda request: "alice"))  # type: ignore[operator]
-        page = await client.get("/queues/default", params={"status": "scheduled"})
-        assert page.text.count("Run now") == 2  # the delayed job and the retry
-        token = csrf_of(page.text)
-        gone = await client.post(
-            f"/jobs/{ids['queued']}/cancel", data={"csrf": token, "queue": "default"}
-        )
-        assert gone.status_code == 303
-        assert await shop.app.get_job(ids["queued"]).status() is asyncq.JobStatus.CANCELLED
-        ran = await client.post(
-            f"/jobs/{ids['scheduled']}/run-now", data={"csrf": token, "queue": "default"}
-        )
-        assert ran.status_code == 303 and "due+now" in ran.headers["location"]
-        async with shop.app.worker(concurrency=2, schedules=False):
-            job = shop.app.get_job(ids["scheduled"])
-            assert await job.result(timeout=10) == "charged o-later"
+    shop, ids = filled
+    client = client_for(create_dashboard(shop.app, actor=lambda request: "alice"))  # type: ignore[operator]
+    page = await client.get("/queues/default", params={"status": "scheduled"})
+    assert page.text.count("Run now") == 2  # the delayed job and the retry
+    token = csrf_of(page.text)
+    gone = await client.post(
+        f"/jobs/{ids['queued']}/cancel", data={"csrf": token, "queue": "default"}
+    )
+    assert gone.status_code == 303
+    assert await shop.app.get_job(ids["queued"]).status() is asyncq.JobStatus.CANCELLED
+    ran = await client.post(
+        f"/jobs/{ids['scheduled']}/run-now", data={"csrf": token, "queue": "default"}
+    )
+    assert ran.status_code == 303 and "due+now" in ran.headers["location"]
+    async with shop.app.worker(concurrency=2, schedules=False):
+        job = shop.app.get_job(ids["scheduled"])
+        assert await job.result(timeout=10) == "charged o-later"
 
-        for action, paused in (("pause", True), ("resume", False)):
-            done = await client.post(f"/schedules/nightly/{action}", data={"csrf": token})
-            assert done.status_code == 303
-            (state,) = (await client.get("/api/schedules")).json()["schedules"]
-            assert state["paused"] is paused
-        fired = await client.post("/schedules/nightly/trigger", data={"csrf": token})
-        assert "triggered" in fired.headers["location"]
+    for action, paused in (("pause", True), ("resume", False)):
+        done = await client.post(f"/schedules/nightly/{action}", data={"csrf": token})
+        assert done.status_code == 303
+        (state,) = (await client.get("/api/schedules")).json()["schedules"]
+        assert state["paused"] is paused
+    fired = await client.post("/schedules/nightly/trigger", data={"csrf": token})
+    assert "triggered" in fired.headers["location"]
     said = [r.getMessage() for r in caplog.records if r.name == "asyncq.web"]
     assert f"dashboard: alice ran job {ids['scheduled']} now (queue default)" in said
     assert f"dashboard: alice cancelled job {ids['queued']} (queue default)" in said
