@@ -44,7 +44,7 @@ from .records import (
 )
 from .settlement import Outcome, Settlement
 from .store import JobStore
-from .throughput import KEPT, MINUTE, count_batch, minute_of
+from .throughput import count_batch
 
 __all__ = ["MemoryBackend"]
 
@@ -296,14 +296,7 @@ class MemoryBackend(Backend):
     counts_minutes = True
 
     async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
-        now = time.time()
-        since = max(minute_of(now) - (minutes - 1) * MINUTE, minute_of(now - KEPT))
-        found = [
-            MinuteCounts(queue, minute, n[0], n[1])
-            for (queue, minute), n in self._broker.minutes.items()
-            if queue in queues and minute >= since
-        ]
-        return sorted(found, key=lambda c: (c.minute, c.queue))
+        return self._broker.minute_counts(queues, minutes, time.time())
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
         lease_until = time.time() + self.visibility_timeout
@@ -356,16 +349,7 @@ class MemoryBackend(Backend):
     can_run_now = True
 
     async def run_now(self, queue: str, job_id: str) -> bool:
-        broker = self._broker
-        q, job = broker.queues.get(queue), broker.jobs.get(job_id)
-        if q is None or job is None or job_id not in q.scheduled_ids:
-            return False
-        q.scheduled = [entry for entry in q.scheduled if entry[2] != job_id]
-        heapq.heapify(q.scheduled)
-        job.eta = time.time()
-        heapq.heappush(q.scheduled, (job.eta, next(broker.sequence), job_id))
-        broker.notify()
-        return True
+        return self._broker.make_due(queue, job_id, time.time())
 
     async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
         q = self._broker.queues.get(queue)
@@ -388,18 +372,7 @@ class MemoryBackend(Backend):
             q = self._broker.queues.get(name)
             if q is None or not q.dead:
                 continue
-            dead = q.dead  # in the order they died: a replayed job that dies again goes last
-            expired = beyond = 0
-            if cutoff is not None:
-                for job_id, letter in list(dead.items()):
-                    if letter.died_at >= cutoff:
-                        break
-                    del dead[job_id]
-                    expired += 1
-            if self.dead_max is not None and len(dead) > self.dead_max:
-                for job_id in list(dead)[: len(dead) - self.dead_max]:
-                    del dead[job_id]
-                    beyond += 1
+            expired, beyond = q.trim_dead(cutoff, self.dead_max)
             if expired or beyond:
                 trims.append(TrimmedDeadLetters(name, expired, beyond))
         return trims
@@ -467,6 +440,4 @@ class MemoryBackend(Backend):
         return found
 
     async def remove_queue(self, queue: str) -> None:
-        broker = self._broker
-        broker.queues.pop(queue, None)
-        broker.minutes = {k: v for k, v in broker.minutes.items() if k[0] != queue}
+        self._broker.forget_queue(queue)

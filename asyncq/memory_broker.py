@@ -7,15 +7,15 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 
 from .errors import ErrorInfo
 from .memory_limits import MemoryLimits
-from .records import DeadLetter, JobStatus, Progress, WorkerInfo
-from .throughput import KEPT, minute_of
+from .records import DeadLetter, JobStatus, MinuteCounts, Progress, WorkerInfo
+from .throughput import KEPT, MINUTE, minute_of
 
 __all__ = ["BROKERS", "MemoryBroker", "QueueState", "Ready", "StoredJob"]
 
@@ -122,6 +122,23 @@ class QueueState:
     running: set[str] = field(default_factory=set)
     dead: dict[str, DeadLetter] = field(default_factory=dict)
 
+    def trim_dead(self, cutoff: float | None, keep: int | None) -> tuple[int, int]:
+        """Drop the letters that died before ``cutoff``, then the oldest beyond ``keep``;
+        how many went of each."""
+        dead = self.dead  # in the order they died: a replayed job that dies again goes last
+        expired = beyond = 0
+        if cutoff is not None:
+            for job_id, letter in list(dead.items()):
+                if letter.died_at >= cutoff:
+                    break
+                del dead[job_id]
+                expired += 1
+        if keep is not None and len(dead) > keep:
+            for job_id in list(dead)[: len(dead) - keep]:
+                del dead[job_id]
+                beyond += 1
+        return expired, beyond
+
 
 class MemoryBroker:
     """The state one ``memory://name`` URL names, shared by every backend built from it."""
@@ -162,6 +179,32 @@ class MemoryBroker:
         if len(self.minutes) > 64 * len(self.queues):  # now and then, forget the old
             oldest = minute - KEPT
             self.minutes = {k: v for k, v in self.minutes.items() if k[1] > oldest}
+
+    def minute_counts(self, queues: Sequence[str], minutes: int, now: float) -> list[MinuteCounts]:
+        since = max(minute_of(now) - (minutes - 1) * MINUTE, minute_of(now - KEPT))
+        found = [
+            MinuteCounts(queue, minute, n[0], n[1])
+            for (queue, minute), n in self.minutes.items()
+            if queue in queues and minute >= since
+        ]
+        return sorted(found, key=lambda c: (c.minute, c.queue))
+
+    def make_due(self, queue: str, job_id: str, now: float) -> bool:
+        """A job waiting for its time (``run_now``) due at ``now``; False if none waits."""
+        q, job = self.queues.get(queue), self.jobs.get(job_id)
+        if q is None or job is None or job_id not in q.scheduled_ids:
+            return False
+        # Its old entry goes: left in the heap, it could promote a later reschedule early.
+        q.scheduled = [entry for entry in q.scheduled if entry[2] != job_id]
+        heapq.heapify(q.scheduled)
+        job.eta = now
+        heapq.heappush(q.scheduled, (now, next(self.sequence), job_id))
+        self.notify()
+        return True
+
+    def forget_queue(self, queue: str) -> None:
+        self.queues.pop(queue, None)
+        self.minutes = {k: v for k, v in self.minutes.items() if k[0] != queue}
 
     def notify(self) -> None:
         if self.changed is not None:

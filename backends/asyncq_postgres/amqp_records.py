@@ -30,7 +30,7 @@ import asyncpg
 from asyncq.delivery import Envelope
 from asyncq.errors import BrokerError
 from asyncq.record_json import error_to_json
-from asyncq.records import JobStatus, MinuteCounts
+from asyncq.records import JobStatus
 from asyncq.settlement import Outcome, Settlement
 
 from . import minutes as minute_rows
@@ -338,10 +338,6 @@ class PostgresRecords(PostgresStore):
             await minute_rows.add(conn, self._s, settlements, now)
             await self._notify_finished(conn, finished)
         self.wake_finished(finished)
-
-    async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
-        async with self._db.connection() as conn:
-            return await minute_rows.read(conn, self._s, queues, minutes)
 
     async def _again(self, conn: asyncpg.Connection, st: Settlement, now: float) -> None:
         """A retry (its attempt set, not added to: settling one batch twice is harmless) or

@@ -263,8 +263,7 @@ class PostgresBackend(Backend):
     counts_minutes = True
 
     async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
-        async with self._db.connection() as conn:
-            return await minute_rows.read(conn, self._s, queues, minutes)
+        return await self._store.minute_counts(queues, minutes)
 
     async def renew(self, deliveries: Sequence[Delivery]) -> None:
         lease_until = time.time() + self.visibility_timeout

@@ -30,6 +30,7 @@ from asyncq.records import (
     ConcurrencyRequest,
     JobInfo,
     JobStatus,
+    MinuteCounts,
     Permit,
     Progress,
     RateRequest,
@@ -39,6 +40,7 @@ from asyncq.records import (
 from asyncq.store import JobStore
 
 from . import limits
+from . import minutes as minute_rows
 from .database import Database, Signal
 
 __all__ = ["PostgresStore"]
@@ -72,6 +74,11 @@ class PostgresStore(JobStore):
             for event in events:
                 event.set()
         self.cancellations.poke()
+
+    async def minute_counts(self, queues: Sequence[str], minutes: int) -> list[MinuteCounts]:
+        """The per-minute counts the settles of this schema added (see minutes.py)."""
+        async with self._db.connection() as conn:
+            return await minute_rows.read(conn, self._s, queues, minutes)
 
     # -- records ---------------------------------------------------------------------------
     async def job_body(self, job_id: str, queue: str) -> bytes | None:

@@ -48,7 +48,7 @@ from asyncq.records import (
 )
 from asyncq.store import JobStore
 
-from . import blocking, jobstore, listing, mover, queue_scripts, retention, scripts
+from . import blocking, dead_letters, jobstore, listing, mover, queue_scripts, retention, scripts
 from .jobstore import GROUP, StreamJobStore
 from .records import (
     STORE_SCRIPTS,
@@ -406,17 +406,8 @@ class RedisBackend(Backend):
         return bool(moved)
 
     async def dead_letter(self, queue: str, job_id: str) -> DeadLetter | None:
-        # Newest first: the letters people look up are mostly recent ones.
-        dead, end, wanted = self._k(queue).dead, "+", job_id.encode()
         with self._errors("reading dead letters"):
-            while True:
-                page: Any = await self.client.xrevrange(dead, end, "-", count=1000)
-                for entry, fields in page:
-                    if fields.get(b"id") == wanted:
-                        return listing.dead_letter(queue, entry, fields)
-                if len(page) < 1000:
-                    return None
-                end = f"({page[-1][0].decode()}"
+            return await dead_letters.newest_of(self.client, self._k(queue).dead, queue, job_id)
 
     async def list_jobs(
         self, queue: str, status: JobStatus, *, limit: int = 100, after: str | None = None
@@ -426,27 +417,8 @@ class RedisBackend(Backend):
         )
 
     async def purge_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        dead = self._k(queue).dead
         with self._errors("purging dead letters"):
-            if ids is None:
-                pipe = self.client.pipeline(transaction=True)
-                pipe.xlen(dead)
-                pipe.delete(dead)
-                count, _ = await pipe.execute()
-                return int(count)
-            wanted, doomed = {i.encode() for i in ids}, []
-            start = "-"
-            while True:
-                page: Any = await self.client.xrange(dead, start, "+", count=1000)
-                for entry, fields in page:
-                    job_id = fields.get(b"id")
-                    if job_id in wanted:
-                        wanted.discard(job_id)  # the oldest entry of each job only
-                        doomed.append(entry)
-                if len(page) < 1000:
-                    break
-                start = f"({page[-1][0].decode()}"
-            return int(await self.client.xdel(dead, *doomed)) if doomed else 0
+            return await dead_letters.purge(self.client, self._k(queue).dead, ids)
 
     async def purge_queue(self, queue: str, *, limit: int = 1000) -> int:
         keys = self._k(queue)
