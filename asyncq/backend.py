@@ -14,6 +14,8 @@ round trip:
   (move to the dead-letter queue, ack), cancelled (ack), or release (give the job back,
   unacknowledged, for another worker: a graceful shutdown). Until a delivery is settled the
   broker must redeliver it if its worker goes away.
+* ``on_worker_start()``: a worker starts serving on this backend (once per run), for the
+  checks only a consumer needs.
 * ``stop_consuming()``: the worker fetches no more (a shutdown); a broker that pushes
   deliveries ahead of ``fetch`` (AMQP's prefetch) stops and hands back what it holds.
 * ``renew(deliveries)`` keeps the claim on long-running deliveries fresh; backends whose
@@ -138,6 +140,13 @@ class Backend(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Safe to call more than once."""
+
+    async def on_worker_start(self) -> None:  # noqa: B027 - optional hook
+        """A worker is starting on this backend: called once per worker run, after
+        ``connect`` and before the first fetch. Checks that matter only where jobs are
+        consumed (a broker that would lose its queued jobs on a restart) go here rather than
+        in ``connect``, which a producer-only App runs too. Log, do not raise: a failed
+        check must not stop the worker."""
 
     # -- producing -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -168,6 +168,8 @@ class Worker:
     async def _serve(self, task_status: TaskStatus[Worker]) -> None:
         app = self.app
         async with self._open_app(), app.run_lifespan(), anyio.create_task_group() as services:
+            # Once per run, before any job: a producer opening the same App never gets it.
+            await app.backend.on_worker_start()
             settler = self._settler = Settler(app.backend)
             self.started_at = time.time()
             services.start_soon(settler.run)

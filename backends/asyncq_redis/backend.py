@@ -59,6 +59,7 @@ from .records import (
     kept_minute_keys,
     read_minute_counts,
 )
+from .persistence import log_persistence, read_persistence
 from .settings import RedisSettings
 from .wire import Wire
 
@@ -152,6 +153,10 @@ class RedisBackend(Backend):
         if reader is not None:
             await reader.close()
         await self._redis.close()
+
+    async def on_worker_start(self) -> None:
+        # Only a worker is told: a producer-only App opening this Redis checks nothing.
+        log_persistence(await read_persistence(self._redis.client), self._redis.where)
 
     @property
     def client(self) -> aioredis.Redis:
