@@ -1,7 +1,8 @@
 """The contract suite (:mod:`asyncq.testing`) on every backend of this repository: memory,
 sqlite (a file per test in a temporary directory), PostgreSQL (a schema per test in the
 database ``test``), PostgreSQL through a PgBouncer in transaction mode (``pgbouncer=true``,
-four server connections shared by every test's pools), Redis, RabbitMQ with its records in
+four server connections shared by every test's pools), Redis, a Redis Cluster of three
+masters and three replicas (started once for the session), RabbitMQ with its records in
 Redis, RabbitMQ with its records in PostgreSQL (a schema per test), and RabbitMQ alone,
 with no record store.
 
@@ -21,6 +22,7 @@ from urllib.parse import urlencode
 import pytest
 import services
 from postgres_backend.postgres_support import PrivatePgBouncer
+from redis_backend.redis_cluster_support import cluster, delete_cluster_keys
 
 from asyncq.testing import BackendUnderTest, ContractSuite
 
@@ -79,6 +81,14 @@ def redis_url(unique: str, options: Mapping[str, object]) -> str:
     return f"{services.REDIS_URL}{_query({'prefix': unique, **options})}"
 
 
+def redis_cluster_url(unique: str, options: Mapping[str, object]) -> str:
+    return f"{cluster().url()}&{_query({'prefix': unique, **options})[1:]}"
+
+
+def require_redis_cluster() -> None:
+    cluster()
+
+
 def _amqp_options(unique: str, options: Mapping[str, object]) -> dict[str, object]:
     # RabbitMQ tracks consumer liveness itself: there is no visibility timeout to set.
     # Queue names (and record keys) start with the unique prefix.
@@ -133,6 +143,12 @@ contract = ContractSuite(
     ),
     BackendUnderTest(
         "redis", redis_url, cleanup=services.delete_redis_keys, requires=services.require_redis
+    ),
+    BackendUnderTest(
+        "redis-cluster",
+        redis_cluster_url,
+        cleanup=delete_cluster_keys,
+        requires=require_redis_cluster,
     ),
     BackendUnderTest(
         "amqp", amqp_url, cleanup=amqp_cleanup, requires=services.require_rabbitmq_and_redis

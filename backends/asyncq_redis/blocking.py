@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from redis import exceptions as rx
 
-from .wire import Wire
+from .wire import Calls
 
 __all__ = ["Entries", "read_group"]
 
@@ -27,7 +27,7 @@ Entries = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
 async def read_group(
-    wire: Wire,
+    wire: Calls,
     group: str,
     consumer: str,
     streams: Mapping[str, str],

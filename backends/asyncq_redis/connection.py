@@ -8,40 +8,46 @@ Python encoder, which the asyncio client uses even when hiredis is installed.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
-import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from asyncq.errors import BrokerError, BrokerUnavailable
 
+from .cluster_wire import ClusterWire
 from .settings import RedisConnection
+from .wire import Calls, Wire, pack_args
 
-__all__ = ["HiredisConnection", "HiredisSSLConnection", "open_client", "redis_errors"]
-
-
-def _pack(args: tuple[Any, ...]) -> list[bytes]:
-    # redis-py lets a command name carry its subcommand ("CONFIG GET"); the server wants
-    # them as separate arguments.
-    if isinstance(args[0], str) and " " in args[0]:
-        args = (*args[0].split(), *args[1:])
-    return [hiredis.pack_command(args)]
+__all__ = [
+    "HiredisConnection",
+    "HiredisSSLConnection",
+    "is_cluster",
+    "node_client",
+    "node_name",
+    "open_client",
+    "open_wire",
+    "primary_names",
+    "redis_errors",
+]
 
 
 class HiredisConnection(Connection):
     def pack_command(self, *args: Any) -> list[bytes]:
-        return _pack(args)
+        return pack_args(args)
 
 
 class HiredisSSLConnection(SSLConnection):
     def pack_command(self, *args: Any) -> list[bytes]:
-        return _pack(args)
+        return pack_args(args)
 
 
 class _Retry(Retry):
@@ -85,6 +91,24 @@ def open_client(
     if connection.retry_on_timeout:
         retried += (rx.TimeoutError,)
     url = connection.url
+    if connection.cluster:
+        return _open_cluster(connection, retried, max_connections, client_name)
+    if urlsplit(url).scheme.endswith("+sentinel"):
+        from .sentinel import open_sentinel_client, sentinel_target  # it imports this module
+
+        return open_sentinel_client(
+            sentinel_target(url),
+            max_connections=max_connections,
+            retry=_Retry(
+                ExponentialBackoff(cap=0.5, base=0.05), retries=6, supported_errors=retried
+            ),
+            retry_on_error=list(retried),
+            retry_on_timeout=False,
+            socket_timeout=connection.socket_timeout,
+            socket_connect_timeout=connection.socket_connect_timeout,
+            health_check_interval=30,
+            client_name=client_name,
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         connection_class=HiredisSSLConnection if url.startswith("rediss:") else HiredisConnection,
@@ -101,6 +125,86 @@ def open_client(
         client_name=client_name,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+def _open_cluster(
+    connection: RedisConnection,
+    retried: tuple[type[rx.RedisError], ...],
+    max_connections: int,
+    client_name: str | None,
+) -> aioredis.Redis:
+    """redis-py's cluster client, with the timeouts and retry of ``open_client``; each node
+    gets a pool of ``max_connections``. Typed as the single-server client, whose commands
+    it answers: asyncq sends it only commands of one key, or of one slot."""
+    cluster = RedisCluster.from_url(
+        connection.url,
+        max_connections=max_connections,
+        retry=_Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6, supported_errors=retried),
+        socket_timeout=connection.socket_timeout,
+        socket_connect_timeout=connection.socket_connect_timeout,
+        health_check_interval=30,
+        client_name=client_name,
+    )
+    return cast(aioredis.Redis, cluster)
+
+
+def is_cluster(client: aioredis.Redis | Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def open_wire(client: aioredis.Redis, *, timed: bool = True) -> Calls:
+    """The hot commands' connection of ``client``: one ``Wire``, or one per master of a
+    cluster (a ``ClusterWire``)."""
+    if is_cluster(client):
+        return ClusterWire(client, timed=timed)
+    return Wire(client, timed=timed)
+
+
+def node_client(cluster: aioredis.Redis, key: str | None = None) -> aioredis.Redis:
+    """A single-server client on one master of ``cluster``: the master of ``key``'s slot, or
+    any. For what must stay on one node, such as a subscription to notifications: a
+    PUBLISH anywhere in a cluster reaches the subscribers on every node."""
+    nodes: Any = cast(Any, cluster)
+    if key is None:
+        node = random.choice(nodes.get_primaries())
+    else:
+        node = nodes.get_node_from_key(key)
+    kwargs = {k: v for k, v in node.connection_kwargs.items() if k in _NODE_SETTINGS}
+    return aioredis.Redis(
+        connection_pool=aioredis.ConnectionPool(connection_class=node.connection_class, **kwargs)
+    )
+
+
+def primary_names(cluster: aioredis.Redis) -> set[str]:
+    """The masters of ``cluster`` as its client last learnt them ("host:port")."""
+    return {node.name for node in cast(Any, cluster).get_primaries()}
+
+
+def node_name(client: aioredis.Redis) -> str:
+    """ "host:port" of a single-server client made by ``node_client``."""
+    kwargs = client.connection_pool.connection_kwargs
+    return f"{kwargs['host']}:{kwargs['port']}"
+
+
+_NODE_SETTINGS = (
+    "host",
+    "port",
+    "username",
+    "password",
+    "credential_provider",
+    "client_name",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "health_check_interval",
+    "ssl",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
+)
+"""What a node's single-server client takes over from the cluster client's settings for
+that node (the rest, redis-py's own bookkeeping, differs between releases)."""
 
 
 @contextmanager

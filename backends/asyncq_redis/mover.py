@@ -79,7 +79,7 @@ async def move_due_jobs(
 async def _move_forever(
     redis: RedisStore, keys: list[QueueKeys], on_levels: Callable[[str], None]
 ) -> None:
-    pubsub = redis.client.pubsub(ignore_subscribe_messages=True)
+    pubsub = redis.listener.pubsub(ignore_subscribe_messages=True)
     queue_of = {k.wake.encode(): k.queue for k in keys}
 
     def heard(message: dict[str, object] | None) -> bool:

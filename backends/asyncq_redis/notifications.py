@@ -33,8 +33,11 @@ it within a fraction of a second instead of ``_LISTEN``."""
 
 
 class Notifications:
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
+    def __init__(self, source: Callable[[], aioredis.Redis]) -> None:
+        """``source`` gives the client to subscribe through; on a cluster it names another
+        master's once the one subscribed to has left (see ``RedisStore.listener``)."""
+        self._source = source
+        self._client = source()
         self._pubsub: Any = None
         self._waiters: dict[bytes, set[anyio.Event]] = {}
         self._seat = anyio.Lock()
@@ -107,14 +110,17 @@ class Notifications:
                 tg.cancel_scope.cancel()
 
             async def read() -> None:
-                try:
-                    async with self._seat:
-                        while not event.is_set():
+                async with self._seat:
+                    while not event.is_set():
+                        try:
                             message = await self._connection().get_message(timeout=_LISTEN)
-                            if message is not None:
-                                self._wake(message["channel"])
-                except (RedisError, OSError) as exc:  # raised below, not as an exception group
-                    failed.append(exc)
+                        except (RedisError, OSError) as exc:  # raised below, not as a group
+                            if await self._moved():
+                                continue
+                            failed.append(exc)
+                            break
+                        if message is not None:
+                            self._wake(message["channel"])
                 tg.cancel_scope.cancel()
 
             tg.start_soon(woken)
@@ -122,16 +128,35 @@ class Notifications:
         if failed:
             raise failed[0]
 
+    async def _moved(self) -> bool:
+        """After a failed read: whether the source now names another server (a cluster's
+        master replaced), in which case every waiter's channel is subscribed there."""
+        client = self._source()
+        if client is self._client:
+            return False
+        old, self._client, self._pubsub = self._pubsub, client, None
+        with anyio.CancelScope(shield=True):
+            if old is not None:
+                await old.aclose()
+            async with self._commands:
+                channels = list(self._waiters)
+                if channels:
+                    await self._connection().subscribe(*channels)
+        return True
+
     def _wake(self, channel: bytes) -> None:
         for event in self._waiters.get(channel, ()):
             event.set()
 
 
-async def listen(client: aioredis.Redis, channel: str, on_message: Callable[[str], None]) -> None:
+async def listen(
+    source: Callable[[], aioredis.Redis], channel: str, on_message: Callable[[str], None]
+) -> None:
     """Call ``on_message`` with each message on ``channel``, until cancelled; a lost
-    connection is resubscribed a second later (what was published meanwhile is missed)."""
+    connection is resubscribed a second later (what was published meanwhile is missed),
+    through the client ``source`` gives then."""
     while True:
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = source().pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(channel)
             while True:

@@ -10,6 +10,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from asyncq.backend import parse_url_options, positive_float, positive_int, redact_url
 from asyncq.errors import ConfigurationError
 
+from .sentinel import SENTINEL_SCHEMES, sentinel_target
+
 __all__ = ["RedisConnection", "RedisSettings"]
 
 SOCKET_TIMEOUT = 5.0
@@ -47,10 +49,24 @@ def _prefix(raw: str) -> str:
     return raw
 
 
+def _replicas(raw: str) -> int:
+    value = positive_int(raw)
+    if value > MAX_WAIT_REPLICAS:
+        raise ValueError(f"must be at most {MAX_WAIT_REPLICAS}")
+    return value
+
+
+MAX_WAIT_REPLICAS = 16
+"""More replicas than any Redis deployment asyncq has seen: a larger number is a typo, and
+an enqueue would wait out ``wait_timeout`` every time."""
+
+_SCHEMES = ("redis", "rediss", *SENTINEL_SCHEMES)
+
 _CONNECTION_OPTIONS: Mapping[str, Callable[[str], Any]] = {
     "socket_timeout": _seconds,
     "socket_connect_timeout": _seconds,
     "retry_on_timeout": _boolean,
+    "cluster": _boolean,
 }
 
 _OPTIONS = {
@@ -61,6 +77,8 @@ _OPTIONS = {
     "max_message_size": positive_int,
     "dead_ttl": positive_float,
     "dead_max": positive_int,
+    "wait_replicas": _replicas,
+    "wait_timeout": _seconds,
     **_CONNECTION_OPTIONS,
 }
 
@@ -77,15 +95,19 @@ class RedisConnection:
     """Seconds a new connection may take to open."""
     retry_on_timeout: bool = RETRY_ON_TIMEOUT
     """Whether a command that timed out is retried like one whose connection dropped."""
+    cluster: bool = False
+    """The URL names one node of a Redis Cluster, from which the client learns the rest."""
 
     @classmethod
     def from_url(cls, url: str) -> RedisConnection:
         """asyncq's connection options (``socket_timeout``, ``socket_connect_timeout``,
-        ``retry_on_timeout``) taken out of the URL's query; the rest of it is left for
+        ``retry_on_timeout``, ``cluster``) taken out of the URL's query; the rest of it is left for
         redis-py, as given (how a job record store's ``records=`` URL is read)."""
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
+        if parts.scheme not in _SCHEMES:
             raise ConfigurationError(f"not a Redis URL: {parts.scheme}://")
+        if parts.scheme in SENTINEL_SCHEMES:
+            sentinel_target(url)  # refused here if malformed, not at the first connect
         options: dict[str, Any] = {}
         rest = []
         for name, raw in parse_qsl(parts.query, keep_blank_values=True):
@@ -136,16 +158,41 @@ class RedisSettings:
     retry_on_timeout: bool = RETRY_ON_TIMEOUT
     """Whether a command that timed out is retried (with backoff, about 1.5 s in all) like
     one whose connection dropped; false fails it at once."""
+    cluster: bool = False
+    """``?cluster=true``: the URL names one node of a Redis Cluster (any master or replica);
+    the client learns the others from it and follows the slots as they move."""
+    wait_replicas: int | None = None
+    """An enqueue returns only once this many replicas have its jobs (Redis ``WAIT``), or
+    raises ``BrokerUnavailable`` after ``wait_timeout``: replication is asynchronous, and
+    without it a failover right after an enqueue can lose the jobs it confirmed."""
+    wait_timeout: float = 1.0
+    """Seconds an enqueue waits for ``wait_replicas`` replicas before it raises."""
 
     @classmethod
     def from_url(cls, url: str) -> RedisSettings:
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
+        if parts.scheme not in _SCHEMES:
             raise ConfigurationError(f"not a Redis URL: {parts.scheme}://")
         options = parse_url_options(url, _OPTIONS)
+        if parts.scheme in SENTINEL_SCHEMES:
+            sentinel_target(url)  # refused here if malformed, not at the first connect
+            if options.get("cluster"):
+                raise ConfigurationError(
+                    f"a Sentinel URL cannot be a cluster too: {redact_url(url)!r}"
+                )
+            return cls(connection_url=urlunsplit(parts._replace(query="")), **options)
         path = parts.path.strip("/")
         if path and not path.isdigit():
             raise ConfigurationError(f"the Redis db in the URL must be a number, got {path!r}")
+        if options.get("cluster") and path not in ("", "0"):
+            # A cluster has one database, 0: SELECT is refused.
+            raise ConfigurationError(
+                f"a Redis Cluster has only db 0, got {path!r} in {redact_url(url)!r}"
+            )
+        if "wait_timeout" in options and "wait_replicas" not in options:
+            raise ConfigurationError(
+                f"wait_timeout without wait_replicas in Redis URL {redact_url(url)!r}"
+            )
         return cls(connection_url=urlunsplit(parts._replace(query="")), **options)
 
     @property
@@ -155,4 +202,5 @@ class RedisSettings:
             socket_timeout=self.socket_timeout,
             socket_connect_timeout=self.socket_connect_timeout,
             retry_on_timeout=self.retry_on_timeout,
+            cluster=self.cluster,
         )

@@ -22,13 +22,14 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
+from redis.asyncio.sentinel import SentinelConnectionPool
 
-__all__ = ["Wire"]
+__all__ = ["Calls", "NotReplicated", "Wire", "check_replicas", "pack_args"]
 
 Command = tuple[Any, ...]
 
@@ -44,6 +45,47 @@ def _error(reply: hiredis.ReplyError) -> BaseException:
     if code == "LOADING":
         return rx.BusyLoadingError(message)
     return _ERRORS.get(code, rx.ResponseError)(message)
+
+
+def pack_args(args: tuple[Any, ...]) -> list[bytes]:
+    """redis-py's ``pack_command`` done by hiredis (see connection.py)."""
+    # redis-py lets a command name carry its subcommand ("CONFIG GET"); the server wants
+    # them as separate arguments.
+    if isinstance(args[0], str) and " " in args[0]:
+        args = (*args[0].split(), *args[1:])
+    return [hiredis.pack_command(args)]
+
+
+class Calls(Protocol):
+    """What the backend asks of its hot connection: ``Wire`` on one server, ``ClusterWire``
+    (cluster_wire.py) on a cluster."""
+
+    async def execute(
+        self, commands: Sequence[Command], *, wait: tuple[int, int] | None = None
+    ) -> list[Any]: ...
+
+    async def call(self, *command: Any) -> Any: ...
+
+    def drop(self, error: BaseException) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class NotReplicated(rx.ConnectionError):
+    """A write's ``WAIT`` ended with fewer replicas than asked: the write is on the master,
+    but a failover now could lose it. Not sent again (it would wait as long again)."""
+
+
+def check_replicas(acked: Any, wait: tuple[int, int], where: str) -> None:
+    """Raise ``NotReplicated`` unless ``acked`` (WAIT's reply) reaches ``wait[0]``."""
+    if isinstance(acked, BaseException):
+        raise acked
+    if int(acked) < wait[0]:
+        raise NotReplicated(
+            f"only {int(acked)} of {wait[0]} replicas of {where} took the write within "
+            f"{wait[1]} ms: it may be lost if that master fails now (enqueue again with an "
+            "idempotency key to be sure)"
+        )
 
 
 class _Link(asyncio.Protocol):
@@ -140,18 +182,24 @@ class _Link(asyncio.Protocol):
 
 
 class Wire:
-    """Pipelined calls on a connection of its own, opened like the client's pool's."""
+    """Pipelined calls on a connection of its own, opened like the client's pool's (or, on a
+    cluster, like a node's)."""
 
-    def __init__(self, client: aioredis.Redis, *, timed: bool = True) -> None:
-        """``timed``: a connection whose replies stop coming for the socket timeout is
-        closed; False for blocking commands, whose callers set their own deadlines."""
-        pool: Any = client.connection_pool
+    def __init__(self, source: aioredis.Redis | Any, *, timed: bool = True) -> None:
+        """``source``: a client, or a cluster's node (``ClusterNode``), whose connections'
+        settings this one's copies. ``timed``: a connection whose replies stop coming for
+        the socket timeout is closed; False for blocking commands, whose callers set their
+        own deadlines."""
+        pool: Any = getattr(source, "connection_pool", source)
         self._pool = pool
         self._retry = pool.connection_kwargs.get("retry")
         self._timeout = pool.connection_kwargs.get("socket_timeout") if timed else None
         # What the client's own retry sends again (a dropped connection; a timeout too with
         # retry_on_timeout): a single call retries the same.
         self._retried = tuple(pool.connection_kwargs.get("retry_on_error") or [rx.ConnectionError])
+        # Behind Sentinel, a master that answers READONLY has been demoted: a new connection
+        # asks the sentinels again and reaches its successor.
+        self._demotion_is_loss = isinstance(pool, SentinelConnectionPool)
         self._link: _Link | None = None
         self._opening: asyncio.Future[_Link] | None = None
 
@@ -178,9 +226,16 @@ class Wire:
         finally:
             self._opening = None
 
-    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+    async def execute(
+        self, commands: Sequence[Command], *, wait: tuple[int, int] | None = None
+    ) -> list[Any]:
         """Each command's reply, in order; an error reply is returned as its exception.
-        A dropped connection raises (after the retries)."""
+        A dropped connection raises (after the retries). ``wait`` (replicas, milliseconds):
+        the batch ends with ``WAIT``, and fewer replicas than asked raise ``NotReplicated``."""
+        if wait is not None:
+            replies = await self.execute([*commands, ("WAIT", *wait)])
+            check_replicas(replies.pop(), wait, "the Redis master")
+            return replies
         packed = b"".join([hiredis.pack_command(command) for command in commands])
 
         async def attempt() -> list[Any]:
@@ -190,6 +245,8 @@ class Wire:
             for reply in replies:  # the connection's failure, not a command's: raised
                 if isinstance(reply, rx.ConnectionError | rx.TimeoutError):
                     raise reply
+                if self._demotion_is_loss and isinstance(reply, rx.ReadOnlyError):
+                    raise rx.ConnectionError(f"the master was demoted: {reply}")
             return replies
 
         async def failed(error: BaseException) -> None:
@@ -209,13 +266,18 @@ class Wire:
         (future,) = link.send(hiredis.pack_command(command), 1)
         try:
             return await future
+        except rx.ReadOnlyError:
+            if not self._demotion_is_loss or self._retry is None:
+                raise
+            link.fail(rx.ConnectionError("the master was demoted"))
         except self._retried:
             if self._retry is None:
                 raise
-            (reply,) = await self.execute([command])  # once more, with the retries
-            if isinstance(reply, BaseException):
-                raise reply from None
-            return reply
+        # The connection is lost: once more on a new one, with the retries.
+        (reply,) = await self.execute([command])
+        if isinstance(reply, BaseException):
+            raise reply from None
+        return reply
 
     def drop(self, error: BaseException) -> None:
         """Give up the connection (a reply is still to come on it that nobody waits for,

@@ -145,9 +145,9 @@ class RoundTrips:
             self.commands.append(args)
             return await real_command(*args, **kwargs)
 
-        async def wire_execute(w: Any, commands: Any) -> Any:
+        async def wire_execute(w: Any, commands: Any, **options: Any) -> Any:
             self.pipelines.append([tuple(command) for command in commands])
-            return await real_execute(w, commands)
+            return await real_execute(w, commands, **options)
 
         async def wire_call(w: Any, *command: Any) -> Any:
             self.commands.append(command)

@@ -21,11 +21,19 @@ from asyncq.delivery import Envelope
 from asyncq.errors import BrokerError
 from asyncq.records import JobInfo
 
-from ..connection import open_client, redis_errors
+from ..connection import (
+    is_cluster,
+    node_client,
+    node_name,
+    open_client,
+    open_wire,
+    primary_names,
+    redis_errors,
+)
 from ..notifications import Notifications
 from ..refusals import refused_url
 from ..settings import RedisConnection
-from ..wire import Wire
+from ..wire import Calls
 from .keys import QueueKeys
 from .scripting import Call, Scripts, enqueue_chunks
 
@@ -67,7 +75,10 @@ class RedisStore:
         host = "".join(c if c.isalnum() or c in ".-_" else "_" for c in socket.gethostname())
         self.client_name = f"asyncq:{host}:{os.getpid()}:{os.urandom(3).hex()}"
         self._client: aioredis.Redis | None = None
-        self._wire: Wire | None = None
+        self._wire: Calls | None = None
+        self._listener: aioredis.Redis | None = None
+        self._listener_node = ""
+        self._listeners_left: list[aioredis.Redis] = []
         self._notifications: Notifications | None = None
         self._scripts = Scripts(scripts)
         self._registered: set[str] = set()  # queues this store has put in the registry
@@ -76,8 +87,7 @@ class RedisStore:
         self._client = open_client(
             self.connection, max_connections=self._max_connections, client_name=self.client_name
         )
-        self._notifications = Notifications(self._client)
-        self._wire = Wire(self._client)
+        self._wire = open_wire(self._client)
         with self.errors(action):
             try:
                 await self._client.ping()
@@ -88,6 +98,11 @@ class RedisStore:
                     raise refused from None
                 raise
             await self._scripts.load(self._wire)
+            if self.cluster:
+                # The subscriptions' node gets its connection now, as the single-server
+                # client has one: a worker's first subscription is then as quick there.
+                await self.listener.ping()
+        self._notifications = Notifications(lambda: self.listener)
 
     async def bulk_limit(self) -> int:
         """The largest string the server takes in a command (``proto-max-bulk-len``), or
@@ -106,12 +121,25 @@ class RedisStore:
         client, self._client = self._client, None
         notifications, self._notifications = self._notifications, None
         wire, self._wire = self._wire, None
+        listener, self._listener = self._listener, None
         if wire is not None:
             await wire.close()
         if notifications is not None:
             await notifications.close()
+        left, self._listeners_left = self._listeners_left, []
+        if listener is not None and listener is not client:
+            left.append(listener)
+        for node in left:
+            await node.aclose(close_connection_pool=True)
         if client is not None:
-            await client.aclose(close_connection_pool=True)  # the pool was made here
+            if is_cluster(client):
+                await client.aclose()  # its nodes' pools are its own
+            else:
+                await client.aclose(close_connection_pool=True)  # the pool was made here
+                # Behind Sentinel, the clients that asked the sentinels go too.
+                manager = getattr(client.connection_pool, "sentinel_manager", None)
+                for sentinel in getattr(manager, "sentinels", ()):
+                    await sentinel.aclose()
 
     @property
     def client(self) -> aioredis.Redis:
@@ -120,7 +148,31 @@ class RedisStore:
         return self._client
 
     @property
-    def wire(self) -> Wire:
+    def cluster(self) -> bool:
+        """Whether this is a Redis Cluster (``?cluster=true``)."""
+        return self.connection.cluster
+
+    @property
+    def listener(self) -> aioredis.Redis:
+        """The client subscriptions go through: the client itself, or on a cluster one of its
+        masters' (where a PUBLISH on any node reaches every subscriber)."""
+        client = self.client
+        if not is_cluster(client):
+            return client
+        if self._listener is None or self._listener_node not in primary_names(client):
+            if self._listener is not None:
+                self._listeners_left.append(self._listener)  # closed with the store
+            self._listener = node_client(client)
+            self._listener_node = node_name(self._listener)
+        return self._listener
+
+    def node_of(self, key: str) -> aioredis.Redis:
+        """A client of the server that holds ``key``: the client itself, or on a cluster a
+        client of the master of its slot (closed by the caller)."""
+        return node_client(self.client, key) if is_cluster(self.client) else self.client
+
+    @property
+    def wire(self) -> Calls:
         """The connection of the scripts and other hot commands (see wire.py)."""
         if self._wire is None:
             raise BrokerError(f"{self._owner} is not connected: open the App first")
@@ -130,12 +182,19 @@ class RedisStore:
         """Map redis-py's errors to asyncq's, saying what was being done."""
         return redis_errors(self.where, action)
 
-    async def run(self, calls: Sequence[Call], *, queues: Sequence[str] = ()) -> list[Any]:
+    async def run(
+        self,
+        calls: Sequence[Call],
+        *,
+        queues: Sequence[str] = (),
+        wait: tuple[int, int] | None = None,
+    ) -> list[Any]:
         """Run scripts in one round trip. Of ``queues`` (those the calls are for), the ones
-        this store has not registered yet join the registry of queues in the same trip."""
+        this store has not registered yet join the registry of queues in the same trip.
+        ``wait`` (replicas, milliseconds): the trip ends with ``WAIT`` for them."""
         new = [q for q in queues if q not in self._registered]
         register = (self.queues_key, list(dict.fromkeys(new))) if new else None
-        replies = await self._scripts.run(self.wire, calls, register=register)
+        replies = await self._scripts.run(self.wire, calls, register=register, wait=wait)
         self._registered.update(new)
         return replies
 
@@ -147,6 +206,7 @@ class RedisStore:
         reply: Callable[[Any], T],
         *,
         by_priority: bool = False,
+        wait: tuple[int, int] | None = None,
     ) -> list[T]:
         """Run one script call per queue (and, ``by_priority``, per priority) and
         SCRIPT_CHUNK envelopes (``call`` builds it from the queue's keys and those
@@ -154,7 +214,8 @@ class RedisStore:
         reply, converted by ``reply``, in their order."""
         chunks, places = enqueue_chunks(envelopes, keys, by_priority=by_priority)
         calls = [call(queue_keys, jobs) for queue_keys, jobs in chunks]
-        replies = await self.run(calls, queues=[queue_keys.queue for queue_keys, _ in chunks])
+        queues = [queue_keys.queue for queue_keys, _ in chunks]
+        replies = await self.run(calls, queues=queues, wait=wait)
         values = [reply(value) for replied in replies for value in replied]
         if places is None:
             return values
@@ -173,11 +234,18 @@ class RedisStore:
     async def unregister(self, queue: str, *doomed: str) -> None:
         """Take ``queue`` out of the registry of queues, and delete the keys ``doomed`` in
         the same step."""
-        async with self.client.pipeline(transaction=True) as pipe:
+        if self.cluster:
+            # The queue's keys and the registry are in different slots: no MULTI spans them.
+            # Out of the registry first, so a listing never shows a queue without its keys.
+            await self.client.srem(self.queues_key, queue)
             if doomed:
-                pipe.delete(*doomed)
-            pipe.srem(self.queues_key, queue)
-            await pipe.execute()
+                await self.client.delete(*doomed)
+        else:
+            async with self.client.pipeline(transaction=True) as pipe:
+                if doomed:
+                    pipe.delete(*doomed)
+                pipe.srem(self.queues_key, queue)
+                await pipe.execute()
         self._registered.discard(queue)
 
     async def registered(self) -> list[str]:

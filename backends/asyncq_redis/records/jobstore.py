@@ -165,7 +165,7 @@ class RedisJobStore(JobStore):
         )
 
     async def watch_cancellations(self, on_cancel: Callable[[str], None]) -> None:
-        await listen(self.redis.client, self.redis.cancel_channel, on_cancel)
+        await listen(lambda: self.redis.listener, self.redis.cancel_channel, on_cancel)
 
     # -- heartbeats ------------------------------------------------------------------------
     async def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
@@ -207,8 +207,14 @@ class RedisJobStore(JobStore):
     async def _connected_names(self) -> set[str] | None:
         """The names of the server's open connections; None where CLIENT LIST is refused
         (an ACL, a managed service), and then the heartbeats alone decide."""
+        # A live worker writes its heartbeats to the server of the heartbeats' key, so it
+        # holds a connection there (on a cluster, the master of that key's slot).
+        node = self.redis.node_of(self._workers[0])
         try:
-            clients: Any = await self.redis.client.client_list()
+            clients: Any = await node.client_list()
         except rx.ResponseError:
             return None
+        finally:
+            if node is not self.redis.client:
+                await node.aclose(close_connection_pool=True)
         return {str(c.get("name", "")) for c in clients}

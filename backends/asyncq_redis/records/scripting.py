@@ -16,7 +16,7 @@ from asyncq.delivery import Envelope
 from asyncq.errors import BrokerError
 from asyncq.settlement import Settlement
 
-from ..wire import Wire
+from ..wire import Calls
 from .keys import QueueKeys
 
 __all__ = ["SCRIPT_CHUNK", "Call", "Scripts", "enqueue_chunks", "settle_chunks"]
@@ -83,7 +83,7 @@ class Scripts:
         self._sources = dict(sources)
         self._shas: dict[str, str] = {}
 
-    async def load(self, wire: Wire) -> None:
+    async def load(self, wire: Calls) -> None:
         replies = await wire.execute([("SCRIPT", "LOAD", src) for src in self._sources.values()])
         for name, reply in zip(self._sources, replies, strict=True):
             if isinstance(reply, BaseException):
@@ -92,15 +92,17 @@ class Scripts:
 
     async def run(
         self,
-        wire: Wire,
+        wire: Calls,
         calls: Sequence[Call],
         *,
         register: tuple[str, Sequence[str]] | None = None,
+        wait: tuple[int, int] | None = None,
     ) -> list[Any]:
         """The calls' replies, in order. ``register`` (a set's key and members) is added to
-        that set in the same round trip: how new queues join a registry of queues."""
+        that set in the same round trip: how new queues join a registry of queues.
+        ``wait`` (replicas, milliseconds): the round trip ends with ``WAIT`` (see wire.py)."""
         shas = self._shas
-        if len(calls) == 1 and not register:  # one call: no list of replies to sort out
+        if len(calls) == 1 and not register and wait is None:  # no list of replies to sort out
             name, keys, args = calls[0]
             try:
                 return [await wire.call("EVALSHA", shas[name], len(keys), *keys, *args)]
@@ -116,7 +118,7 @@ class Scripts:
             for i in todo:
                 name, keys, args = calls[i]
                 commands.append(("EVALSHA", shas[name], len(keys), *keys, *args))
-            replies = await wire.execute(commands)
+            replies = await wire.execute(commands, wait=wait)
             if register:
                 if isinstance(replies[0], BaseException):
                     raise replies[0]
