@@ -4,13 +4,16 @@
 #
 #   scripts/rabbitmq_node.sh start DIR PORT [CONF [ADVANCED]]
 #   scripts/rabbitmq_node.sh stop DIR
+#   scripts/rabbitmq_node.sh kill DIR
 #
 # DIR holds everything of the node (data, logs, its Erlang cookie, its settings); the
 # node is named asyncq-<PORT>@localhost, takes AMQP port PORT and distribution port
 # PORT + 20000, and reads CONF (rabbitmq.conf lines, e.g. "consumer_timeout = 3000") and
 # ADVANCED (an advanced.config term, e.g. "[{rabbit, [{channel_tick_interval, 500}]}].").
 # `start` returns once the node accepts connections (bounded by RABBITMQ_NODE_WAIT
-# seconds, 120 by default); `stop` stops it and waits until it is gone. Needs the
+# seconds, 120 by default); `stop` stops it and waits until it is gone; `kill` SIGKILLs
+# its Erlang VM (a crash, for failover tests) and waits until it is gone; `start` on the
+# same DIR and PORT starts it again on its data (a cluster member rejoins). Needs the
 # rabbitmq-server package (scripts/services.sh installs it) and root or the rabbitmq user.
 set -euo pipefail
 
@@ -25,7 +28,7 @@ WAIT=${RABBITMQ_NODE_WAIT:-120}
 
 command=${1:-}
 dir=${2:-}
-[ -n "$command" ] && [ -n "$dir" ] || fail "usage: $0 start DIR PORT [CONF [ADVANCED]] | stop DIR"
+[ -n "$command" ] && [ -n "$dir" ] || fail "usage: $0 start DIR PORT [CONF [ADVANCED]] | stop DIR | kill DIR"
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
@@ -70,6 +73,9 @@ start)
     echo "[]." >"$dir/enabled_plugins"
     node_env
     mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
+    # A node killed before leaves its pid file behind: `rabbitmqctl wait` would watch
+    # that dead pid instead of the new node's.
+    rm -f "$RABBITMQ_PID_FILE"
     # In the background, its output in DIR. `rabbitmqctl wait` is the wait, bounded: it
     # waits for the node to write its pid file, then for RabbitMQ to be running.
     nohup "$BIN/rabbitmq-server" >"$dir/server.out" 2>&1 </dev/null &
@@ -91,7 +97,21 @@ stop)
         timeout 30 tail --pid="$pid" -f /dev/null || kill -9 "$pid" 2>/dev/null || true
     fi
     ;;
+kill)
+    [ -f "$dir/port" ] || exit 0 # never started
+    node_env
+    # The pid file holds the Erlang VM's own pid (server.pid is the launching script's).
+    pid=$(cat "$RABBITMQ_PID_FILE" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -9 "$pid"
+        timeout 30 tail --pid="$pid" -f /dev/null || fail "node $RABBITMQ_NODENAME survived SIGKILL"
+    fi
+    server=$(cat "$dir/server.pid" 2>/dev/null || true)
+    if [ -n "$server" ]; then
+        timeout 30 tail --pid="$server" -f /dev/null || kill -9 "$server" 2>/dev/null || true
+    fi
+    ;;
 *)
-    fail "unknown command '$command' (start or stop)"
+    fail "unknown command '$command' (start, stop or kill)"
     ;;
 esac

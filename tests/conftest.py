@@ -1,7 +1,7 @@
-"""Fixtures shared by every test: the anyio backend, and the shared PostgreSQL's catalogs
-vacuumed after the session. ``unique`` and the contract suite's
-fixtures come from the asyncq.testing plugin; tests/redis_backend and tests/amqp_backend
-have conftests of their own."""
+"""Fixtures shared by every test: the anyio backend, the shared PostgreSQL's catalogs
+vacuumed after the session, and the private RabbitMQ cluster stopped after it. ``unique``
+and the contract suite's fixtures come from the asyncq.testing plugin; tests/redis_backend
+and tests/amqp_backend have conftests of their own."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import services
+from amqp_backend.amqp_support import SESSION_CLUSTER
 
 
 @pytest.fixture
@@ -21,3 +22,11 @@ def anyio_backend() -> str:
 def _vacuum_postgres_catalogs() -> Iterator[None]:
     yield
     services.vacuum_postgres_catalogs()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_rabbitmq_cluster() -> Iterator[None]:
+    """The contract suite's amqp-cluster backend and tests/amqp_backend start the cluster
+    when they first need it (amqp_support.SESSION_CLUSTER); it stops with the session."""
+    yield
+    SESSION_CLUSTER.stop()

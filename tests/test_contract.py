@@ -3,8 +3,9 @@ sqlite (a file per test in a temporary directory), PostgreSQL (a schema per test
 database ``test``), PostgreSQL through a PgBouncer in transaction mode (``pgbouncer=true``,
 four server connections shared by every test's pools), Redis, a Redis Cluster of three
 masters and three replicas (started once for the session), RabbitMQ with its records in
-Redis, RabbitMQ with its records in PostgreSQL (a schema per test), and RabbitMQ alone,
-with no record store.
+Redis, RabbitMQ with its records in PostgreSQL (a schema per test), RabbitMQ alone,
+with no record store, and a private three-node RabbitMQ cluster on quorum queues (records
+in Redis), reached through a URL naming all three nodes.
 
 Each factory keeps a test apart from every other one by its unique name: a memory:// broker
 of that name, or a key and queue prefix on the shared servers (Redis db 15).
@@ -21,6 +22,7 @@ from urllib.parse import urlencode
 
 import pytest
 import services
+from amqp_backend.amqp_support import SESSION_CLUSTER
 from postgres_backend.postgres_support import PrivatePgBouncer
 from redis_backend.redis_cluster_support import cluster, delete_cluster_keys
 
@@ -110,6 +112,20 @@ def amqp_alone_url(unique: str, options: Mapping[str, object]) -> str:
     return f"{services.AMQP_URL}{_query(_amqp_options(unique, options))}"
 
 
+def amqp_cluster_url(unique: str, options: Mapping[str, object]) -> str:
+    # Quorum queues: the suite skips what the backend says they cannot do (priorities).
+    query: dict[str, object] = {"records": services.REDIS_URL, "queue_type": "quorum"}
+    query.update(_amqp_options(unique, options))
+    return f"{SESSION_CLUSTER.get().hosts_url}{_query(query)}"
+
+
+def require_amqp_cluster() -> None:
+    """Redis for the records, and the cluster, started here for the session: in CI a
+    missing rabbitmq-server fails the tests, elsewhere it skips them."""
+    services.require_redis()
+    SESSION_CLUSTER.get()
+
+
 # The prefixes of the tests that ran on RabbitMQ: their queues and exchanges go at the end.
 RABBITMQ_PREFIXES: list[str] = []
 
@@ -158,6 +174,13 @@ contract = ContractSuite(
         amqp_postgres_url,
         cleanup=amqp_postgres_cleanup,
         requires=require_rabbitmq_and_postgres,
+    ),
+    BackendUnderTest(
+        "amqp-cluster",
+        amqp_cluster_url,
+        # The cluster's queues go with it at the end of the session.
+        cleanup=services.delete_redis_keys,
+        requires=require_amqp_cluster,
     ),
     BackendUnderTest(
         "amqp-no-records",

@@ -7,6 +7,16 @@ store to look a job up in. Without ``records`` RabbitMQ works alone: enqueue, de
 retries, delays, dead letters, purges, shutdown, tracing and metrics; what needs records
 raises ``ConfigurationError`` saying to add it (see :class:`AmqpBackend`).
 
+Several hosts, the nodes of a cluster, go comma-separated where one would, sharing the
+credentials, vhost and options: ``amqp://guest:guest@10.0.0.1:5672,10.0.0.2:5672,
+10.0.0.3:5672/%2F?queue_type=quorum&records=...`` (each host ``NAME`` or ``NAME:PORT``,
+IPv6 in brackets). Every connect and reconnect (the publishing connection and a worker's
+consume connection alike) tries them in turn, starting after the one that answered last
+(a random one at first), until one answers; a connect fails with ``BrokerUnavailable`` only
+when none did. A publish a quorum queue refuses (as while it elects a leader) goes again on
+a new channel until it is taken, or ``publish_timeout`` runs out (``BrokerUnavailable``).
+An empty host, a bad port or a host named twice is a ``ConfigurationError``.
+
 URL options (query string): ``records`` (a Redis URL), ``prefix`` (default ``asyncq``),
 ``queue_type`` (``classic`` or ``quorum``), ``result_ttl`` (seconds, default 86400),
 ``max_length`` (bound each work queue; a publish beyond it fails with ``QueueFull``),

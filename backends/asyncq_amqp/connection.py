@@ -9,6 +9,15 @@ worker started before its broker can wait for it, and a mistake is reported at o
 * wrong credentials (ACCESS_REFUSED) and a vhost the user may not open (NOT_ALLOWED) are
   ``ConfigurationError``: no retry would change them.
 
+A URL may name several hosts, the nodes of a cluster (``amqp://u:p@h1:5672,h2:5672/vhost``).
+Every connect, the first and each of aio-pika's reconnects alike, and each connect of the
+consume connection (fetcher.py), is one round over them (:class:`Rotation`): the first
+host that accepts the TCP connection is the one the AMQP handshake runs on. A round starts
+at the host after the one that answered last, from a random one in each process, so
+clients spread over the nodes and a reconnect tries the survivors before the node it lost.
+A connect fails (``BrokerUnavailable``) only when no host answered in its round, so a
+producer sees that only while no node answers.
+
 aiormq and aio-pika log each failed try themselves (an ERROR per refused TCP connect, an
 INFO per "reconnecting"), which would print two or three lines of their own before
 asyncq's one. Those lines say nothing asyncq's error does not, so they are held back
@@ -25,9 +34,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -44,11 +55,12 @@ from asyncq.backend import redact_url
 from asyncq.errors import BrokerError, BrokerUnavailable, ConfigurationError
 
 from .errors import mapped
-from .settings import AmqpSettings
+from .settings import AmqpSettings, Host
 
 __all__ = [
     "CONNECT_TIMEOUT",
     "Link",
+    "Rotation",
     "connection_name",
     "default_max_message_size",
     "open_connection",
@@ -61,9 +73,33 @@ CONNECT_TIMEOUT = 10.0
 RECONNECT_INTERVAL = 0.5
 """Seconds between aio-pika's reconnects after a connection that was open is lost."""
 
-_PORTS = {"amqp": 5672, "amqps": 5671}
-
 _CONNECT_LOGGERS = ("aiormq.connection", "aio_pika.connection", "aio_pika.robust_connection")
+
+
+class Rotation:
+    """The order in which one connection tries a URL's hosts, round after round."""
+
+    def __init__(self, hosts: tuple[Host, ...]) -> None:
+        self.hosts = hosts
+        self._next = random.randrange(len(hosts))
+        self.current = hosts[self._next]
+        """The host that answered last (before any did, the first one a round tries)."""
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one host may take to answer a connect: a share of CONNECT_TIMEOUT, so
+        that a host that swallows packets leaves time for the others in the round."""
+        return max(CONNECT_TIMEOUT / len(self.hosts), 1.0)
+
+    def round(self) -> list[Host]:
+        start, count = self._next, len(self.hosts)
+        # Should no host answer, the next round starts one further on.
+        self._next = (start + 1) % count
+        return [self.hosts[(start + i) % count] for i in range(count)]
+
+    def answered(self, host: Host) -> None:
+        self.current = host
+        self._next = (self.hosts.index(host) + 1) % len(self.hosts)
 
 
 class Link:
@@ -76,6 +112,7 @@ class Link:
         self.max_message_size: int | None = None
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
+        self._renewing = asyncio.Lock()
 
     async def open(self) -> None:
         self._connection = connection = await open_connection(self.settings)
@@ -107,6 +144,18 @@ class Link:
         if self._publisher is None:
             raise BrokerError("the AMQP backend is not connected: open the App first")
         return self._publisher
+
+    async def renew_publisher(self, stale: object) -> AbstractRobustChannel | None:
+        """Put a new publishing channel in place of the one whose aiormq channel is
+        ``stale``; the one replaced, for the caller to close, or None when it was replaced
+        already (by another caller, or by aio-pika's reopen after a reconnect)."""
+        async with self._renewing:
+            current = self.publisher
+            if await current.get_underlay_channel() is not stale:
+                return None
+            with self.errors("opening a publishing channel"):
+                self._publisher = await self.connection.channel(publisher_confirms=True)
+            return current
 
     def version(self) -> tuple[int, ...] | None:
         return server_version(self._connection) if self._connection is not None else None
@@ -159,12 +208,19 @@ async def open_connection(settings: AmqpSettings) -> AbstractRobustConnection:
     """Connect, trying ``connection_attempts`` times; asyncq's own error if it fails."""
     where = redact_url(settings.connection_url)
     name = connection_name(settings)
-    url = URL(settings.connection_url).update_query(heartbeat=settings.heartbeat, name=name)
+    # aio-pika and aiormq read credentials, vhost and options from a URL of one host; the
+    # transport (_Transport) decides which host each connect reaches.
+    one = settings.url_for(settings.hosts[0])
+    url = URL(one).update_query(heartbeat=settings.heartbeat, name=name)
     attempts, delay = settings.connection_attempts, settings.retry_delay
+    rotation = Rotation(settings.hosts)
     with _quiet(_CONNECT_LOGGERS):
         for attempt in range(1, attempts + 1):
             connection = _Connection(
-                url, reconnect_interval=RECONNECT_INTERVAL, channel_max=settings.channel_max
+                url,
+                rotation=rotation,
+                reconnect_interval=RECONNECT_INTERVAL,
+                channel_max=settings.channel_max,
             )
             try:
                 await connection.connect(timeout=CONNECT_TIMEOUT)
@@ -268,25 +324,37 @@ def server_version(connection: AbstractRobustConnection) -> tuple[int, ...] | No
 
 
 class _Connection(aio_pika.RobustConnection):
-    """aio-pika's robust connection, with ``channel_max`` applied to the handshake."""
+    """aio-pika's robust connection, on the hosts of a :class:`Rotation` (every reconnect
+    is a new round) and with ``channel_max`` applied to the handshake."""
 
-    def __init__(self, url: URL, *, channel_max: int | None, **kwargs: Any) -> None:
+    def __init__(
+        self, url: URL, *, rotation: Rotation, channel_max: int | None, **kwargs: Any
+    ) -> None:
         super().__init__(url, **kwargs)
-        if channel_max is not None:
-            # Handed to aiormq's Connection with the other connection arguments.
-            self.kwargs["transport_factory"] = _ChannelMaxTransport(channel_max)
+        self.rotation = rotation
+        # Handed to aiormq's Connection with the other connection arguments.
+        self.kwargs["transport_factory"] = _Transport(rotation, channel_max)
+
+    def __str__(self) -> str:
+        # aio-pika's log lines ("Connection to ... closed. Reconnecting") name the host this
+        # connection reached, not the one in the URL aiormq was given.
+        host = self.rotation.current
+        shown = self.url.with_host(host.name).with_port(host.port)
+        return str(shown.with_password("******") if shown.password else shown)
 
 
-class _ChannelMaxTransport(TransportFactory):
-    """Opens the TCP (or TLS) stream like aiormq's own factories, with a writer that puts
-    this client's ``channel_max`` into the Connection.TuneOk it sends.
+class _Transport(TransportFactory):
+    """Opens the TCP (or TLS) stream like aiormq's own factories, to the first host of a
+    round that accepts it, and (given a ``channel_max``) with a writer that puts it into
+    the Connection.TuneOk this client sends.
 
     aiormq (7.2) answers the broker's Connection.Tune with the broker's own channel_max,
     whatever the client wants; the TuneOk frame is the one place AMQP lets a client ask
     for fewer, and RabbitMQ then holds the connection to that number.
     """
 
-    def __init__(self, channel_max: int) -> None:
+    def __init__(self, rotation: Rotation, channel_max: int | None) -> None:
+        self.rotation = rotation
         self.channel_max = channel_max
 
     async def create(
@@ -294,22 +362,39 @@ class _ChannelMaxTransport(TransportFactory):
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         provider = kwargs.pop("ssl_context_provider", None)
         ssl = await provider.get_context() if url.scheme == "amqps" and provider else None
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        try:
-            transport, _ = await loop.create_connection(
-                lambda: protocol,
-                url.host or "localhost",
-                url.port or _PORTS[url.scheme],
-                ssl=ssl,
-                **kwargs,
-            )
-        except OSError as exc:
-            raise aiormq.exceptions.AMQPConnectionError(*exc.args) from exc
-        writer = _TuneOkWriter(transport, protocol, reader, loop)
-        writer.channel_max = self.channel_max
-        return reader, writer
+        failures: list[str] = []
+        for host in self.rotation.round():
+            try:
+                async with asyncio.timeout(self.rotation.timeout):
+                    reader, protocol, transport = await _stream(host, ssl, kwargs)
+            except TimeoutError:
+                failures.append(f"{host}: no answer within {self.rotation.timeout:g} s")
+                continue
+            except OSError as exc:
+                failures.append(f"{host}: {exc}" if len(self.rotation.hosts) > 1 else str(exc))
+                continue
+            self.rotation.answered(host)
+            loop = asyncio.get_running_loop()
+            writer: asyncio.StreamWriter
+            if self.channel_max is None:
+                writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            else:
+                writer = _TuneOkWriter(transport, protocol, reader, loop)
+                writer.channel_max = self.channel_max
+            return reader, writer
+        raise aiormq.exceptions.AMQPConnectionError("; ".join(failures))
+
+
+async def _stream(
+    host: Host, ssl: SSLContext | None, kwargs: dict[str, Any]
+) -> tuple[asyncio.StreamReader, asyncio.StreamReaderProtocol, asyncio.Transport]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(
+        lambda: protocol, host.name, host.port, ssl=ssl, **kwargs
+    )
+    return reader, protocol, transport
 
 
 class _TuneOkWriter(asyncio.StreamWriter):

@@ -92,52 +92,67 @@ class DeadLetters:
         """Remove ``queue``'s dead letters that died over ``ttl`` seconds ago (by the
         ``x-died-ms`` of the worker that wrote each: clocks of other hosts count), then the
         oldest beyond ``most``. A dead-letter queue is in the order its letters died, so
-        both take from its front."""
-        name = self._names.dead(queue)
-        expired = beyond = 0
-        with self._link.errors("trimming dead letters"):
-            if ttl is not None:
-                cutoff_ms = (time.time() - ttl) * 1000
-                async with browse(self._link, name) as messages:
-                    async for message in messages:
-                        if _died_ms(message) >= cutoff_ms:
-                            break
-                        await message.ack()
-                        expired += 1
-            if most is not None:
-                beyond = await self._trim_to(name, most)
-        return TrimmedDeadLetters(queue, expired, beyond)
-
-    async def _trim_to(self, name: str, most: int) -> int:
-        """Remove the oldest letters of dead-letter queue ``name`` beyond ``most``.
+        both take from its front, in one pass (:meth:`_take_front`).
 
         Counting and then removing is two steps: two workers doing both at once would each
-        remove the excess. So the removal runs under a lock: an exclusive queue, which one
-        connection at a time can declare (the others get RESOURCE_LOCKED and skip this
-        round). It is deleted after, and RabbitMQ deletes it with its connection should
-        the trimmer die first."""
-        if await self._ready(name) <= most:
-            return 0  # the usual case: no lock needed
-        lock = f"{name}.trim-lock"
-        async with self._link.channel() as channel:
-            try:
-                await channel.declare_queue(lock, exclusive=True)
-            except aiormq.exceptions.ChannelLockedResource:
-                return 0  # another worker is trimming it now
-            try:
-                excess = await self._ready(name) - most  # again: under the lock
-                removed = 0
-                if excess > 0:
-                    async with browse(self._link, name) as messages:
-                        async for message in messages:
-                            await message.ack()
-                            removed += 1
-                            if removed >= excess:
-                                break
-                return removed
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await channel.queue_delete(lock)
+        remove the excess. So a removal beyond ``most`` runs under a lock: an exclusive
+        queue, which one connection at a time can declare (the others get RESOURCE_LOCKED
+        and skip this round). It is deleted after, and RabbitMQ deletes it with its
+        connection should the trimmer die first."""
+        name = self._names.dead(queue)
+        if ttl is None and most is None:
+            return TrimmedDeadLetters(queue, 0, 0)
+        with self._link.errors("trimming dead letters"):
+            ready = await self._ready(name)
+            if most is None or ready <= most:
+                # The usual case: no lock needed, as nothing goes beyond the bound.
+                expired, _ = await self._take_front(name, ttl, None, ready)
+                return TrimmedDeadLetters(queue, expired, 0)
+            lock = f"{name}.trim-lock"
+            async with self._link.channel() as channel:
+                try:
+                    await channel.declare_queue(lock, exclusive=True)
+                except aiormq.exceptions.ChannelLockedResource:
+                    return TrimmedDeadLetters(queue, 0, 0)  # another worker is trimming it
+                try:
+                    ready = await self._ready(name)  # again: under the lock
+                    expired, beyond = await self._take_front(name, ttl, most, ready)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await channel.queue_delete(lock)
+        return TrimmedDeadLetters(queue, expired, beyond)
+
+    async def _take_front(
+        self, name: str, ttl: float | None, most: int | None, ready: int
+    ) -> tuple[int, int]:
+        """Remove from the front of dead-letter queue ``name`` (``ready`` letters long) the
+        letters older than ``ttl`` seconds, then those beyond ``most``; how many of each.
+
+        One pass on one channel: a letter read and not removed goes back to the queue only
+        as the channel closes, later, and at the back of a quorum queue's returned
+        messages, so a second pass could miss it, or take a younger letter in its stead.
+        Here the pass reads a letter it keeps only to learn that it is within ``ttl``, and
+        then stops."""
+        cutoff_ms = None if ttl is None else (time.time() - ttl) * 1000
+        expired = beyond = 0
+        async with browse(self._link, name) as messages:
+            while True:
+                over = most is not None and ready - expired - beyond > most
+                if cutoff_ms is None and not over:
+                    break  # what is left is within both bounds: read no further
+                message = await anext(messages, None)
+                if message is None:
+                    break
+                if cutoff_ms is not None and _died_ms(message) < cutoff_ms:
+                    await message.ack()
+                    expired += 1
+                    continue
+                cutoff_ms = None  # every letter behind this one died after it
+                if not over:
+                    break  # kept: it goes back when the block ends
+                await message.ack()
+                beyond += 1
+        return expired, beyond
 
     async def _ready(self, name: str) -> int:
         """Ready messages in queue ``name``; 0 if it does not exist."""

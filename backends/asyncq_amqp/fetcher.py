@@ -14,7 +14,8 @@ retried attempt (records.py, START). Without a store every delivery runs, and
 lost worker or handed back at a shutdown alike.
 
 After a lost connection (or a channel RabbitMQ closed, as over a consumer timeout), the
-next fetch opens a new connection, and a new consumer takes the old one's queues (the old
+next fetch opens a new connection (to the next host that answers, when the URL names
+several), and a new consumer takes the old one's queues (the old
 one's deliveries went back to their queues with its connection); while RabbitMQ is away
 that fetch fails with ``BrokerUnavailable`` and the worker tries again. After
 :meth:`Fetcher.stop` the next fetch starts a new consumer on the same connection.
@@ -31,10 +32,10 @@ from typing import TYPE_CHECKING
 import anyio
 
 from asyncq.delivery import Delivery
-from asyncq.errors import BrokerError
+from asyncq.errors import BrokerError, BrokerUnavailable
 from asyncq.settlement import Settlement
 
-from .connection import CONNECT_TIMEOUT, Link, connection_name
+from .connection import Link, Rotation, connection_name
 from .consumer import Acks, Consumer, Receipt, ack
 from .consumer_timeout import timed_out
 from .receiver import Incoming, Receiver
@@ -68,6 +69,7 @@ class Fetcher:
         self._cancelled = cancelled
         self._settle = settle
         self._receiver: Receiver | None = None
+        self._hosts = Rotation(link.settings.hosts)
         self._opening = asyncio.Lock()
         self._consumer: Consumer | None = None
         self._acks: Acks | None = None
@@ -207,18 +209,34 @@ class Fetcher:
                     await consumer.start(q)
 
     async def _open_receiver(self) -> Receiver:
-        settings = self._link.settings
-        receiver = Receiver(
-            settings.connection_url,
-            name=connection_name(settings, "consuming"),
-            heartbeat=settings.heartbeat,
-            channel_max=settings.channel_max,
-            on_delivery=self._delivered,
-            on_close=self._receiver_closed,
-        )
-        await receiver.open(CONNECT_TIMEOUT)
-        self._receiver, self._prefetch = receiver, 0
-        return receiver
+        """A consume connection to the first host of a round that answers (connection.py)."""
+        settings, rotation = self._link.settings, self._hosts
+        failures: list[BrokerUnavailable] = []
+        for host in rotation.round():
+            receiver = Receiver(
+                settings.url_for(host),
+                name=connection_name(settings, "consuming"),
+                heartbeat=settings.heartbeat,
+                channel_max=settings.channel_max,
+                on_delivery=self._delivered,
+                on_close=self._receiver_closed,
+            )
+            try:
+                # A refusal (BrokerError) is raised at once: the nodes of a cluster share
+                # their users and vhosts, so every other one would refuse too.
+                await receiver.open(rotation.timeout)
+            except BrokerUnavailable as exc:
+                failures.append(exc)
+                continue
+            rotation.answered(host)
+            self._receiver, self._prefetch = receiver, 0
+            return receiver
+        if len(failures) == 1:
+            raise failures[0]
+        raise BrokerUnavailable(
+            f"no host of RabbitMQ at {self._link.where} answered consuming: "
+            + "; ".join(str(f) for f in failures)
+        ) from failures[-1]
 
     def _acks_of(self, receiver: Receiver) -> Acks:
         if self._acks is None or self._acks.channel is not receiver:

@@ -35,6 +35,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Queues"]
 
+_ACKS_PER_READ = 16
+"""Acknowledgements a purge sends before it reads on. A quorum queue gives each basic.get
+delivery a consumer of its own, so every ack (a ``multiple`` one too) is a settle command
+of its own; a channel sends 32 (RabbitMQ's SOFT_LIMIT) before it waits for the queue to
+apply them, and holds back the rest, which a close of the channel then drops: their
+messages return to the queue, to be read (and counted) again. The next basic.get goes
+through the queue's log behind the settles sent before it, so no more than this many are
+ever outstanding, and none is held back when the channel closes."""
+
 
 class Queues:
     def __init__(
@@ -132,24 +141,29 @@ class Queues:
 
     async def purge(self, queue: str, *, limit: int) -> int:
         # Ready messages are taken off the work queue (those a worker holds are running
-        # and stay). With records, their records are cancelled and then they are
-        # acknowledged: a crash in between leaves a cancelled job's message, which
+        # and stay), a few at a time. With records, their records are cancelled and then
+        # they are acknowledged: a crash in between leaves a cancelled job's message, which
         # admission drops. Without records they are simply acknowledged, and the queue's
         # delayed jobs go with its wait queues' purge.
-        taken: list[AbstractIncomingMessage] = []
+        purged = 0
         with self._link.errors("purging a queue"):
             async with browse(self._link, self._topology.names.work(queue)) as messages:
-                async for message in messages:
-                    taken.append(message)
-                    if len(taken) >= limit:
+                while purged < limit:
+                    taken: list[AbstractIncomingMessage] = []
+                    async for message in messages:
+                        taken.append(message)
+                        if len(taken) >= min(_ACKS_PER_READ, limit - purged):
+                            break
+                    if not taken:
                         break
-                if self._records is not None:
-                    ids = [m.message_id or "" for m in taken]
-                    purged = await self._records.purge(queue, ids, limit - len(taken))
-                else:
-                    purged = len(taken)
-                if taken:
-                    await taken[-1].ack(multiple=True)
+                    if self._records is not None:
+                        ids = [m.message_id or "" for m in taken]
+                        await self._records.purge(queue, ids, 0)
+                    for message in taken:
+                        await message.ack()
+                    purged += len(taken)
+            if self._records is not None and purged < limit:
+                purged += await self._records.purge(queue, [], limit - purged)
             if self._records is None and purged < limit:
                 purged += await self._purge_all(self._waiting(queue))
         return purged

@@ -3,14 +3,61 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-from asyncq.backend import parse_url_options, positive_float, positive_int
+from asyncq.backend import parse_url_options, positive_float, positive_int, redact_url
 from asyncq.errors import ConfigurationError
 
-__all__ = ["RECORDS_HINT", "AmqpSettings"]
+__all__ = ["RECORDS_HINT", "AmqpSettings", "Host"]
+
+_PORTS = {"amqp": 5672, "amqps": 5671}
+
+
+class Host(NamedTuple):
+    """One node a broker URL names."""
+
+    name: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.name}]:{self.port}" if ":" in self.name else f"{self.name}:{self.port}"
+
+
+def _hosts(url: str) -> tuple[Host, ...]:
+    """The nodes of ``amqp://user:pass@host1:5672,host2:5672/vhost``, in the URL's order:
+    one host, or several separated by commas (each with its port, or the scheme's)."""
+    parts = urlsplit(url)
+    default = _PORTS.get(parts.scheme, 5672)
+    listed = parts.netloc.rpartition("@")[2]
+    if not listed:
+        return (Host("localhost", default),)  # as aio-pika reads amqp:///vhost
+    found: list[Host] = []
+    for entry in listed.split(","):
+        where = f"in broker URL {redact_url(url)!r}"
+        if not entry:
+            raise ConfigurationError(
+                f"empty host {where}: separate several hosts with single commas, e.g. "
+                "amqp://guest:guest@10.0.0.1:5672,10.0.0.2:5672/%2F"
+            )
+        one = urlsplit(f"//{entry}")
+        try:
+            port = default if one.port is None else one.port
+            if port == 0:
+                raise ValueError("port 0")
+        except ValueError:
+            raise ConfigurationError(
+                f"bad port in host {entry!r} {where}: each host is NAME or NAME:PORT "
+                "(PORT from 1 to 65535; an IPv6 address in brackets, [::1]:5672)"
+            ) from None
+        if not one.hostname:
+            raise ConfigurationError(f"host {entry!r} {where} has no name")
+        host = Host(one.hostname, port)
+        if host in found:
+            raise ConfigurationError(f"host {host} named twice {where}")
+        found.append(host)
+    return tuple(found)
 
 
 def _name(raw: str) -> str:
@@ -96,10 +143,14 @@ RECORDS_HINT = (
 class AmqpSettings:
     """Options of ``amqp://user:pass@host:5672/vhost?records=redis://...&queue_type=...``.
 
-    ``connection_url`` is the URL without asyncq's options, as aio-pika reads it.
+    ``connection_url`` is the URL without asyncq's options; it may name several hosts,
+    comma-separated (the nodes of a cluster), which :attr:`hosts` lists and
+    :meth:`url_for` turns into a URL of one, as aio-pika and the consume connection read it.
     """
 
     connection_url: str
+    hosts: tuple[Host, ...] = field(init=False)
+    """The nodes ``connection_url`` names: a connect tries them in turn (connection.py)."""
     records: str | None = None
     """Where job records live: a Redis URL. None: RabbitMQ alone, without what needs
     records (see the package docstring)."""
@@ -141,6 +192,16 @@ class AmqpSettings:
     retried without end, see the package docstring)."""
     retry_delay: float = 2.0
     """Seconds between two of those attempts."""
+
+    def __post_init__(self) -> None:
+        # Derived, never given: one source (the URL), checked however the settings are made.
+        object.__setattr__(self, "hosts", _hosts(self.connection_url))
+
+    def url_for(self, host: Host) -> str:
+        """``connection_url`` naming only ``host``: credentials, vhost and options kept."""
+        parts = urlsplit(self.connection_url)
+        user, at, _ = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{user}{at}{host}"))
 
     @classmethod
     def from_url(cls, url: str) -> AmqpSettings:

@@ -1,5 +1,5 @@
 """Fixtures of the RabbitMQ-specific tests: the prefixes of one module's tests, each test's
-own prefix for queue names and record keys."""
+own prefix for queue names and record keys, and the session's three-node cluster."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .amqp_support import Prefixes
+from .amqp_support import SESSION_CLUSTER, Prefixes, PrivateCluster
 
 
 @pytest.fixture(scope="module")
@@ -26,3 +26,10 @@ def prefix(prefixes: Prefixes, unique: str) -> Iterator[str]:
     """This test's prefix for queue names and record keys; its Redis keys go when it ends."""
     with prefixes.claim(unique) as prefix:
         yield prefix
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_cluster() -> PrivateCluster:
+    """The session's three-node RabbitMQ cluster, started on first use; tests/conftest.py
+    stops it when the session ends (the contract suite's amqp-cluster backend shares it)."""
+    return SESSION_CLUSTER.get()
