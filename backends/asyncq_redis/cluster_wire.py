@@ -140,9 +140,9 @@ class ClusterWire:
                             if target is not None:
                                 asked[i] = target
                         again.append(i)
-                    elif replies[i] is None or isinstance(replies[i], BaseException):
-                        # A command of the whole server keeps the first master's answer,
-                        # unless another master refused it.
+                    elif replies[i] is None or isinstance(reply, BaseException):
+                        # A command of the whole server (SCRIPT LOAD) answers as the first
+                        # master did, or with the refusal of any master.
                         replies[i] = reply
             todo = sorted(set(again))
             if not todo:
