@@ -124,17 +124,25 @@ async def heartbeat(worker: Worker) -> None:
 
 
 async def renew_leases(worker: Worker) -> None:
-    """Keep the claim on every held delivery fresh, every ``lease_renewal_interval``."""
+    """Keep the claim on every held delivery fresh, every ``lease_renewal_interval``: the
+    running ones, and the finished ones whose settlements have not landed yet."""
     backend = worker.app.backend
     interval = backend.lease_renewal_interval
     assert interval is not None
+    failed = False
     while True:
         await anyio.sleep(interval)  # a lease is time-based, so renewal is a timer
-        if worker.running:
+        held = worker.held_deliveries()
+        if held:
             try:
-                await backend.renew([a.delivery for a in worker.running.values()])
+                await backend.renew(held)
             except BrokerError as exc:
                 log.warning("lease renewal failed: %s", exc)
+                failed = True
+                continue
+            if failed:
+                failed = False
+                worker.broker_back()
 
 
 async def poll_depths(worker: Worker) -> None:

@@ -41,10 +41,26 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.AdminShutdownError,
     asyncpg.ConnectionDoesNotExistError,
+    # A session the server ended (a fast shutdown's FATAL, pg_terminate_backend) whose socket
+    # is not closed yet: asyncpg read the message while idle and is left mid-operation, so
+    # the next statement on it fails with "cannot switch to state 12; another operation (2)
+    # is in progress", an InternalClientError (not an InterfaceError). Its subclass
+    # OutdatedSchemaCacheError is cured the same way: a new connection has no stale cache.
+    asyncpg.InternalClientError,
 )
-"""What a server that went away, or is not up yet, raises."""
+"""What a server that went away, or is not up yet, raises; a pooled connection that raised
+one of them is not used again."""
 
 _RECONNECT_FIRST, _RECONNECT_MAX = 0.05, 2.0
+
+
+def _drop(conn: asyncpg.Connection) -> None:
+    """Close a pooled connection that failed, closed or open on a session that has ended:
+    the pool opens a new one in its place instead of handing this one out again."""
+    try:
+        conn.terminate()
+    except asyncpg.InterfaceError:
+        pass  # closed already: the pool let go of it then
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -270,7 +286,11 @@ class Database:
         """A pooled connection; a lost server is a ``BrokerUnavailable``."""
         try:
             async with self.pool.acquire() as conn:
-                yield conn
+                try:
+                    yield conn
+                except CONNECTION_ERRORS:
+                    _drop(conn)
+                    raise
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"lost the connection to PostgreSQL: {exc!r}") from None
         except asyncpg.QueryCanceledError as exc:

@@ -16,9 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import anyio
 import pytest
+from anyio.abc import SocketStream, TaskStatus
 
-__all__ = ["PrivatePgBouncer", "PrivatePostgres", "postgres_binaries"]
+__all__ = ["LateClosingProxy", "PrivatePgBouncer", "PrivatePostgres", "postgres_binaries"]
 
 
 def postgres_binaries() -> Path:
@@ -192,3 +194,54 @@ server_round_robin = {int(round_robin)}
                 self._process.terminate()
             self._process.wait(timeout=30)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class LateClosingProxy:
+    """A TCP proxy on a loopback port in front of ``127.0.0.1:upstream_port`` that passes a
+    server's closing on to the client only ``linger`` seconds late (what a proxy, a
+    connection pooler or a slow network may do): in between, the client has read the
+    server's last message (a fast shutdown's ``FATAL``) on a connection that still looks
+    open. Run :meth:`serve` in a task group."""
+
+    def __init__(self, upstream_port: int, linger: float) -> None:
+        self.upstream_port = upstream_port
+        self.linger = linger
+        self.port = free_port()
+
+    def url(self, path: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{path}"
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+        async with listener, anyio.create_task_group() as tg:
+            task_status.started()
+            await listener.serve(self._handle, tg)
+
+    async def _handle(self, client: SocketStream) -> None:
+        async with client:
+            try:
+                upstream = await anyio.connect_tcp("127.0.0.1", self.upstream_port)
+            except OSError:
+                return  # the server is down: the client sees its connection closed
+            async with upstream, anyio.create_task_group() as tg:
+
+                async def to_server() -> None:
+                    await _pipe(client, upstream)
+                    tg.cancel_scope.cancel()  # the client left: nothing lingers
+
+                async def to_client() -> None:
+                    await _pipe(upstream, client)
+                    await anyio.sleep(self.linger)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(to_server)
+                tg.start_soon(to_client)
+
+
+async def _pipe(source: SocketStream, sink: SocketStream) -> None:
+    while True:
+        try:
+            data = await source.receive()
+            await sink.send(data)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return

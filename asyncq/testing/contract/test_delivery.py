@@ -5,6 +5,7 @@ is alive renews its lease, so a long job is never taken from it and run twice.""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import anyio
 import pytest
@@ -163,3 +164,49 @@ async def test_late_settlement_from_a_lost_consumer_does_not_undo_the_outcome(
         stats = (await app.queue_stats([app.default_queue]))[app.default_queue]
         assert (stats.pending, stats.scheduled) == (0, 0)
     assert runs == [True, False]
+
+
+@pytest.mark.needs_leases
+async def test_finished_job_keeps_its_lease_until_its_settlement_lands(
+    broker: Broker, app: asyncq.App, settled: SettleLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[str] = []
+
+    @app.task
+    async def work() -> str:
+        runs.append("first worker")
+        return "done"
+
+    other = broker.app(visibility_timeout=VISIBILITY_TIMEOUT)
+
+    @other.task(name=work.name)
+    async def work_elsewhere() -> str:
+        runs.append("second worker")
+        return "done"
+
+    # The first worker's settlements fail for a while (as through an outage its other round
+    # trips came through): its settler retries them with backoff, and the job it finished
+    # is still its own, its lease renewed, until the settlement lands.
+    real_settle = app.backend.settle
+    refusing = True
+    refused = anyio.Event()
+
+    async def settle(settlements: Sequence[Settlement]) -> None:
+        if refusing:
+            refused.set()
+            raise asyncq.BrokerUnavailable("this test refuses the settlement")
+        await real_settle(settlements)
+
+    monkeypatch.setattr(app.backend, "settle", settle)
+    async with app, other:
+        job = await work.enqueue()
+        async with app.worker(concurrency=1):
+            with anyio.fail_after(5):
+                await refused.wait()
+            # A second worker competes for the job for several leases' time: had the lease
+            # lapsed, it would take the job and run it again.
+            async with other.worker(concurrency=1):
+                await anyio.sleep(VISIBILITY_TIMEOUT * 3)
+                refusing = False
+                assert await settled.wait(job.id, timeout=5) == [Outcome.SUCCEEDED]
+    assert runs == ["first worker"]
