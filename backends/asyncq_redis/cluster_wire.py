@@ -199,6 +199,10 @@ class ClusterWire:
             await asyncio.shield(self._refreshing)
         except (rx.RedisError, OSError):
             pass  # no node answered: the caller tries again until its deadline
+        except RuntimeError:
+            # redis-py before 6 reads its startup nodes while its own command path may drop
+            # a failed one ("dictionary changed size during iteration"): read again later.
+            pass
 
     async def _reload(self) -> None:
         await self._cluster.nodes_manager.initialize()

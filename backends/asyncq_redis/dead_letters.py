@@ -32,12 +32,18 @@ async def newest_of(
         end = f"({page[-1][0].decode()}"
 
 
+_COUNT_AND_DELETE = """
+local n = redis.call('XLEN', KEYS[1])
+redis.call('DEL', KEYS[1])
+return n
+"""
+
+
 async def purge(client: aioredis.Redis, dead: str, ids: Sequence[str] | None) -> int:
     if ids is None:
-        pipe = client.pipeline(transaction=True)
-        pipe.xlen(dead)
-        pipe.delete(dead)
-        count, _ = await pipe.execute()
+        # One script rather than MULTI: atomic the same, and a cluster's client (redis-py
+        # before 6) refuses transactions.
+        count: Any = await client.eval(_COUNT_AND_DELETE, 1, dead)
         return int(count)
     wanted, doomed = {i.encode() for i in ids}, []
     start = "-"
