@@ -176,7 +176,11 @@ class ClusterWire:
         replies = await self._wire(node).execute(batch)
         if wait is not None:
             *replies, acked = replies
-            check_replicas(acked, wait, node.name)
+            # A node that no longer serves the slot (a master that came back as a replica)
+            # redirects the writes and refuses WAIT: nothing was written there, and the
+            # MOVED sends the commands on.
+            if not any(_redirected(reply) for reply in replies):
+                check_replicas(acked, wait, node.name)
         if any(i_asked):
             kept, it = [], iter(replies)
             for asked in i_asked:
@@ -197,7 +201,7 @@ class ClusterWire:
             self._refreshing = asyncio.ensure_future(self._reload())
         try:
             await asyncio.shield(self._refreshing)
-        except (rx.RedisError, OSError):
+        except (rx.RedisError, rx.RedisClusterException, OSError):
             pass  # no node answered: the caller tries again until its deadline
         except RuntimeError:
             # redis-py before 6 reads its startup nodes while its own command path may drop

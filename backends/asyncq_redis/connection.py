@@ -214,5 +214,9 @@ def redis_errors(where: str, action: str) -> Iterator[None]:
         yield
     except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
         raise BrokerUnavailable(f"Redis at {where} unreachable {action}: {exc}") from exc
+    except rx.RedisClusterException as exc:
+        # Not a RedisError: the cluster client found no node that answers (redis-py 8
+        # names it RedisClusterUnreachableError), or none that knows the slots.
+        raise BrokerUnavailable(f"Redis Cluster at {where} unreachable {action}: {exc}") from exc
     except rx.RedisError as exc:
         raise BrokerError(f"Redis failed {action}: {exc}") from exc
