@@ -6,14 +6,26 @@
 #   scripts/redis_cluster.sh stop DIR
 #   scripts/redis_cluster.sh kill DIR PORT         # SIGKILL one node
 #   scripts/redis_cluster.sh restart DIR PORT      # start it again: it rejoins the cluster
+#   scripts/redis_cluster.sh wait DIR              # until the cluster is whole again
 #
 # Each node keeps its files in DIR/<port> (nodes.conf, its log) and persists nothing (the
 # tests that need persistence start servers of their own). Nodes BASEPORT .. BASEPORT+2
 # start as masters, the other three as their replicas. `start` returns once every node
 # reports cluster_state:ok and sees all six nodes, and each master's replica is in
 # sync (bounded by REDIS_CLUSTER_WAIT seconds,
-# 60 by default), and prints how long that took; `stop` shuts every node down and waits
-# until its port is closed.
+# 60 by default), and prints how long that took; `wait` waits for the same (after a
+# `kill` and `restart`, whichever nodes are masters by then); `stop` shuts every node
+# down and waits until its port is closed.
+#
+# Two options for `start`, kept in DIR so that `restart` starts a node the same way:
+#   REDIS_CLUSTER_PERSIST=1   every node appends each write to its AOF and fsyncs it
+#                             before replying (appendfsync always), as the chaos soak's
+#                             standalone Redis does; by default nothing is persisted.
+#   REDIS_CLUSTER_ANNOUNCE="P1 .. P6"   the port each node (BASEPORT .. BASEPORT+5) gives
+#                             clients and replicas (CLUSTER SLOTS, MOVED, replication) in
+#                             place of its own: a proxy's, so that every client connection
+#                             goes through it. The cluster bus stays on the real port +
+#                             10000. By default each node announces its own port.
 set -euo pipefail
 
 fail() {
@@ -29,7 +41,7 @@ WAIT=${REDIS_CLUSTER_WAIT:-60}
 
 command=${1:-}
 dir=${2:-}
-USAGE="usage: $0 start DIR BASEPORT | stop DIR | kill DIR PORT | restart DIR PORT"
+USAGE="usage: $0 start DIR BASEPORT | stop DIR | kill DIR PORT | restart DIR PORT | wait DIR"
 [ -n "$command" ] && [ -n "$dir" ] || fail "$USAGE"
 
 ports() {
@@ -47,20 +59,33 @@ ready() {
         grep -q '^cluster_state:ok' <<<"$info" || return 1
         grep -q '^cluster_known_nodes:6' <<<"$info" || return 1
     done
-    # Every master with its replica attached and in sync, so a failover test can begin.
-    local base online
-    base=$(cat "$dir/baseport")
-    for port in $base $((base + 1)) $((base + 2)); do
-        online=$("$CLI" -h 127.0.0.1 -p "$port" info replication 2>/dev/null | grep -c 'state=online') || return 1
-        [ "$online" -ge 1 ] || return 1
+    # Every master with its replica attached and in sync, so a failover test can begin;
+    # whichever nodes are masters now (a failover swaps a master and its replica).
+    local replication masters=0
+    for port in $(ports); do
+        replication=$("$CLI" -h 127.0.0.1 -p "$port" info replication 2>/dev/null) || return 1
+        grep -q '^role:master' <<<"$replication" || continue
+        masters=$((masters + 1))
+        grep -q 'state=online' <<<"$replication" || return 1
     done
+    [ "$masters" -eq 3 ]
 }
 
 start_node() {
-    local port=$1
+    local port=$1 extra=() announce
+    if [ "$(cat "$dir/persist" 2>/dev/null)" = 1 ]; then
+        extra+=(--appendonly yes --appendfsync always)
+    else
+        extra+=(--appendonly no)
+    fi
+    announce=$(cat "$dir/$port/announce" 2>/dev/null || true)
+    if [ -n "$announce" ]; then
+        extra+=(--cluster-announce-port "$announce")
+        extra+=(--cluster-announce-bus-port $((port + 10000)))
+    fi
     "$SERVER" --port "$port" --bind 127.0.0.1 --dir "$dir/$port" \
         --cluster-enabled yes --cluster-config-file nodes.conf \
-        --cluster-node-timeout 2000 --save "" --appendonly no \
+        --cluster-node-timeout 2000 --save "" "${extra[@]}" \
         --daemonize yes --logfile "$dir/$port/log" --pidfile "$dir/$port/pid"
 }
 
@@ -83,11 +108,18 @@ start)
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     echo "$base" >"$dir/baseport"
+    echo "${REDIS_CLUSTER_PERSIST:-0}" >"$dir/persist"
+    read -r -a announce <<<"${REDIS_CLUSTER_ANNOUNCE:-}"
+    [ "${#announce[@]}" -eq 0 ] || [ "${#announce[@]}" -eq 6 ] ||
+        fail "REDIS_CLUSTER_ANNOUNCE needs six ports, one per node"
     started=$SECONDS
+    i=0
     for port in $(ports); do
         mkdir -p "$dir/$port"
         # A node left from an earlier run would rejoin with its old identity: start clean.
-        rm -f "$dir/$port/nodes.conf"
+        rm -rf "$dir/$port/nodes.conf" "$dir/$port/appendonlydir"
+        echo "${announce[$i]:-}" >"$dir/$port/announce"
+        i=$((i + 1))
         start_node "$port"
     done
     for port in $(ports); do
@@ -126,6 +158,10 @@ restart)
     # was replaced meanwhile comes back as a replica of its successor.
     start_node "$port"
     until_true "node $port did not answer" answers "$port"
+    ;;
+wait)
+    [ -f "$dir/baseport" ] || fail "no cluster in $dir (start it first)"
+    until_true "the cluster did not settle" ready
     ;;
 *)
     fail "$USAGE"

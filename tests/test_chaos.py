@@ -17,14 +17,15 @@ from postgres_backend.postgres_support import postgres_binaries
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SECONDS = {"redis": 25, "postgres": 25, "sqlite": 10}
-"""Seconds of faults per backend: a minute in all. SQLite has only the worker faults (no
-server to restart, no network to cut), so it needs less time to see each of them."""
+SECONDS = {"redis": 25, "redis-cluster": 25, "postgres": 25, "sqlite": 10}
+"""Seconds of faults per backend. SQLite has only the worker faults (no server to restart,
+no network to cut), so it needs less time to see each of them. The RabbitMQ cluster is
+not here yet: its soak finds a keyed enqueue stored twice (benchmarks/README.md)."""
 
 
 def _require(backend: str) -> None:
     """A private broker needs its programs; in CI a missing one fails the test."""
-    if backend == "redis":
+    if backend in ("redis", "redis-cluster"):
         services.require_redis_server()
     elif backend == "postgres":
         postgres_binaries()

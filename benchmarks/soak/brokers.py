@@ -13,10 +13,11 @@ The soak starts a private broker of its own on free loopback ports, so that it m
 * :class:`ExternalBroker`: a broker someone else started (``--broker-url``): proxied, but
   never restarted.
 
-A cluster (Redis Cluster, a RabbitMQ cluster) fits the same interface: one upstream and one
-proxy per node, :meth:`Broker.client_url` naming the proxies, ``stop_node``/``start_node``
-for the node to kill. (A Redis Cluster's nodes must then announce their proxy's address,
-``cluster-announce-port``, or clients would follow MOVED replies around the proxies.)
+A cluster (Redis Cluster, a RabbitMQ cluster: ``soak/clusters.py``) fits the same
+interface: one upstream and one proxy per node, :meth:`Broker.client_url` naming the
+proxies, ``stop_node``/``start_node`` for the node to kill. (A Redis Cluster's nodes
+announce their proxy's address, :attr:`Broker.endpoints`, or clients would follow MOVED
+replies around the proxies.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import glob
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -63,6 +64,9 @@ class Broker(abc.ABC):
     """Where each node listens, for a proxy each; empty for a broker with no network."""
     nodes: int = 0
     """Nodes the soak may stop and start; 0: the broker-restart faults do not apply."""
+    endpoints: Sequence[Address] = ()
+    """Where clients reach each upstream (its proxy), set by the soak before :meth:`run`:
+    a cluster's nodes announce these in place of their own addresses."""
     _tg: TaskGroup
     """Where the nodes' own tasks (output readers) run, while :meth:`run` does."""
 
@@ -84,6 +88,10 @@ class Broker(abc.ABC):
                     for node in range(self.nodes):
                         await self.stop_node(node, hard=True)
                 tg.cancel_scope.cancel()
+
+    def describe(self, node: int) -> str:
+        """``node`` in a fault's report (a cluster's says which node it was)."""
+        return f"node {node}"
 
     async def start_node(self, node: int) -> None:
         raise NotImplementedError(f"{self.kind} nodes cannot be started by the soak")
@@ -288,10 +296,16 @@ class ExternalBroker(Broker):
 
 
 def broker_for(kind: str, directory: Path) -> Broker:
-    """The private broker of ``kind`` (redis, postgres, sqlite), its data in ``directory``."""
-    brokers: dict[str, type[PrivateRedis | PrivatePostgres | SqliteFile]] = {
+    """The private broker of ``kind`` (redis, postgres, sqlite, redis-cluster,
+    amqp-cluster), its data in ``directory``."""
+    # Imported here: the clusters are built from this module's parts.
+    from .clusters import PrivateRabbitCluster, PrivateRedisCluster
+
+    brokers: dict[str, Callable[[Path], Broker]] = {
         "redis": PrivateRedis,
         "postgres": PrivatePostgres,
         "sqlite": SqliteFile,
+        "redis-cluster": PrivateRedisCluster,
+        "amqp-cluster": PrivateRabbitCluster,
     }
     return brokers[kind](directory)

@@ -72,6 +72,7 @@ def producer(args: argparse.Namespace) -> None:
     ledger = LedgerWriter(Path(args.ledger))
     app, job = make_app(args.url, ledger)
     numbers = itertools.count()
+    seen: set[str] = set()
 
     async def confirm(lid: str, give_up_at: float) -> None:
         backoff = 0.1
@@ -84,6 +85,11 @@ def producer(args: argparse.Namespace) -> None:
                         enqueued = await job.enqueue(lid)
             except Exception as exc:  # whatever it is, it is counted by type in the report
                 ledger.write("E", lid, type(exc).__name__)
+                # The ledger keeps only the type; the message once, for a post-mortem.
+                said = f"{type(exc).__name__}: {exc}"
+                if said not in seen:
+                    seen.add(said)
+                    logging.warning("enqueue of %s raised %s", lid, said)
                 if anyio.current_time() >= give_up_at:
                     ledger.write("U", lid)
                     return

@@ -71,7 +71,7 @@ class Ledger:
     runs: list[Run] = field(default_factory=list)
     finished: dict[str, float] = field(default_factory=dict)
     """Ledger id -> when its first run returned."""
-    _open: dict[tuple[int, str], Run] = field(default_factory=dict)
+    _open: dict[tuple[int, str], list[Run]] = field(default_factory=dict)
     _offsets: dict[Path, int] = field(default_factory=dict)
 
     def refresh(self) -> None:
@@ -91,12 +91,18 @@ class Ledger:
             lid, job_id, pid, attempt, redelivered, start = fields[1:]
             run = Run(lid, job_id, int(pid), int(attempt), redelivered == "1", float(start))
             self.runs.append(run)
-            # A worker may be given the same job again (its lease lapsed while it was cut
-            # off); the return belongs to the latest start.
-            self._open[run.pid, job_id] = run
+            # A worker may be given the same job again while its first run goes on (its
+            # lease lapsed while it was cut off; on RabbitMQ, its connection was declared
+            # dead during a pause and it consumes again): two runs open at once in one
+            # process. F lines do not say which run returned, so the earliest open one is
+            # taken to have (its handler started first).
+            self._open.setdefault((run.pid, job_id), []).append(run)
         elif kind == "F":
             lid, job_id, pid, end = fields[1:]
-            finished = self._open.pop((int(pid), job_id))
+            key = (int(pid), job_id)
+            finished = self._open[key].pop(0)
+            if not self._open[key]:
+                del self._open[key]
             finished.end = float(end)
             self.finished.setdefault(lid, finished.end)
         elif kind == "C":
