@@ -24,6 +24,7 @@ from redis.backoff import ExponentialBackoff
 from asyncq.errors import BrokerError, BrokerUnavailable
 
 from .cluster_wire import ClusterWire
+from .sentinel import SENTINEL_SCHEMES, open_sentinel_client, sentinel_target
 from .settings import RedisConnection
 from .wire import Calls, Wire, pack_args
 
@@ -76,10 +77,16 @@ class _Refused(Exception):
         self.error = error
 
 
+def _retry(retried: tuple[type[rx.RedisError], ...]) -> _Retry:
+    """About 1.5 s of tries with backoff, for the errors ``retried`` names."""
+    return _Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6, supported_errors=retried)
+
+
 def open_client(
     connection: RedisConnection, *, max_connections: int, client_name: str | None = None
 ) -> aioredis.Redis:
-    """A client on a blocking pool of hiredis-encoding connections.
+    """A client on a blocking pool of hiredis-encoding connections (of a cluster's client,
+    or through Sentinel, where the URL says so).
 
     Its timeouts are set here, whatever redis-py's defaults (they changed in 8.0). Commands
     that fail on a dropped connection (or, with ``retry_on_timeout``, that time out) are
@@ -93,36 +100,25 @@ def open_client(
     url = connection.url
     if connection.cluster:
         return _open_cluster(connection, retried, max_connections, client_name)
-    if urlsplit(url).scheme.endswith("+sentinel"):
-        from .sentinel import open_sentinel_client, sentinel_target  # it imports this module
-
-        return open_sentinel_client(
-            sentinel_target(url),
-            max_connections=max_connections,
-            retry=_Retry(
-                ExponentialBackoff(cap=0.5, base=0.05), retries=6, supported_errors=retried
-            ),
-            retry_on_error=list(retried),
-            retry_on_timeout=False,
-            socket_timeout=connection.socket_timeout,
-            socket_connect_timeout=connection.socket_connect_timeout,
-            health_check_interval=30,
-            client_name=client_name,
-        )
+    common: dict[str, Any] = {
+        "max_connections": max_connections,
+        "retry": _retry(retried),
+        # The retried errors are named here; redis-py's own retry_on_timeout would append
+        # to this list on every new connection.
+        "retry_on_error": list(retried),
+        "retry_on_timeout": False,
+        "socket_timeout": connection.socket_timeout,
+        "socket_connect_timeout": connection.socket_connect_timeout,
+        "health_check_interval": 30,
+        "client_name": client_name,
+    }
+    if urlsplit(url).scheme in SENTINEL_SCHEMES:
+        return open_sentinel_client(sentinel_target(url), **common)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         connection_class=HiredisSSLConnection if url.startswith("rediss:") else HiredisConnection,
-        max_connections=max_connections,
         timeout=30,
-        retry=_Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6, supported_errors=retried),
-        # The retried errors are named here; redis-py's own retry_on_timeout would append
-        # to this list on every new connection.
-        retry_on_error=list(retried),
-        retry_on_timeout=False,
-        socket_timeout=connection.socket_timeout,
-        socket_connect_timeout=connection.socket_connect_timeout,
-        health_check_interval=30,
-        client_name=client_name,
+        **common,
     )
     return aioredis.Redis(connection_pool=pool)
 
@@ -139,7 +135,7 @@ def _open_cluster(
     cluster = RedisCluster.from_url(
         connection.url,
         max_connections=max_connections,
-        retry=_Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6, supported_errors=retried),
+        retry=_retry(retried),
         socket_timeout=connection.socket_timeout,
         socket_connect_timeout=connection.socket_connect_timeout,
         health_check_interval=30,
