@@ -34,7 +34,6 @@ from typing import Any, Self
 import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as rx
-from redis.crc import key_slot
 
 from asyncq.backend import Backend, Delivery, Envelope, Outcome, Settlement
 from asyncq.coalescing import Coalescer
@@ -50,7 +49,6 @@ from asyncq.records import (
 from asyncq.store import JobStore
 
 from . import blocking, dead_letters, jobstore, listing, mover, queue_scripts, retention, scripts
-from .connection import open_wire
 from .jobstore import GROUP, StreamJobStore
 from .persistence import log_persistence, read_persistence
 from .records import (
@@ -63,7 +61,6 @@ from .records import (
     read_minute_counts,
 )
 from .settings import RedisSettings
-from .wire import Calls
 
 __all__ = ["RedisBackend"]
 
@@ -112,9 +109,7 @@ class RedisBackend(Backend):
             owner="the Redis backend",
         )
         self._records = StreamJobStore(self._redis, prefix=settings.prefix, ttl_ms=self._ttl_ms)
-        self._readers: dict[int, Calls] = {}
-        """The blocking reads' connections (see blocking.py): one on a single server; on a
-        cluster one per slot read, since XREADGROUP's streams must share a slot."""
+        self._readers = blocking.Readers(cluster=settings.cluster)
         self._connected = False
         self._wait = (
             None
@@ -158,10 +153,8 @@ class RedisBackend(Backend):
         self.max_message_size = server if asked is None else min(asked, server)
 
     async def close(self) -> None:
-        readers, self._readers = self._readers, {}
         self._connected = False
-        for reader in readers.values():
-            await reader.close()
+        await self._readers.close()
         await self._redis.close()
 
     async def on_worker_start(self) -> None:
@@ -296,7 +289,15 @@ class RedisBackend(Backend):
             raise BrokerError("the Redis backend is not connected: open the App first")
         read: blocking.Entries = []
         with anyio.CancelScope() as self._blocking:
-            read = await self._read_blocking(by_stream, limit, wait)
+            read = await self._readers.read(
+                self._redis.client,
+                GROUP,
+                self._consumer,
+                list(by_stream),
+                count=limit if len(by_stream) == 1 else 1,
+                block=wait,
+                grace=self.settings.socket_timeout,
+            )
         self._blocking = None
         if not read:
             return []
@@ -316,48 +317,6 @@ class RedisBackend(Backend):
                 await self.settle([Settlement(d, Outcome.RELEASE) for d in deliveries[limit:]])
             deliveries = deliveries[:limit]
         return deliveries
-
-    async def _read_blocking(
-        self, by_stream: dict[str, tuple[str, int]], limit: int, wait: float
-    ) -> blocking.Entries:
-        """XREADGROUP on ``by_stream``, blocking up to ``wait`` seconds. On a cluster, one
-        read per slot (a queue's streams share one), all at once: the first to bring entries
-        ends the others, whose entries, if one came just then, stay pending to this worker
-        until the visibility timeout hands them on (late, never lost)."""
-        by_slot: dict[int, dict[str, str]] = defaultdict(dict)
-        for stream in by_stream:
-            by_slot[key_slot(stream.encode()) if self._redis.cluster else 0][stream] = ">"
-
-        async def read(slot: int, streams: dict[str, str]) -> blocking.Entries:
-            reader = self._readers.get(slot)
-            if reader is None:
-                reader = self._readers[slot] = open_wire(self._redis.client, timed=False)
-            return await blocking.read_group(
-                reader,
-                GROUP,
-                self._consumer,
-                streams,
-                count=limit if len(by_stream) == 1 else 1,
-                block=wait,
-                grace=self.settings.socket_timeout,
-            )
-
-        if len(by_slot) == 1:
-            ((slot, streams),) = by_slot.items()
-            return await read(slot, streams)
-        read_first: blocking.Entries = []
-        async with anyio.create_task_group() as tg:
-
-            async def one(slot: int, streams: dict[str, str]) -> None:
-                nonlocal read_first
-                entries = await read(slot, streams)
-                if entries and not read_first:
-                    read_first = entries
-                    tg.cancel_scope.cancel()
-
-            for slot, streams in by_slot.items():
-                tg.start_soon(one, slot, streams)
-        return read_first
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         now, ttl = repr(time.time()), self._ttl_ms

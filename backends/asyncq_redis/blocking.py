@@ -12,15 +12,19 @@ really lost runs out the deadline.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
+import redis.asyncio as aioredis
 from redis import exceptions as rx
+from redis.crc import key_slot
 
+from .connection import open_wire
 from .wire import Calls
 
-__all__ = ["Entries", "read_group"]
+__all__ = ["Entries", "Readers", "read_group"]
 
 Entries = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 """Per stream, its new entries: (stream, [(entry id, fields), ...])."""
@@ -58,6 +62,64 @@ async def read_group(
         wire.drop(error)
         raise error
     return _entries(reply)
+
+
+class Readers:
+    """The blocking reads' connections: one on a single server; on a cluster one per slot
+    read, since XREADGROUP's streams must share a slot."""
+
+    def __init__(self, *, cluster: bool) -> None:
+        self._cluster = cluster
+        self._wires: dict[int, Calls] = {}
+
+    async def read(
+        self,
+        client: aioredis.Redis,
+        group: str,
+        consumer: str,
+        streams: Sequence[str],
+        *,
+        count: int,
+        block: float,
+        grace: float,
+    ) -> Entries:
+        """``read_group`` on ``streams``. On a cluster, one read per slot (a queue's streams
+        share one), all at once: the first to bring entries ends the others, whose entries,
+        if one came just then, stay pending to this worker until the visibility timeout
+        hands them on (late, never lost)."""
+        by_slot: dict[int, dict[str, str]] = defaultdict(dict)
+        for stream in streams:
+            by_slot[key_slot(stream.encode()) if self._cluster else 0][stream] = ">"
+
+        async def one_slot(slot: int, ids: dict[str, str]) -> Entries:
+            wire = self._wires.get(slot)
+            if wire is None:
+                wire = self._wires[slot] = open_wire(client, timed=False)
+            return await read_group(
+                wire, group, consumer, ids, count=count, block=block, grace=grace
+            )
+
+        if len(by_slot) == 1:
+            ((slot, ids),) = by_slot.items()
+            return await one_slot(slot, ids)
+        first: Entries = []
+        async with anyio.create_task_group() as tg:
+
+            async def race(slot: int, ids: dict[str, str]) -> None:
+                nonlocal first
+                entries = await one_slot(slot, ids)
+                if entries and not first:
+                    first = entries
+                    tg.cancel_scope.cancel()
+
+            for slot, ids in by_slot.items():
+                tg.start_soon(race, slot, ids)
+        return first
+
+    async def close(self) -> None:
+        wires, self._wires = self._wires, {}
+        for wire in wires.values():
+            await wire.close()
 
 
 def _entries(reply: Any) -> Entries:
