@@ -11,6 +11,7 @@ are the master's; the sentinels are asked without a password.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -27,7 +28,13 @@ from asyncq.errors import ConfigurationError
 
 from .wire import pack_args
 
-__all__ = ["SENTINEL_SCHEMES", "SentinelTarget", "open_sentinel_client", "sentinel_target"]
+__all__ = [
+    "SENTINEL_SCHEMES",
+    "OneAtATimeSentinel",
+    "SentinelTarget",
+    "open_sentinel_client",
+    "sentinel_target",
+]
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT = 26379
@@ -91,10 +98,29 @@ class HiredisSentinelSSLConnection(SentinelManagedSSLConnection):
         return pack_args(args)
 
 
+class OneAtATimeSentinel(Sentinel):
+    """redis-py's Sentinel, asking the sentinels for the master one call at a time.
+
+    Its ``discover_master`` moves the sentinel that answered to the front of its list. Two
+    calls that interleave (every connection of the pool reconnecting after a failover) can
+    both swap with the same stale first entry, leaving one sentinel in the list twice and
+    dropping another, whose open connection then leaks. One at a time, the list stays a
+    permutation of the sentinels; the callers after the first get their answer one round
+    trip later."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._asking = asyncio.Lock()
+
+    async def discover_master(self, service_name: str) -> Any:
+        async with self._asking:
+            return await super().discover_master(service_name)
+
+
 def open_sentinel_client(target: SentinelTarget, **settings: Any) -> aioredis.Redis:
     """A client of ``target``'s master, found through its sentinels; ``settings`` are the
     connection pool's (timeouts, retry, pool size, client name)."""
-    sentinel = Sentinel(
+    sentinel = OneAtATimeSentinel(
         list(target.sentinels),
         socket_timeout=settings.get("socket_timeout"),
         socket_connect_timeout=settings.get("socket_connect_timeout"),

@@ -10,11 +10,13 @@ from pathlib import Path
 import anyio
 import pytest
 import services
+from asyncq_redis.sentinel import OneAtATimeSentinel
 
 import asyncq
 from asyncq.errors import BrokerUnavailable, ConfigurationError
 
-from .redis_sentinel_support import SentinelGroup
+from .redis_sentinel_support import SERVICE, SentinelGroup
+from .redis_support import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -55,6 +57,30 @@ async def test_jobs_run_through_the_sentinels_master(group: SentinelGroup) -> No
     async with app, app.worker():
         jobs = [await double.enqueue(n) for n in range(20)]
         assert [await job.result(timeout=10) for job in jobs] == [2 * n for n in range(20)]
+
+
+async def test_concurrent_master_lookups_keep_every_sentinel(group: SentinelGroup) -> None:
+    """Every connection of a pool asks the sentinels again after a failover, all at once.
+    The first sentinel here is down, so each lookup moves the one that answers to the
+    front; interleaved, they would leave that one twice in the list and drop another."""
+    down = ("127.0.0.1", free_port())
+    listed = [down, *(("127.0.0.1", port) for port in group.sentinels)]
+    sentinel = OneAtATimeSentinel(listed, socket_connect_timeout=1)
+    clients = list(sentinel.sentinels)
+    try:
+        masters: set[tuple[str, int]] = set()
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+
+                async def look_up() -> None:
+                    masters.add(await sentinel.discover_master(SERVICE))
+
+                tg.start_soon(look_up)
+        assert masters == {("127.0.0.1", group.master_port())}
+        assert sorted(map(id, sentinel.sentinels)) == sorted(map(id, clients))
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 @pytest.mark.slow
