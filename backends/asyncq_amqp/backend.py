@@ -230,17 +230,30 @@ class AmqpBackend(Backend):
                 return await self._open.publisher.publish(messages)
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    await self._forget(envelopes)
+                    await self._unanswered(envelopes)
                 raise
+
+    async def _unanswered(self, envelopes: Sequence[Envelope]) -> None:
+        """A publish that raised (the connection went before the confirms came) may have
+        reached the queue or not. Jobs without a key are taken back out of the records: a
+        copy that did arrive stores its record again when a worker starts it. A keyed job
+        cannot go that way: its key would be free, the producer's next try would make a
+        second job of it, and both would run. Its record stays, marked, and that next try
+        replaces it (the marked one ends as cancelled, so its copy is skipped)."""
+        records = self.records
+        if records is None:
+            return
+        keyed = [env for env in envelopes if env.key is not None and not env.replay]
+        if keyed:
+            for q, ids in _ids_by_queue(keyed).items():
+                await records.unsure(q, ids)
+        await self._forget([env for env in envelopes if env.key is None or env.replay])
 
     async def _forget(self, envelopes: Sequence[Envelope]) -> None:
         """Take refused jobs back out of the records."""
         if self.records is None:
             return
-        by_queue: dict[str, list[str]] = {}
-        for env in envelopes:
-            by_queue.setdefault(env.queue, []).append(env.id)
-        for q, ids in by_queue.items():
+        for q, ids in _ids_by_queue(envelopes).items():
             await self.records.forget(q, ids)
 
     # -- consuming -------------------------------------------------------------------------
@@ -339,3 +352,10 @@ class _Parts:
         self.mover = mover = DelayMover(link, topology, publisher)
         self.queues = Queues(link, topology, records, fetcher, mover)
         self.listing = Listing(link, topology, dead_letters, records)
+
+
+def _ids_by_queue(envelopes: Sequence[Envelope]) -> dict[str, list[str]]:
+    by_queue: dict[str, list[str]] = {}
+    for env in envelopes:
+        by_queue.setdefault(env.queue, []).append(env.id)
+    return by_queue

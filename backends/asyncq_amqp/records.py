@@ -49,17 +49,36 @@ __all__ = ["Admission", "RecordStore"]
 ENQUEUE = (
     define(CLAIM)
     + """
--- KEYS: scheduled. ARGV: base, now, then per job: id, task, eta ('' = now), key ('' = none),
--- replay (0/1). Returns per job {id, publish}: a key already held returns its holder's id
--- and 0; a job stored anew returns 1. A record that exists already is left as it is (the
--- same enqueue sent twice, or a worker that saw the message first and may even have
--- finished it), unless the job is a replay of a dead or cancelled one.
+-- KEYS: scheduled. ARGV: base, now, ttl_ms, then per job: id, task, eta ('' = now), key
+-- ('' = none), replay (0/1). Returns per job {id, publish}: a key already held returns its
+-- holder's id and 0; a job stored anew returns 1. A record that exists already is left as
+-- it is (the same enqueue sent twice, or a worker that saw the message first and may even
+-- have finished it), unless the job is a replay of a dead or cancelled one.
+--
+-- A key held by a job whose publish may not have reached RabbitMQ (UNSURE: its enqueue
+-- failed, so no caller has its id) and that no worker has started goes to this job: the
+-- unsure one is ended as cancelled, so a copy of it that did reach the queue is skipped.
 local scheduled = KEYS[1]
-local base, now = ARGV[1], ARGV[2]
+local base, now, ttl = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
-for i = 3, #ARGV, 5 do
+for i = 4, #ARGV, 5 do
     local id, task, eta, key, replay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
     local jk = base .. ':job:' .. id
+    if key ~= '' then
+        local kk = base .. ':key:' .. key
+        local holder = redis.call('GET', kk)
+        if holder and holder ~= id then
+            local hk = base .. ':job:' .. holder
+            local held = redis.call('HMGET', hk, 'unsure', 'status')
+            if held[1] and (held[2] == 'queued' or held[2] == 'scheduled') then
+                redis.call('HSET', hk, 'status', 'cancelled', 'updated', now)
+                redis.call('HDEL', hk, 'unsure', 'eta', 'key')
+                redis.call('PEXPIRE', hk, ttl)
+                redis.call('SREM', scheduled, holder)
+                redis.call('DEL', kk)
+            end
+        end
+    end
     local claimed, got = claim(base, jk, id, key, replay == '1')
     if claimed == 'known' then
         redis.call('HSETNX', jk, 'task', task)
@@ -77,6 +96,22 @@ end
 return out
 """
 )
+
+UNSURE = """
+-- KEYS: scheduled. ARGV: base, ids... Jobs whose publish failed without an answer (the
+-- connection went): the message may be in the queue or not. Their records stay, marked,
+-- so that an enqueue of the same key (the producer trying again) replaces them instead of
+-- returning an id whose message may not exist; START clears the mark.
+local base = ARGV[1]
+for i = 2, #ARGV do
+    local jk = base .. ':job:' .. ARGV[i]
+    local status = redis.call('HGET', jk, 'status')
+    if status == 'queued' or status == 'scheduled' then
+        redis.call('HSET', jk, 'unsure', 1)
+    end
+end
+return 1
+"""
 
 FORGET = (
     define(RELEASE_KEY)
@@ -126,7 +161,7 @@ for i = 4, #ARGV, 3 do
     end
     if verdict ~= 0 then
         redis.call('HSET', jk, 'status', 'running', 'updated', now)
-        redis.call('HDEL', jk, 'eta')
+        redis.call('HDEL', jk, 'eta', 'unsure')
         redis.call('SADD', running, id)
         redis.call('SREM', scheduled, id)
         redis.call('SREM', base .. ':deferred', id)
@@ -252,6 +287,7 @@ return purged
 _SCRIPTS = {
     "ENQUEUE": ENQUEUE,
     "FORGET": FORGET,
+    "UNSURE": UNSURE,
     "START": START,
     "SETTLE": SETTLE,
     "CANCEL": CANCEL,
@@ -288,10 +324,10 @@ class RecordStore(RedisJobStore):
     async def enqueue(self, envelopes: Sequence[Envelope]) -> list[tuple[str, bool]]:
         """Store the jobs' records; per job, its id (the key holder's, if the key was taken)
         and whether its message is to be published."""
-        now = repr(time.time())
+        now, ttl = repr(time.time()), self.ttl_ms
 
         def call(keys: QueueKeys, jobs: Sequence[Envelope]) -> Call:
-            args: list[Any] = [keys.base, now]
+            args: list[Any] = [keys.base, now, ttl]
             for env in jobs:
                 eta = "" if env.eta is None else repr(env.eta)
                 args += [env.id, env.task, eta, env.key or "", 1 if env.replay else 0]
@@ -304,6 +340,13 @@ class RecordStore(RedisJobStore):
         keys = self.keys(queue)
         with self.redis.errors("undoing refused jobs"):
             await self.redis.run([("FORGET", [keys.scheduled], [keys.base, *ids])])
+
+    async def unsure(self, queue: str, ids: Sequence[str]) -> None:
+        """Mark jobs whose publish got no answer: a later enqueue of the same key replaces
+        them (see UNSURE)."""
+        keys = self.keys(queue)
+        with self.redis.errors("marking jobs whose publish went unanswered"):
+            await self.redis.run([("UNSURE", [keys.scheduled], [keys.base, *ids])])
 
     async def register(self, queues: Sequence[str]) -> None:
         with self.redis.errors("registering queues"):

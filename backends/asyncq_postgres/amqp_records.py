@@ -67,6 +67,18 @@ class PostgresRecords(PostgresStore):
             "ord, ready_at, eta, updated_at) VALUES ($1, $2, $3, '', $4, $4, $5, $6, $7, $7, "
             "$8, $7)"
         )
+        unsure = f"publish_unsure AND status IN ('{_QUEUED}', '{_SCHEDULED}')"
+        self._free_key = (
+            f"UPDATE {s}.jobs SET held_key = NULL, "
+            f"state = CASE WHEN {unsure} THEN {FINISHED} ELSE state END, "
+            f"status = CASE WHEN {unsure} THEN '{JobStatus.CANCELLED.value}' ELSE status END, "
+            f"eta = CASE WHEN {unsure} THEN NULL ELSE eta END, "
+            f"updated_at = CASE WHEN {unsure} THEN $3 ELSE updated_at END, "
+            f"expires_at = CASE WHEN {unsure} THEN $4 ELSE expires_at END, "
+            "publish_unsure = false "
+            f"WHERE queue = $1 AND held_key = $2 AND ((state = {FINISHED} AND expires_at <= $3) "
+            f"OR ({unsure}))"
+        )
         # A batch without keys or replays (the usual one), in one statement.
         self._insert_plain = (
             f"INSERT INTO {s}.jobs (id, queue, task, body, state, status, ord, ready_at, eta, "
@@ -120,7 +132,7 @@ class PostgresRecords(PostgresStore):
         """Store the jobs' records; per job, its id (the key holder's, if the key is taken)
         and whether its message is to be published (False: the same job is stored already,
         or another holds its key)."""
-        now, s = time.time(), self._s
+        now, s, ttl = time.time(), self._s, self._result_ttl
         out: list[tuple[str, bool]] = []
         plain = [env for env in envelopes if env.key is None and not env.replay]
         async with self._db.transaction() as conn:
@@ -144,13 +156,11 @@ class PostgresRecords(PostgresStore):
                     continue
                 delayed_one = env.eta is not None and env.eta > now
                 if env.key is not None:
-                    await conn.execute(
-                        f"UPDATE {s}.jobs SET held_key = NULL WHERE queue = $1 AND "
-                        "held_key = $2 AND state = 3 AND expires_at <= $3",
-                        env.queue,
-                        env.key,
-                        now,
-                    )
+                    # The key is free again if its holder's record has expired, or if the
+                    # holder is a job whose publish went unanswered (its enqueue failed, so
+                    # no caller has its id) and that no worker has started: that one ends
+                    # as cancelled, so a copy of it that did reach the queue is skipped.
+                    await conn.execute(self._free_key, env.queue, env.key, now, now + ttl)
                     holder = await conn.fetchval(
                         f"SELECT id FROM {s}.jobs WHERE queue = $1 AND held_key = $2",
                         env.queue,
@@ -202,6 +212,18 @@ class PostgresRecords(PostgresStore):
                 f"INSERT INTO {s}.queues SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", known
             )
         return out
+
+    async def unsure(self, queue: str, ids: Sequence[str]) -> None:
+        """Mark jobs whose publish got no answer (the message may be in the queue or not):
+        an enqueue of the same key (the producer trying again) replaces them instead of
+        returning an id whose message may not exist; a worker's start clears the mark."""
+        async with self._db.connection() as conn:
+            await conn.execute(
+                f"UPDATE {self._s}.jobs SET publish_unsure = true WHERE queue = $1 "
+                f"AND id = ANY($2::text[]) AND status IN ('{_QUEUED}', '{_SCHEDULED}')",
+                queue,
+                list(ids),
+            )
 
     async def forget(self, queue: str, ids: Sequence[str]) -> None:
         """Undo :meth:`enqueue` for jobs the broker refused."""
@@ -270,7 +292,8 @@ class PostgresRecords(PostgresStore):
                 if running:
                     await conn.execute(
                         f"UPDATE {s}.jobs SET state = {RUNNING}, status = 'running', eta = NULL, "
-                        "deferred = false, updated_at = $3 WHERE queue = $1 AND id = ANY($2)",
+                        "deferred = false, publish_unsure = false, updated_at = $3 "
+                        "WHERE queue = $1 AND id = ANY($2)",
                         queue,
                         running,
                         now,

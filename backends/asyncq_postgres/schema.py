@@ -293,7 +293,20 @@ END
 $$;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _CLAIM_V2 + _SWEEP_V2, _CLAIM_V3, _MINUTES_V4)
+_UNSURE_V5 = """
+-- Records the AMQP backend keeps here: a job whose publish got no answer (the connection
+-- went) may or may not be in its RabbitMQ queue; an enqueue of its key replaces it
+-- (amqp_records.py).
+ALTER TABLE {s}.jobs ADD COLUMN publish_unsure boolean NOT NULL DEFAULT false;
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    _V1,
+    _CLAIM_V2 + _SWEEP_V2,
+    _CLAIM_V3,
+    _MINUTES_V4,
+    _UNSURE_V5,
+)
 """Migration n + 1 is ``MIGRATIONS[n]``; each is applied once, in order, in one transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

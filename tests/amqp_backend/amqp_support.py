@@ -134,7 +134,7 @@ class PrivateNode:
         self.boot_seconds = 0.0
 
     def start(self) -> None:
-        _require_rabbitmq_server()
+        require_rabbitmq_server()
         began = time.monotonic()
         args = [str(self.directory), str(self.port), self.conf, self.advanced]
         done = subprocess.run(
@@ -194,7 +194,7 @@ def _free(port: int) -> bool:
     return True
 
 
-def _require_rabbitmq_server() -> None:
+def require_rabbitmq_server() -> None:
     """Fail in CI (``CI=true``), skip elsewhere, when RabbitMQ is not installed."""
     if not (_RABBITMQ_BIN / "rabbitmq-server").exists():
         why = "rabbitmq-server is not installed (bash scripts/services.sh installs it)"
@@ -241,7 +241,7 @@ class PrivateCluster:
         raise AssertionError(f"{node!r} is not a node of this cluster ({self.ports})")
 
     def start(self) -> None:
-        _require_rabbitmq_server()
+        require_rabbitmq_server()
         began = time.monotonic()
         done = subprocess.run(
             ["bash", str(CLUSTER_SCRIPT), "start", str(self.directory), str(self.ports[0])],
