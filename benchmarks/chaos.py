@@ -41,7 +41,11 @@ length):
 * ``broker-stop``: the same with a clean shutdown (SIGTERM; ``pg_ctl stop -m fast``;
   ``rabbitmqctl stop``).
 
-SQLite has no server and no network: only the worker faults apply to it.
+SQLite has no server and no network: only the worker faults apply to it. A pause there
+counts as hitting every worker: a process stopped inside a write transaction keeps the
+database's write lock, so every other process's writes wait until it resumes (seen in
+the 10-min soak: no completion anywhere for the 7.8 s of a pause, and a job whose
+acknowledgement waited that long ran again after its lease ran out).
 
 The parts, under ``soak/``: ``config.py`` (the options), ``processes.py`` (the worker slots
 and producers), ``children.py`` (what runs in them), ``faults.py`` (the injector),
@@ -56,22 +60,22 @@ has returned once and the queue holds nothing (or ``--drain-timeout`` passes). T
 
 * **lost**: confirmed ids with no run that returned (must be 0; ``never started`` is the part
   with no run at all). A confirmed id in the dead-letter queue counts as lost too.
-* **duplicated runs**: runs of a job beyond its first. Each must be explained by a fault:
-  a run is *in flight at a fault* if it ran on a worker the fault hit (the victim of a
-  worker kill or pause; every worker for a network cut or delay and for a broker restart),
-  had not returned ``--slack`` seconds before the fault began, and started no later than
-  ``--slack`` seconds after it ended. The slack is the time a job spends inside a worker
-  out of the handler's sight: a run that returned just before a kill may not have been
-  acknowledged yet, and a worker resumed after a pause may start a delivery it had been
-  handed (in its buffers or its socket's) before its lease ran out, and another worker took
-  it. A run that never returned ended when its worker was killed (or exited on its own, a
-  crash the report lists). A broker restart or a network fault counts every worker's runs,
+* **duplicated runs**: runs of a job beyond its first. Each must be explained by a fault: a
+  run is *in flight at a fault* if it ran on a worker the fault hit (the victim of a worker
+  kill or pause; every worker for a network cut or delay, for a broker restart, and for a
+  pause on SQLite), had not returned ``--slack`` seconds before the fault began, and started
+  no later than ``--slack`` seconds after it ended. The slack is the time a job spends
+  inside a worker out of the handler's sight: a run that returned just before a kill may not
+  have been acknowledged yet, and a worker resumed after a pause may start a delivery it had
+  been handed (in its buffers or its socket's) before its lease ran out, and another worker
+  took it. A run that never returned ended when its worker was killed (or exited on its own,
+  a crash the report lists). A broker restart or a network fault counts every worker's runs,
   since it can cost acknowledgements anywhere (a settle that failed, a lease that lapsed
-  while renewals could not get through, or, on PostgreSQL, a claim lost in the crash:
-  claims commit without waiting for the disk).
-  The rule, per job: runs - 1 <= its runs in flight at a fault. Summed over the jobs, the
-  duplicated runs are within the bound, the runs in flight at a fault. A job that breaks
-  the rule is listed as an unexplained duplicate (and fails the soak).
+  while renewals could not get through, or, on PostgreSQL, a claim lost in the crash: claims
+  commit without waiting for the disk). The rule, per job: runs - 1 <= its runs in flight at
+  a fault. Summed over the jobs, the duplicated runs are within the bound, the runs in
+  flight at a fault. A job that breaks the rule is listed as an unexplained duplicate (and
+  fails the soak).
 * **enqueue duplicates**: a ledger id run under more than one job id (a retried enqueue
   stored twice); with idempotency keys there must be none.
 * **recovery**: the longest gap between two completions while the producers ran; per

@@ -18,9 +18,10 @@ from postgres_backend.postgres_support import postgres_binaries
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SECONDS = {"redis": 25, "redis-cluster": 25, "amqp-cluster": 25, "postgres": 25, "sqlite": 10}
+SECONDS = {"redis": 25, "redis-cluster": 25, "amqp-cluster": 35, "postgres": 25, "sqlite": 10}
 """Seconds of faults per backend. SQLite has only the worker faults (no server to restart,
-no network to cut), so it needs less time to see each of them."""
+no network to cut), so it needs less time to see each of them; a RabbitMQ node's restart
+lasts until the cluster is whole again (15 to 20 s), so the RabbitMQ cluster needs more."""
 
 
 def _require(backend: str) -> None:

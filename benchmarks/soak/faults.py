@@ -107,7 +107,12 @@ class Injector:
             finally:
                 victim.send_signal(signal.SIGCONT)
                 workers.paused.discard(victim.pid)
-            return frozenset([victim.pid]), f"SIGSTOP pid {victim.pid} for {seconds:.1f} s"
+            detail = f"SIGSTOP pid {victim.pid} for {seconds:.1f} s"
+            if self.config.backend == "sqlite":
+                # Stopped inside a write transaction, the process keeps the file's write
+                # lock: every other process's writes (renewals and settles too) wait.
+                return None, detail
+            return frozenset([victim.pid]), detail
         if kind == "network-cut":
             seconds = rng.uniform(2.0, 5.0)
             async with anyio.create_task_group() as tg:
