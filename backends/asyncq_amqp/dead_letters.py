@@ -57,7 +57,7 @@ class DeadLetters:
     ) -> list[DeadLetter]:
         found: list[DeadLetter] = []
         with self._link.errors("listing dead letters"):
-            async with browse(self._link, self._names.dead(queue)) as messages:
+            async with browse(self._link, self._names.dead(queue), until_counted=True) as messages:
                 async for message in messages:
                     letter = read(queue, message)
                     if after is None or letter.cursor > after:
@@ -78,7 +78,7 @@ class DeadLetters:
                     ok = await dead.purge()
                     return int(ok.message_count or 0)
             wanted, count = set(ids), 0
-            async with browse(self._link, name) as messages:
+            async with browse(self._link, name, until_counted=True) as messages:
                 async for message in messages:
                     if message.message_id in wanted:
                         wanted.discard(message.message_id)  # the oldest entry of each job only
@@ -135,7 +135,7 @@ class DeadLetters:
         then stops."""
         cutoff_ms = None if ttl is None else (time.time() - ttl) * 1000
         expired = beyond = 0
-        async with browse(self._link, name) as messages:
+        async with browse(self._link, name, until_counted=True) as messages:
             while True:
                 over = most is not None and ready - expired - beyond > most
                 if cutoff_ms is None and not over:
