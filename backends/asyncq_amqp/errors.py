@@ -59,6 +59,12 @@ def mapped(action: str, where: str) -> Iterator[None]:
         OSError,
     ) as exc:
         raise BrokerUnavailable(f"RabbitMQ at {where} unreachable {action}: {exc}") from exc
+    except aiormq.exceptions.ChannelClosed as exc:
+        if exc.args and exc.args[0] is None:
+            # No reply code: the server did not close it, its connection went under it
+            # (a channel opened while aio-pika reconnects, say).
+            raise BrokerUnavailable(f"RabbitMQ at {where} unreachable {action}: {exc}") from exc
+        raise BrokerError(f"RabbitMQ failed {action}: {exc}") from exc
     except aiormq.exceptions.AMQPError as exc:
         raise BrokerError(f"RabbitMQ failed {action}: {exc}") from exc
     except TimeoutError as exc:

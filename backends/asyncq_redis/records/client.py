@@ -122,15 +122,24 @@ class RedisStore:
         notifications, self._notifications = self._notifications, None
         wire, self._wire = self._wire, None
         listener, self._listener = self._listener, None
-        if wire is not None:
-            await wire.close()
-        if notifications is not None:
-            await notifications.close()
         left, self._listeners_left = self._listeners_left, []
         if listener is not None and listener is not client:
             left.append(listener)
-        for node in left:
-            await node.aclose(close_connection_pool=True)
+        # Each part is closed even if one before it fails (a connection error, a
+        # cancellation): a client left open leaks its sockets.
+        try:
+            if wire is not None:
+                await wire.close()
+            if notifications is not None:
+                await notifications.close()
+            for node in left:
+                await node.aclose(close_connection_pool=True)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close_client(client)
+
+    @staticmethod
+    async def _close_client(client: aioredis.Redis | None) -> None:
         if client is not None:
             if is_cluster(client):
                 await client.aclose()  # its nodes' pools are its own
