@@ -6,33 +6,19 @@ in PostgreSQL; a consumer that stops hands back what it prefetched at once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
-import services
 from harness import Lines, worker_process
 
 import asyncq
 from asyncq import JobStatus, current_job
 from asyncq.backend import Delivery, Settlement
 
-from .amqp_support import amqp_postgres_records_url, amqp_url, rabbitmq_only_url, records_schema
+from .amqp_support import amqp_url, rabbitmq_only_url
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["redis", "postgres"], ids=["redis-records", "postgres-records"])
-def records_url(request: pytest.FixtureRequest, prefix: str) -> Iterator[str]:
-    if request.param == "redis":
-        yield amqp_url(prefix)
-        return
-    services.require_postgres()
-    try:
-        yield amqp_postgres_records_url(prefix)
-    finally:
-        services.drop_postgres_schema(records_schema(prefix))
 
 
 async def test_job_of_a_sigkilled_worker_is_redelivered_at_once_to_a_running_worker(

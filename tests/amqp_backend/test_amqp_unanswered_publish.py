@@ -7,8 +7,6 @@ of it (what the chaos soak found on the RabbitMQ cluster)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import aio_pika
 import anyio
 import pytest
@@ -18,22 +16,9 @@ import asyncq
 from asyncq import current_job
 from asyncq.errors import BrokerError
 
-from .amqp_support import amqp_postgres_records_url, amqp_url, records_schema
 from .reply_holding_proxy import ReplyHoldingProxy
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["redis-records", "postgres-records"])
-def url(request: pytest.FixtureRequest, prefix: str) -> Iterator[str]:
-    if request.param == "redis-records":
-        yield amqp_url(prefix)
-        return
-    services.require_postgres()
-    try:
-        yield amqp_postgres_records_url(prefix)
-    finally:
-        services.drop_postgres_schema(records_schema(prefix))
 
 
 async def _messages_in(queue: str) -> int:
@@ -47,10 +32,10 @@ async def _messages_in(queue: str) -> int:
 
 
 async def test_a_keyed_job_whose_confirm_was_lost_runs_once_after_its_retry(
-    url: str, prefix: str
+    records_url: str, prefix: str
 ) -> None:
     proxy = ReplyHoldingProxy(5672)
-    app = asyncq.App(proxy.url(url))
+    app = asyncq.App(proxy.url(records_url))
     runs: list[str] = []
 
     @app.task
